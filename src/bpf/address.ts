@@ -1,0 +1,121 @@
+// IP addresses as the datapath stores them: 16 bytes, IPv4 mapped (::ffff:a.b.c.d). Pure, no I/O.
+import { isIPv4, isIPv6 } from 'node:net';
+import { DatapathError } from './errors.js';
+
+export type Protocol = 'tcp' | 'udp';
+export const protocolNumbers: Record<Protocol, number> = { tcp: 6, udp: 17 };
+
+/** A transport address: normalized IP text, port 1..65535. */
+export interface Endpoint {
+  ip: string;
+  port: number;
+}
+
+function bad(message: string): DatapathError {
+  return new DatapathError('ECNET_BAD_ADDRESS', message);
+}
+
+/** Writes `ip` (IPv4 or IPv6 text) as 16 bytes into `out` at `offset`. Throws ECNET_BAD_ADDRESS. */
+export function writeAddress(ip: string, out: Buffer, offset: number): void {
+  if (isIPv4(ip)) {
+    out.fill(0, offset, offset + 10);
+    out[offset + 10] = 0xff;
+    out[offset + 11] = 0xff;
+    const parts = ip.split('.');
+    for (let i = 0; i < 4; i++) out[offset + 12 + i] = Number(parts[i]);
+    return;
+  }
+  // Node reports IPv6 peers with a zone sometimes ("fe80::1%eth0"); the zone is not part of the address.
+  const text = ip.includes('%') ? ip.slice(0, ip.indexOf('%')) : ip;
+  if (!isIPv6(text)) throw bad(`not an IP address: ${JSON.stringify(ip)}`);
+  let head = text;
+  let tail = '';
+  const gap = text.indexOf('::');
+  if (gap >= 0) {
+    head = text.slice(0, gap);
+    tail = text.slice(gap + 2);
+  }
+  const words = (s: string): number[] => {
+    if (s === '') return [];
+    const out: number[] = [];
+    for (const part of s.split(':')) {
+      if (part.includes('.')) {
+        const b = part.split('.').map(Number);
+        out.push((b[0]! << 8) | b[1]!, (b[2]! << 8) | b[3]!);
+      } else {
+        out.push(parseInt(part, 16));
+      }
+    }
+    return out;
+  };
+  const h = words(head);
+  const t = words(tail);
+  const all = [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
+  for (let i = 0; i < 8; i++) out.writeUInt16BE(all[i]!, offset + 2 * i);
+}
+
+/** Reads 16 address bytes: IPv4-mapped become dotted IPv4, others RFC 5952 IPv6 text. */
+export function readAddress(buf: Buffer, offset: number): string {
+  let mapped = buf[offset + 10] === 0xff && buf[offset + 11] === 0xff;
+  for (let i = 0; mapped && i < 10; i++) if (buf[offset + i] !== 0) mapped = false;
+  if (mapped) return `${buf[offset + 12]}.${buf[offset + 13]}.${buf[offset + 14]}.${buf[offset + 15]}`;
+  const w: number[] = [];
+  for (let i = 0; i < 8; i++) w.push(buf.readUInt16BE(offset + 2 * i));
+  // Longest run (of at least two) of zero words becomes "::".
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (w[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && w[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (a: number[]): string => a.map((x) => x.toString(16)).join(':');
+  if (best < 0) return hex(w);
+  return `${hex(w.slice(0, best))}::${hex(w.slice(best + bestLen))}`;
+}
+
+/** Normalizes IP text ("::ffff:10.0.0.1" → "10.0.0.1", "0:0::1" → "::1"). Throws ECNET_BAD_ADDRESS. */
+export function normalizeIp(ip: string): string {
+  const b = Buffer.alloc(16);
+  writeAddress(ip, b, 0);
+  return readAddress(b, 0);
+}
+
+/** A port number 1..65535, else ECNET_BAD_ADDRESS. */
+export function checkPort(port: number, what = 'port'): number {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw bad(`${what} must be an integer in 1..65535, got ${String(port)}`);
+  }
+  return port;
+}
+
+/** Parses "IP:PORT" or "[IPv6]:PORT". Throws ECNET_BAD_ADDRESS with the reason. */
+export function parseEndpoint(text: string): Endpoint {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
+  if (!m) throw bad(`expected IP:PORT or [IPv6]:PORT, got ${JSON.stringify(text)}`);
+  const ip = normalizeIp(m[1]!);
+  return { ip, port: checkPort(Number(m[2]), `port of ${text}`) };
+}
+
+/** Parses "IP:PORT[/tcp|/udp]" (default tcp). */
+export function parseServiceAddress(text: string): Endpoint & { protocol: Protocol } {
+  const slash = text.lastIndexOf('/');
+  const proto = slash >= 0 ? text.slice(slash + 1).toLowerCase() : 'tcp';
+  if (proto !== 'tcp' && proto !== 'udp') {
+    throw bad(`protocol must be tcp or udp, got ${JSON.stringify(text.slice(slash + 1))}`);
+  }
+  return { ...parseEndpoint(slash >= 0 ? text.slice(0, slash) : text), protocol: proto };
+}
+
+/** "10.0.0.1:80", "[fd00::1]:80". */
+export function formatEndpoint(e: Endpoint): string {
+  return e.ip.includes(':') ? `[${e.ip}]:${e.port}` : `${e.ip}:${e.port}`;
+}

@@ -1,0 +1,110 @@
+// The one place that reads flags and environment. Each command hands its parsed flags here and gets one
+// typed object back, with defaults applied once. Environment variables fill what flags leave unset.
+import { join } from 'node:path';
+import { parseEndpoint, normalizeIp } from './bpf/address.js';
+import type { DatapathSettings } from './bpf/codecs.js';
+import { detectCgroup2 } from './bpf/host.js';
+import { packageRoot } from './paths.js';
+
+export const defaults = {
+  /** Pin directory of maps and links on bpffs. */
+  bpffs: '/sys/fs/bpf/ecnet',
+  /** SO_MARK bit(s) the node proxy sets on its upstream sockets; the datapath never redirects those. */
+  proxyMark: 0x1000,
+  /** Compiled BPF objects (npm run build:bpf). */
+  objectDir: join(packageRoot, 'build', 'bpf'),
+  logLevel: 'info',
+} as const;
+
+export type OutputFormat = 'table' | 'json';
+
+/** Flags common to the `ecnet bpf` commands, as the CLI parsed them (strings, unvalidated). */
+export interface DatapathFlags {
+  bpffs?: string;
+  cgroup?: string;
+  output?: string;
+}
+
+export interface DatapathConfig {
+  /** Pin directory on bpffs (ECNET_BPFFS). */
+  bpffs: string;
+  /** cgroup v2 directory programs attach to (ECNET_CGROUP); default: the root of the cgroup v2 hierarchy. */
+  cgroup: string | undefined;
+  /** Directory of the *.bpf.o files (ECNET_BPF_OBJECTS). */
+  objectDir: string;
+  output: OutputFormat;
+}
+
+export class ConfigError extends Error {
+  readonly code = 'ECNET_CONFIG' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ConfigError';
+  }
+}
+
+function outputFormat(v: string | undefined): OutputFormat {
+  if (v === undefined || v === 'table' || v === 'json') return v ?? 'table';
+  throw new ConfigError(`-o must be table or json, got ${JSON.stringify(v)}`);
+}
+
+export function datapathConfig(flags: DatapathFlags, env: NodeJS.ProcessEnv = process.env): DatapathConfig {
+  return {
+    bpffs: flags.bpffs ?? env.ECNET_BPFFS ?? defaults.bpffs,
+    cgroup: flags.cgroup ?? env.ECNET_CGROUP ?? detectCgroup2(),
+    objectDir: env.ECNET_BPF_OBJECTS ?? defaults.objectDir,
+    output: outputFormat(flags.output),
+  };
+}
+
+/** Flags of `ecnet bpf load`. */
+export interface LoadFlags {
+  proxy?: string;
+  proxy6?: string;
+  mark?: string;
+  maxServices?: string;
+}
+
+function parseIntFlag(name: string, v: string, min: number, max: number): number {
+  const n = /^0x[0-9a-f]+$/i.test(v) ? parseInt(v, 16) : /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be an integer in ${min}..${max} (decimal or 0x hex), got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+export interface LoadConfig {
+  settings: DatapathSettings;
+  /** Capacity of ecnet_services; undefined keeps the pinned map's (or the compiled default). */
+  maxServices: number | undefined;
+}
+
+export function loadConfig(flags: LoadFlags, env: NodeJS.ProcessEnv = process.env): LoadConfig {
+  const proxy = flags.proxy ?? env.ECNET_PROXY;
+  if (!proxy) throw new ConfigError('--proxy IP:PORT is required (the node proxy address connections are sent to)');
+  const mark = flags.mark ?? env.ECNET_PROXY_MARK;
+  const proxy6 = flags.proxy6 ?? env.ECNET_PROXY6;
+  try {
+    return {
+      settings: {
+        proxy: parseEndpoint(proxy),
+        ...(proxy6 ? { proxyIp6: normalizeIp(proxy6) } : {}),
+        proxyMark: mark === undefined ? defaults.proxyMark : parseIntFlag('--mark', mark, 1, 0xffffffff),
+      },
+      maxServices: flags.maxServices === undefined ? undefined : parseIntFlag('--max-services', flags.maxServices, 1, 1 << 24),
+    };
+  } catch (cause) {
+    if (cause instanceof ConfigError) throw cause;
+    throw new ConfigError((cause as Error).message, { cause });
+  }
+}
+
+/** pino level (ECNET_LOG_LEVEL). */
+export function logLevel(env: NodeJS.ProcessEnv = process.env): string {
+  return env.ECNET_LOG_LEVEL ?? defaults.logLevel;
+}
+
+/** Print the cause chain of a failing command (ECNET_DEBUG=1). */
+export function showCauses(env: NodeJS.ProcessEnv = process.env): boolean {
+  return Boolean(env.ECNET_DEBUG);
+}
