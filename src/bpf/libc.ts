@@ -1,0 +1,65 @@
+// The plain libc calls the datapath needs, through ffi-rs (no C++ wrapper for what is one syscall).
+import { DataType, load, open } from 'ffi-rs';
+import { BpfError } from './errors.js';
+
+let opened = false;
+function libc(): void {
+  if (!opened) {
+    open({ library: 'libc', path: 'libc.so.6' });
+    opened = true;
+  }
+}
+
+type Param = DataType.I32 | DataType.String | DataType.U8Array | DataType.U64;
+function call(funcName: string, paramsType: Param[], paramsValue: unknown[]): number {
+  libc();
+  const r = load({
+    library: 'libc',
+    funcName,
+    retType: DataType.I32,
+    paramsType,
+    paramsValue,
+    errno: true,
+  }) as unknown as { value: number; errnoCode: number };
+  if (r.value < 0) throw new BpfError('system call failed', { op: funcName, errno: r.errnoCode });
+  return r.value;
+}
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_MARK = 36;
+const SO_COOKIE = 57;
+
+/** socket(family, SOCK_STREAM|SOCK_CLOEXEC, 0); the caller owns the fd. */
+export function tcpSocket(family: number): number {
+  return call('socket', [DataType.I32, DataType.I32, DataType.I32], [family, SOCK_STREAM | SOCK_CLOEXEC, 0]);
+}
+
+/** setsockopt(SO_MARK); needs CAP_NET_ADMIN. */
+export function setMark(fd: number, mark: number): void {
+  const v = Buffer.alloc(4);
+  v.writeUInt32LE(mark >>> 0);
+  call('setsockopt', [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.I32], [fd, SOL_SOCKET, SO_MARK, v, 4]);
+}
+
+/** getsockopt(SO_COOKIE): the kernel's id of a socket, as the BPF programs see it. */
+export function socketCookie(fd: number): bigint {
+  const v = Buffer.alloc(8);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(8);
+  call('getsockopt', [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.U8Array], [fd, SOL_SOCKET, SO_COOKIE, v, len]);
+  return v.readBigUInt64LE(0);
+}
+
+/** close(fd) for an fd nothing else owns yet. */
+export function closeFd(fd: number): void {
+  call('close', [DataType.I32], [fd]);
+}
+
+/** mount -t bpf bpf DIR */
+export function mountBpffs(dir: string): void {
+  call('mount', [DataType.String, DataType.String, DataType.String, DataType.U64, DataType.String], ['bpf', dir, 'bpf', 0, '']);
+}

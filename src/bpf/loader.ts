@@ -1,0 +1,265 @@
+// Loads the BPF objects, reusing pinned maps, and attaches each program once to the cgroup as a pinned
+// bpf_link. A second load finds the pins and changes nothing, or atomically swaps in programs that differ.
+// Uninstall detaches and unpins everything. Pin layout: <bpffs>/maps/<map>, <bpffs>/links/<program>.
+import { existsSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { type DatapathSettings, settingsCodec, u32Key } from './codecs.js';
+import { BpfError, DatapathError } from './errors.js';
+import { cgroupId, checkCgroup, checkKernel, checkRoot, ensureBpffs } from './host.js';
+import { type NativeBinding, type NativeObject, loadNative } from './native.js';
+
+/** The compiled objects, one per hook (bpf/NAME.bpf.c → NAME.bpf.o). */
+export const OBJECT_NAMES = ['sock_connect', 'sock_getpeername', 'sockops', 'sock_release'] as const;
+
+/** Pinned maps by role. */
+export const MAP_NAMES = {
+  services: 'ecnet_services',
+  sockets: 'ecnet_sock_dst',
+  connections: 'ecnet_conn_dst',
+  stats: 'ecnet_stats',
+} as const;
+export type MapRole = keyof typeof MAP_NAMES;
+
+export interface Capacity {
+  services?: number;
+  sockets?: number;
+  connections?: number;
+}
+
+export interface InstallOptions {
+  bpffs: string;
+  cgroup: string;
+  objectDir: string;
+  settings: DatapathSettings;
+  /** Map capacities; unset keeps a pinned map's capacity, or the compiled default. */
+  capacity?: Capacity;
+  logger?: Logger;
+}
+
+export type LinkAction = 'attached' | 'unchanged' | 'replaced';
+
+export interface InstallReport {
+  programs: { name: string; section: string; action: LinkAction; linkId: number; progId: number }[];
+}
+
+export const pinPaths = (bpffs: string) => ({
+  maps: join(bpffs, 'maps'),
+  links: join(bpffs, 'links'),
+  map: (name: string) => join(bpffs, 'maps', name),
+  link: (name: string) => join(bpffs, 'links', name),
+});
+
+/** The .rodata bytes of a loaded program, or undefined when it has none. */
+function rodataOf(native: NativeBinding, mapIds: number[]): Buffer | undefined {
+  for (const id of mapIds) {
+    const map = native.openMapById(id);
+    try {
+      if (map.info().name.endsWith('.rodata')) return map.lookup(u32Key(0)) ?? undefined;
+    } finally {
+      map.close();
+    }
+  }
+  return undefined;
+}
+
+/** The settings the attached connect programs were loaded with (from their .rodata), if any. */
+export function attachedSettings(native: NativeBinding, progId: number): DatapathSettings | undefined {
+  const raw = rodataOf(native, native.programInfoById(progId).mapIds);
+  return raw && raw.length === settingsCodec.size ? settingsCodec.decode(raw) : undefined;
+}
+
+function resolveCapacity(native: NativeBinding, bpffs: string, capacity: Capacity): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const role of ['services', 'sockets', 'connections'] as const) {
+    const name = MAP_NAMES[role];
+    const pin = pinPaths(bpffs).map(name);
+    const pinned = existsSync(pin) ? withMap(native, pin, (m) => m.info().maxEntries) : undefined;
+    const wanted = capacity[role];
+    if (wanted !== undefined && pinned !== undefined && wanted !== pinned) {
+      throw new DatapathError(
+        'ECNET_BPF_LOAD',
+        `pinned map ${name} holds up to ${pinned} entries, ${wanted} requested: run \`ecnet bpf unload\` first to change its size`,
+      );
+    }
+    const n = wanted ?? pinned;
+    if (n !== undefined) out.set(name, n);
+  }
+  return out;
+}
+
+function withMap<T>(native: NativeBinding, pin: string, fn: (m: ReturnType<NativeBinding['openPinnedMap']>) => T): T {
+  const m = native.openPinnedMap(pin);
+  try {
+    return fn(m);
+  } finally {
+    m.close();
+  }
+}
+
+function loadObjects(native: NativeBinding, opts: InstallOptions, capacity: Map<string, number>): NativeObject[] {
+  const objects: NativeObject[] = [];
+  const rodata = settingsCodec.encode(opts.settings);
+  try {
+    for (const name of OBJECT_NAMES) {
+      const file = join(opts.objectDir, `${name}.bpf.o`);
+      if (!existsSync(file)) {
+        throw new DatapathError('ECNET_BPF_LOAD', `BPF object ${file} is missing (run npm run build)`);
+      }
+      const obj = native.openObject(file, pinPaths(opts.bpffs).maps);
+      objects.push(obj);
+      for (const m of obj.maps()) {
+        const n = capacity.get(m.name);
+        if (n !== undefined) obj.setMaxEntries(m.name, n);
+        if (m.name.endsWith('.rodata')) {
+          if (m.valueSize !== rodata.length) {
+            throw new DatapathError('ECNET_BPF_LOAD', `${file}: .rodata is ${m.valueSize} bytes, struct ecnet_config is ${rodata.length}`);
+          }
+          obj.setInitialValue('.rodata', rodata);
+        }
+      }
+      obj.load();
+    }
+    return objects;
+  } catch (cause) {
+    for (const o of objects) o.close();
+    if (cause instanceof DatapathError) throw cause;
+    throw new DatapathError('ECNET_BPF_LOAD', `loading the BPF programs failed: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Host checks, then load-or-reuse and attach-once. Idempotent. */
+export function install(opts: InstallOptions): InstallReport {
+  checkRoot();
+  checkKernel();
+  checkCgroup(opts.cgroup);
+  ensureBpffs(opts.bpffs);
+  const native = loadNative();
+  const paths = pinPaths(opts.bpffs);
+  mkdirSync(paths.maps, { recursive: true });
+  mkdirSync(paths.links, { recursive: true });
+
+  const objects = loadObjects(native, opts, resolveCapacity(native, opts.bpffs, opts.capacity ?? {}));
+  const wantCgroup = cgroupId(opts.cgroup);
+  const report: InstallReport = { programs: [] };
+  const attachedNow: string[] = [];
+  try {
+    // Plan first, so that an incompatible pin stops the load before anything changes.
+    const plan: { obj: NativeObject; name: string; section: string; pin: string; existing: boolean }[] = [];
+    for (const obj of objects) {
+      for (const p of obj.programs()) {
+        const pin = paths.link(p.name);
+        let existing = existsSync(pin);
+        if (existing) {
+          const link = native.openPinnedLink(pin);
+          try {
+            const info = link.info();
+            if (info.cgroupId === 0) {
+              // The cgroup it was attached to is gone: the link is defunct.
+              opts.logger?.warn({ program: p.name, pin }, 'removing defunct link pin');
+              link.unpin();
+              existing = false;
+            } else if (info.cgroupId !== wantCgroup) {
+              throw new DatapathError(
+                'ECNET_BPF_LOAD',
+                `${p.name} is already attached to another cgroup (id ${info.cgroupId}, not ${opts.cgroup}): run \`ecnet bpf unload\` first`,
+              );
+            }
+          } finally {
+            link.close();
+          }
+        }
+        plan.push({ obj, name: p.name, section: p.section, pin, existing });
+      }
+    }
+    for (const step of plan) {
+      const fresh = step.obj.programInfo(step.name);
+      if (!step.existing) {
+        const link = step.obj.attachCgroup(step.name, opts.cgroup);
+        try {
+          link.pin(step.pin);
+          attachedNow.push(step.pin);
+          report.programs.push({ name: step.name, section: step.section, action: 'attached', linkId: link.info().id, progId: fresh.id });
+        } finally {
+          link.close();
+        }
+        continue;
+      }
+      const link = native.openPinnedLink(step.pin);
+      try {
+        const info = link.info();
+        const old = native.programInfoById(info.progId);
+        const same = old.tag === fresh.tag && Buffer.compare(rodataOf(native, old.mapIds) ?? Buffer.alloc(0), rodataOf(native, fresh.mapIds) ?? Buffer.alloc(0)) === 0;
+        if (!same) step.obj.updateLink(link, step.name); // atomic: the hook is never empty
+        report.programs.push({
+          name: step.name,
+          section: step.section,
+          action: same ? 'unchanged' : 'replaced',
+          linkId: info.id,
+          progId: same ? old.id : fresh.id,
+        });
+      } finally {
+        link.close();
+      }
+    }
+  } catch (err) {
+    // Undo the attachments made by this call; replaced programs stay replaced (the swap is atomic and complete).
+    for (const pin of attachedNow) detachPin(native, pin, opts.logger);
+    throw err instanceof DatapathError ? err : new DatapathError('ECNET_BPF_LOAD', `attaching failed: ${(err as Error).message}`, { cause: err });
+  } finally {
+    for (const o of objects) o.close();
+  }
+  for (const p of report.programs) opts.logger?.info(p, `program ${p.action}`);
+  return report;
+}
+
+function detachPin(native: NativeBinding, pin: string, logger?: Logger): void {
+  try {
+    const link = native.openPinnedLink(pin);
+    try {
+      link.detach();
+      link.unpin();
+    } finally {
+      link.close();
+    }
+  } catch (err) {
+    logger?.error({ err, pin }, 'could not detach link');
+    throw err;
+  }
+}
+
+export interface UninstallReport {
+  detached: string[];
+  unpinned: string[];
+}
+
+/** Detaches every pinned link and removes every pin under `bpffs`, then the directory itself. */
+export function uninstall(bpffs: string, logger?: Logger): UninstallReport {
+  checkRoot();
+  const paths = pinPaths(bpffs);
+  const report: UninstallReport = { detached: [], unpinned: [] };
+  if (!existsSync(bpffs)) return report;
+  const native = loadNative();
+  if (existsSync(paths.links)) {
+    for (const name of readdirSync(paths.links)) {
+      detachPin(native, paths.link(name), logger);
+      report.detached.push(name);
+    }
+    rmdirSync(paths.links);
+  }
+  if (existsSync(paths.maps)) {
+    for (const name of readdirSync(paths.maps)) {
+      unlinkSync(paths.map(name));
+      report.unpinned.push(name);
+    }
+    rmdirSync(paths.maps);
+  }
+  try {
+    rmdirSync(bpffs);
+  } catch (cause) {
+    throw new DatapathError('ECNET_MAP_UPDATE', `${bpffs} still holds pins ecnet does not own`, { cause });
+  }
+  logger?.info(report, 'datapath uninstalled');
+  return report;
+}
+

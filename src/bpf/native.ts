@@ -1,0 +1,127 @@
+// The raw surface of the native addon (native/), declared once. Only src/bpf/ imports this module.
+// Every failing call throws a BpfError (see errors.ts): { code: 'ECNET_BPF', errno, errnoName, op }.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../paths.js';
+import { BpfError } from './errors.js';
+
+/** One program of an opened object (owned by its NativeObject). */
+export interface NativeProgramInfo {
+  name: string;
+  /** ELF section, e.g. "cgroup/connect4". */
+  section: string;
+  /** Kernel attach type name as libbpf spells it, e.g. "cgroup_inet4_connect". */
+  attachType: string;
+}
+
+/** A libbpf bpf_object: open, adjust, load, attach; closing frees programs and the object's map fds. */
+export interface NativeObject {
+  /** Programs in the object (valid before and after load). */
+  programs(): NativeProgramInfo[];
+  /** Maps in the object: internal ones (".rodata") included. */
+  maps(): { name: string; keySize: number; valueSize: number; maxEntries: number; type: number }[];
+  /** Before load: capacity of a map. */
+  setMaxEntries(map: string, maxEntries: number): void;
+  /** Before load: initial value of a map, e.g. ".rodata" (size must match exactly). */
+  setInitialValue(map: string, value: Buffer): void;
+  /** Load and verify every program, creating or reusing pinned maps. Throws with the verifier log in `message`. */
+  load(): void;
+  /** After load: kernel info of a program. */
+  programInfo(name: string): NativeProgInfo;
+  /** After load: attach a program to a cgroup (directory fd opened by the addon) as a bpf_link. */
+  attachCgroup(program: string, cgroupPath: string): NativeLink;
+  /** After load: atomically replace the program of an existing link with this object's program. */
+  updateLink(link: NativeLink, program: string): void;
+  /** Frees the object (idempotent). Pinned maps and pinned links stay in the kernel. */
+  close(): void;
+}
+
+export interface NativeProgInfo {
+  id: number;
+  name: string;
+  /** 8-byte program tag, hex: equal tags mean equal instructions. */
+  tag: string;
+  type: number;
+  mapIds: number[];
+}
+
+export interface NativeLinkInfo {
+  id: number;
+  progId: number;
+  type: number;
+  /** For cgroup links. */
+  cgroupId: number;
+  attachType: number;
+}
+
+/** A bpf_link (owns its fd / struct bpf_link). */
+export interface NativeLink {
+  info(): NativeLinkInfo;
+  pin(path: string): void;
+  unpin(): void;
+  /** Detaches the program from its hook now (BPF_LINK_DETACH), even if pinned elsewhere. */
+  detach(): void;
+  /** Frees the handle (idempotent). A pinned link stays attached. */
+  close(): void;
+}
+
+export interface NativeMapInfo {
+  id: number;
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+/** A map fd (owned). Keys and values are raw bytes of the structs in bpf/lib/ecnet.h. */
+export interface NativeMap {
+  info(): NativeMapInfo;
+  /** Per-CPU maps return valueSize rounded up to 8, times the number of possible CPUs. */
+  lookup(key: Buffer): Buffer | null;
+  update(key: Buffer, value: Buffer, flags: number): void;
+  /** false when the key was absent. */
+  delete(key: Buffer): boolean;
+  /** Atomic lookup + delete (hash maps, Linux 5.14); null when absent. */
+  lookupAndDelete(key: Buffer): Buffer | null;
+  /** Every entry; uses BPF_MAP_LOOKUP_BATCH where the kernel has it, get_next_key otherwise. */
+  entries(): { keys: Buffer; values: Buffer; count: number };
+  /** keys/values are `count` fixed-size records concatenated. Returns how many were applied before an error (throws on error with `applied` set). */
+  updateBatch(keys: Buffer, values: Buffer, count: number, flags: number): number;
+  deleteBatch(keys: Buffer, count: number): number;
+  close(): void;
+}
+
+export interface NativeBinding {
+  openObject(path: string, pinRoot: string): NativeObject;
+  openPinnedMap(path: string): NativeMap;
+  openMapById(id: number): NativeMap;
+  openPinnedLink(path: string): NativeLink;
+  programInfoById(id: number): NativeProgInfo;
+  /** sizeof() of the structs in bpf/lib/ecnet.h as the C++ compiler sees them. */
+  structSizes(): Record<'svc_key' | 'svc_value' | 'origdst' | 'conn_key' | 'config', number>;
+  /** Number of possible CPUs (libbpf_num_possible_cpus). */
+  possibleCpus(): number;
+  libbpfVersion(): string;
+  /** Registers the class the addon throws: `new ErrorClass(message, { op, errno })`. Called once by loadNative. */
+  setErrorClass(ctor: new (message: string, details: { op: string; errno: number }) => Error): void;
+}
+
+let cached: NativeBinding | undefined;
+
+/** Loads build/native/ecnet_native.node (built by `npm run build:native`). */
+export function loadNative(): NativeBinding {
+  if (cached) return cached;
+  const file = join(packageRoot, 'build', 'native', 'Release', 'ecnet_native.node');
+  if (!existsSync(file)) {
+    throw Object.assign(new Error(`native addon not built: ${file} is missing (run npm run build)`), {
+      code: 'ECNET_NATIVE_MISSING',
+    });
+  }
+  const binding = createRequire(import.meta.url)(file) as NativeBinding;
+  binding.setErrorClass(BpfError);
+  cached = binding;
+  return binding;
+}

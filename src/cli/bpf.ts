@@ -1,0 +1,193 @@
+// `ecnet bpf …`: load/unload the datapath, show what is in the kernel, program a redirect by hand.
+import { Command } from 'commander';
+import { formatEndpoint, parseServiceAddress } from '../bpf/address.js';
+import type { OriginalDestination } from '../bpf/codecs.js';
+import { Datapath, type DatapathStatus, type MapDump } from '../bpf/datapath.js';
+import { DatapathError } from '../bpf/errors.js';
+import { MAP_NAMES } from '../bpf/loader.js';
+import { type DatapathConfig, type DatapathFlags, type LoadFlags, datapathConfig, defaults, loadConfig } from '../config.js';
+import { componentLogger } from '../logger.js';
+import { table } from './table.js';
+
+const log = componentLogger('cli');
+
+function out(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+function json(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2);
+}
+
+function requireCgroup(cfg: DatapathConfig): string {
+  if (!cfg.cgroup) throw new DatapathError('ECNET_NO_CGROUP2', 'no cgroup v2 hierarchy is mounted and --cgroup was not given');
+  return cfg.cgroup;
+}
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+const dst = (d: OriginalDestination): string => `${formatEndpoint(d)}/${d.protocol}`;
+
+function renderStatus(s: DatapathStatus): string {
+  const lines = [
+    `datapath  ${s.bpffs}   kernel ${s.kernel}   libbpf ${s.libbpf}`,
+    s.settings
+      ? `proxy     ${formatEndpoint(s.settings.proxy)}${s.settings.proxyIp6 ? `  [${s.settings.proxyIp6}]` : ''}   skip mark ${hex(s.settings.proxyMark)}`
+      : 'proxy     (connect programs not attached)',
+    '',
+    table(
+      ['PROGRAM', 'HOOK', 'CGROUP', 'LINK', 'PROG', 'TAG'],
+      s.programs.map((p) => [p.name, p.hook, p.cgroup ?? `id ${p.cgroupId}`, p.linkId, p.progId, p.tag]),
+    ),
+    '',
+    table(
+      ['MAP', 'TYPE', 'ENTRIES', 'CAPACITY', 'FILL', 'PIN'],
+      s.maps.map((m) => [m.name, m.type, m.entries, m.capacity, `${((100 * m.entries) / m.capacity).toFixed(1)}%`, m.pin]),
+    ),
+    '',
+    table(['COUNTER', 'TOTAL'], Object.entries(s.stats).map(([k, v]) => [k, v])),
+  ];
+  return lines.join('\n');
+}
+
+function renderDump(d: MapDump): string {
+  const rows = d.rows as { key: Record<string, unknown>; value: Record<string, unknown> }[];
+  switch (d.map) {
+    case MAP_NAMES.services:
+      return table(
+        ['SERVICE', 'PROTO', 'ID', 'FLAGS'],
+        rows.map(({ key, value }) => [
+          formatEndpoint(key as never),
+          String(key.protocol),
+          Number(value.id),
+          value.disabled ? 'disabled' : '-',
+        ]),
+      );
+    case MAP_NAMES.sockets:
+      return table(
+        ['COOKIE', 'ORIGINAL-DST', 'SVC-ID', 'FLAGS'],
+        rows.map(({ key, value }) => {
+          const v = value as unknown as OriginalDestination;
+          return [String(key.cookie), dst(v), v.serviceId, v.v6Socket ? 'v6-socket' : '-'];
+        }),
+      );
+    case MAP_NAMES.connections:
+      return table(
+        ['CLIENT', 'PROXY', 'ORIGINAL-DST', 'SVC-ID', 'FLAGS'],
+        rows.map(({ key, value }) => {
+          const v = value as unknown as OriginalDestination;
+          const k = key as unknown as { client: never; proxy: never };
+          return [formatEndpoint(k.client), formatEndpoint(k.proxy), dst(v), v.serviceId, v.v6Socket ? 'v6-socket' : '-'];
+        }),
+      );
+    default:
+      return table(['COUNTER', 'TOTAL'], rows.map(({ key, value }) => [String(key.counter), Number(value.total)]));
+  }
+}
+
+/** Runs `fn` with a handle on the loaded datapath, closing it afterwards. */
+function withDatapath<T>(cfg: DatapathConfig, fn: (dp: Datapath) => T): T {
+  const dp = Datapath.openPinned(cfg.bpffs, log);
+  try {
+    return fn(dp);
+  } finally {
+    dp.close();
+  }
+}
+
+export function bpfCommand(): Command {
+  const bpf = new Command('bpf')
+    .description('load, inspect and program the eBPF datapath')
+    .option('--bpffs <dir>', `pin directory on bpffs (default ${defaults.bpffs})`)
+    .option('--cgroup <path>', 'cgroup v2 directory to attach to (default: the cgroup v2 root)')
+    .option('-o, --output <format>', 'table or json', 'table');
+  const config = (cmd: Command): DatapathConfig => datapathConfig(cmd.optsWithGlobals<DatapathFlags>());
+
+  bpf
+    .command('load')
+    .description('load the programs and maps (reusing pins) and attach them once; idempotent')
+    .option('--proxy <ip:port>', 'node proxy address redirected connections go to')
+    .option('--proxy6 <ip>', 'IPv6 address of the proxy (same port); without it IPv6 services are not redirected')
+    .option('--mark <n>', `SO_MARK bits of the proxy's own sockets, never redirected (default ${hex(defaults.proxyMark)})`)
+    .option('--max-services <n>', 'capacity of the services map (only when it is created)')
+    .action((flags: LoadFlags, cmd: Command) => {
+      const cfg = config(cmd);
+      const load = loadConfig(flags);
+      const dp = Datapath.open({
+        bpffs: cfg.bpffs,
+        cgroup: requireCgroup(cfg),
+        objectDir: cfg.objectDir,
+        settings: load.settings,
+        ...(load.maxServices !== undefined ? { capacity: { services: load.maxServices } } : {}),
+        logger: log,
+      });
+      try {
+        const programs = dp.installed?.programs ?? [];
+        if (cfg.output === 'json') out(json({ bpffs: cfg.bpffs, cgroup: cfg.cgroup, programs }));
+        else out(table(['PROGRAM', 'HOOK', 'ACTION', 'LINK', 'PROG'], programs.map((p) => [p.name, p.section, p.action, p.linkId, p.progId])));
+      } finally {
+        dp.close();
+      }
+    });
+
+  bpf
+    .command('unload')
+    .description('detach every program and remove every pin')
+    .action((_f: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      const r = Datapath.uninstall(cfg.bpffs, log);
+      if (cfg.output === 'json') out(json(r));
+      else out(r.detached.length || r.unpinned.length ? `detached ${r.detached.length} programs, removed ${r.unpinned.length} map pins` : `nothing loaded at ${cfg.bpffs}`);
+    });
+
+  bpf
+    .command('status')
+    .description('programs, where they are attached, pins, fill level of each map, counters')
+    .action((_f: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      withDatapath(cfg, (dp) => {
+        const s = dp.status();
+        out(cfg.output === 'json' ? json(s) : renderStatus(s));
+      });
+    });
+
+  bpf
+    .command('dump')
+    .argument('[map]', `one of ${Object.values(MAP_NAMES).join(', ')} (default: all)`)
+    .description('every entry of the maps, decoded')
+    .action((map: string | undefined, _f: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      withDatapath(cfg, (dp) => {
+        const dumps = (map ? [map] : Object.values(MAP_NAMES)).map((m) => dp.dump(m));
+        if (cfg.output === 'json') {
+          const body = dumps.map((d) => ({ map: d.map, entries: d.rows }));
+          out(json(map ? body[0] : body));
+        } else {
+          out(dumps.map((d) => `${d.map} (${d.rows.length} entries)\n${renderDump(d)}`).join('\n\n'));
+        }
+      });
+    });
+
+  const service = bpf.command('service').description('program one redirect by hand (the agent owns them normally)');
+  service
+    .command('add')
+    .argument('<address>', 'IP:PORT[/tcp]')
+    .option('--id <n>', 'service id carried to the proxy', '0')
+    .action((address: string, flags: { id: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      const key = parseServiceAddress(address);
+      const id = Number(flags.id);
+      withDatapath(cfg, (dp) => dp.services.set(key, { id, disabled: false }));
+      out(`redirecting ${formatEndpoint(key)}/${key.protocol} (id ${id})`);
+    });
+  service
+    .command('del')
+    .argument('<address>', 'IP:PORT[/tcp]')
+    .action((address: string, _f: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      const key = parseServiceAddress(address);
+      const existed = withDatapath(cfg, (dp) => dp.services.delete(key));
+      if (!existed) throw new DatapathError('ECNET_BAD_ADDRESS', `${formatEndpoint(key)}/${key.protocol} is not in ${MAP_NAMES.services}`);
+      out(`no longer redirecting ${formatEndpoint(key)}/${key.protocol}`);
+    });
+  return bpf;
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+// The `ecnet` command. Each subcommand lives in its own module; errors end here as one line and an exit code.
+import { Command, CommanderError } from 'commander';
+import { showCauses } from '../config.js';
+import { bpfCommand } from './bpf.js';
+
+const program = new Command('ecnet')
+  .description('multi-cluster service data plane: eBPF redirect of imported services to a node proxy')
+  .showHelpAfterError()
+  .exitOverride();
+program.addCommand(bpfCommand());
+
+function fail(err: unknown): never {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  const e = err as Error & { code?: string; cause?: unknown };
+  const code = e.code ? ` [${e.code}]` : '';
+  process.stderr.write(`ecnet: ${e.message}${code}\n`);
+  if (showCauses() && e.cause) process.stderr.write(`caused by: ${String((e.cause as Error).stack ?? e.cause)}\n`);
+  process.exit(1);
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  fail(err);
+}

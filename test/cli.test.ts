@@ -1,0 +1,116 @@
+// `ecnet bpf …` as a user runs it: the built CLI (dist/), a throwaway cgroup and pin directory, and
+// bpftool as the independent witness of what is really in the kernel.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { serviceKeyCodec, serviceValueCodec } from '../src/bpf/codecs.js';
+import { packageRoot } from '../src/paths.js';
+import { type TestCgroup, bpftoolCgroupPrograms, makeCgroup, makePinDir } from './helpers/host.js';
+import { describeKernel } from './helpers/describe-kernel.js';
+
+const cli = join(packageRoot, 'dist', 'cli', 'main.js');
+
+describeKernel('ecnet bpf (CLI)', () => {
+  const pins = makePinDir();
+  let cg: TestCgroup;
+  const ecnet = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [cli, 'bpf', '--bpffs', pins.path, '--cgroup', cg.path, ...args], { encoding: 'utf8' });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  beforeAll(() => {
+    if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build`);
+    cg = makeCgroup();
+  });
+  afterAll(() => {
+    try {
+      if (cg) ecnet('unload');
+    } finally {
+      cg?.remove();
+      pins.remove();
+    }
+  });
+
+  it('says clearly that nothing is loaded yet', () => {
+    const r = ecnet('status');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/no ecnet datapath is loaded at .* \(run `ecnet bpf load --proxy IP:PORT`\) \[ECNET_NOT_LOADED\]/);
+  });
+
+  it('load is idempotent and reports what it did', () => {
+    const first = ecnet('load', '--proxy', '127.0.0.1:15001', '-o', 'json');
+    expect(first.code, first.stderr).toBe(0);
+    expect(new Set(JSON.parse(first.stdout).programs.map((p: { action: string }) => p.action))).toEqual(new Set(['attached']));
+    const second = ecnet('load', '--proxy', '127.0.0.1:15001');
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toMatch(/ecnet_connect4\s+cgroup\/connect4\s+unchanged/);
+    expect(bpftoolCgroupPrograms(cg.path)).toHaveLength(6);
+  });
+
+  it('service add/del program the map; malformed addresses are refused with the reason', () => {
+    expect(ecnet('service', 'add', '10.96.0.10:8080/tcp', '--id', '3').stdout).toMatch(/redirecting 10\.96\.0\.10:8080\/tcp/);
+    expect(ecnet('service', 'add', '[fd00::10]:80').code).toBe(0);
+    expect(ecnet('service', 'add', '10.96.0.11:53/udp').code).toBe(0);
+    for (const [arg, why] of [
+      ['10.96.0.10:0', /1\.\.65535/],
+      ['10.96.0.10:70000', /1\.\.65535/],
+      ['10.96.0:80', /not an IP address/],
+      ['10.96.0.10', /expected IP:PORT/],
+    ] as const) {
+      const r = ecnet('service', 'add', arg);
+      expect(r.code, arg).toBe(1);
+      expect(r.stderr, arg).toMatch(why);
+      expect(r.stderr, arg).toMatch(/\[ECNET_BAD_ADDRESS\]/);
+    }
+    expect(ecnet('service', 'del', '10.96.0.11:53/udp').code).toBe(0);
+    expect(ecnet('service', 'del', '10.96.0.11:53/udp').stderr).toMatch(/is not in ecnet_services/);
+  });
+
+  it('dump agrees with bpftool map dump of the same pinned map', () => {
+    const ours = JSON.parse(ecnet('dump', 'ecnet_services', '-o', 'json').stdout) as { entries: { key: unknown; value: unknown }[] };
+    const raw = JSON.parse(
+      execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', join(pins.path, 'maps', 'ecnet_services')], { encoding: 'utf8' }),
+    ) as { key: string[]; value: string[] }[];
+    const bytes = (hex: string[]) => Buffer.from(hex.map((h) => parseInt(h, 16)));
+    const theirs = raw.map((e) => ({ key: serviceKeyCodec.decode(bytes(e.key)), value: serviceValueCodec.decode(bytes(e.value)) }));
+    const sort = (a: { key: unknown }[]) => [...a].sort((x, y) => JSON.stringify(x.key).localeCompare(JSON.stringify(y.key)));
+    expect(sort(ours.entries)).toEqual(sort(theirs));
+    expect(ours.entries).toHaveLength(2);
+    const table = ecnet('dump', 'ecnet_services').stdout;
+    expect(table).toMatch(/^SERVICE\s+PROTO\s+ID\s+FLAGS$/m);
+    expect(table).toMatch(/^10\.96\.0\.10:8080\s+tcp\s+3\s+-$/m);
+    expect(table).toMatch(/^\[fd00::10\]:80\s+tcp\s+0\s+-$/m);
+  });
+
+  it('status shows programs, their cgroup, pins and fill levels', () => {
+    const s = JSON.parse(ecnet('status', '-o', 'json').stdout);
+    expect(s.settings).toEqual({ proxy: { ip: '127.0.0.1', port: 15001 }, proxyMark: 0x1000 });
+    expect(s.programs).toHaveLength(6);
+    for (const p of s.programs) expect(p.cgroup).toBe(cg.path);
+    expect(s.maps.find((m: { name: string }) => m.name === 'ecnet_services')).toMatchObject({ entries: 2, capacity: 65536, type: 'hash' });
+    const table = ecnet('status').stdout;
+    expect(table).toMatch(/proxy\s+127\.0\.0\.1:15001\s+skip mark 0x1000/);
+    expect(table).toMatch(/^ecnet_services\s+hash\s+2\s+65536\s+0\.0%/m);
+  });
+
+  it('refuses a bad flag, an unknown map and a cgroup outside cgroup v2, with a clear message', () => {
+    expect(ecnet('dump', 'nope').stderr).toMatch(/unknown map "nope"; maps: ecnet_services/);
+    expect(ecnet('status', '-o', 'yaml').stderr).toMatch(/-o must be table or json/);
+    const r = spawnSync(process.execPath, [cli, 'bpf', '--bpffs', `${pins.path}-x`, '--cgroup', '/tmp', 'load', '--proxy', '127.0.0.1:1'], { encoding: 'utf8' });
+    expect(r.stderr).toMatch(/not in the cgroup v2 hierarchy.*\[ECNET_NO_CGROUP2\]/);
+  });
+
+  it('says so when not run as root', () => {
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cli, 'bpf', '--bpffs', pins.path, 'status'], { encoding: 'utf8' });
+    expect(r.stderr).toMatch(/needs root.*\[ECNET_NOT_ROOT\]/);
+  });
+
+  it('unload detaches and unpins everything', () => {
+    const r = ecnet('unload');
+    expect(r.stdout).toMatch(/detached 6 programs, removed 4 map pins/);
+    expect(bpftoolCgroupPrograms(cg.path)).toEqual([]);
+    expect(existsSync(pins.path)).toBe(false);
+    expect(ecnet('unload').stdout).toMatch(/nothing loaded/);
+  });
+});

@@ -1,0 +1,301 @@
+// Kernel tier: the real BPF objects, attached to a throwaway cgroup, real client processes in it, in a
+// network namespace of the test's own where 10.96.0.0/16 is local, so nothing can leave the machine and a
+// connection that is *not* redirected is caught by a "direct" listener instead of timing out.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { connKeyCodec, origDstCodec, serviceKeyCodec, serviceValueCodec, settingsCodec } from '../src/bpf/codecs.js';
+import { Datapath, type DatapathOptions } from '../src/bpf/datapath.js';
+import { DatapathError } from '../src/bpf/errors.js';
+import { loadNative } from '../src/bpf/native.js';
+import { cookieOf, connectMarked } from '../src/bpf/sockets.js';
+import { defaults } from '../src/config.js';
+import {
+  type TestCgroup,
+  type TestNetns,
+  bpftoolCgroupPrograms,
+  makeCgroup,
+  makeNetns,
+  makePinDir,
+  runClient,
+} from './helpers/host.js';
+import { describeKernel } from './helpers/describe-kernel.js';
+
+const PROXY = { ip: '127.0.0.1', port: 15001 };
+const MARK = defaults.proxyMark;
+const svc = (ip: string, port: number) => ({ ip, port, protocol: 'tcp' as const });
+
+/** Answers each connection with who answered and, for the proxy, the original destination it recovered. */
+function listener(host: string, port: number, reply: (s: net.Socket) => object): Promise<net.Server> {
+  const server = net.createServer((s) => {
+    const body = JSON.stringify(reply(s));
+    s.once('data', () => s.end(body));
+    s.on('error', () => {});
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
+
+describeKernel('datapath: redirect in the kernel', () => {
+  let cg: TestCgroup;
+  let ns: TestNetns;
+  const pins = makePinDir();
+  let dp: Datapath | undefined;
+  const servers: net.Server[] = [];
+  let opts: DatapathOptions;
+
+  beforeAll(async () => {
+    cg = makeCgroup();
+    ns = makeNetns(['10.96.0.0/16']);
+    ns.enter();
+    opts = {
+      bpffs: pins.path,
+      cgroup: cg.path,
+      objectDir: defaults.objectDir,
+      settings: { proxy: PROXY, proxyMark: MARK },
+      capacity: { services: 64 },
+    };
+    dp = Datapath.open(opts);
+    servers.push(
+      await listener(PROXY.ip, PROXY.port, (s) => {
+        const d = dp!.takeOriginalDestination(s);
+        return { via: 'proxy', orig: d ? `${d.ip}:${d.port}` : null, id: d?.serviceId };
+      }),
+      // Everything in 10.96.0.0/16 is local in this netns: a connection left alone lands here.
+      await listener('0.0.0.0', 8080, () => ({ via: 'direct' })),
+      await listener('0.0.0.0', 9090, () => ({ via: 'direct' })),
+    );
+  });
+
+  afterAll(async () => {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+    try {
+      if (Datapath.isLoaded(pins.path)) Datapath.uninstall(pins.path);
+    } finally {
+      dp?.close();
+      ns?.remove();
+      cg?.remove();
+      pins.remove();
+    }
+  });
+
+  it('codecs have the sizes of the loaded maps and of the structs the addon was compiled with', () => {
+    const sizes = loadNative().structSizes();
+    const info = (role: Parameters<Datapath['map']>[0]) => dp!.map(role).info();
+    expect([serviceKeyCodec.size, serviceValueCodec.size]).toEqual([info('services').keySize, info('services').valueSize]);
+    expect([connKeyCodec.size, origDstCodec.size]).toEqual([info('connections').keySize, info('connections').valueSize]);
+    expect(origDstCodec.size).toBe(info('sockets').valueSize);
+    expect(sizes).toEqual({
+      svc_key: serviceKeyCodec.size,
+      svc_value: serviceValueCodec.size,
+      origdst: origDstCodec.size,
+      conn_key: connKeyCodec.size,
+      config: settingsCodec.size,
+    });
+  });
+
+  it('sends a client in the cgroup to the proxy, which recovers the ClusterIP; getpeername still shows the ClusterIP', async () => {
+    dp!.services.set(svc('10.96.123.45', 8080), { id: 7, disabled: false });
+    const [r] = await runClient({ cgroup: cg.path, targets: ['10.96.123.45:8080'] });
+    expect(r).toMatchObject({ peer: '10.96.123.45:8080' });
+    expect(JSON.parse(r!.reply!)).toEqual({ via: 'proxy', orig: '10.96.123.45:8080', id: 7 });
+  });
+
+  it('recovers the right original destination for 100 parallel connections', async () => {
+    const targets: string[] = [];
+    for (let i = 1; i <= 10; i++) {
+      dp!.services.set(svc(`10.96.1.${i}`, 8000 + i), { id: 100 + i, disabled: false });
+      for (let j = 0; j < 10; j++) targets.push(`10.96.1.${i}:${8000 + i}`);
+    }
+    const results = await runClient({ cgroup: cg.path, targets });
+    expect(results).toHaveLength(100);
+    for (const r of results) {
+      expect(r.error).toBeUndefined();
+      expect(r.peer).toBe(r.target);
+      expect(JSON.parse(r.reply!)).toMatchObject({ via: 'proxy', orig: r.target });
+    }
+  });
+
+  it('leaves alone a process outside the cgroup and a service not in the map', async () => {
+    const [outside] = await runClient({ targets: ['10.96.123.45:8080'] });
+    expect(JSON.parse(outside!.reply!)).toEqual({ via: 'direct' });
+    const [unknown] = await runClient({ cgroup: cg.path, targets: ['10.96.200.1:9090'] });
+    expect(JSON.parse(unknown!.reply!)).toEqual({ via: 'direct' });
+    expect(unknown!.peer).toBe('10.96.200.1:9090');
+  });
+
+  it("never redirects sockets carrying the proxy's mark, and counts them", async () => {
+    const before = dp!.stats().skipped_mark;
+    const [marked] = await runClient({ cgroup: cg.path, targets: ['10.96.123.45:8080'], mark: MARK });
+    expect(JSON.parse(marked!.reply!)).toEqual({ via: 'direct' });
+    expect(dp!.stats().skipped_mark).toBe(before + 1);
+    // Other mark bits do not count.
+    const [other] = await runClient({ cgroup: cg.path, targets: ['10.96.123.45:8080'], mark: 0x2 });
+    expect(JSON.parse(other!.reply!)).toMatchObject({ via: 'proxy' });
+  });
+
+  it('marks upstream sockets made by connectMarked (the proxy side) before they connect', async () => {
+    // This process is outside the cgroup, so only the mark and cookie are checked here.
+    const s = connectMarked({ host: '10.96.123.45', port: 8080, mark: MARK });
+    await new Promise<void>((resolve, reject) => s.once('connect', resolve).once('error', reject));
+    expect(cookieOf(s)).toBeGreaterThan(0n);
+    s.destroy();
+  });
+
+  it('holds no entries once the connections are closed and accepted', async () => {
+    const count = () => ({ sockets: dp!.map('sockets').entries().count, connections: dp!.map('connections').entries().count });
+    const before = count();
+    const results = await runClient({ cgroup: cg.path, targets: Array(20).fill('10.96.123.45:8080') });
+    expect(results.every((r) => r.reply?.includes('"via":"proxy"'))).toBe(true);
+    expect(count()).toEqual(before);
+    expect(before).toEqual({ sockets: 0, connections: 0 });
+  });
+
+  it('rejects bad input with a typed error and writes nothing', () => {
+    const list = () => dp!.services.list().length;
+    const n = list();
+    const bad = [svc('10.96.1', 80), svc('10.96.0.1', 0), svc('10.96.0.1', 65536), svc('not-an-ip', 80), { ip: '10.96.0.1', port: 80, protocol: 'sctp' as never }];
+    for (const key of bad) {
+      expect(() => dp!.services.set(key, { id: 1, disabled: false })).toThrow(DatapathError);
+      try {
+        dp!.services.set(key, { id: 1, disabled: false });
+      } catch (e) {
+        expect((e as DatapathError).code).toBe('ECNET_BAD_ADDRESS');
+      }
+    }
+    // One bad entry among good ones: replaceAll writes none of them.
+    expect(() => dp!.services.replaceAll([{ ...svc('10.96.9.1', 80), id: 1, disabled: false }, { ...svc('10.96.9.2', 0), id: 2, disabled: false }])).toThrow(/1\.\.65535/);
+    expect(list()).toBe(n);
+  });
+
+  it('refuses to overfill the services map (capacity 64 here), all or nothing', () => {
+    const before = dp!.services.list();
+    const many = Array.from({ length: 65 }, (_, i) => ({ ...svc(`10.96.50.${i}`, 80), id: i, disabled: false }));
+    let err: unknown;
+    try {
+      dp!.services.replaceAll(many);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(DatapathError);
+    expect((err as DatapathError).code).toBe('ECNET_MAP_FULL');
+    expect(dp!.services.list()).toEqual(before);
+    // Filling it one by one: the 65th is refused by the kernel (E2BIG), as a typed error.
+    const room = 64 - before.length;
+    for (let i = 0; i < room; i++) dp!.services.set(svc(`10.96.60.${i}`, 80), { id: i, disabled: false });
+    let full: unknown;
+    try {
+      dp!.services.set(svc('10.96.61.1', 80), { id: 1, disabled: false });
+    } catch (e) {
+      full = e;
+    }
+    expect((full as DatapathError).code).toBe('ECNET_MAP_FULL');
+    expect(((full as DatapathError).cause as { errnoName: string }).errnoName).toBe('E2BIG');
+    dp!.services.replaceAll(before);
+    expect(dp!.services.list()).toHaveLength(before.length);
+  });
+
+  it('a second open after close reuses the pins and attaches nothing twice', () => {
+    const links = dp!.status().programs.map((p) => [p.name, p.linkId]);
+    const maps = dp!.status().maps.map((m) => [m.name, m.id]);
+    const services = dp!.services.list();
+    dp!.close();
+    dp = Datapath.open(opts);
+    expect(dp.installed!.programs.every((p) => p.action === 'unchanged')).toBe(true);
+    expect(dp.status().programs.map((p) => [p.name, p.linkId])).toEqual(links);
+    expect(dp.status().maps.map((m) => [m.name, m.id])).toEqual(maps);
+    expect(dp.services.list()).toEqual(services);
+    const attached = bpftoolCgroupPrograms(cg.path).sort();
+    expect(attached).toEqual([
+      'cgroup_inet4_connect:ecnet_connect4',
+      'cgroup_inet4_getpeername:ecnet_getpeername4',
+      'cgroup_inet6_connect:ecnet_connect6',
+      'cgroup_inet6_getpeername:ecnet_getpeername6',
+      'cgroup_inet_sock_release:ecnet_sock_release',
+      'cgroup_sock_ops:ecnet_sockops',
+    ].sort());
+  });
+
+  it('a new proxy address swaps the connect programs atomically on the same links', async () => {
+    const links = dp!.status().programs.map((p) => p.linkId);
+    dp!.close();
+    const server = await listener(PROXY.ip, 15002, (s) => ({ via: 'proxy2', orig: dp!.takeOriginalDestination(s)?.ip }));
+    try {
+      dp = Datapath.open({ ...opts, settings: { ...opts.settings, proxy: { ip: PROXY.ip, port: 15002 } } });
+      const actions = Object.fromEntries(dp.installed!.programs.map((p) => [p.name, p.action]));
+      expect(actions).toMatchObject({ ecnet_connect4: 'replaced', ecnet_connect6: 'replaced', ecnet_sockops: 'unchanged' });
+      expect(dp.status().programs.map((p) => p.linkId)).toEqual(links);
+      expect(dp.status().settings?.proxy).toEqual({ ip: PROXY.ip, port: 15002 });
+      const [r] = await runClient({ cgroup: cg.path, targets: ['10.96.123.45:8080'] });
+      expect(JSON.parse(r!.reply!)).toEqual({ via: 'proxy2', orig: '10.96.123.45' });
+    } finally {
+      await new Promise((r) => server.close(r));
+      dp!.close();
+      dp = Datapath.open(opts);
+    }
+  });
+
+  it('unload leaves nothing attached or pinned (bpftool)', async () => {
+    const mapIds = dp!.status().maps.map((m) => m.id);
+    dp!.uninstall();
+    dp = undefined;
+    expect(bpftoolCgroupPrograms(cg.path)).toEqual([]);
+    expect(existsSync(pins.path)).toBe(false);
+    // The kernel frees detached programs, and then their maps, from a workqueue: give it a moment (bounded).
+    const alive = () =>
+      (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show'], { encoding: 'utf8' })) as { id: number }[])
+        .map((m) => m.id)
+        .filter((id) => mapIds.includes(id));
+    for (let i = 0; i < 50 && alive().length; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(alive()).toEqual([]);
+    expect(() => Datapath.openPinned(pins.path)).toThrow(/no ecnet datapath is loaded/);
+  });
+});
+
+describeKernel('datapath: the services map at scale', () => {
+  const pins = makePinDir();
+  let cg: TestCgroup;
+  let dp: Datapath;
+
+  beforeAll(() => {
+    cg = makeCgroup();
+    dp = Datapath.open({ bpffs: pins.path, cgroup: cg.path, objectDir: defaults.objectDir, settings: { proxy: PROXY, proxyMark: MARK } });
+  });
+  afterAll(() => {
+    try {
+      if (Datapath.isLoaded(pins.path)) Datapath.uninstall(pins.path);
+    } finally {
+      dp?.close();
+      cg?.remove();
+      pins.remove();
+    }
+  });
+
+  const entries = (n: number, offset = 0) =>
+    Array.from({ length: n }, (_, i) => ({ ...svc(`10.${100 + ((i + offset) >> 16)}.${((i + offset) >> 8) & 255}.${(i + offset) & 255}`, 80), id: i + offset, disabled: false }));
+
+  it('replaceAll of 10,000 services is applied as a diff', () => {
+    expect(dp.services.replaceAll(entries(10_000))).toEqual({ added: 10_000, updated: 0, removed: 0, unchanged: 0 });
+    expect(dp.services.list()).toHaveLength(10_000);
+    // 1% churn: 50 go, 50 come, 50 change their id.
+    const next = entries(10_000).slice(50);
+    next.push(...entries(50, 20_000));
+    for (let i = 0; i < 50; i++) next[i] = { ...next[i]!, id: next[i]!.id + 1 };
+    expect(dp.services.replaceAll(next)).toEqual({ added: 50, updated: 50, removed: 50, unchanged: 9_900 });
+    const got = new Map(dp.services.list().map((e) => [`${e.ip}:${e.port}`, e.id]));
+    expect(got.size).toBe(10_000);
+    for (const e of next) expect(got.get(`${e.ip}:${e.port}`)).toBe(e.id);
+    // Applying the same set again writes nothing.
+    expect(dp.services.replaceAll(next)).toMatchObject({ added: 0, updated: 0, removed: 0 });
+  });
+
+  it('a replaceAll that fails validation at its last entry leaves the 10,000 untouched', () => {
+    const before = dp.services.list();
+    const next = [...entries(9_999, 30_000), { ...svc('10.96.0.1', 0), id: 1, disabled: false }];
+    expect(() => dp.services.replaceAll(next)).toThrow(DatapathError);
+    expect(dp.services.list()).toEqual(before);
+  });
+});
