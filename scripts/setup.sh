@@ -39,5 +39,8 @@ if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node_api.h ]; then
   export npm_config_nodedir=/usr
 fi
 
-npm ci --no-audit --no-fund --loglevel=error
+# `npm install` (from the lockfile) rather than `npm ci`: the registry reachable here serves rollup's native
+# package for linux-gnu only, so no lockfile written here can list the other platforms' optional packages,
+# which `npm ci` insists on. Optional packages it cannot fetch are skipped; the lockfile is not rewritten.
+npm install --no-audit --no-fund --no-save --loglevel=error
 npm run build --silent

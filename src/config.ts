@@ -13,7 +13,8 @@ export const defaults = {
   proxyMark: 0x1000,
   /** Compiled BPF objects (npm run build:bpf). */
   objectDir: join(packageRoot, 'build', 'bpf'),
-  logLevel: 'info',
+  /** Commands print their own results; logs are for what goes wrong (ECNET_LOG_LEVEL=info for more). */
+  logLevel: 'warn',
 } as const;
 
 export type OutputFormat = 'table' | 'json';
@@ -92,6 +93,32 @@ export function loadConfig(flags: LoadFlags, env: NodeJS.ProcessEnv = process.en
         proxyMark: mark === undefined ? defaults.proxyMark : parseIntFlag('--mark', mark, 1, 0xffffffff),
       },
       maxServices: flags.maxServices === undefined ? undefined : parseIntFlag('--max-services', flags.maxServices, 1, 1 << 24),
+    };
+  } catch (cause) {
+    if (cause instanceof ConfigError) throw cause;
+    throw new ConfigError((cause as Error).message, { cause });
+  }
+}
+
+/** Flags of `ecnet bpf listen`. */
+export interface ListenFlags {
+  proxy?: string;
+  count?: string;
+}
+
+export interface ListenConfig {
+  proxy: { ip: string; port: number };
+  /** Exit after this many connections (undefined: until SIGINT/SIGTERM). */
+  count: number | undefined;
+}
+
+export function listenConfig(flags: ListenFlags, env: NodeJS.ProcessEnv = process.env): ListenConfig {
+  const proxy = flags.proxy ?? env.ECNET_PROXY;
+  if (!proxy) throw new ConfigError('--proxy IP:PORT is required (the address the datapath redirects to)');
+  try {
+    return {
+      proxy: parseEndpoint(proxy),
+      count: flags.count === undefined ? undefined : parseIntFlag('--count', flags.count, 1, 1 << 30),
     };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;

@@ -1,12 +1,12 @@
 // `ecnet bpf …` as a user runs it: the built CLI (dist/), a throwaway cgroup and pin directory, and
 // bpftool as the independent witness of what is really in the kernel.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { serviceKeyCodec, serviceValueCodec } from '../src/bpf/codecs.js';
 import { packageRoot } from '../src/paths.js';
-import { type TestCgroup, bpftoolCgroupPrograms, makeCgroup, makePinDir } from './helpers/host.js';
+import { type TestCgroup, bpftoolCgroupPrograms, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
 import { describeKernel } from './helpers/describe-kernel.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
@@ -92,6 +92,28 @@ describeKernel('ecnet bpf (CLI)', () => {
     const table = ecnet('status').stdout;
     expect(table).toMatch(/proxy\s+127\.0\.0\.1:15001\s+skip mark 0x1000/);
     expect(table).toMatch(/^ecnet_services\s+hash\s+2\s+65536\s+0\.0%/m);
+  });
+
+  it('listen answers a redirected client with its original destination', async () => {
+    // In a netns of the test's own: the listener and the client both inherit it from this thread.
+    const ns = makeNetns(['10.96.0.0/16']);
+    try {
+      ns.enter();
+      const listener = spawn(process.execPath, [cli, 'bpf', '--bpffs', pins.path, 'listen', '--proxy', '127.0.0.1:15001', '--count', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let printed = '';
+      listener.stdout.on('data', (d: Buffer) => (printed += d.toString()));
+      const exited = new Promise((r) => listener.on('close', r));
+      for (let i = 0; i < 50 && !execFileSync('ss', ['-Hltn', 'sport = :15001'], { encoding: 'utf8' }).trim(); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const [r] = await runClient({ cgroup: cg.path, targets: ['10.96.0.10:8080'] });
+      await exited;
+      expect(r!.peer).toBe('10.96.0.10:8080');
+      expect(r!.reply).toMatch(/^HTTP\/1\.0 200 OK[\s\S]*-> 10\.96\.0\.10:8080\/tcp \(service id 3\): redirected by the datapath$/);
+      expect(printed).toMatch(/^127\.0\.0\.1:\d+ -> 10\.96\.0\.10:8080\/tcp \(service id 3\)/);
+    } finally {
+      ns.remove();
+    }
   });
 
   it('refuses a bad flag, an unknown map and a cgroup outside cgroup v2, with a clear message', () => {

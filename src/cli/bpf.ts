@@ -1,11 +1,12 @@
 // `ecnet bpf …`: load/unload the datapath, show what is in the kernel, program a redirect by hand.
+import net from 'node:net';
 import { Command } from 'commander';
 import { formatEndpoint, parseServiceAddress } from '../bpf/address.js';
 import type { OriginalDestination } from '../bpf/codecs.js';
 import { Datapath, type DatapathStatus, type MapDump } from '../bpf/datapath.js';
 import { DatapathError } from '../bpf/errors.js';
 import { MAP_NAMES } from '../bpf/loader.js';
-import { type DatapathConfig, type DatapathFlags, type LoadFlags, datapathConfig, defaults, loadConfig } from '../config.js';
+import { type DatapathConfig, type DatapathFlags, type ListenFlags, type LoadFlags, datapathConfig, defaults, listenConfig, loadConfig } from '../config.js';
 import { componentLogger } from '../logger.js';
 import { table } from './table.js';
 
@@ -94,6 +95,43 @@ function withDatapath<T>(cfg: DatapathConfig, fn: (dp: Datapath) => T): T {
   }
 }
 
+/**
+ * Accepts connections at `proxy` and answers each (as a small HTTP response, so curl shows it) with the
+ * original destination it takes from the datapath, and prints one line per connection.
+ */
+function serveOriginalDestinations(dp: Datapath, proxy: { ip: string; port: number }, count: number | undefined, asJson: boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = 0;
+    const server = net.createServer((sock) => {
+      const client = `${sock.remoteAddress}:${sock.remotePort}`;
+      const d = dp.takeOriginalDestination(sock);
+      const line = d
+        ? `${client} -> ${dst(d)} (service id ${d.serviceId}): redirected by the datapath`
+        : `${client}: no original destination recorded (connected to the proxy address directly?)`;
+      out(asJson ? JSON.stringify({ client, originalDestination: d ?? null }) : line);
+      const answer = () => {
+        sock.end(`HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${line}\n`);
+      };
+      // Reply once the client has spoken (HTTP), or soon anyway for server-first protocols.
+      const timer = setTimeout(answer, 200);
+      sock.once('data', () => {
+        clearTimeout(timer);
+        answer();
+      });
+      sock.on('error', () => clearTimeout(timer));
+      if (count !== undefined && ++seen >= count) server.close();
+    });
+    const stop = () => server.close();
+    process.once('SIGINT', stop).once('SIGTERM', stop);
+    server.once('error', reject);
+    server.once('close', () => {
+      process.off('SIGINT', stop).off('SIGTERM', stop);
+      resolve();
+    });
+    server.listen(proxy.port, proxy.ip, () => log.info({ proxy }, 'listening'));
+  });
+}
+
 export function bpfCommand(): Command {
   const bpf = new Command('bpf')
     .description('load, inspect and program the eBPF datapath')
@@ -165,6 +203,18 @@ export function bpfCommand(): Command {
           out(dumps.map((d) => `${d.map} (${d.rows.length} entries)\n${renderDump(d)}`).join('\n\n'));
         }
       });
+    });
+
+  bpf
+    .command('listen')
+    .description('stand in for the node proxy: answer each connection with the original destination the datapath recorded')
+    .option('--proxy <ip:port>', 'address to listen on: the proxy address the programs were loaded with')
+    .option('--count <n>', 'exit after this many connections')
+    .action(async (flags: ListenFlags, cmd: Command) => {
+      const cfg = config(cmd);
+      const listen = listenConfig(flags);
+      const dp = Datapath.openPinned(cfg.bpffs, log);
+      await serveOriginalDestinations(dp, listen.proxy, listen.count, cfg.output === 'json').finally(() => dp.close());
     });
 
   const service = bpf.command('service').description('program one redirect by hand (the agent owns them normally)');
