@@ -82,7 +82,6 @@ int ecnet_connect6(struct bpf_sock_addr *ctx)
 {
 	struct ecnet_svc_key key = {};
 	struct ecnet_svc_value *svc;
-	__u32 *w = (__u32 *)ecnet_cfg.proxy_addr6;
 
 	addr_from_v6(key.addr, ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]);
 	svc = match_service(ctx, &key);
@@ -97,16 +96,21 @@ int ecnet_connect6(struct bpf_sock_addr *ctx)
 		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
 		ctx->user_ip6[3] = ecnet_cfg.proxy_addr4;
 	} else {
-		if (addr_is_zero((const __u8 *)ecnet_cfg.proxy_addr6)) {
+		/* Read through a volatile pointer: cast to a plain one, clang would fold
+		 * these loads to the compile-time initializer (all zero). */
+		const volatile __u32 *p6 = (const volatile __u32 *)ecnet_cfg.proxy_addr6;
+		__u32 w0 = p6[0], w1 = p6[1], w2 = p6[2], w3 = p6[3];
+
+		if ((w0 | w1 | w2 | w3) == 0) {
 			stat_inc(ECNET_STAT_SKIPPED_NO_V6);
 			return SYS_PROCEED;
 		}
 		if (remember(ctx, &key, svc, ECNET_ORIGDST_F_V6SOCK))
 			return SYS_PROCEED;
-		ctx->user_ip6[0] = w[0];
-		ctx->user_ip6[1] = w[1];
-		ctx->user_ip6[2] = w[2];
-		ctx->user_ip6[3] = w[3];
+		ctx->user_ip6[0] = w0;
+		ctx->user_ip6[1] = w1;
+		ctx->user_ip6[2] = w2;
+		ctx->user_ip6[3] = w3;
 	}
 	ctx->user_port = ecnet_cfg.proxy_port;
 	stat_inc(ECNET_STAT_REDIRECTED);

@@ -49,24 +49,26 @@ describeKernel('datapath: redirect in the kernel', () => {
 
   beforeAll(async () => {
     cg = makeCgroup();
-    ns = makeNetns(['10.96.0.0/16']);
+    ns = makeNetns(['10.96.0.0/16', 'fd00:96::/64']);
     ns.enter();
     opts = {
       bpffs: pins.path,
       cgroup: cg.path,
       objectDir: defaults.objectDir,
-      settings: { proxy: PROXY, proxyMark: MARK },
+      settings: { proxy: PROXY, proxyIp6: '::1', proxyMark: MARK },
       capacity: { services: 64 },
     };
     dp = Datapath.open(opts);
+    const proxyReply = (s: net.Socket) => {
+      const d = dp!.takeOriginalDestination(s);
+      return { via: 'proxy', orig: d ? `${d.ip}:${d.port}` : null, id: d?.serviceId };
+    };
     servers.push(
-      await listener(PROXY.ip, PROXY.port, (s) => {
-        const d = dp!.takeOriginalDestination(s);
-        return { via: 'proxy', orig: d ? `${d.ip}:${d.port}` : null, id: d?.serviceId };
-      }),
+      await listener(PROXY.ip, PROXY.port, proxyReply),
+      await listener('::1', PROXY.port, proxyReply),
       // Everything in 10.96.0.0/16 is local in this netns: a connection left alone lands here.
-      await listener('0.0.0.0', 8080, () => ({ via: 'direct' })),
-      await listener('0.0.0.0', 9090, () => ({ via: 'direct' })),
+      await listener('::', 8080, () => ({ via: 'direct' })),
+      await listener('::', 9090, () => ({ via: 'direct' })),
     );
   });
 
@@ -117,6 +119,24 @@ describeKernel('datapath: redirect in the kernel', () => {
       expect(r.peer).toBe(r.target);
       expect(JSON.parse(r.reply!)).toMatchObject({ via: 'proxy', orig: r.target });
     }
+  });
+
+  it('redirects IPv6 services to the IPv6 proxy address (connect6, getpeername6)', async () => {
+    dp!.services.set(svc('fd00:96::10', 8080), { id: 60, disabled: false });
+    const [r] = await runClient({ cgroup: cg.path, targets: ['[fd00:96::10]:8080'] });
+    expect(r!.peer).toBe('fd00:96::10:8080');
+    expect(JSON.parse(r!.reply!)).toEqual({ via: 'proxy', orig: 'fd00:96::10:8080', id: 60 });
+    // Not in the map: untouched.
+    const [other] = await runClient({ cgroup: cg.path, targets: ['[fd00:96::11]:8080'] });
+    expect(JSON.parse(other!.reply!)).toEqual({ via: 'direct' });
+  });
+
+  it('redirects a dual-stack socket reaching an IPv4 service through its ::ffff: address', async () => {
+    const [r] = await runClient({ cgroup: cg.path, targets: ['[::ffff:10.96.123.45]:8080'] });
+    expect(r!.peer).toBe('::ffff:10.96.123.45:8080');
+    expect(JSON.parse(r!.reply!)).toEqual({ via: 'proxy', orig: '10.96.123.45:8080', id: 7 });
+    const sockets = dp!.dump('ecnet_sock_dst').rows;
+    expect(sockets).toEqual([]);
   });
 
   it('leaves alone a process outside the cgroup and a service not in the map', async () => {

@@ -41,11 +41,4 @@ static __always_inline __be32 addr_v4(const __u8 addr[16])
 	return ((const __u32 *)addr)[3];
 }
 
-static __always_inline int addr_is_zero(const __u8 addr[16])
-{
-	const __u32 *w = (const __u32 *)addr;
-
-	return (w[0] | w[1] | w[2] | w[3]) == 0;
-}
-
 #endif /* __ECNET_ADDR_H */

@@ -23,7 +23,7 @@ import {
 import { BpfError, DatapathError } from './errors.js';
 import { cgroupPathById, checkRoot } from './host.js';
 import {
-  type Capacity,
+  type InstallOptions,
   type InstallReport,
   MAP_NAMES,
   type MapRole,
@@ -34,17 +34,8 @@ import {
 } from './loader.js';
 import { type NativeBinding, type NativeMap, loadNative } from './native.js';
 
-export interface DatapathOptions {
-  /** Pin directory on bpffs. */
-  bpffs: string;
-  /** cgroup v2 directory to attach to. */
-  cgroup: string;
-  /** Directory of the compiled *.bpf.o. */
-  objectDir: string;
-  settings: DatapathSettings;
-  capacity?: Capacity;
-  logger?: Logger;
-}
+/** Where to pin, where to attach, what to load, and with which settings (the loader's options). */
+export type DatapathOptions = InstallOptions;
 
 /** Anything with the four addresses of an accepted connection, such as a net.Socket. */
 export interface AcceptedConnection {
