@@ -55,7 +55,7 @@ static __always_inline int remember(struct bpf_sock_addr *ctx, const struct ecne
 	if (bpf_map_update_elem(&ecnet_sock_dst, &cookie, &dst, BPF_ANY)) {
 		/* Without the original destination the proxy could not route it:
 		 * better to let the connect go where the application asked. */
-		stat_inc(ECNET_STAT_SOCK_MAP_FULL);
+		stat_inc(ECNET_STAT_SOCK_DST_FAILED);
 		return -1;
 	}
 	return 0;

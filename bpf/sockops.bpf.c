@@ -60,7 +60,7 @@ int ecnet_sockops(struct bpf_sock_ops *skops)
 	key.proxy_port = bpf_htons((__u16)bpf_ntohl(skops->remote_port));
 
 	if (bpf_map_update_elem(&ecnet_conn_dst, &key, dst, BPF_ANY))
-		stat_inc(ECNET_STAT_CONN_MAP_FULL);
+		stat_inc(ECNET_STAT_CONN_DST_FAILED);
 	else
 		stat_inc(ECNET_STAT_CONN_RECORDED);
 	return 1;

@@ -27,7 +27,9 @@
 /* Default capacities; the loader may override them before load. */
 #define ECNET_SERVICES_MAX 65536
 /* One entry per live redirected client socket; LRU, so a lost release
- * (e.g. programs replaced between connect and close) cannot fill it. */
+ * (e.g. programs replaced between connect and close) cannot fill it. Beyond
+ * this many live redirected sockets the oldest lose their entry: their
+ * getpeername shows the proxy, and if not yet established the proxy cannot route them. */
 #define ECNET_SOCK_ORIGDST_MAX 65536
 /* One entry per redirected connection not yet accepted by the proxy. */
 #define ECNET_CONN_ORIGDST_MAX 65536
@@ -90,9 +92,9 @@ enum ecnet_stat {
 	ECNET_STAT_REDIRECTED = 0,  /* connect rewritten to the proxy */
 	ECNET_STAT_SKIPPED_MARK,    /* service matched, socket is the proxy's own */
 	ECNET_STAT_SKIPPED_NO_V6,   /* IPv6 service matched, no IPv6 proxy address */
-	ECNET_STAT_SOCK_MAP_FULL,   /* could not remember the original destination */
+	ECNET_STAT_SOCK_DST_FAILED, /* could not remember the original destination (left alone) */
 	ECNET_STAT_CONN_RECORDED,   /* established; 4-tuple recorded for the proxy */
-	ECNET_STAT_CONN_MAP_FULL,   /* could not record the 4-tuple */
+	ECNET_STAT_CONN_DST_FAILED, /* could not record the 4-tuple (the proxy will refuse it) */
 	ECNET_STAT_PEER_RESTORED,   /* getpeername answered with the original destination */
 	ECNET_STAT_MAX,
 };

@@ -56,8 +56,10 @@ static __always_inline void stat_inc(enum ecnet_stat idx)
 	__u32 key = idx;
 	__u64 *v = bpf_map_lookup_elem(&ecnet_stats, &key);
 
+	/* Atomic even in a per-CPU slot: sock_addr programs run preemptible
+	 * (migration disabled only), so two tasks on one CPU can interleave. */
 	if (v)
-		*v += 1; /* per-CPU slot: no atomics needed */
+		__sync_fetch_and_add(v, 1);
 }
 
 #endif /* __ECNET_MAPS_H */

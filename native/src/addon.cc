@@ -59,10 +59,7 @@ Napi::Value OpenPinnedLink(const Napi::CallbackInfo& info) {
   if (!link) ThrowErrno(env, op, ErrOf(static_cast<int>(libbpf_get_error(link))));
   std::string kind = BpfFdKind(bpf_link__fd(link));
   if (!kind.empty() && kind != "bpf_link" && kind != "bpf-link") {  // the name changed across kernels
-    bpf_link__disconnect(link);  // do not unpin/detach anything: just drop the fd
-    int fd = bpf_link__fd(link);
-    bpf_link__destroy(link);
-    close(fd);
+    ReleaseLink(link);  // do not unpin/detach anything: just drop the fd
     ThrowErrno(env, op, EINVAL, "not a link (" + kind + ")");
   }
   return Link::Create(env, link, path);

@@ -14,17 +14,16 @@ struct LinkInit {
   bool taken;
 };
 
-// Drops our handle only: closes the link fd without BPF_LINK_DETACH. (bpf_link__destroy alone would call
-// link->detach, which for fd-based links is close(fd) but for others may be more; a disconnected link's
-// destroy frees the struct and leaves the fd open, so close it here.)
+}  // namespace
+
+// (bpf_link__destroy alone would call link->detach, which for fd-based links is close(fd) but for others may
+// be more; a disconnected link's destroy frees the struct and leaves the fd open, so it is closed here.)
 void ReleaseLink(struct bpf_link* link) {
   int fd = bpf_link__fd(link);
   bpf_link__disconnect(link);
   bpf_link__destroy(link);
   if (fd >= 0) close(fd);
 }
-
-}  // namespace
 
 Napi::Function Link::Init(Napi::Env env) {
   return DefineClass(env, "Link",

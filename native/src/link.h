@@ -5,6 +5,9 @@
 
 namespace ecnet {
 
+// Drops our handle only: frees the struct and closes the link fd, never BPF_LINK_DETACH.
+void ReleaseLink(struct bpf_link* link);
+
 class Link : public Napi::ObjectWrap<Link> {
  public:
   static Napi::Function Init(Napi::Env env);

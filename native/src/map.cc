@@ -11,7 +11,6 @@ namespace {
 struct MapInit {
   int fd;
   struct bpf_map_info info;
-  bool taken;
 };
 
 // First chunk of entries() per BPF_MAP_LOOKUP_BATCH call, and its ceiling when a hash bucket does not fit.
@@ -77,7 +76,6 @@ Map::Map(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Map>(info) {
   MapInit* init = info[0].As<Napi::External<MapInit>>().Data();
   fd_ = init->fd;
   info_ = init->info;
-  init->taken = true;
 }
 
 Map::~Map() {
@@ -171,7 +169,16 @@ Napi::Value Map::LookupAndDelete(const Napi::CallbackInfo& info) {
   if (ret) {
     int err = ErrOf(ret);
     if (err == ENOENT) return env.Null();
-    ThrowErrno(env, op, err);
+    // Hash maps have the atomic command only since Linux 5.14: do what it does in two steps.
+    if (err != EINVAL && err != kENOTSUPP && err != EOPNOTSUPP) ThrowErrno(env, op, err);
+    ret = bpf_map_lookup_elem(fd, key.data, value.Data());
+    if (ret) {
+      err = ErrOf(ret);
+      if (err == ENOENT) return env.Null();
+      ThrowErrno(env, op, err);
+    }
+    ret = bpf_map_delete_elem(fd, key.data);
+    if (ret && ErrOf(ret) != ENOENT) ThrowErrno(env, op, ErrOf(ret));
   }
   return value;
 }
