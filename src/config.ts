@@ -100,6 +100,11 @@ export function loadConfig(flags: LoadFlags, env: NodeJS.ProcessEnv = process.en
   }
 }
 
+/** The --id of `ecnet bpf service add`: a service id (u32). */
+export function serviceIdFlag(v: string): number {
+  return parseIntFlag('--id', v, 0, 0xffffffff);
+}
+
 /** Flags of `ecnet bpf listen`. */
 export interface ListenFlags {
   proxy?: string;

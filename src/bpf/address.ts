@@ -53,6 +53,8 @@ function writeIPv4(ip: string, out: Buffer, offset: number): boolean {
 /** Writes `ip` (IPv4 or IPv6 text) as 16 bytes into `out` at `offset`. Throws ECNET_BAD_ADDRESS. */
 export function writeAddress(ip: string, out: Buffer, offset: number): void {
   if (writeIPv4(ip, out, offset)) return;
+  // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
+  if (ip.startsWith('::ffff:') && writeIPv4(ip.slice(7), out, offset)) return;
   // Node reports IPv6 peers with a zone sometimes ("fe80::1%eth0"); the zone is not part of the address.
   const text = ip.includes('%') ? ip.slice(0, ip.indexOf('%')) : ip;
   if (!isIPv6(text)) throw bad(`not an IP address: ${JSON.stringify(ip)}`);

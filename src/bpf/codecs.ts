@@ -73,7 +73,7 @@ export const serviceValueCodec: Codec<ServiceValue> = {
   size: 8,
   encode(v, out = Buffer.alloc(8), o = 0) {
     if (!Number.isInteger(v.id) || v.id < 0 || v.id > 0xffffffff) {
-      throw new DatapathError('ECNET_BAD_ADDRESS', `service id must be an integer in 0..2^32-1, got ${v.id}`);
+      throw new DatapathError('ECNET_BAD_INPUT', `service id must be an integer in 0..2^32-1, got ${v.id}`);
     }
     writeU32(out, v.id, o);
     writeU32(out, v.disabled ? SVC_F_DISABLED : 0, o + 4);
@@ -102,7 +102,13 @@ export const origDstCodec: Codec<OriginalDestination> = {
     return out;
   },
   decode(b, o = 0) {
-    return { ...serviceKeyCodec.decode(b, o), v6Socket: (b[o + 19]! & 1) !== 0, serviceId: readU32(b, o + 20) };
+    return {
+      ip: readAddress(b, o),
+      port: b.readUInt16BE(o + 16),
+      protocol: protocolName(b[o + 18]!) as Protocol,
+      v6Socket: (b[o + 19]! & 1) !== 0,
+      serviceId: readU32(b, o + 20),
+    };
   },
 };
 
@@ -145,6 +151,8 @@ export const cookieCodec: Codec<bigint> = {
   },
 };
 
+const isMapped = (b: Buffer): boolean => b[10] === 0xff && b[11] === 0xff && b.subarray(0, 10).every((x) => x === 0);
+
 /** Load-time settings of the connect programs. */
 export interface DatapathSettings {
   /** Where connections to services are sent: the node proxy (IPv4). */
@@ -164,8 +172,13 @@ export const settingsCodec: Codec<DatapathSettings> = {
     if (s.proxyIp6 !== undefined) writeAddress(s.proxyIp6, out, o);
     const v4 = Buffer.alloc(16);
     writeAddress(s.proxy.ip, v4, 0);
-    if (!(v4[10] === 0xff && v4[11] === 0xff && v4.subarray(0, 10).every((x) => x === 0))) {
-      throw new DatapathError('ECNET_BAD_ADDRESS', `the proxy address must be IPv4, got ${s.proxy.ip}`);
+    if (!isMapped(v4)) throw new DatapathError('ECNET_BAD_ADDRESS', `the proxy address must be IPv4, got ${s.proxy.ip}`);
+    if (s.proxyIp6 !== undefined && (isMapped(out.subarray(o, o + 16)) || out.subarray(o, o + 16).every((x) => x === 0))) {
+      throw new DatapathError('ECNET_BAD_ADDRESS', `the IPv6 proxy address must be a unicast IPv6 address, got ${s.proxyIp6}`);
+    }
+    // Mark 0 switches the skip off in connect4/6: the proxy's own upstream connections would loop back to it.
+    if (!Number.isInteger(s.proxyMark) || s.proxyMark < 1 || s.proxyMark > 0xffffffff) {
+      throw new DatapathError('ECNET_BAD_INPUT', `the proxy mark must be an integer in 1..2^32-1, got ${s.proxyMark}`);
     }
     v4.copy(out, o + 16, 12, 16);
     out.writeUInt16BE(checkPort(s.proxy.port, 'proxy port'), o + 20);
@@ -191,9 +204,9 @@ export const statNames = [
   'redirected',
   'skipped_mark',
   'skipped_no_v6',
-  'sock_map_full',
+  'sock_dst_failed',
   'conn_recorded',
-  'conn_map_full',
+  'conn_dst_failed',
   'peer_restored',
 ] as const;
 export type StatName = (typeof statNames)[number];

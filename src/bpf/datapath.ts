@@ -4,12 +4,9 @@ import { existsSync, readdirSync } from 'node:fs';
 import { release } from 'node:os';
 import type { Logger } from 'pino';
 import {
-  type Codec,
   type ConnectionKey,
   type DatapathSettings,
   type OriginalDestination,
-  type ServiceKey,
-  type ServiceValue,
   type StatName,
   connKeyCodec,
   cookieCodec,
@@ -20,7 +17,8 @@ import {
   sumPerCpu,
   u32Key,
 } from './codecs.js';
-import { BpfError, DatapathError } from './errors.js';
+import { DatapathError } from './errors.js';
+import { ServiceTable } from './services.js';
 import { cgroupPathById, checkRoot } from './host.js';
 import {
   type InstallOptions,
@@ -45,16 +43,6 @@ export interface AcceptedConnection {
   localPort?: number | undefined;
 }
 
-export interface ServiceEntry extends ServiceKey, ServiceValue {}
-
-export interface ReplaceReport {
-  added: number;
-  updated: number;
-  removed: number;
-  unchanged: number;
-}
-
-const BPF_ANY = 0;
 const mapTypeNames: Record<number, string> = { 1: 'hash', 2: 'array', 5: 'percpu_hash', 6: 'percpu_array', 9: 'lru_hash' };
 const attachTypeNames: Record<number, string> = {
   3: 'sock_ops',
@@ -111,134 +99,14 @@ export interface MapDump {
   raw: { key: Buffer; value: Buffer }[];
 }
 
-/** Lookups and programming of the redirect set (the ecnet_services map). */
-export class ServiceTable {
-  readonly #dp: Datapath;
-  constructor(dp: Datapath) {
-    this.#dp = dp;
-  }
+// One key buffer for every lookup: JS is single-threaded and the addon copies the key before returning.
+const connKey = Buffer.alloc(connKeyCodec.size);
 
-  get capacity(): number {
-    return this.#dp.map('services').info().maxEntries;
-  }
-
-  /** Redirects `key` (adds or updates). ECNET_MAP_FULL when the map is full. */
-  set(key: ServiceKey, value: ServiceValue): void {
-    const k = serviceKeyCodec.encode(key);
-    const v = serviceValueCodec.encode(value);
-    try {
-      this.#dp.map('services').update(k, v, BPF_ANY);
-    } catch (cause) {
-      throw mapError(cause, `add service ${key.ip}:${key.port}/${key.protocol}`, this.capacity);
-    }
-  }
-
-  /** Stops redirecting `key`; false if it was not there. */
-  delete(key: ServiceKey): boolean {
-    return this.#dp.map('services').delete(serviceKeyCodec.encode(key));
-  }
-
-  get(key: ServiceKey): ServiceValue | undefined {
-    const v = this.#dp.map('services').lookup(serviceKeyCodec.encode(key));
-    return v ? serviceValueCodec.decode(v) : undefined;
-  }
-
-  list(): ServiceEntry[] {
-    return decodeAll(this.#dp.map('services'), serviceKeyCodec, serviceValueCodec).map(([k, v]) => ({ ...k, ...v }));
-  }
-
-  /**
-   * Makes the map hold exactly `entries`, writing only the difference. All-or-nothing for the caller:
-   * every entry is validated and the capacity checked before the first write, and a kernel error
-   * part-way restores the previous content before it is thrown.
-   */
-  replaceAll(entries: Iterable<ServiceEntry>): ReplaceReport {
-    const map = this.#dp.map('services');
-    const ks = serviceKeyCodec.size;
-    const vs = serviceValueCodec.size;
-    const list = [...entries];
-    // All keys and values encoded into two buffers (one allocation each), validated before any write.
-    const keys = Buffer.allocUnsafe(list.length * ks);
-    const values = Buffer.allocUnsafe(list.length * vs);
-    const desired = new Map<string, { key: Buffer; value: Buffer }>();
-    list.forEach((e, i) => {
-      const key = serviceKeyCodec.encode(e, keys, i * ks).subarray(i * ks, (i + 1) * ks);
-      const id = key.toString('latin1');
-      if (desired.has(id)) {
-        throw new DatapathError('ECNET_BAD_ADDRESS', `service ${e.ip}:${e.port}/${e.protocol} is listed twice`);
-      }
-      desired.set(id, { key, value: serviceValueCodec.encode(e, values, i * vs).subarray(i * vs, (i + 1) * vs) });
-    });
-    const cur = map.entries();
-    const current = new Map<string, { key: Buffer; value: Buffer }>();
-    for (let i = 0; i < cur.count; i++) {
-      const key = cur.keys.subarray(i * ks, (i + 1) * ks);
-      current.set(key.toString('latin1'), { key, value: cur.values.subarray(i * vs, (i + 1) * vs) });
-    }
-    const removed = [...current].filter(([id]) => !desired.has(id)).map(([, e]) => e);
-    const upserts: { key: Buffer; value: Buffer; old: Buffer | undefined }[] = [];
-    for (const [id, e] of desired) {
-      const old = current.get(id)?.value;
-      if (!old || !old.equals(e.value)) upserts.push({ ...e, old });
-    }
-    const added = upserts.filter((u) => !u.old).length;
-    const capacity = map.info().maxEntries;
-    if (current.size - removed.length + added > capacity) {
-      throw new DatapathError(
-        'ECNET_MAP_FULL',
-        `${desired.size} services do not fit in ${MAP_NAMES.services} (capacity ${capacity}); nothing was changed`,
-      );
-    }
-    try {
-      if (removed.length) map.deleteBatch(Buffer.concat(removed.map((r) => r.key)), removed.length);
-      if (upserts.length) {
-        map.updateBatch(
-          Buffer.concat(upserts.map((u) => u.key)),
-          Buffer.concat(upserts.map((u) => u.value)),
-          upserts.length,
-          BPF_ANY,
-        );
-      }
-    } catch (cause) {
-      this.#restore(map, removed, upserts);
-      throw mapError(cause, `replace ${desired.size} services`, capacity);
-    }
-    return { added, updated: upserts.length - added, removed: removed.length, unchanged: desired.size - upserts.length };
-  }
-
-  #restore(
-    map: NativeMap,
-    removed: { key: Buffer; value: Buffer }[],
-    upserts: { key: Buffer; old: Buffer | undefined }[],
-  ): void {
-    for (const u of upserts) {
-      if (u.old) map.update(u.key, u.old, BPF_ANY);
-      else map.delete(u.key);
-    }
-    for (const r of removed) map.update(r.key, r.value, BPF_ANY);
-  }
-}
-
-function mapError(cause: unknown, what: string, capacity: number): DatapathError {
-  if (cause instanceof BpfError && cause.errnoName === 'E2BIG') {
-    return new DatapathError('ECNET_MAP_FULL', `${what}: ${MAP_NAMES.services} is full (capacity ${capacity})`, { cause });
-  }
-  if (cause instanceof DatapathError) return cause;
-  return new DatapathError('ECNET_MAP_UPDATE', `${what} failed: ${(cause as Error).message}`, { cause });
-}
-
-function decodeAll<K, V>(map: NativeMap, kc: Codec<K>, vc: Codec<V>): [K, V][] {
-  const { keys, values, count } = map.entries();
-  const out: [K, V][] = [];
-  for (let i = 0; i < count; i++) out.push([kc.decode(keys, i * kc.size), vc.decode(values, i * vc.size)]);
-  return out;
-}
-
-function connectionKey(c: AcceptedConnection): ConnectionKey {
-  if (!c.remoteAddress || !c.remotePort || !c.localAddress || !c.localPort) {
-    throw new DatapathError('ECNET_BAD_ADDRESS', 'the connection has no addresses (already closed?)');
-  }
-  return { client: { ip: c.remoteAddress, port: c.remotePort }, proxy: { ip: c.localAddress, port: c.localPort } };
+/** The connection's key in connKey, or undefined when it has no addresses (reset before it was accepted). */
+function connectionKey(c: AcceptedConnection): Buffer | undefined {
+  if (!c.remoteAddress || !c.remotePort || !c.localAddress || !c.localPort) return undefined;
+  const key: ConnectionKey = { client: { ip: c.remoteAddress, port: c.remotePort }, proxy: { ip: c.localAddress, port: c.localPort } };
+  return connKeyCodec.encode(key, connKey, 0);
 }
 
 export class Datapath {
@@ -256,7 +124,7 @@ export class Datapath {
     this.installed = installed;
     this.#logger = logger;
     this.#native = loadNative();
-    this.services = new ServiceTable(this);
+    this.services = new ServiceTable(() => this.map('services'));
     try {
       for (const role of Object.keys(MAP_NAMES) as MapRole[]) {
         this.#maps.set(role, this.#native.openPinnedMap(pinPaths(bpffs).map(MAP_NAMES[role])));
@@ -282,9 +150,10 @@ export class Datapath {
     return new Datapath(bpffs, undefined, logger);
   }
 
-  /** Whether pins of a loaded datapath exist under `bpffs`. */
+  /** Whether a loaded datapath is pinned under `bpffs`: its maps and at least one attached program. */
   static isLoaded(bpffs: string): boolean {
-    return existsSync(pinPaths(bpffs).map(MAP_NAMES.services));
+    const { links, map } = pinPaths(bpffs);
+    return existsSync(map(MAP_NAMES.services)) && existsSync(links) && readdirSync(links).length > 0;
   }
 
   /** Detaches all programs and removes all pins under `bpffs`. */
@@ -302,16 +171,19 @@ export class Datapath {
 
   /** Where a connection accepted by the proxy was originally going; undefined if it was not redirected. */
   originalDestination(conn: AcceptedConnection): OriginalDestination | undefined {
-    const v = this.map('connections').lookup(connKeyCodec.encode(connectionKey(conn)));
+    const key = connectionKey(conn);
+    const v = key && this.map('connections').lookup(key);
     return v ? origDstCodec.decode(v) : undefined;
   }
 
   /**
    * Like originalDestination, and removes the entry (one atomic syscall): what the proxy calls once per
-   * accepted connection, so that the map only holds connections not yet accepted.
+   * accepted connection, so that the map only holds connections not yet accepted. Undefined also for a
+   * connection the client reset before it was accepted (Node then knows no addresses; its entry ages out).
    */
   takeOriginalDestination(conn: AcceptedConnection): OriginalDestination | undefined {
-    const v = this.map('connections').lookupAndDelete(connKeyCodec.encode(connectionKey(conn)));
+    const key = connectionKey(conn);
+    const v = key && this.map('connections').lookupAndDelete(key);
     return v ? origDstCodec.decode(v) : undefined;
   }
 
@@ -330,7 +202,7 @@ export class Datapath {
   dump(mapName: string): MapDump {
     const role = (Object.keys(MAP_NAMES) as MapRole[]).find((r) => MAP_NAMES[r] === mapName);
     if (!role) {
-      throw new DatapathError('ECNET_BAD_ADDRESS', `unknown map ${JSON.stringify(mapName)}; maps: ${Object.values(MAP_NAMES).join(', ')}`);
+      throw new DatapathError('ECNET_NOT_FOUND', `unknown map ${JSON.stringify(mapName)}; maps: ${Object.values(MAP_NAMES).join(', ')}`);
     }
     const map = this.map(role);
     const info = map.info();
@@ -354,6 +226,7 @@ export class Datapath {
     const programs: ProgramStatus[] = [];
     const linksDir = pinPaths(this.bpffs).links;
     let settings: DatapathSettings | undefined;
+    const cgroups = new Map<number, string | undefined>(); // one walk of the cgroup tree per id
     for (const name of existsSync(linksDir) ? readdirSync(linksDir).sort() : []) {
       const pin = pinPaths(this.bpffs).link(name);
       const link = native.openPinnedLink(pin);
@@ -369,7 +242,7 @@ export class Datapath {
           progId: prog.id,
           tag: prog.tag,
           cgroupId: info.cgroupId,
-          cgroup: cgroupPathById(info.cgroupId),
+          cgroup: cgroups.has(info.cgroupId) ? cgroups.get(info.cgroupId) : cgroups.set(info.cgroupId, cgroupPathById(info.cgroupId)).get(info.cgroupId),
         });
       } finally {
         link.close();

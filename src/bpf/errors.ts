@@ -35,8 +35,12 @@ export type DatapathErrorCode =
   | 'ECNET_NOT_LOADED'
   | 'ECNET_BPF_LOAD'
   | 'ECNET_BAD_ADDRESS'
+  | 'ECNET_BAD_INPUT'
+  | 'ECNET_NOT_FOUND'
+  | 'ECNET_UNSUPPORTED'
   | 'ECNET_MAP_FULL'
   | 'ECNET_MAP_UPDATE'
+  | 'ECNET_UNINSTALL'
   | 'ECNET_CLOSED';
 
 /** A datapath failure with a fixed code and, where there is one, the kernel error as `cause`. */

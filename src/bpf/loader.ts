@@ -1,11 +1,11 @@
 // Loads the BPF objects, reusing pinned maps, and attaches each program once to the cgroup as a pinned
 // bpf_link. A second load finds the pins and changes nothing, or atomically swaps in programs that differ.
 // Uninstall detaches and unpins everything. Pin layout: <bpffs>/maps/<map>, <bpffs>/links/<program>.
-import { existsSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type DatapathSettings, settingsCodec, u32Key } from './codecs.js';
-import { BpfError, DatapathError } from './errors.js';
+import { DatapathError } from './errors.js';
 import { cgroupId, checkCgroup, checkKernel, checkRoot, ensureBpffs } from './host.js';
 import { type NativeBinding, type NativeObject, loadNative } from './native.js';
 
@@ -37,7 +37,8 @@ export interface InstallOptions {
   logger?: Logger;
 }
 
-export type LinkAction = 'attached' | 'unchanged' | 'replaced';
+/** What a load did to each program's link; 'removed': a program the new build no longer has was detached. */
+export type LinkAction = 'attached' | 'unchanged' | 'replaced' | 'removed';
 
 export interface InstallReport {
   programs: { name: string; section: string; action: LinkAction; linkId: number; progId: number }[];
@@ -139,42 +140,46 @@ export function install(opts: InstallOptions): InstallReport {
   mkdirSync(paths.maps, { recursive: true });
   mkdirSync(paths.links, { recursive: true });
 
-  const objects = loadObjects(native, opts, resolveCapacity(native, opts.bpffs, opts.capacity ?? {}));
+  const mapsBefore = new Set(readdirSync(paths.maps));
+  let objects: NativeObject[];
+  try {
+    objects = loadObjects(native, opts, resolveCapacity(native, opts.bpffs, opts.capacity ?? {}));
+  } catch (err) {
+    // Objects that did load pinned their maps: remove the pins this call created (no program uses them).
+    for (const name of readdirSync(paths.maps)) if (!mapsBefore.has(name)) rmSync(paths.map(name), { force: true });
+    throw err;
+  }
   const wantCgroup = cgroupId(opts.cgroup);
   const report: InstallReport = { programs: [] };
   const attachedNow: string[] = [];
   try {
-    // Plan first, so that an incompatible pin stops the load before anything changes.
-    const plan: { obj: NativeObject; name: string; section: string; pin: string; existing: boolean }[] = [];
+    // Plan first, without changing anything, so that an incompatible pin stops the load before any change.
+    const plan: { obj: NativeObject; name: string; section: string; pin: string; state: 'new' | 'existing' | 'defunct' }[] = [];
     for (const obj of objects) {
       for (const p of obj.programs()) {
         const pin = paths.link(p.name);
-        let existing = existsSync(pin);
-        if (existing) {
-          const link = native.openPinnedLink(pin);
-          try {
-            const info = link.info();
-            if (info.cgroupId === 0) {
-              // The cgroup it was attached to is gone: the link is defunct.
-              opts.logger?.warn({ program: p.name, pin }, 'removing defunct link pin');
-              link.unpin();
-              existing = false;
-            } else if (info.cgroupId !== wantCgroup) {
-              throw new DatapathError(
-                'ECNET_BPF_LOAD',
-                `${p.name} is already attached to another cgroup (id ${info.cgroupId}, not ${opts.cgroup}): run \`ecnet bpf unload\` first`,
-              );
-            }
-          } finally {
-            link.close();
+        let state: 'new' | 'existing' | 'defunct' = 'new';
+        if (existsSync(pin)) {
+          const info = withLink(native, pin, (l) => l.info());
+          // cgroupId 0: the cgroup it was attached to is gone (or it was detached): the link is defunct.
+          state = info.cgroupId === 0 ? 'defunct' : 'existing';
+          if (state === 'existing' && info.cgroupId !== wantCgroup) {
+            throw new DatapathError(
+              'ECNET_BPF_LOAD',
+              `${p.name} is already attached to another cgroup (id ${info.cgroupId}, not ${opts.cgroup}): run \`ecnet bpf unload\` first`,
+            );
           }
         }
-        plan.push({ obj, name: p.name, section: p.section, pin, existing });
+        plan.push({ obj, name: p.name, section: p.section, pin, state });
       }
     }
     for (const step of plan) {
       const fresh = step.obj.programInfo(step.name);
-      if (!step.existing) {
+      if (step.state === 'defunct') {
+        opts.logger?.warn({ program: step.name, pin: step.pin }, 'replacing a defunct link');
+        withLink(native, step.pin, (l) => l.unpin());
+      }
+      if (step.state !== 'existing') {
         const link = step.obj.attachCgroup(step.name, opts.cgroup);
         try {
           link.pin(step.pin);
@@ -202,9 +207,17 @@ export function install(opts: InstallOptions): InstallReport {
         link.close();
       }
     }
+    // Programs an older build had and this one has not: detach them, or they would run forever.
+    const planned = new Set(plan.map((p) => p.name));
+    for (const name of readdirSync(paths.links).filter((n) => !planned.has(n))) {
+      detachPin(native, paths.link(name));
+      report.programs.push({ name, section: '', action: 'removed', linkId: 0, progId: 0 });
+    }
   } catch (err) {
-    // Undo the attachments made by this call; replaced programs stay replaced (the swap is atomic and complete).
-    for (const pin of attachedNow) detachPin(native, pin, opts.logger);
+    // Undo the attachments made by this call, each on its own; replaced programs stay replaced (the swap is
+    // atomic and complete). The original error is what the caller sees; undo failures are logged with it.
+    const undo = bestEffort(attachedNow, (pin) => detachPin(native, pin));
+    if (undo.length) opts.logger?.error({ err, undo }, 'rolling back the attachments failed too');
     throw err instanceof DatapathError ? err : new DatapathError('ECNET_BPF_LOAD', `attaching failed: ${(err as Error).message}`, { cause: err });
   } finally {
     for (const o of objects) o.close();
@@ -213,19 +226,33 @@ export function install(opts: InstallOptions): InstallReport {
   return report;
 }
 
-function detachPin(native: NativeBinding, pin: string, logger?: Logger): void {
+function withLink<T>(native: NativeBinding, pin: string, fn: (l: ReturnType<NativeBinding['openPinnedLink']>) => T): T {
+  const link = native.openPinnedLink(pin);
   try {
-    const link = native.openPinnedLink(pin);
-    try {
-      link.detach();
-      link.unpin();
-    } finally {
-      link.close();
-    }
-  } catch (err) {
-    logger?.error({ err, pin }, 'could not detach link');
-    throw err;
+    return fn(link);
+  } finally {
+    link.close();
   }
+}
+
+function detachPin(native: NativeBinding, pin: string): void {
+  withLink(native, pin, (link) => {
+    link.detach();
+    link.unpin();
+  });
+}
+
+/** Runs `fn` on every item, whatever fails; returns the failures. */
+function bestEffort<T>(items: T[], fn: (item: T) => void): { item: T; err: unknown }[] {
+  const failed: { item: T; err: unknown }[] = [];
+  for (const item of items) {
+    try {
+      fn(item);
+    } catch (err) {
+      failed.push({ item, err });
+    }
+  }
+  return failed;
 }
 
 export interface UninstallReport {
@@ -233,33 +260,39 @@ export interface UninstallReport {
   unpinned: string[];
 }
 
-/** Detaches every pinned link and removes every pin under `bpffs`, then the directory itself. */
+/**
+ * Detaches every pinned link and removes every pin under `bpffs`, then the directory itself. Best effort:
+ * one failure does not stop the rest; all of them are thrown together at the end (ECNET_UNINSTALL).
+ */
 export function uninstall(bpffs: string, logger?: Logger): UninstallReport {
   checkRoot();
   const paths = pinPaths(bpffs);
   const report: UninstallReport = { detached: [], unpinned: [] };
   if (!existsSync(bpffs)) return report;
   const native = loadNative();
-  if (existsSync(paths.links)) {
-    for (const name of readdirSync(paths.links)) {
-      detachPin(native, paths.link(name), logger);
+  const links = existsSync(paths.links) ? readdirSync(paths.links) : [];
+  const maps = existsSync(paths.maps) ? readdirSync(paths.maps) : [];
+  const failed = [
+    ...bestEffort(links, (name) => {
+      detachPin(native, paths.link(name));
       report.detached.push(name);
-    }
-    rmdirSync(paths.links);
-  }
-  if (existsSync(paths.maps)) {
-    for (const name of readdirSync(paths.maps)) {
+    }),
+    ...bestEffort(maps, (name) => {
       unlinkSync(paths.map(name));
       report.unpinned.push(name);
-    }
-    rmdirSync(paths.maps);
+    }),
+  ];
+  if (!failed.length) {
+    failed.push(...bestEffort([paths.links, paths.maps, bpffs], (dir) => existsSync(dir) && rmdirSync(dir)));
   }
-  try {
-    rmdirSync(bpffs);
-  } catch (cause) {
-    throw new DatapathError('ECNET_MAP_UPDATE', `${bpffs} still holds pins ecnet does not own`, { cause });
+  if (failed.length) {
+    logger?.error({ failed: failed.map((f) => ({ item: f.item, err: String(f.err) })) }, 'uninstall incomplete');
+    throw new DatapathError(
+      'ECNET_UNINSTALL',
+      `uninstall of ${bpffs} incomplete: ${failed.map((f) => `${f.item}: ${(f.err as Error).message}`).join('; ')}`,
+      { cause: new AggregateError(failed.map((f) => f.err)) },
+    );
   }
   logger?.info(report, 'datapath uninstalled');
   return report;
 }
-

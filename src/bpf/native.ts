@@ -84,7 +84,7 @@ export interface NativeMap {
   update(key: Buffer, value: Buffer, flags: number): void;
   /** false when the key was absent. */
   delete(key: Buffer): boolean;
-  /** Atomic lookup + delete (hash maps, Linux 5.14); null when absent. */
+  /** Lookup + delete, atomic where the kernel has it (hash maps since Linux 5.14), else in two steps; null when absent. */
   lookupAndDelete(key: Buffer): Buffer | null;
   /** Every entry; uses BPF_MAP_LOOKUP_BATCH where the kernel has it, get_next_key otherwise. */
   entries(): { keys: Buffer; values: Buffer; count: number };

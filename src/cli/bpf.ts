@@ -6,7 +6,7 @@ import type { OriginalDestination } from '../bpf/codecs.js';
 import { Datapath, type DatapathStatus, type MapDump } from '../bpf/datapath.js';
 import { DatapathError } from '../bpf/errors.js';
 import { MAP_NAMES } from '../bpf/loader.js';
-import { type DatapathConfig, type DatapathFlags, type ListenFlags, type LoadFlags, datapathConfig, defaults, listenConfig, loadConfig } from '../config.js';
+import { type DatapathConfig, type DatapathFlags, type ListenFlags, type LoadFlags, datapathConfig, defaults, listenConfig, loadConfig, serviceIdFlag } from '../config.js';
 import { componentLogger } from '../logger.js';
 import { table } from './table.js';
 
@@ -103,6 +103,9 @@ function serveOriginalDestinations(dp: Datapath, proxy: { ip: string; port: numb
   return new Promise((resolve, reject) => {
     let seen = 0;
     const server = net.createServer((sock) => {
+      sock.on('error', () => {});
+      // Reset by the client before we accepted it: Node knows no addresses; nothing to answer.
+      if (!sock.remoteAddress) return void sock.destroy();
       const client = `${sock.remoteAddress}:${sock.remotePort}`;
       const d = dp.takeOriginalDestination(sock);
       const line = d
@@ -118,7 +121,7 @@ function serveOriginalDestinations(dp: Datapath, proxy: { ip: string; port: numb
         clearTimeout(timer);
         answer();
       });
-      sock.on('error', () => clearTimeout(timer));
+      sock.once('close', () => clearTimeout(timer));
       if (count !== undefined && ++seen >= count) server.close();
     });
     const stop = () => server.close();
@@ -130,6 +133,13 @@ function serveOriginalDestinations(dp: Datapath, proxy: { ip: string; port: numb
     });
     server.listen(proxy.port, proxy.ip, () => log.info({ proxy }, 'listening'));
   });
+}
+
+/** `ecnet bpf unload`, also `ecnet uninstall`. */
+export function unload(cfg: DatapathConfig): void {
+  const r = Datapath.uninstall(cfg.bpffs, log);
+  if (cfg.output === 'json') out(json(r));
+  else out(r.detached.length || r.unpinned.length ? `detached ${r.detached.length} programs, removed ${r.unpinned.length} map pins` : `nothing loaded at ${cfg.bpffs}`);
 }
 
 export function bpfCommand(): Command {
@@ -170,12 +180,7 @@ export function bpfCommand(): Command {
   bpf
     .command('unload')
     .description('detach every program and remove every pin')
-    .action((_f: unknown, cmd: Command) => {
-      const cfg = config(cmd);
-      const r = Datapath.uninstall(cfg.bpffs, log);
-      if (cfg.output === 'json') out(json(r));
-      else out(r.detached.length || r.unpinned.length ? `detached ${r.detached.length} programs, removed ${r.unpinned.length} map pins` : `nothing loaded at ${cfg.bpffs}`);
-    });
+    .action((_f: unknown, cmd: Command) => unload(config(cmd)));
 
   bpf
     .command('status')
@@ -225,7 +230,7 @@ export function bpfCommand(): Command {
     .action((address: string, flags: { id: string }, cmd: Command) => {
       const cfg = config(cmd);
       const key = parseServiceAddress(address);
-      const id = Number(flags.id);
+      const id = serviceIdFlag(flags.id);
       withDatapath(cfg, (dp) => dp.services.set(key, { id, disabled: false }));
       out(`redirecting ${formatEndpoint(key)}/${key.protocol} (id ${id})`);
     });
@@ -236,7 +241,7 @@ export function bpfCommand(): Command {
       const cfg = config(cmd);
       const key = parseServiceAddress(address);
       const existed = withDatapath(cfg, (dp) => dp.services.delete(key));
-      if (!existed) throw new DatapathError('ECNET_BAD_ADDRESS', `${formatEndpoint(key)}/${key.protocol} is not in ${MAP_NAMES.services}`);
+      if (!existed) throw new DatapathError('ECNET_NOT_FOUND', `${formatEndpoint(key)}/${key.protocol} is not in ${MAP_NAMES.services}`);
       out(`no longer redirecting ${formatEndpoint(key)}/${key.protocol}`);
     });
   return bpf;

@@ -2,13 +2,20 @@
 // The `ecnet` command. Each subcommand lives in its own module; errors end here as one line and an exit code.
 import { Command, CommanderError } from 'commander';
 import { showCauses } from '../config.js';
-import { bpfCommand } from './bpf.js';
+import { type DatapathFlags, datapathConfig } from '../config.js';
+import { bpfCommand, unload } from './bpf.js';
 
 const program = new Command('ecnet')
   .description('multi-cluster service data plane: eBPF redirect of imported services to a node proxy')
   .showHelpAfterError()
   .exitOverride();
 program.addCommand(bpfCommand());
+program
+  .command('uninstall')
+  .description('detach the datapath and remove its pins (same as `ecnet bpf unload`)')
+  .option('--bpffs <dir>', 'pin directory on bpffs')
+  .option('-o, --output <format>', 'table or json', 'table')
+  .action((flags: DatapathFlags) => unload(datapathConfig(flags)));
 
 function fail(err: unknown): never {
   if (err instanceof CommanderError) process.exit(err.exitCode);
