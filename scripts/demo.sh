@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+# A pin directory of the demo's own (ECNET_BPFFS stands for --bpffs): it never touches, or unloads,
+# an ecnet already installed on this machine.
+export ECNET_BPFFS=/sys/fs/bpf/ecnet-demo
 ecnet() { node dist/cli/main.js "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 NS=ecnet-demo-$$
@@ -17,6 +20,7 @@ cleanup() {
   ecnet bpf unload >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+ecnet bpf status >/dev/null 2>&1 && { echo "demo: something is already loaded at $ECNET_BPFFS (a demo still running?)" >&2; trap - EXIT; exit 1; }
 
 step "ecnet bpf load --proxy 127.0.0.1:15001"
 ecnet bpf load --proxy 127.0.0.1:15001
@@ -43,7 +47,7 @@ step "ecnet bpf status"
 ecnet bpf status
 step "ecnet bpf dump ecnet_services"
 ecnet bpf dump ecnet_services
-step "bpftool map dump pinned /sys/fs/bpf/ecnet/maps/ecnet_services   (the same entry, raw: port is network order)"
-bpftool map dump pinned /sys/fs/bpf/ecnet/maps/ecnet_services
+step "bpftool map dump pinned $ECNET_BPFFS/maps/ecnet_services   (the same entry, raw: port is network order)"
+bpftool map dump pinned "$ECNET_BPFFS/maps/ecnet_services"
 step "ecnet bpf unload"
 ecnet bpf unload

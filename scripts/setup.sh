@@ -34,6 +34,13 @@ if ! have bpftool; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-tools-common "linux-tools-$(uname -r)" >/dev/null
 fi
 
+# vite (under vitest) and cmake-js need Node 20 or newer; Debian 12's own nodejs is 18.
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "setup: Node $(node --version) is too old; ecnet needs Node 20 or newer (e.g. from the NodeSource apt repository)" >&2
+  exit 1
+fi
+
 # The addon builds against the Node headers of the installed Node (no download): point cmake-js at them.
 if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node_api.h ]; then
   export npm_config_nodedir=/usr

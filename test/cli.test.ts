@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { serviceKeyCodec, serviceValueCodec } from '../src/bpf/codecs.js';
 import { packageRoot } from '../src/paths.js';
-import { type TestCgroup, bpftoolCgroupPrograms, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
+import { type TestCgroup, bpftoolCgroupPrograms, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
 import { describeKernel } from './helpers/describe-kernel.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
@@ -20,16 +20,16 @@ describeKernel('ecnet bpf (CLI)', () => {
   };
 
   beforeAll(() => {
-    if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build`);
+    // The CLI runs from dist/: compile it now so the test never runs a stale build.
+    execFileSync(process.execPath, [join(packageRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(packageRoot, 'tsconfig.json')]);
     cg = makeCgroup();
   });
   afterAll(() => {
-    try {
-      if (cg) ecnet('unload');
-    } finally {
-      cg?.remove();
-      pins.remove();
-    }
+    cleanupAll(
+      () => cg && ecnet('unload'),
+      () => cg?.remove(),
+      () => pins.remove(),
+    );
   });
 
   it('says clearly that nothing is loaded yet', () => {
@@ -51,7 +51,9 @@ describeKernel('ecnet bpf (CLI)', () => {
   it('service add/del program the map; malformed addresses are refused with the reason', () => {
     expect(ecnet('service', 'add', '10.96.0.10:8080/tcp', '--id', '3').stdout).toMatch(/redirecting 10\.96\.0\.10:8080\/tcp/);
     expect(ecnet('service', 'add', '[fd00::10]:80').code).toBe(0);
-    expect(ecnet('service', 'add', '10.96.0.11:53/udp').code).toBe(0);
+    const udp = ecnet('service', 'add', '10.96.0.11:53/udp');
+    expect(udp.stderr).toMatch(/UDP services are not redirected yet.*\[ECNET_UNSUPPORTED\]/);
+    expect(ecnet('service', 'add', '10.96.0.11:53').code).toBe(0);
     for (const [arg, why] of [
       ['10.96.0.10:0', /1\.\.65535/],
       ['10.96.0.10:70000', /1\.\.65535/],
@@ -63,8 +65,8 @@ describeKernel('ecnet bpf (CLI)', () => {
       expect(r.stderr, arg).toMatch(why);
       expect(r.stderr, arg).toMatch(/\[ECNET_BAD_ADDRESS\]/);
     }
-    expect(ecnet('service', 'del', '10.96.0.11:53/udp').code).toBe(0);
-    expect(ecnet('service', 'del', '10.96.0.11:53/udp').stderr).toMatch(/is not in ecnet_services/);
+    expect(ecnet('service', 'del', '10.96.0.11:53').code).toBe(0);
+    expect(ecnet('service', 'del', '10.96.0.11:53').stderr).toMatch(/is not in ecnet_services.*\[ECNET_NOT_FOUND\]/);
   });
 
   it('dump agrees with bpftool map dump of the same pinned map', () => {
@@ -97,12 +99,13 @@ describeKernel('ecnet bpf (CLI)', () => {
   it('listen answers a redirected client with its original destination', async () => {
     // In a netns of the test's own: the listener and the client both inherit it from this thread.
     const ns = makeNetns(['10.96.0.0/16']);
+    let listener: ReturnType<typeof spawn> | undefined;
     try {
       ns.enter();
-      const listener = spawn(process.execPath, [cli, 'bpf', '--bpffs', pins.path, 'listen', '--proxy', '127.0.0.1:15001', '--count', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      listener = spawn(process.execPath, [cli, 'bpf', '--bpffs', pins.path, 'listen', '--proxy', '127.0.0.1:15001', '--count', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let printed = '';
-      listener.stdout.on('data', (d: Buffer) => (printed += d.toString()));
-      const exited = new Promise((r) => listener.on('close', r));
+      listener.stdout!.on('data', (d: Buffer) => (printed += d.toString()));
+      const exited = new Promise((r) => listener!.on('close', r));
       for (let i = 0; i < 50 && !execFileSync('ss', ['-Hltn', 'sport = :15001'], { encoding: 'utf8' }).trim(); i++) {
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -111,8 +114,12 @@ describeKernel('ecnet bpf (CLI)', () => {
       expect(r!.peer).toBe('10.96.0.10:8080');
       expect(r!.reply).toMatch(/^HTTP\/1\.0 200 OK[\s\S]*-> 10\.96\.0\.10:8080\/tcp \(service id 3\): redirected by the datapath$/);
       expect(printed).toMatch(/^127\.0\.0\.1:\d+ -> 10\.96\.0\.10:8080\/tcp \(service id 3\)/);
+      expect(listener.exitCode).toBe(0);
     } finally {
-      ns.remove();
+      cleanupAll(
+        () => listener?.exitCode === null && listener.kill(),
+        () => ns.remove(),
+      );
     }
   });
 
@@ -134,5 +141,12 @@ describeKernel('ecnet bpf (CLI)', () => {
     expect(bpftoolCgroupPrograms(cg.path)).toEqual([]);
     expect(existsSync(pins.path)).toBe(false);
     expect(ecnet('unload').stdout).toMatch(/nothing loaded/);
+  });
+
+  it('`ecnet uninstall` does the same (the name DESIGN.md uses)', () => {
+    expect(ecnet('load', '--proxy', '127.0.0.1:15001').code).toBe(0);
+    const r = spawnSync(process.execPath, [cli, 'uninstall', '--bpffs', pins.path], { encoding: 'utf8' });
+    expect(r.stdout).toMatch(/detached 6 programs, removed 4 map pins/);
+    expect(bpftoolCgroupPrograms(cg.path)).toEqual([]);
   });
 });

@@ -15,6 +15,8 @@ import {
   type TestCgroup,
   type TestNetns,
   bpftoolCgroupPrograms,
+  cleanupAll,
+  joinCgroup,
   makeCgroup,
   makeNetns,
   makePinDir,
@@ -74,14 +76,13 @@ describeKernel('datapath: redirect in the kernel', () => {
 
   afterAll(async () => {
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-    try {
-      if (Datapath.isLoaded(pins.path)) Datapath.uninstall(pins.path);
-    } finally {
-      dp?.close();
-      ns?.remove();
-      cg?.remove();
-      pins.remove();
-    }
+    cleanupAll(
+      () => dp?.close(),
+      () => Datapath.isLoaded(pins.path) && Datapath.uninstall(pins.path),
+      () => ns?.remove(),
+      () => cg?.remove(),
+      () => pins.remove(),
+    );
   });
 
   it('codecs have the sizes of the loaded maps and of the structs the addon was compiled with', () => {
@@ -157,12 +158,27 @@ describeKernel('datapath: redirect in the kernel', () => {
     expect(JSON.parse(other!.reply!)).toMatchObject({ via: 'proxy' });
   });
 
-  it('marks upstream sockets made by connectMarked (the proxy side) before they connect', async () => {
-    // This process is outside the cgroup, so only the mark and cookie are checked here.
-    const s = connectMarked({ host: '10.96.123.45', port: 8080, mark: MARK });
-    await new Promise<void>((resolve, reject) => s.once('connect', resolve).once('error', reject));
-    expect(cookieOf(s)).toBeGreaterThan(0n);
-    s.destroy();
+  it('connectMarked (what the proxy uses upstream) is not redirected, from inside the cgroup', async () => {
+    const ask = (s: net.Socket) =>
+      new Promise<string>((resolve, reject) => {
+        let reply = '';
+        s.once('connect', () => s.end('hi'));
+        s.on('data', (d: Buffer) => (reply += d.toString()));
+        s.once('close', () => resolve(reply));
+        s.once('error', reject);
+      });
+    const leave = joinCgroup(cg.path);
+    try {
+      const marked = connectMarked({ host: '10.96.123.45', port: 8080, mark: MARK });
+      const markedReply = ask(marked);
+      await new Promise((r) => marked.once('connect', r));
+      expect(cookieOf(marked)).toBeGreaterThan(0n);
+      expect(JSON.parse(await markedReply)).toEqual({ via: 'direct' });
+      // The same connect without the mark, from the same process: redirected (so this test can fail).
+      expect(JSON.parse(await ask(net.connect({ host: '10.96.123.45', port: 8080 })))).toMatchObject({ via: 'proxy' });
+    } finally {
+      leave();
+    }
   });
 
   it('holds no entries once the connections are closed and accepted', async () => {
@@ -285,13 +301,12 @@ describeKernel('datapath: the services map at scale', () => {
     dp = Datapath.open({ bpffs: pins.path, cgroup: cg.path, objectDir: defaults.objectDir, settings: { proxy: PROXY, proxyMark: MARK } });
   });
   afterAll(() => {
-    try {
-      if (Datapath.isLoaded(pins.path)) Datapath.uninstall(pins.path);
-    } finally {
-      dp?.close();
-      cg?.remove();
-      pins.remove();
-    }
+    cleanupAll(
+      () => dp?.close(),
+      () => Datapath.isLoaded(pins.path) && Datapath.uninstall(pins.path),
+      () => cg?.remove(),
+      () => pins.remove(),
+    );
   });
 
   const entries = (n: number, offset = 0) =>

@@ -7,7 +7,7 @@ import { pinPaths } from '../src/bpf/loader.js';
 import { loadNative } from '../src/bpf/native.js';
 import { defaults } from '../src/config.js';
 import { describeKernel } from './helpers/describe-kernel.js';
-import { type TestCgroup, makeCgroup, makePinDir } from './helpers/host.js';
+import { type TestCgroup, cleanupAll, makeCgroup, makePinDir } from './helpers/host.js';
 
 function thrown(fn: () => unknown): BpfError {
   try {
@@ -26,12 +26,11 @@ describeKernel('native addon', () => {
     Datapath.open({ bpffs: pins.path, cgroup: cg.path, objectDir: defaults.objectDir, settings: { proxy: { ip: '127.0.0.1', port: 1 }, proxyMark: 1 } }).close();
   });
   afterAll(() => {
-    try {
-      if (Datapath.isLoaded(pins.path)) Datapath.uninstall(pins.path);
-    } finally {
-      cg?.remove();
-      pins.remove();
-    }
+    cleanupAll(
+      () => Datapath.isLoaded(pins.path) && Datapath.uninstall(pins.path),
+      () => cg?.remove(),
+      () => pins.remove(),
+    );
   });
 
   it('reports a missing pin as a BpfError with errno, name and operation', () => {
@@ -62,7 +61,7 @@ describeKernel('native addon', () => {
     expect(thrown(() => link.info())).toMatchObject({ errnoName: 'EBADF' });
   });
 
-  it('carries the verifier log when an object does not load', () => {
+  it("carries libbpf's log when an object does not load", () => {
     const obj = loadNative().openObject(`${defaults.objectDir}/sock_connect.bpf.o`, pinPaths(pins.path).maps);
     try {
       obj.setMaxEntries('ecnet_services', 7); // differs from the pinned map: libbpf refuses to reuse it

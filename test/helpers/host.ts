@@ -22,6 +22,27 @@ export const kernelSkipReason = !isRoot
 
 export const suffix = (): string => randomBytes(4).toString('hex');
 
+/** Runs every cleanup, even when one throws; then throws the first error. */
+export function cleanupAll(...steps: (() => unknown)[]): void {
+  let first: unknown;
+  for (const step of steps) {
+    try {
+      step();
+    } catch (err) {
+      first ??= err;
+    }
+  }
+  if (first !== undefined) throw first;
+}
+
+/** Moves this process into `cgroup` until the returned function moves it back where it was. */
+export function joinCgroup(cgroup: string): () => void {
+  const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))!;
+  const original = join(detectCgroup2()!, line.slice(3));
+  writeFileSync(join(cgroup, 'cgroup.procs'), String(process.pid));
+  return () => writeFileSync(join(original, 'cgroup.procs'), String(process.pid));
+}
+
 export interface TestCgroup {
   path: string;
   remove(): void;
