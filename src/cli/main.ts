@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { showCauses } from '../config.js';
 import { type DatapathFlags, datapathConfig } from '../config.js';
+import { crdsCommand, validateCommand } from './api.js';
 import { bpfCommand, unload } from './bpf.js';
 
 const program = new Command('ecnet')
@@ -10,6 +11,8 @@ const program = new Command('ecnet')
   .showHelpAfterError()
   .exitOverride();
 program.addCommand(bpfCommand());
+program.addCommand(crdsCommand());
+program.addCommand(validateCommand());
 program
   .command('uninstall')
   .description('detach the datapath and remove its pins (same as `ecnet bpf unload`)')

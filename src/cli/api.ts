@@ -1,0 +1,43 @@
+// `ecnet crds` and `ecnet validate`: the flomesh.io API as files.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { crdFiles, crdStream } from '../api/crds.js';
+import { readManifests } from '../api/manifests.js';
+import { formatProblem } from '../api/schema.js';
+
+export function crdsCommand(): Command {
+  return new Command('crds')
+    .description('print the flomesh.io CRDs (for kubectl apply -f -), or write one file each with --dir')
+    .option('--dir <dir>', 'write flomesh.io_<plural>.yaml files here (daemonset/crds)')
+    .action((flags: { dir?: string }) => {
+      if (!flags.dir) return void process.stdout.write(crdStream());
+      mkdirSync(flags.dir, { recursive: true });
+      for (const [file, text] of crdFiles()) writeFileSync(join(flags.dir, file), text);
+      process.stdout.write(`wrote ${crdFiles().size} CRDs to ${flags.dir}\n`);
+    });
+}
+
+export function validateCommand(): Command {
+  return new Command('validate')
+    .description('check manifests (multi-document YAML) as the API server would, listing every problem')
+    .requiredOption('-f, --filename <file>', 'YAML file, - for standard input')
+    .action((flags: { filename: string }) => {
+      const text = readFileSync(flags.filename === '-' ? 0 : flags.filename, 'utf8');
+      let bad = 0;
+      for (const d of readManifests(text)) {
+        const what = `${d.kind}/${d.name} (line ${d.line})`;
+        for (const w of d.warnings) process.stdout.write(`${what}: ${formatProblem(w)}\n`);
+        if (!d.problems.length) {
+          process.stdout.write(`${what}: valid\n`);
+          continue;
+        }
+        bad++;
+        for (const p of d.problems) process.stdout.write(`${what}: ${formatProblem(p)}\n`);
+      }
+      if (bad) {
+        process.stderr.write(`ecnet: ${bad} document(s) invalid [ECNET_INVALID]\n`);
+        process.exitCode = 1;
+      }
+    });
+}
