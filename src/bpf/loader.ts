@@ -75,7 +75,7 @@ function resolveCapacity(native: NativeBinding, bpffs: string, capacity: Capacit
   for (const role of ['services', 'sockets', 'connections'] as const) {
     const name = MAP_NAMES[role];
     const pin = pinPaths(bpffs).map(name);
-    const pinned = existsSync(pin) ? withMap(native, pin, (m) => m.info().maxEntries) : undefined;
+    const pinned = existsSync(pin) ? using(native.openPinnedMap(pin), (m) => m.info().maxEntries) : undefined;
     const wanted = capacity[role];
     if (wanted !== undefined && pinned !== undefined && wanted !== pinned) {
       throw new DatapathError(
@@ -89,12 +89,12 @@ function resolveCapacity(native: NativeBinding, bpffs: string, capacity: Capacit
   return out;
 }
 
-function withMap<T>(native: NativeBinding, pin: string, fn: (m: ReturnType<NativeBinding['openPinnedMap']>) => T): T {
-  const m = native.openPinnedMap(pin);
+/** Runs `fn` with a handle the caller just opened, and closes it whatever happens. */
+function using<H extends { close(): void }, T>(handle: H, fn: (h: H) => T): T {
   try {
-    return fn(m);
+    return fn(handle);
   } finally {
-    m.close();
+    handle.close();
   }
 }
 
@@ -160,7 +160,7 @@ export function install(opts: InstallOptions): InstallReport {
         const pin = paths.link(p.name);
         let state: 'new' | 'existing' | 'defunct' = 'new';
         if (existsSync(pin)) {
-          const info = withLink(native, pin, (l) => l.info());
+          const info = using(native.openPinnedLink(pin), (l) => l.info());
           // cgroupId 0: the cgroup it was attached to is gone (or it was detached): the link is defunct.
           state = info.cgroupId === 0 ? 'defunct' : 'existing';
           if (state === 'existing' && info.cgroupId !== wantCgroup) {
@@ -177,7 +177,7 @@ export function install(opts: InstallOptions): InstallReport {
       const fresh = step.obj.programInfo(step.name);
       if (step.state === 'defunct') {
         opts.logger?.warn({ program: step.name, pin: step.pin }, 'replacing a defunct link');
-        withLink(native, step.pin, (l) => l.unpin());
+        using(native.openPinnedLink(step.pin), (l) => l.unpin());
       }
       if (step.state !== 'existing') {
         const link = step.obj.attachCgroup(step.name, opts.cgroup);
@@ -226,17 +226,8 @@ export function install(opts: InstallOptions): InstallReport {
   return report;
 }
 
-function withLink<T>(native: NativeBinding, pin: string, fn: (l: ReturnType<NativeBinding['openPinnedLink']>) => T): T {
-  const link = native.openPinnedLink(pin);
-  try {
-    return fn(link);
-  } finally {
-    link.close();
-  }
-}
-
 function detachPin(native: NativeBinding, pin: string): void {
-  withLink(native, pin, (link) => {
+  using(native.openPinnedLink(pin), (link) => {
     link.detach();
     link.unpin();
   });
