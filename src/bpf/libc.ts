@@ -59,6 +59,12 @@ export function closeFd(fd: number): void {
   call('close', [DataType.I32], [fd]);
 }
 
+/** setns(fd, CLONE_NEWNET): moves the calling thread into the network namespace behind `fd`. */
+export function setNetns(fd: number): void {
+  const CLONE_NEWNET = 0x40000000;
+  call('setns', [DataType.I32, DataType.I32], [fd, CLONE_NEWNET]);
+}
+
 /** mount -t bpf bpf DIR */
 export function mountBpffs(dir: string): void {
   call('mount', [DataType.String, DataType.String, DataType.String, DataType.U64, DataType.String], ['bpf', dir, 'bpf', 0, '']);

@@ -4,8 +4,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { DataType, load, open } from 'ffi-rs';
 import { detectCgroup2 } from '../../src/bpf/host.js';
+import { setNetns as setns } from '../../src/bpf/libc.js';
 import { packageRoot } from '../../src/paths.js';
 
 export const isRoot = process.geteuid?.() === 0;
@@ -80,17 +80,6 @@ export function makePinDir(): { path: string; remove(): void } {
       if (existsSync(path)) rmSync(path, { recursive: true, force: true });
     },
   };
-}
-
-let libcOpen = false;
-function setns(fd: number): void {
-  if (!libcOpen) {
-    open({ library: 'libc', path: 'libc.so.6' });
-    libcOpen = true;
-  }
-  const CLONE_NEWNET = 0x40000000;
-  const r = load({ library: 'libc', funcName: 'setns', retType: DataType.I32, paramsType: [DataType.I32, DataType.I32], paramsValue: [fd, CLONE_NEWNET], errno: true }) as unknown as { value: number; errnoMessage: string };
-  if (r.value !== 0) throw new Error(`setns: ${r.errnoMessage}`);
 }
 
 export interface TestNetns {
