@@ -15,6 +15,16 @@ export const defaults = {
   objectDir: join(packageRoot, 'build', 'bpf'),
   /** Commands print their own results; logs are for what goes wrong (ECNET_LOG_LEVEL=info for more). */
   logLevel: 'warn',
+  /** Local mode: one directory per cluster under this one (ECNET_CLUSTERS_DIR). */
+  clustersDir: '/var/lib/ecnet/clusters',
+  /** Local mode: the control-plane cluster's directory name under clustersDir. */
+  hubName: 'control-plane',
+  /** ClusterIPs the local source allocates (ECNET_SERVICE_CIDR); every cluster may use the same range. */
+  serviceCidr: '10.96.0.0/16',
+  /** How long an unreachable member keeps its exports before the controller withdraws them. */
+  memberTimeoutMs: 120_000,
+  /** Full controller pass without events, repairing what changed behind its back. */
+  resyncMs: 30_000,
 } as const;
 
 export type OutputFormat = 'table' | 'json';
@@ -139,4 +149,92 @@ export function logLevel(env: NodeJS.ProcessEnv = process.env): string {
 /** Print the cause chain of a failing command (ECNET_DEBUG=1). */
 export function showCauses(env: NodeJS.ProcessEnv = process.env): boolean {
   return Boolean(env.ECNET_DEBUG);
+}
+
+/** Seconds, or a number with ms, s, m or h: `120`, `90s`, `500ms`, `2m`. */
+export function parseDuration(name: string, v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  if (!m) throw new ConfigError(`${name} must be a duration such as 90s, 500ms or 2m, got ${JSON.stringify(v)}`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(Number(m[1]) * unit);
+}
+
+/** Where resources are read and written: a local cluster directory, or a Kubernetes API server. */
+export type SourceConfig =
+  | { kind: 'local'; dir: string; serviceCidr: string }
+  | { kind: 'kubernetes'; kubeconfigPath: string | undefined; context: string | undefined; inCluster: boolean };
+
+/** Flags that pick a source (`ecnet apply`, `ecnet get`, `ecnet delete`). */
+export interface SourceFlags {
+  /** A cluster directory, or the name of one under --clusters-dir. */
+  cluster?: string;
+  clustersDir?: string;
+  kubeconfig?: string;
+  context?: string;
+  inCluster?: boolean;
+}
+
+/** `--cluster X`: a path when it names one (has a slash, or starts with a dot), else a cluster name under the clusters directory. */
+export function clusterDir(cluster: string, clustersDir: string): string {
+  return cluster.includes('/') || cluster.startsWith('.') ? cluster : join(clustersDir, cluster);
+}
+
+export function clustersDirOf(flags: { clustersDir?: string }, env: NodeJS.ProcessEnv = process.env): string {
+  return flags.clustersDir ?? env.ECNET_CLUSTERS_DIR ?? defaults.clustersDir;
+}
+
+export function sourceConfig(flags: SourceFlags, env: NodeJS.ProcessEnv = process.env): SourceConfig {
+  const serviceCidr = env.ECNET_SERVICE_CIDR ?? defaults.serviceCidr;
+  const cluster = flags.cluster ?? env.ECNET_CLUSTER;
+  if (flags.kubeconfig || flags.inCluster || (!cluster && env.KUBECONFIG)) {
+    if (flags.cluster) throw new ConfigError('--cluster (a local cluster directory) and --kubeconfig/--in-cluster exclude each other');
+    return { kind: 'kubernetes', kubeconfigPath: flags.kubeconfig ?? env.KUBECONFIG, context: flags.context, inCluster: Boolean(flags.inCluster) };
+  }
+  if (!cluster) {
+    throw new ConfigError('say where the resources are: --cluster DIR (a local cluster directory or a name under --clusters-dir) or --kubeconfig FILE');
+  }
+  return { kind: 'local', dir: clusterDir(cluster, clustersDirOf(flags, env)), serviceCidr };
+}
+
+/** Flags of `ecnet controller`. */
+export interface ControllerFlags {
+  clustersDir?: string;
+  hub?: string;
+  kubeconfig?: string;
+  context?: string;
+  inCluster?: boolean;
+  memberTimeout?: string;
+  resync?: string;
+}
+
+export interface ControllerConfig {
+  /** The control-plane cluster, where Cluster resources live. */
+  hub: SourceConfig;
+  /** Local mode: members without a kubeconfig are the directories named like their Cluster here. */
+  clustersDir: string | undefined;
+  serviceCidr: string;
+  memberTimeoutMs: number;
+  resyncMs: number;
+}
+
+export function controllerConfig(flags: ControllerFlags, env: NodeJS.ProcessEnv = process.env): ControllerConfig {
+  const serviceCidr = env.ECNET_SERVICE_CIDR ?? defaults.serviceCidr;
+  const kube = Boolean(flags.kubeconfig || flags.inCluster || (!flags.clustersDir && !env.ECNET_CLUSTERS_DIR && env.KUBECONFIG));
+  const clustersDir = kube ? flags.clustersDir : clustersDirOf(flags, env);
+  const hub: SourceConfig = kube
+    ? { kind: 'kubernetes', kubeconfigPath: flags.kubeconfig ?? env.KUBECONFIG, context: flags.context, inCluster: Boolean(flags.inCluster) }
+    : { kind: 'local', dir: clusterDir(flags.hub ?? defaults.hubName, clustersDir!), serviceCidr };
+  return {
+    hub,
+    clustersDir,
+    serviceCidr,
+    memberTimeoutMs: flags.memberTimeout === undefined ? defaults.memberTimeoutMs : parseDuration('--member-timeout', flags.memberTimeout),
+    resyncMs: flags.resync === undefined ? defaults.resyncMs : parseDuration('--resync', flags.resync),
+  };
+}
+
+export type GetOutput = 'table' | 'yaml' | 'json';
+export function getOutput(v: string | undefined): GetOutput {
+  if (v === undefined || v === 'table' || v === 'yaml' || v === 'json') return v ?? 'table';
+  throw new ConfigError(`-o must be table, yaml or json, got ${JSON.stringify(v)}`);
 }

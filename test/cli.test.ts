@@ -20,8 +20,6 @@ describeKernel('ecnet bpf (CLI)', () => {
   };
 
   beforeAll(() => {
-    // The CLI runs from dist/: compile it now so the test never runs a stale build.
-    execFileSync(process.execPath, [join(packageRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(packageRoot, 'tsconfig.json')]);
     cg = makeCgroup();
   });
   afterAll(() => {

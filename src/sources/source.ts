@@ -1,0 +1,141 @@
+// The one interface every component reads and writes resources through. Two implementations: kubernetes
+// (client-node informers against an API server) and local (a directory of YAML per cluster). Nothing above this
+// interface knows which one it runs on.
+import type { ObjectMeta } from '../api/flomesh.js';
+
+/** Any Kubernetes object, as the API serves it. */
+export interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: ObjectMeta;
+  spec?: unknown;
+  status?: unknown;
+}
+
+/** A kind as the API server addresses it. `group` is '' for the core group. */
+export interface KindRef {
+  group: string;
+  version: string;
+  kind: string;
+  plural: string;
+  namespaced: boolean;
+}
+
+export const apiVersionOf = (k: KindRef): string => (k.group ? `${k.group}/${k.version}` : k.version);
+
+const kind = (group: string, version: string, k: string, plural: string, namespaced = true): KindRef => ({
+  group,
+  version,
+  kind: k,
+  plural,
+  namespaced,
+});
+
+/** The kinds ecnet reads or writes. */
+export const Kinds = {
+  Cluster: kind('flomesh.io', 'v1alpha1', 'Cluster', 'clusters', false),
+  ServiceExport: kind('flomesh.io', 'v1alpha1', 'ServiceExport', 'serviceexports'),
+  ServiceImport: kind('flomesh.io', 'v1alpha1', 'ServiceImport', 'serviceimports'),
+  GlobalTrafficPolicy: kind('flomesh.io', 'v1alpha1', 'GlobalTrafficPolicy', 'globaltrafficpolicies'),
+  Namespace: kind('', 'v1', 'Namespace', 'namespaces', false),
+  Service: kind('', 'v1', 'Service', 'services'),
+  Secret: kind('', 'v1', 'Secret', 'secrets'),
+  Event: kind('', 'v1', 'Event', 'events'),
+  EndpointSlice: kind('discovery.k8s.io', 'v1', 'EndpointSlice', 'endpointslices'),
+} as const satisfies Record<string, KindRef>;
+export type KindName = keyof typeof Kinds;
+
+/** `namespace/name`, or `name` for cluster-scoped objects: the key of an object within its kind. */
+export const objectKey = (o: { metadata: { name: string; namespace?: string } }): string =>
+  o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name;
+
+export type WatchEventType = 'added' | 'updated' | 'deleted';
+export interface WatchEvent<T extends KubeObject = KubeObject> {
+  type: WatchEventType;
+  object: T;
+}
+
+/**
+ * A cache of one kind, kept in sync by list + watch. After `synced` resolves, `list()` is the source's state as of
+ * the last event delivered. A broken watch keeps the cache (last known state) and restarts with backoff; `healthy`
+ * says whether it is currently connected and `lastError` why not.
+ */
+export interface Informer<T extends KubeObject = KubeObject> {
+  readonly kind: KindRef;
+  /** Resolves once the first full list has been delivered; rejects only if the informer is closed before. */
+  readonly synced: Promise<void>;
+  readonly isSynced: boolean;
+  readonly healthy: boolean;
+  readonly lastError: Error | undefined;
+  list(namespace?: string): T[];
+  get(name: string, namespace?: string): T | undefined;
+  /** Stops watching; idempotent. */
+  close(): void;
+}
+
+export interface InformerOptions<T extends KubeObject> {
+  /** Called for every change after the object reached the cache (also for the initial list, as `added`). */
+  onEvent?: (event: WatchEvent<T>) => void;
+  /** Called when the watch breaks (the informer restarts by itself) and when it recovers (undefined). */
+  onHealth?: (error: Error | undefined) => void;
+  namespace?: string;
+  labelSelector?: string;
+}
+
+export interface EventNote {
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+export interface ApplyOptions {
+  /** Who writes (kubernetes: fieldManager; local: logged). */
+  manager: string;
+}
+
+/**
+ * Where resources come from. `apply` creates or replaces an object's spec, labels and annotations (never its
+ * status); `writeStatus` replaces only the status, retrying on write conflicts. Failures reject with SourceError.
+ */
+export interface Source {
+  /** For logs and errors: `kubernetes https://…` or `local /var/lib/ecnet/cluster-1`. */
+  readonly description: string;
+  informer<T extends KubeObject = KubeObject>(kind: KindRef, options?: InformerOptions<T>): Informer<T>;
+  list<T extends KubeObject = KubeObject>(kind: KindRef, namespace?: string): Promise<T[]>;
+  get<T extends KubeObject = KubeObject>(kind: KindRef, name: string, namespace?: string): Promise<T | undefined>;
+  apply<T extends KubeObject = KubeObject>(object: T, options: ApplyOptions): Promise<T>;
+  /** True if it existed. */
+  delete(kind: KindRef, name: string, namespace?: string): Promise<boolean>;
+  writeStatus(kind: KindRef, name: string, namespace: string | undefined, status: unknown): Promise<void>;
+  /** Records a Kubernetes Event about `object` (best effort: never rejects). */
+  event(object: KubeObject, note: EventNote): Promise<void>;
+  /** Drains: stops informers, waits for writes in flight. Idempotent. */
+  close(): Promise<void>;
+  /** Aborts at once. Idempotent. */
+  destroy(err?: Error): void;
+}
+
+export type SourceErrorCode =
+  | 'ECNET_SOURCE_UNREACHABLE'
+  | 'ECNET_SOURCE_CONFLICT'
+  | 'ECNET_SOURCE_INVALID'
+  | 'ECNET_SOURCE_NOT_FOUND'
+  | 'ECNET_SOURCE_FORBIDDEN'
+  | 'ECNET_SOURCE_CLOSED'
+  | 'ECNET_SOURCE_IO';
+
+export class SourceError extends Error {
+  readonly code: SourceErrorCode;
+  /** HTTP status for the kubernetes source, when there was one. */
+  readonly status: number | undefined;
+  constructor(code: SourceErrorCode, message: string, options?: { cause?: unknown; status?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SourceError';
+    this.code = code;
+    this.status = options?.status;
+  }
+}
+
+/** Labels ecnet puts on what it creates; it never updates or deletes an object without them. */
+export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
+export const MANAGED_BY = 'ecnet-controller';
