@@ -5,6 +5,8 @@ import { showCauses } from '../config.js';
 import { type DatapathFlags, datapathConfig } from '../config.js';
 import { crdsCommand, validateCommand } from './api.js';
 import { bpfCommand, unload } from './bpf.js';
+import { controllerCommand } from './controller.js';
+import { applyCommand, deleteCommand, getCommand } from './resources.js';
 
 const program = new Command('ecnet')
   .description('multi-cluster service data plane: eBPF redirect of imported services to a node proxy')
@@ -13,6 +15,10 @@ const program = new Command('ecnet')
 program.addCommand(bpfCommand());
 program.addCommand(crdsCommand());
 program.addCommand(validateCommand());
+program.addCommand(applyCommand());
+program.addCommand(getCommand());
+program.addCommand(deleteCommand());
+program.addCommand(controllerCommand());
 program
   .command('uninstall')
   .description('detach the datapath and remove its pins (same as `ecnet bpf unload`)')

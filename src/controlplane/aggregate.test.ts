@@ -1,0 +1,110 @@
+import { describe, expect, it } from 'vitest';
+import type { Service, ServicePort } from '../api/core.js';
+import type { ServiceExport } from '../api/flomesh.js';
+import { type MemberView, aggregate } from './aggregate.js';
+
+const exp = (created: string, spec: Partial<ServiceExport['spec']> = {}, name = 'httpbin'): ServiceExport => ({
+  apiVersion: 'flomesh.io/v1alpha1',
+  kind: 'ServiceExport',
+  metadata: { name, namespace: 'httpbin', creationTimestamp: created },
+  spec: { loadBalancer: 'RoundRobinLoadBalancer', ...spec },
+});
+const svc = (ports: ServicePort[], extra: Partial<Service['spec']> = {}, name = 'httpbin', labels?: Record<string, string>): Service => ({
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name, namespace: 'httpbin', ...(labels ? { labels } : {}) },
+  spec: { clusterIP: '10.96.1.1', ports, ...extra },
+});
+const member = (n: number, exports: ServiceExport[], services: Service[], gateway = true): MemberView => ({
+  name: `cluster-${n}`,
+  key: `default/default/default/cluster-${n}`,
+  gateway: gateway ? { host: `10.0.2.${n + 3}`, port: 80 } : undefined,
+  exports,
+  services,
+});
+
+describe('aggregation', () => {
+  it("the seed: exports in clusters 1 and 3 become an import in every member with both gateways; cluster-2's export without a Service is not valid", () => {
+    const out = aggregate([
+      member(1, [exp('2026-01-01T00:00:00Z', { rules: [{ portNumber: 8080, path: '/httpbin', pathType: 'Prefix' }] })], [svc([{ port: 8080 }])]),
+      member(2, [exp('2026-01-01T00:00:01Z')], []),
+      member(3, [exp('2026-01-01T00:00:02Z')], [svc([{ port: 8080 }])]),
+    ]);
+    for (const m of ['cluster-1', 'cluster-2', 'cluster-3']) {
+      const imp = out.get(m)!.imports.get('httpbin/httpbin')!;
+      expect(imp.spec.ports).toHaveLength(1);
+      expect(imp.spec.ports[0]!.endpoints.map((e) => e.clusterKey)).toEqual(['default/default/default/cluster-1', 'default/default/default/cluster-3']);
+      expect(imp.clusters).toEqual(['default/default/default/cluster-1', 'default/default/default/cluster-3']);
+    }
+    const ep = out.get('cluster-2')!.imports.get('httpbin/httpbin')!.spec.ports[0]!.endpoints[0]!;
+    expect(ep.target).toEqual({ host: '10.0.2.4', ip: '10.0.2.4', port: 80, path: '/httpbin' });
+    expect(out.get('cluster-2')!.exportConditions.get('httpbin/httpbin')![0]).toMatchObject({ type: 'Valid', status: 'False', reason: 'NoService' });
+    expect(out.get('cluster-1')!.exportConditions.get('httpbin/httpbin')).toMatchObject([
+      { type: 'Valid', status: 'True' },
+      { type: 'Conflict', status: 'False', reason: 'NoConflicts' },
+    ]);
+    // Derived Service only where no Service of the name exists; the import's ips come from whichever exists.
+    expect([...out.get('cluster-2')!.services.keys()]).toEqual(['httpbin/httpbin']);
+    expect(out.get('cluster-1')!.services.size).toBe(0);
+    expect(out.get('cluster-1')!.imports.get('httpbin/httpbin')!.spec.ips).toEqual(['10.96.1.1']);
+    expect(out.get('cluster-2')!.imports.get('httpbin/httpbin')!.spec.ips).toBeUndefined();
+  });
+
+  it('ports are the union, merged by name then (protocol, port); a clash keeps the older definition and is a conflict on all exports', () => {
+    const out = aggregate([
+      member(1, [exp('2026-01-01T00:00:00Z')], [svc([{ name: 'http', port: 8080 }, { name: 'metrics', port: 9090 }])]),
+      member(3, [exp('2026-01-01T00:00:05Z')], [svc([{ name: 'http', port: 8081 }, { name: 'admin', port: 9000 }])]),
+    ]);
+    const imp = out.get('cluster-1')!.imports.get('httpbin/httpbin')!;
+    expect(imp.spec.ports.map((p) => [p.name, p.port, p.endpoints.map((e) => e.clusterKey.split('/')[3])])).toEqual([
+      ['http', 8080, ['cluster-1']],
+      ['metrics', 9090, ['cluster-1']],
+      ['admin', 9000, ['cluster-3']],
+    ]);
+    for (const m of ['cluster-1', 'cluster-3']) {
+      expect(out.get(m)!.exportConditions.get('httpbin/httpbin')![1]).toMatchObject({ type: 'Conflict', status: 'True', reason: 'PortConflict', message: expect.stringContaining('http 8081/TCP') });
+    }
+  });
+
+  it('a newer conflicting export does not change the traffic of the older one', () => {
+    const before = aggregate([member(1, [exp('2026-01-01T00:00:00Z')], [svc([{ port: 8080 }])]), member(2, [], [])]);
+    const after = aggregate([
+      member(1, [exp('2026-01-01T00:00:00Z')], [svc([{ port: 8080 }])]),
+      member(2, [exp('2026-01-02T00:00:00Z')], [svc([{ port: 8080 }], { clusterIP: 'None' })]),
+    ]);
+    expect(after.get('cluster-1')!.imports.get('httpbin/httpbin')!.spec).toEqual(before.get('cluster-1')!.imports.get('httpbin/httpbin')!.spec);
+    expect(after.get('cluster-2')!.exportConditions.get('httpbin/httpbin')![1]).toMatchObject({ reason: 'TypeConflict' });
+  });
+
+  it('type and session affinity come from the oldest export, whatever the order members are given in', () => {
+    const a = member(1, [exp('2026-01-03T00:00:00Z')], [svc([{ port: 80 }], { sessionAffinity: 'ClientIP' })]);
+    const b = member(2, [exp('2026-01-01T00:00:00Z')], [svc([{ port: 80 }])]);
+    for (const order of [[a, b], [b, a]]) {
+      const imp = aggregate(order).get('cluster-1')!.imports.get('httpbin/httpbin')!;
+      expect(imp.spec.sessionAffinity).toBe('None');
+      expect(imp.spec.ports[0]!.endpoints).toHaveLength(2);
+      expect(aggregate(order).get('cluster-1')!.exportConditions.get('httpbin/httpbin')![1]).toMatchObject({ reason: 'SessionAffinityConflict' });
+    }
+  });
+
+  it('ExternalName, no gateway and targetClusters', () => {
+    const out = aggregate([
+      member(1, [exp('2026-01-01T00:00:00Z', { targetClusters: ['default/default/default/cluster-2'] })], [svc([{ port: 80 }])]),
+      member(2, [], []),
+      member(3, [exp('2026-01-01T00:00:00Z')], [svc([{ port: 80 }], { type: 'ExternalName', externalName: 'example.org' })]),
+      member(4, [exp('2026-01-01T00:00:00Z')], [svc([{ port: 80 }])], false),
+    ]);
+    expect(out.get('cluster-3')!.exportConditions.get('httpbin/httpbin')![0]).toMatchObject({ status: 'False', reason: 'InvalidServiceType' });
+    expect(out.get('cluster-4')!.exportConditions.get('httpbin/httpbin')![0]).toMatchObject({ status: 'False', reason: 'NoGateway' });
+    expect(out.get('cluster-2')!.imports.has('httpbin/httpbin')).toBe(true);
+    expect(out.get('cluster-1')!.imports.has('httpbin/httpbin')).toBe(false);
+    expect(out.get('cluster-3')!.imports.has('httpbin/httpbin')).toBe(false);
+  });
+
+  it("an ecnet-derived Service is never taken for the member's own (no export loop)", () => {
+    const derived = svc([{ port: 80 }], {}, 'httpbin', { 'app.kubernetes.io/managed-by': 'ecnet-controller' });
+    const out = aggregate([member(2, [exp('2026-01-01T00:00:00Z')], [derived])]);
+    expect(out.get('cluster-2')!.exportConditions.get('httpbin/httpbin')![0]).toMatchObject({ reason: 'NoService' });
+    expect(out.get('cluster-2')!.imports.size).toBe(0);
+  });
+});

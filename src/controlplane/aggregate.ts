@@ -1,0 +1,220 @@
+// Export → import aggregation: from what every member exports, what every member must import. Pure: the same
+// views in, the same desired state out, whatever happened before — which is what makes the controller converge.
+// The rules are the MCS ones (KEP-1645): ports are the union, merged by name then by (protocol, port); type and
+// session affinity come from the oldest export; whatever conflicts is reported on every export of the service,
+// and the older definition keeps the traffic.
+import { isIP } from 'node:net';
+import { type Service, type ServicePort, clusterIPsOf } from '../api/core.js';
+import type { ClusterKey, ImportEndpoint, ImportPort, ServiceExport, ServiceImportSpec } from '../api/flomesh.js';
+import { MANAGED_BY, MANAGED_BY_LABEL } from '../sources/source.js';
+
+/** What the controller knows of one member: its identity, gateway and last known exports and services. */
+export interface MemberView {
+  /** metadata.name of its Cluster resource. */
+  name: string;
+  key: ClusterKey;
+  /** Where other clusters reach it; without one it cannot serve exports. */
+  gateway: { host: string; port: number } | undefined;
+  exports: ServiceExport[];
+  services: Service[];
+}
+
+/** A condition as the aggregation decides it; the controller adds the transition time. */
+export interface ConditionState {
+  type: 'Valid' | 'Conflict';
+  status: 'True' | 'False';
+  reason: string;
+  message: string;
+}
+
+export interface DesiredImport {
+  namespace: string;
+  name: string;
+  spec: ServiceImportSpec;
+  /** The exporting clusters, as status.clusters. */
+  clusters: ClusterKey[];
+}
+
+/** A selector-less Service that makes the import's ordinary name resolve in a member without one of its own. */
+export interface DerivedService {
+  namespace: string;
+  name: string;
+  spec: { type: 'ClusterIP'; clusterIP?: 'None'; ports: ServicePort[]; sessionAffinity: 'None' | 'ClientIP' };
+}
+
+export interface MemberDesired {
+  /** `namespace/name` → import */
+  imports: Map<string, DesiredImport>;
+  /** `namespace/name` → derived Service */
+  services: Map<string, DerivedService>;
+  /** `namespace/name` of this member's ServiceExports → their Valid and Conflict conditions */
+  exportConditions: Map<string, ConditionState[]>;
+}
+
+export const isManaged = (o: { metadata: { labels?: Record<string, string> } }): boolean =>
+  o.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY;
+
+const keyOf = (ns: string | undefined, name: string) => `${ns ?? 'default'}/${name}`;
+
+interface Candidate {
+  member: MemberView;
+  export: ServiceExport;
+  service: Service;
+  type: ServiceImportSpec['type'];
+  ports: (ServicePort & { protocol: ImportPort['protocol'] })[];
+}
+
+/** Oldest first; ties broken by cluster name so the order never depends on arrival. */
+const byAge = (a: Candidate, b: Candidate): number => {
+  const ta = a.export.metadata.creationTimestamp ?? '';
+  const tb = b.export.metadata.creationTimestamp ?? '';
+  return ta < tb ? -1 : ta > tb ? 1 : a.member.name < b.member.name ? -1 : a.member.name > b.member.name ? 1 : 0;
+};
+
+const portLabel = (p: ServicePort) => `${p.name ? `${p.name} ` : ''}${p.port}/${p.protocol ?? 'TCP'}`;
+
+function validity(member: MemberView, exp: ServiceExport, service: Service | undefined): ConditionState {
+  const what = `${exp.metadata.namespace ?? 'default'}/${exp.metadata.name}`;
+  if (!service) return { type: 'Valid', status: 'False', reason: 'NoService', message: `no Service ${what} in ${member.key}` };
+  if (service.spec.type === 'ExternalName') {
+    return { type: 'Valid', status: 'False', reason: 'InvalidServiceType', message: `Service ${what} is of type ExternalName, which cannot be exported` };
+  }
+  if (!service.spec.ports?.length) return { type: 'Valid', status: 'False', reason: 'NoPorts', message: `Service ${what} has no ports` };
+  if (!member.gateway) {
+    return { type: 'Valid', status: 'False', reason: 'NoGateway', message: `Cluster ${member.name} has no spec.gatewayHost, so other clusters cannot reach it` };
+  }
+  return { type: 'Valid', status: 'True', reason: 'Valid', message: `exported from ${member.key}` };
+}
+
+/** The rule path the gateway serves for a port (ErieCanal puts it in the endpoint's target). */
+function pathFor(exp: ServiceExport, port: number): string {
+  const rule = exp.spec.rules?.find((r) => r.portNumber === port) ?? exp.spec.rules?.find((r) => r.portNumber === undefined);
+  return rule?.path ?? '/';
+}
+
+interface MergedPort {
+  port: ImportPort;
+  from: Candidate[];
+}
+
+interface Aggregate {
+  /** Valid, non-conflicting contributions, oldest first. */
+  ports: MergedPort[];
+  spec: Omit<ServiceImportSpec, 'ports' | 'ips'>;
+  conditions: Map<Candidate, ConditionState[]>;
+}
+
+function aggregateService(candidates: Candidate[]): Aggregate {
+  const sorted = [...candidates].sort(byAge);
+  const oldest = sorted[0]!;
+  const spec: Aggregate['spec'] = {
+    type: oldest.type,
+    sessionAffinity: oldest.service.spec.sessionAffinity ?? 'None',
+    ...(oldest.service.spec.sessionAffinityConfig ? { sessionAffinityConfig: oldest.service.spec.sessionAffinityConfig } : {}),
+    ...(oldest.export.spec.serviceAccountName ? { serviceAccountName: oldest.export.spec.serviceAccountName } : {}),
+  };
+  const ports: MergedPort[] = [];
+  const conflicts: { reason: string; message: string }[] = [];
+  for (const c of sorted) {
+    if (c.type !== spec.type) {
+      conflicts.push({ reason: 'TypeConflict', message: `${c.member.key} exports a ${c.type} service, ${oldest.member.key} (oldest) a ${spec.type} one; ${c.member.key} is left out` });
+      continue;
+    }
+    const affinity = c.service.spec.sessionAffinity ?? 'None';
+    if (affinity !== spec.sessionAffinity) {
+      conflicts.push({ reason: 'SessionAffinityConflict', message: `${c.member.key} has sessionAffinity ${affinity}, ${oldest.member.key} (oldest, used) ${spec.sessionAffinity}` });
+    } else if (JSON.stringify(c.service.spec.sessionAffinityConfig ?? null) !== JSON.stringify(spec.sessionAffinityConfig ?? null)) {
+      conflicts.push({ reason: 'SessionAffinityConfigConflict', message: `${c.member.key} has another sessionAffinityConfig than ${oldest.member.key} (oldest, used)` });
+    }
+    for (const p of c.ports) {
+      const name = p.name ?? '';
+      const byName = ports.find((m) => (m.port.name ?? '') === name);
+      const same = (m: MergedPort) => m.port.port === p.port && m.port.protocol === p.protocol;
+      const target = byName ?? ports.find(same);
+      if (!target) {
+        ports.push({ port: { ...(p.name ? { name: p.name } : {}), protocol: p.protocol, ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}), port: p.port, endpoints: [] }, from: [c] });
+      } else if (same(target) && (target.port.name ?? '') === name) {
+        target.from.push(c);
+      } else {
+        conflicts.push({ reason: 'PortConflict', message: `${c.member.key} exports port ${portLabel(p)}, which clashes with ${portLabel(target.port)} of ${target.from[0]!.member.key} (older, used)` });
+      }
+    }
+  }
+  const conditions = new Map<Candidate, ConditionState[]>();
+  const conflict: ConditionState = conflicts.length
+    ? { type: 'Conflict', status: 'True', reason: conflicts[0]!.reason, message: conflicts.map((x) => x.message).join('; ') }
+    : { type: 'Conflict', status: 'False', reason: 'NoConflicts', message: 'no conflicts with other exports of this service' };
+  for (const c of sorted) conditions.set(c, [validity(c.member, c.export, c.service), conflict]);
+  return { ports, spec, conditions };
+}
+
+const exportedTo = (exp: ServiceExport, member: MemberView): boolean => {
+  const targets = exp.spec.targetClusters ?? [];
+  return targets.length === 0 || targets.includes(member.key);
+};
+
+function endpointOf(c: Candidate, port: number): ImportEndpoint {
+  const gw = c.member.gateway!;
+  return { clusterKey: c.member.key, target: { host: gw.host, ip: isIP(gw.host) ? gw.host : '', port: gw.port, path: pathFor(c.export, port) } };
+}
+
+/** Every member's desired imports, derived Services and export conditions, from the members' current views. */
+export function aggregate(members: MemberView[]): Map<string, MemberDesired> {
+  const out = new Map<string, MemberDesired>();
+  for (const m of members) out.set(m.name, { imports: new Map(), services: new Map(), exportConditions: new Map() });
+
+  // Every export, checked against its member's own Service (never against one ecnet derived there).
+  const byService = new Map<string, Candidate[]>();
+  for (const m of members) {
+    const services = new Map(m.services.filter((s) => !isManaged(s)).map((s) => [keyOf(s.metadata.namespace, s.metadata.name), s]));
+    for (const exp of m.exports) {
+      const key = keyOf(exp.metadata.namespace, exp.metadata.name);
+      const service = services.get(key);
+      const valid = validity(m, exp, service);
+      if (valid.status === 'False' || !service) {
+        out.get(m.name)!.exportConditions.set(key, [valid, { type: 'Conflict', status: 'False', reason: 'NoConflicts', message: 'not exported' }]);
+        continue;
+      }
+      const type = service.spec.clusterIP === 'None' ? 'Headless' : 'ClusterSetIP';
+      const ports = (service.spec.ports ?? []).map((p) => ({ ...p, protocol: p.protocol ?? 'TCP' }));
+      const list = byService.get(key) ?? [];
+      list.push({ member: m, export: exp, service, type, ports });
+      byService.set(key, list);
+    }
+  }
+
+  for (const [key, candidates] of byService) {
+    const agg = aggregateService(candidates);
+    for (const [c, conds] of agg.conditions) out.get(c.member.name)!.exportConditions.set(key, conds);
+    const [namespace, name] = key.split('/') as [string, string];
+    for (const importer of members) {
+      const ports: ImportPort[] = [];
+      const clusters = new Set<ClusterKey>();
+      for (const mp of agg.ports) {
+        const from = mp.from.filter((c) => exportedTo(c.export, importer)).sort((a, b) => (a.member.key < b.member.key ? -1 : 1));
+        if (!from.length) continue;
+        for (const c of from) clusters.add(c.member.key);
+        ports.push({ ...mp.port, endpoints: from.map((c) => endpointOf(c, mp.port.port)) });
+      }
+      if (!ports.length) continue;
+      const desired = out.get(importer.name)!;
+      // The import's address is the ClusterIP of whatever Service carries the name there: the user's own, or ours.
+      const local = importer.services.find((s) => s.metadata.name === name && (s.metadata.namespace ?? 'default') === namespace);
+      const ips = local ? clusterIPsOf(local) : [];
+      desired.imports.set(key, { namespace, name, spec: { ...agg.spec, ...(ips.length ? { ips } : {}), ports }, clusters: [...clusters].sort() });
+      if (!local || isManaged(local)) {
+        desired.services.set(key, {
+          namespace,
+          name,
+          spec: {
+            type: 'ClusterIP',
+            ...(agg.spec.type === 'Headless' ? { clusterIP: 'None' as const } : {}),
+            ports: ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), protocol: p.protocol, ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}), port: p.port, targetPort: p.port })),
+            sessionAffinity: agg.spec.sessionAffinity,
+          },
+        });
+      }
+    }
+  }
+  return out;
+}
