@@ -172,6 +172,7 @@ export const KINDS: Record<FlomeshKind, KindInfo> = {
       { name: 'Gateway Host', type: 'string', jsonPath: '.spec.gatewayHost' },
       { name: 'Gateway Port', type: 'integer', jsonPath: '.spec.gatewayPort' },
       { name: 'Managed', type: 'string', jsonPath: ".status.conditions[?(@.type=='Managed')].status" },
+      { name: 'Managed Age', type: 'date', jsonPath: ".status.conditions[?(@.type=='Managed')].lastTransitionTime" },
       age,
     ],
   },

@@ -165,11 +165,14 @@ export function aggregate(members: MemberView[]): Map<string, MemberDesired> {
 
   // Every export, checked against its member's own Service (never against one ecnet derived there).
   const byService = new Map<string, Candidate[]>();
+  const allServices = new Map<string, Map<string, Service>>();
   for (const m of members) {
-    const services = new Map(m.services.filter((s) => !isManaged(s)).map((s) => [keyOf(s.metadata.namespace, s.metadata.name), s]));
+    const all = new Map(m.services.map((s) => [keyOf(s.metadata.namespace, s.metadata.name), s]));
+    allServices.set(m.name, all);
     for (const exp of m.exports) {
       const key = keyOf(exp.metadata.namespace, exp.metadata.name);
-      const service = services.get(key);
+      const found = all.get(key);
+      const service = found && !isManaged(found) ? found : undefined;
       const valid = validity(m, exp, service);
       if (valid.status === 'False' || !service) {
         out.get(m.name)!.exportConditions.set(key, [valid, { type: 'Conflict', status: 'False', reason: 'NoConflicts', message: 'not exported' }]);
@@ -199,7 +202,7 @@ export function aggregate(members: MemberView[]): Map<string, MemberDesired> {
       if (!ports.length) continue;
       const desired = out.get(importer.name)!;
       // The import's address is the ClusterIP of whatever Service carries the name there: the user's own, or ours.
-      const local = importer.services.find((s) => s.metadata.name === name && (s.metadata.namespace ?? 'default') === namespace);
+      const local = allServices.get(importer.name)!.get(key);
       const ips = local ? clusterIPsOf(local) : [];
       desired.imports.set(key, { namespace, name, spec: { ...agg.spec, ...(ips.length ? { ips } : {}), ports }, clusters: [...clusters].sort() });
       if (!local || isManaged(local)) {

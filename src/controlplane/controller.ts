@@ -7,7 +7,7 @@
 // Nothing is removed on a partial view: until every member known at start has been read once (or has been
 // unreachable for memberTimeoutMs), the controller does not write imports, and an unreachable member keeps its
 // last known exports for memberTimeoutMs before they are dropped.
-import type { Service } from '../api/core.js';
+import { type Service, clusterIPsOf } from '../api/core.js';
 import type { Cluster, Condition, ServiceExport, ServiceImport } from '../api/flomesh.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { Backoff, type Clock, systemClock } from '../sources/backoff.js';
@@ -41,6 +41,13 @@ export interface PassStats {
   gated: boolean;
 }
 
+/** The part of a view that concerns the services in scope (all when undefined). */
+function filterView(v: { exports: ServiceExport[]; services: Service[] }, scope: Set<string> | undefined): { exports: ServiceExport[]; services: Service[] } {
+  if (!scope) return v;
+  const has = (o: { metadata: { name: string; namespace?: string } }) => scope.has(objectKey(o));
+  return { exports: v.exports.filter(has), services: v.services.filter(has) };
+}
+
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 export class Controller {
@@ -66,6 +73,11 @@ export class Controller {
   #again = false;
   #closed = false;
   #idleWaiters: (() => void)[] = [];
+  /** Services (`namespace/name`) touched by events since the last pass; a full pass when #full. */
+  #dirty = new Set<string>();
+  #full = true;
+  /** canonical() of objects from the informers' caches (immutable until replaced by an event). */
+  readonly #canon = new WeakMap<object, string>();
   #lastPass: PassStats = { writes: 0, failures: 0, gated: true };
   passes = 0;
 
@@ -86,10 +98,12 @@ export class Controller {
     this.#clusters = this.#hub.informer<Cluster>(Kinds.Cluster, {
       onEvent: (e) => {
         this.#inflight.delete(`hub|Cluster|${e.object.metadata.name}`);
+        this.#full = true;
         this.trigger();
       },
       onHealth: (err) => {
         if (err) this.#log.warn({ err: err.message }, 'control-plane source unreachable');
+        this.#full = true;
         this.trigger();
       },
     });
@@ -101,6 +115,7 @@ export class Controller {
   #scheduleResync(): void {
     if (this.#closed) return;
     this.#resync = this.#clock.setTimeout(() => {
+      this.#full = true;
       this.trigger();
       this.#scheduleResync();
     }, this.#resyncMs);
@@ -148,8 +163,15 @@ export class Controller {
     return [...this.#members.values()].map((m) => ({ name: m.name, state: m.state, ...(m.lastError ? { error: m.lastError.message } : {}) }));
   }
 
+  /** An object event makes its service dirty; a health or sync change of a member calls for a full pass. */
   #onMemberEvent(member: string, e?: WatchEvent): void {
-    if (e) this.#inflight.delete(`${member}|${e.object.kind}|${objectKey(e.object)}`);
+    if (e) {
+      const key = objectKey(e.object);
+      this.#inflight.delete(`${member}|${e.object.kind}|${key}`);
+      this.#dirty.add(key);
+    } else {
+      this.#full = true;
+    }
     this.trigger();
   }
 
@@ -172,8 +194,8 @@ export class Controller {
       const next = new Member(c, now);
       if (m) {
         // Reconnecting: what the old connection knew stands in until the new one has read the member.
-        next.lastKnown = m.readable ? this.#snapshot(m) : m.lastKnown;
-        next.unreachableSince = now;
+        next.lastKnown = m.exports?.isSynced && m.services?.isSynced ? this.#snapshot(m) : m.lastKnown;
+        next.unreachableSince = m.unreachableSince ?? now;
         m.close();
       }
       this.#members.set(c.metadata.name, next);
@@ -195,6 +217,28 @@ export class Controller {
     m.close();
   }
 
+  /** A member's exports and Services from its informers: all of them, or those of the services in scope. */
+  #cachedView(m: Member, scope: Set<string> | undefined): { exports: ServiceExport[]; services: Service[] } {
+    if (!scope) return this.#snapshot(m);
+    const exports: ServiceExport[] = [];
+    const services: Service[] = [];
+    for (const key of scope) {
+      const [ns, name] = key.split('/') as [string, string];
+      if (name === undefined) continue;
+      const e = m.exports!.get(name, ns);
+      const s = m.services!.get(name, ns);
+      if (e) exports.push(e);
+      if (s) services.push(s);
+    }
+    return { exports, services };
+  }
+
+  #canonicalOf(o: object): string {
+    let c = this.#canon.get(o);
+    if (c === undefined) this.#canon.set(o, (c = canonical(o)));
+    return c;
+  }
+
   #snapshot(m: Member): { exports: ServiceExport[]; services: Service[] } {
     return { exports: m.exports?.list() ?? [], services: m.services?.list() ?? [] };
   }
@@ -207,24 +251,26 @@ export class Controller {
     this.#initial ??= new Set(clusters.map((c) => c.metadata.name));
     await this.#syncMembers(clusters);
     const members = [...this.#members.values()];
+    // Only the services events touched, unless something calls for everything (start, a Cluster or health
+    // change, the resync, a failed write).
+    const scope = this.#full ? undefined : this.#dirty;
+    this.#full = false;
+    this.#dirty = new Set();
 
-    // Each member's view: live when readable, else the last known state within the timeout.
+    // Each member's view: its informers' caches (which keep the last known state while it is unreachable),
+    // or what an earlier connection knew; exports are withdrawn once it has been unreachable too long.
     const views: MemberView[] = [];
     let gated = false;
     for (const m of members) {
       const gw = m.cluster.spec.gatewayHost ? { host: m.cluster.spec.gatewayHost, port: m.cluster.spec.gatewayPort } : undefined;
       const base = { name: m.name, key: clusterKeyOf(m.cluster), gateway: gw };
-      if (m.readable) {
-        m.unreachableSince = undefined;
-        m.lastKnown = this.#snapshot(m);
-        views.push({ ...base, ...m.lastKnown });
-        continue;
-      }
-      m.unreachableSince ??= now;
-      const expired = now - m.unreachableSince >= this.#timeout;
-      if (!m.lastKnown && this.#initial?.has(m.name) && now - this.#startedAt < this.#timeout) gated = true;
-      if (m.lastKnown && !expired) views.push({ ...base, ...m.lastKnown });
-      else views.push({ ...base, exports: [], services: m.lastKnown?.services ?? [] });
+      if (m.readable) m.unreachableSince = undefined;
+      else m.unreachableSince ??= now;
+      const expired = m.unreachableSince !== undefined && now - m.unreachableSince >= this.#timeout;
+      const cached = m.exports?.isSynced && m.services?.isSynced;
+      if (!cached && !m.lastKnown && this.#initial?.has(m.name) && now - this.#startedAt < this.#timeout) gated = true;
+      const view = cached ? this.#cachedView(m, scope) : m.lastKnown ? filterView(m.lastKnown, scope) : { exports: [], services: [] };
+      views.push({ ...base, exports: expired ? [] : view.exports, services: view.services });
     }
 
     const writes: (() => Promise<void>)[] = [];
@@ -233,14 +279,15 @@ export class Controller {
       for (const m of members) {
         if (!m.readable) continue;
         const d = desired.get(m.name)!;
-        this.#planMember(m, d.imports, d.services, d.exportConditions, writes);
+        this.#planMember(m, d.imports, d.services, d.exportConditions, writes, scope);
       }
     }
     this.#planClusterStatus(members, now, writes);
     const failures = await this.#run(writes);
     this.#lastPass = { writes: writes.length, failures, gated };
-    this.#log.debug({ pass: this.passes, members: members.length, writes: writes.length, failures, gated, ms: this.#clock.now() - now }, 'reconcile pass');
+    this.#log.debug({ pass: this.passes, scope: scope ? scope.size : 'all', writes: writes.length, failures, gated, ms: this.#clock.now() - now }, 'reconcile pass');
     if (failures) {
+      this.#full = true;
       const delay = this.#retry.next();
       this.#log.warn({ failures, retryMs: delay }, 'some writes failed; retrying');
       const t = this.#clock.setTimeout(() => this.trigger(), delay);
@@ -249,6 +296,7 @@ export class Controller {
       this.#retry.reset();
     }
     if (gated) {
+      this.#full = true;
       // Look again when the wait for unread members runs out.
       const t = this.#clock.setTimeout(() => this.trigger(), Math.max(10, this.#startedAt + this.#timeout - now));
       (t as { unref?: () => void }).unref?.();
@@ -288,12 +336,32 @@ export class Controller {
     });
   }
 
-  #planMember(m: Member, imports: Map<string, DesiredImport>, services: Map<string, DerivedService>, conditions: Map<string, ConditionInput[]>, writes: (() => Promise<void>)[]): void {
+  #planMember(
+    m: Member,
+    imports: Map<string, DesiredImport>,
+    services: Map<string, DerivedService>,
+    conditions: Map<string, ConditionInput[]>,
+    writes: (() => Promise<void>)[],
+    scope: Set<string> | undefined,
+  ): void {
     const src = m.source!;
     const now = iso(this.#clock.now());
 
     // ServiceImports: spec, then status.clusters.
-    const observedImports = new Map(m.imports!.list().map((o) => [objectKey(o), o]));
+    const inScope = <T extends KubeObject>(inf: Informer<T>): Map<string, T> => {
+      if (!scope) return new Map(inf.list().map((o) => [objectKey(o), o]));
+      const out = new Map<string, T>();
+      for (const key of scope) {
+        const [ns, name] = key.split('/') as [string, string];
+        const o = name === undefined ? undefined : inf.get(name, ns);
+        if (o) out.set(key, o);
+      }
+      return out;
+    };
+    const observedImports = inScope(m.imports!);
+    const observedServices = inScope(m.services!);
+    /** Derived Services created together with their import (so the import gets its ips in one write). */
+    const withImport = new Set<string>();
     for (const [key, d] of imports) {
       const cur = observedImports.get(key);
       const spec = d.spec;
@@ -302,13 +370,21 @@ export class Controller {
         this.#log.warn({ member: m.name, import: key }, 'a ServiceImport of this name exists and is not managed by ecnet; left alone');
         continue;
       }
-      if (!cur || canonical(cur.spec) !== canonical(spec)) {
+      if (!cur || this.#canonicalOf(cur.spec as object) !== canonical(spec)) {
         const obj: ServiceImport = { apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceImport', metadata: { name: d.name, namespace: d.namespace, labels: { ...managedLabels } }, spec };
+        const derived = !spec.ips && !observedServices.has(key) ? services.get(key) : undefined;
+        if (derived) withImport.add(key);
         this.#once(`${m.name}|ServiceImport|${key}`, canonical(spec), writes, async () => {
+          if (derived) {
+            // The derived Service first: its ClusterIP is the import's address.
+            const svc = (await this.#applyInNamespace(src, this.#derivedObject(derived))) as Service;
+            const ips = clusterIPsOf(svc);
+            if (ips.length) obj.spec = { ...spec, ips };
+          }
           await this.#applyInNamespace(src, obj);
           await src.writeStatus(Kinds.ServiceImport, d.name, d.namespace, status);
         });
-      } else if (canonical(cur.status ?? {}) !== canonical(status)) {
+      } else if (this.#canonicalOf(cur.status ?? {}) !== canonical(status)) {
         this.#once(`${m.name}|ServiceImport|${key}`, `status:${canonical(status)}`, writes, () => src.writeStatus(Kinds.ServiceImport, d.name, d.namespace, status));
       }
     }
@@ -318,8 +394,8 @@ export class Controller {
     }
 
     // Derived Services.
-    const observedServices = new Map(m.services!.list().map((o) => [objectKey(o), o]));
     for (const [key, d] of services) {
+      if (withImport.has(key)) continue;
       const cur = observedServices.get(key);
       if (cur && !isManaged(cur)) continue;
       const want = { ports: d.spec.ports, sessionAffinity: d.spec.sessionAffinity, headless: d.spec.clusterIP === 'None' };
@@ -329,13 +405,7 @@ export class Controller {
         headless: cur.spec.clusterIP === 'None',
       };
       if (have && canonical(have) === canonical(want)) continue;
-      const obj: Service = {
-        apiVersion: 'v1',
-        kind: 'Service',
-        metadata: { name: d.name, namespace: d.namespace, labels: { ...managedLabels, 'flomesh.io/service-import': d.name } },
-        spec: d.spec,
-      };
-      this.#once(`${m.name}|Service|${key}`, canonical(want), writes, () => this.#applyInNamespace(src, obj));
+      this.#once(`${m.name}|Service|${key}`, canonical(want), writes, () => this.#applyInNamespace(src, this.#derivedObject(d)));
     }
     for (const [key, cur] of observedServices) {
       if (services.has(key) || !isManaged(cur)) continue;
@@ -343,8 +413,7 @@ export class Controller {
     }
 
     // ServiceExport conditions.
-    for (const exp of m.exports!.list()) {
-      const key = objectKey(exp);
+    for (const [key, exp] of inScope(m.exports!)) {
       const want = conditions.get(key);
       if (!want) continue;
       const have = exp.status?.conditions;
@@ -360,14 +429,23 @@ export class Controller {
   }
 
   /** Creates the namespace when the member has none of that name (Kubernetes refuses objects in a missing one). */
-  async #applyInNamespace(src: Source, obj: KubeObject): Promise<void> {
+  async #applyInNamespace(src: Source, obj: KubeObject): Promise<KubeObject> {
     try {
-      await src.apply(obj, { manager: MANAGER });
+      return await src.apply(obj, { manager: MANAGER });
     } catch (err) {
       if (!(err instanceof SourceError) || err.code !== 'ECNET_SOURCE_NOT_FOUND' || !obj.metadata.namespace) throw err;
       await src.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: obj.metadata.namespace, labels: { ...managedLabels } } }, { manager: MANAGER });
-      await src.apply(obj, { manager: MANAGER });
+      return await src.apply(obj, { manager: MANAGER });
     }
+  }
+
+  #derivedObject(d: DerivedService): Service {
+    return {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: d.name, namespace: d.namespace, labels: { ...managedLabels, 'flomesh.io/service-import': d.name } },
+      spec: d.spec,
+    };
   }
 
   #planClusterStatus(members: Member[], nowMs: number, writes: (() => Promise<void>)[]): void {

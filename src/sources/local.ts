@@ -458,7 +458,7 @@ class DirectoryStore {
       }
     }
     const key = keyOfObject(o);
-    const conventional = join(this.#dir, o.metadata.namespace ?? '_cluster', `${o.kind.toLowerCase()}.${o.metadata.name}.yaml`);
+    const conventional = this.#conventionalFile(o.kind, o.metadata.namespace, o.metadata.name);
     // Another process may have written since this store last looked: read what is on disk now.
     this.#readFile(conventional);
     const known = this.#entries.get(key);
@@ -529,10 +529,21 @@ class DirectoryStore {
     else writeAtomic(file, parts.map((p) => p.trimEnd()).join('\n---\n') + '\n');
   }
 
+  /** Where `apply` puts an object no file holds yet. */
+  #conventionalFile(kind: string, ns: string | undefined, name: string): string {
+    return join(this.#dir, ns ?? '_cluster', `${kind.toLowerCase()}.${name}.yaml`);
+  }
+
+  /** Brings one object up to date with the disk (its file, or where apply would have put it). */
+  #refreshObject(key: string): void {
+    const known = this.#entries.get(key);
+    const [, kind, ns, name] = key.split('|') as [string, string, string, string];
+    this.#readFile(known?.file ?? this.#conventionalFile(kind, ns || undefined, name));
+  }
+
   delete(key: string): boolean {
     this.#checkOpen();
-    const known = this.#entries.get(key);
-    if (known) this.#readFile(known.file);
+    this.#refreshObject(key);
     const e = this.#entries.get(key);
     if (!e) return false;
     this.#replaceDoc(e.file, e.doc, undefined);
@@ -549,6 +560,7 @@ class DirectoryStore {
 
   writeStatus(key: string, status: unknown): void {
     this.#checkOpen();
+    this.#refreshObject(key);
     const e = this.#entries.get(key);
     if (!e) throw new SourceError('ECNET_SOURCE_NOT_FOUND', `no object ${key.replaceAll('|', ' ')}`);
     const o = e.object;
@@ -649,9 +661,10 @@ export class LocalSource implements Source {
     return this.#store.healthy;
   }
 
-  async #ready(): Promise<void> {
+  /** `rescan`: a store that does not watch looks at the whole directory again (reads; writes re-read their file). */
+  async #ready(rescan = false): Promise<void> {
     this.#check();
-    this.#store.refreshIfUnwatched();
+    if (rescan) this.#store.refreshIfUnwatched();
     if (this.#store.isReady) return;
     const err = this.#store.lastError;
     if (err) throw err;
@@ -670,7 +683,7 @@ export class LocalSource implements Source {
   }
 
   async list<T extends KubeObject = KubeObject>(kind: KindRef, namespace?: string): Promise<T[]> {
-    await this.#ready();
+    await this.#ready(true);
     const apiVersion = apiVersionOf(kind);
     return this.#store
       .values()
@@ -679,7 +692,7 @@ export class LocalSource implements Source {
   }
 
   async get<T extends KubeObject = KubeObject>(kind: KindRef, name: string, namespace?: string): Promise<T | undefined> {
-    await this.#ready();
+    await this.#ready(true);
     const o = this.#store.get(keyOfRef(kind, name, namespace));
     return o ? (clone(o) as T) : undefined;
   }

@@ -278,6 +278,11 @@ export class KubeApiServer {
     this.#failures.push({ remaining: n, status, filter });
   }
 
+  /** Forgets every pending injected failure (the server "comes back"). */
+  heal(): void {
+    this.#failures = [];
+  }
+
   /** Runs `action` just before the next request matching `filter` is handled (once). */
   beforeNext(filter: RequestFilter, action: () => void): void {
     this.#hooks.push({ filter, action });

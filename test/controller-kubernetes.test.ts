@@ -1,0 +1,132 @@
+// The controller on Kubernetes API servers: a hub and three members, each an in-memory server speaking the
+// list/watch protocol, reached through the real @kubernetes/client-node with the kubeconfig of each Cluster
+// resource (inline, as the seed registers members). Also: a member that stops answering keeps its exports
+// until the timeout, then they are withdrawn and the Cluster says why; and it comes back.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Service } from '../src/api/core.js';
+import type { Cluster, Condition, ServiceExport, ServiceImport } from '../src/api/flomesh.js';
+import { memberConnector } from '../src/controlplane/connect.js';
+import { Controller } from '../src/controlplane/controller.js';
+import { createKubernetesSource } from '../src/sources/kubernetes.js';
+import { Kinds, type KubeObject, type Source } from '../src/sources/source.js';
+import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
+
+const MEMBERS = ['cluster-1', 'cluster-2', 'cluster-3'];
+const ns = (name: string): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
+const service = (name: string, namespace: string, port: number): Service => ({
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name, namespace },
+  spec: { clusterIP: '10.96.7.7', clusterIPs: ['10.96.7.7'], ports: [{ port, protocol: 'TCP' }], selector: { app: name } },
+});
+const serviceExport = (name: string, namespace: string): ServiceExport => ({
+  apiVersion: 'flomesh.io/v1alpha1',
+  kind: 'ServiceExport',
+  metadata: { name, namespace },
+  spec: { serviceAccountName: '*', loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 8080, path: '/httpbin', pathType: 'Prefix' }] },
+});
+
+async function until<T>(what: string, fn: () => T | undefined | false, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('ecnet controller against Kubernetes API servers', () => {
+  let hubServer: KubeApiServer;
+  const members = new Map<string, KubeApiServer>();
+  let hub: Source;
+  let controller: Controller;
+  const endpointsIn = (m: string) =>
+    members
+      .get(m)!
+      .objects<ServiceImport>(Kinds.ServiceImport, 'httpbin')
+      .find((i) => i.metadata.name === 'httpbin')
+      ?.spec.ports[0]?.endpoints.map((e) => e.clusterKey.split('/')[3]);
+  const managed = (c: string) => hubServer.object<Cluster>(Kinds.Cluster, undefined, c)?.status?.conditions?.find((x: Condition) => x.type === 'Managed');
+
+  beforeAll(async () => {
+    hubServer = await startKubeApiServer();
+    for (const [i, m] of MEMBERS.entries()) {
+      const s = await startKubeApiServer();
+      members.set(m, s);
+      s.put(ns('httpbin'));
+      s.put(serviceExport('httpbin', 'httpbin'));
+      if (m !== 'cluster-2') s.put(service('httpbin', 'httpbin', 8080));
+      if (m === 'cluster-1') {
+        // Exported into a namespace the other members do not have: the controller creates it there.
+        s.put(ns('cache'));
+        s.put(service('redis', 'cache', 6379));
+        s.put({ ...serviceExport('redis', 'cache'), spec: { loadBalancer: 'RoundRobinLoadBalancer' } });
+      }
+      hubServer.put({
+        apiVersion: 'flomesh.io/v1alpha1',
+        kind: 'Cluster',
+        metadata: { name: m },
+        spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: `10.0.2.${4 + i}`, gatewayPort: 80, kubeconfig: s.kubeconfig },
+      } as Cluster);
+    }
+    hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 300, jitter: 0.2 } });
+    controller = new Controller({ hub, connect: memberConnector({ hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: 500, debounceMs: 5 });
+    await controller.start();
+  });
+  afterAll(async () => {
+    await controller?.close();
+    hub?.destroy();
+    await Promise.all([hubServer, ...members.values()].map((s) => s?.close()));
+  });
+
+  it('writes the imports, the derived Service with its allocated ClusterIP, and the conditions', async () => {
+    for (const m of MEMBERS) await until(`import in ${m}`, () => endpointsIn(m)?.length === 2 && endpointsIn(m));
+    const c2 = members.get('cluster-2')!;
+    const derived = await until('derived Service', () => c2.object<Service>(Kinds.Service, 'httpbin', 'httpbin'));
+    expect(derived.metadata.labels?.['app.kubernetes.io/managed-by']).toBe('ecnet-controller');
+    const imp = await until('import ips', () => c2.object<ServiceImport>(Kinds.ServiceImport, 'httpbin', 'httpbin')?.spec.ips?.length && c2.object<ServiceImport>(Kinds.ServiceImport, 'httpbin', 'httpbin'));
+    expect(imp.spec.ips).toEqual([derived.spec.clusterIP]);
+    await until('import status', () => c2.object<ServiceImport>(Kinds.ServiceImport, 'httpbin', 'httpbin')?.status?.clusters?.length === 2);
+    expect(c2.object<ServiceImport>(Kinds.ServiceImport, 'httpbin', 'httpbin')?.status?.clusters).toEqual([{ cluster: 'default/default/default/cluster-1' }, { cluster: 'default/default/default/cluster-3' }]);
+    const valid = await until('Valid=False', () => c2.object<ServiceExport>(Kinds.ServiceExport, 'httpbin', 'httpbin')?.status?.conditions?.find((x) => x.type === 'Valid'));
+    expect(valid).toMatchObject({ status: 'False', reason: 'NoService' });
+    // A missing namespace is created (labelled as ecnet's) before the import goes in.
+    for (const m of ['cluster-2', 'cluster-3']) {
+      await until(`redis import in ${m}`, () => members.get(m)!.object(Kinds.ServiceImport, 'cache', 'redis'));
+      expect(members.get(m)!.object(Kinds.Namespace, undefined, 'cache')?.metadata.labels?.['app.kubernetes.io/managed-by']).toBe('ecnet-controller');
+    }
+    for (const m of MEMBERS) await until(`Managed=True on ${m}`, () => managed(m)?.status === 'True');
+    // Status went through the status subresource, with the Cluster's spec untouched.
+    expect(hubServer.requests.some((r) => r.method === 'PUT' && r.path === '/apis/flomesh.io/v1alpha1/clusters/cluster-1/status')).toBe(true);
+  });
+
+  it('a member that stops answering keeps its exports until the timeout, then they are withdrawn; it comes back', async () => {
+    const c3 = members.get('cluster-3')!;
+    c3.failNext(1_000_000, 503);
+    c3.dropWatches();
+    const down = Date.now();
+    await until('Unreachable', () => managed('cluster-3')?.reason === 'Unreachable');
+    expect(managed('cluster-3')?.status).toBe('False');
+    // Within the timeout nothing changes for the others.
+    expect(endpointsIn('cluster-2')).toEqual(['cluster-1', 'cluster-3']);
+    await until('withdrawn', () => endpointsIn('cluster-2')?.length === 1, 10_000);
+    expect(Date.now() - down).toBeGreaterThanOrEqual(2_500);
+    expect(endpointsIn('cluster-1')).toEqual(['cluster-1']);
+    expect(managed('cluster-3')).toMatchObject({ status: 'False', reason: 'ExportsWithdrawn' });
+    c3.heal();
+    await until('back', () => endpointsIn('cluster-2')?.length === 2, 10_000);
+    await until('Managed=True again', () => managed('cluster-3')?.status === 'True');
+  });
+
+  it('a deleted export and a deleted Cluster converge', async () => {
+    members.get('cluster-1')!.remove(Kinds.ServiceExport, 'httpbin', 'httpbin');
+    await until('only cluster-3 left', () => endpointsIn('cluster-2')?.join() === 'cluster-3');
+    hubServer.remove(Kinds.Cluster, undefined, 'cluster-3');
+    await until('import gone everywhere', () => MEMBERS.every((m) => !members.get(m)!.object(Kinds.ServiceImport, 'httpbin', 'httpbin')));
+    // What ecnet derived goes; the users' own Services stay.
+    expect(members.get('cluster-2')!.object(Kinds.Service, 'httpbin', 'httpbin')).toBeUndefined();
+    expect(members.get('cluster-1')!.object(Kinds.Service, 'httpbin', 'httpbin')).toBeDefined();
+    expect(members.get('cluster-3')!.object(Kinds.Service, 'httpbin', 'httpbin')).toBeDefined();
+  });
+});
