@@ -2,11 +2,16 @@
 // list/watch protocol, reached through the real @kubernetes/client-node with the kubeconfig of each Cluster
 // resource (inline, as the seed registers members). Also: a member that stops answering keeps its exports
 // until the timeout, then they are withdrawn and the Cluster says why; and it comes back.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from '../src/api/core.js';
 import type { Cluster, Condition, ServiceExport, ServiceImport } from '../src/api/flomesh.js';
 import { memberConnector } from '../src/controlplane/connect.js';
 import { Controller } from '../src/controlplane/controller.js';
+import { packageRoot } from '../src/paths.js';
 import { createKubernetesSource } from '../src/sources/kubernetes.js';
 import { Kinds, type KubeObject, type Source } from '../src/sources/source.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
@@ -128,5 +133,48 @@ describe('ecnet controller against Kubernetes API servers', () => {
     expect(members.get('cluster-2')!.object(Kinds.Service, 'httpbin', 'httpbin')).toBeUndefined();
     expect(members.get('cluster-1')!.object(Kinds.Service, 'httpbin', 'httpbin')).toBeDefined();
     expect(members.get('cluster-3')!.object(Kinds.Service, 'httpbin', 'httpbin')).toBeDefined();
+  });
+});
+
+describe('`ecnet controller --kubeconfig` (the CLI, a member kubeconfig kept in a Secret)', () => {
+  const servers: KubeApiServer[] = [];
+  let child: ChildProcess | undefined;
+  let log = '';
+  const dir = mkdtempSync(join(tmpdir(), 'ecnet-kube-cli-'));
+  afterAll(async () => {
+    child?.kill('SIGKILL');
+    await Promise.all(servers.map((s) => s.close()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reads Clusters from the hub, the kubeconfig from a Secret, and writes the import', async () => {
+    const hubServer = await startKubeApiServer();
+    const a = await startKubeApiServer();
+    const b = await startKubeApiServer();
+    servers.push(hubServer, a, b);
+    a.put(ns('httpbin'));
+    a.put(service('httpbin', 'httpbin', 8080));
+    a.put(serviceExport('httpbin', 'httpbin'));
+    hubServer.put(ns('ecnet-system'));
+    hubServer.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'cluster-a', namespace: 'ecnet-system' }, data: { kubeconfig: Buffer.from(a.kubeconfig).toString('base64') } } as KubeObject);
+    hubServer.put({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: 'cluster-a' }, spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: 'gw-a.example.org', gatewayPort: 8080, kubeconfigSecretRef: { namespace: 'ecnet-system', name: 'cluster-a', key: 'kubeconfig' } } } as Cluster);
+    hubServer.put({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: 'cluster-b' }, spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: '10.0.2.9', gatewayPort: 80, kubeconfig: b.kubeconfig } } as Cluster);
+    const kubeconfig = join(dir, 'hub.kubeconfig');
+    writeFileSync(kubeconfig, hubServer.kubeconfig);
+    child = spawn(process.execPath, [join(packageRoot, 'dist', 'cli', 'main.js'), 'controller', '--kubeconfig', kubeconfig], { env: { ...process.env, ECNET_LOG_LEVEL: 'info' } });
+    child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+    const imp = await until(`the import in cluster-b (controller said: ${log})`, () => b.object<ServiceImport>(Kinds.ServiceImport, 'httpbin', 'httpbin'));
+    expect(imp.spec.ports[0]?.endpoints).toEqual([{ clusterKey: 'default/default/default/cluster-a', target: { host: 'gw-a.example.org', ip: '', port: 8080, path: '/httpbin' } }]);
+    await until('Managed=True on both', () =>
+      ['cluster-a', 'cluster-b'].every((c) => hubServer.object<Cluster>(Kinds.Cluster, undefined, c)?.status?.conditions?.some((x: Condition) => x.type === 'Managed' && x.status === 'True')),
+    );
+    // A Cluster whose Secret is missing is not Managed, and says why.
+    hubServer.put({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: 'cluster-c' }, spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: '10.0.2.10', gatewayPort: 80, kubeconfigSecretRef: { namespace: 'ecnet-system', name: 'nope', key: 'kubeconfig' } } } as Cluster);
+    const bad = await until('InvalidCredentials', () =>
+      hubServer.object<Cluster>(Kinds.Cluster, undefined, 'cluster-c')?.status?.conditions?.find((x: Condition) => x.type === 'Managed' && x.reason !== 'Connecting'),
+    );
+    expect(bad).toMatchObject({ status: 'False', reason: 'InvalidCredentials', message: expect.stringContaining('Secret ecnet-system/nope not found') });
+    child.kill('SIGTERM');
+    expect(await new Promise((r) => child!.once('exit', r))).toBe(0);
   });
 });
