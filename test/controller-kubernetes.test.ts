@@ -178,3 +178,62 @@ describe('`ecnet controller --kubeconfig` (the CLI, a member kubeconfig kept in 
     expect(await new Promise((r) => child!.once('exit', r))).toBe(0);
   });
 });
+
+describe('a controller (re)starting while the hub blips and a member is slow deletes nothing', () => {
+  const servers: KubeApiServer[] = [];
+  let controller: Controller | undefined;
+  let hub: Source | undefined;
+  afterAll(async () => {
+    await controller?.close();
+    hub?.destroy();
+    await Promise.all(servers.map((s) => s.close()));
+  });
+
+  it('keeps the imports a previous run wrote until the slow member is read; then switches ClusterIP ↔ headless by replacing the Service', async () => {
+    const hubServer = await startKubeApiServer();
+    const m1 = await startKubeApiServer();
+    const m2 = await startKubeApiServer();
+    servers.push(hubServer, m1, m2);
+    for (const [i, s] of [m1, m2].entries()) {
+      hubServer.put({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: `m${i + 1}` }, spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: `10.0.3.${i + 1}`, gatewayPort: 80, kubeconfig: s.kubeconfig } } as Cluster);
+      s.put(ns('httpbin'));
+    }
+    m2.put(service('httpbin', 'httpbin', 8080));
+    m2.put(serviceExport('httpbin', 'httpbin'));
+    // What an earlier run left in m1: the import of m2's export and the derived Service.
+    const labels = { 'app.kubernetes.io/managed-by': 'ecnet-controller' };
+    m1.put({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'httpbin', namespace: 'httpbin', labels }, spec: { clusterIP: '10.96.9.9', clusterIPs: ['10.96.9.9'], ports: [{ port: 8080, protocol: 'TCP', targetPort: 8080 }] } } as KubeObject);
+    m1.put({
+      apiVersion: 'flomesh.io/v1alpha1',
+      kind: 'ServiceImport',
+      metadata: { name: 'httpbin', namespace: 'httpbin', labels },
+      spec: { type: 'ClusterSetIP', sessionAffinity: 'None', serviceAccountName: '*', ips: ['10.96.9.9'], ports: [{ protocol: 'TCP', port: 8080, endpoints: [{ clusterKey: 'default/default/default/m2', target: { host: '10.0.3.2', ip: '10.0.3.2', port: 80, path: '/httpbin' } }] }] },
+    } as KubeObject);
+    hubServer.failNext(3, 503);
+    m2.failNext(1_000_000, 503);
+    hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 200, jitter: 0.2 } });
+    controller = new Controller({ hub, connect: memberConnector({ hub, clustersDir: undefined }), memberTimeoutMs: 20_000, resyncMs: 300, debounceMs: 5 });
+    await controller.start();
+    await until('m1 Managed', () => hubServer.object<Cluster>(Kinds.Cluster, undefined, 'm1')?.status?.conditions?.some((c: Condition) => c.type === 'Managed' && c.status === 'True'));
+    await new Promise((r) => setTimeout(r, 1000));
+    const writes = () => m1.requests.filter((r) => r.method !== 'GET' && !r.path.endsWith('/status'));
+    expect(writes()).toEqual([]);
+    m2.heal();
+    await until('m2 Managed', () => hubServer.object<Cluster>(Kinds.Cluster, undefined, 'm2')?.status?.conditions?.some((c: Condition) => c.type === 'Managed' && c.status === 'True'));
+    await new Promise((r) => setTimeout(r, 500));
+    // Read at last, m2 confirms what m1 holds: still nothing rewritten there, the same Service and address.
+    expect(writes()).toEqual([]);
+    expect(m1.object<Service>(Kinds.Service, 'httpbin', 'httpbin')?.spec.clusterIP).toBe('10.96.9.9');
+
+    // The exporting Service turns headless: the derived Service must follow, which needs a new object.
+    m2.put({ ...service('httpbin', 'httpbin', 8080), spec: { clusterIP: 'None', clusterIPs: ['None'], ports: [{ port: 8080, protocol: 'TCP' }], selector: { app: 'httpbin' } } });
+    await until('headless derived Service', () => m1.object<Service>(Kinds.Service, 'httpbin', 'httpbin')?.spec.clusterIP === 'None');
+    await until('Headless import without ips', () => {
+      const i = m1.object<ServiceImport>(Kinds.ServiceImport, 'httpbin', 'httpbin');
+      return i?.spec.type === 'Headless' && !i.spec.ips;
+    });
+    m2.put(service('httpbin', 'httpbin', 8080));
+    await until('ClusterIP again', () => /^10\.96\./.test(m1.object<Service>(Kinds.Service, 'httpbin', 'httpbin')?.spec.clusterIP ?? ''));
+    await until('import ips again', () => m1.object<ServiceImport>(Kinds.ServiceImport, 'httpbin', 'httpbin')?.spec.ips?.[0] === m1.object<Service>(Kinds.Service, 'httpbin', 'httpbin')?.spec.clusterIP);
+  });
+});

@@ -155,4 +155,62 @@ describe('local source', () => {
     expect(inf.healthy).toBe(true);
     expect(inf.list()).toHaveLength(1);
   });
+
+  it('a file that has never parsed keeps the cluster not ready (nothing is taken for deleted), and says which file', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'good.yaml'), seedExport);
+    writeFileSync(join(dir, 'bad.yaml'), 'kind: [oops');
+    const src = open(dir, 100);
+    const inf = src.informer(Kinds.ServiceExport);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(inf.isSynced).toBe(false);
+    expect(inf.healthy).toBe(false);
+    expect(inf.lastError?.message).toMatch(/1 file\(s\) in .* have never parsed, so not all its resources are known: .*bad\.yaml/);
+    // One-shot reads still work (as `ecnet get` must).
+    expect(await src.list(Kinds.ServiceExport)).toHaveLength(1);
+    writeFileSync(join(dir, 'bad.yaml'), '# fixed\n');
+    await inf.synced;
+    expect(inf.healthy).toBe(true);
+  });
+
+  it('an object moved to another file, or a file saved by rename, is never deleted on the way', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'a.yaml'), seedExport);
+    const src = open(dir);
+    const events: string[] = [];
+    const inf = src.informer(Kinds.ServiceExport, { onEvent: (e) => events.push(e.type) });
+    await inf.synced;
+    const uid = inf.get('httpbin', 'httpbin')!.metadata.uid;
+    // Moved: added to b.yaml first, then removed from a.yaml.
+    writeFileSync(join(dir, 'b.yaml'), seedExport);
+    await new Promise((r) => setTimeout(r, 100));
+    writeFileSync(join(dir, 'a.yaml'), '');
+    await new Promise((r) => setTimeout(r, 600));
+    expect(inf.get('httpbin', 'httpbin')?.metadata.uid).toBe(uid);
+    // Saved by an editor that removes the file and writes it again.
+    rmSync(join(dir, 'b.yaml'));
+    await new Promise((r) => setTimeout(r, 50));
+    writeFileSync(join(dir, 'b.yaml'), seedExport);
+    await new Promise((r) => setTimeout(r, 600));
+    expect(events).not.toContain('deleted');
+    expect(inf.get('httpbin', 'httpbin')?.metadata.uid).toBe(uid);
+    // Really deleted: gone after the second look, and what the server owned goes with it.
+    rmSync(join(dir, 'b.yaml'));
+    await until(() => events.includes('deleted'));
+    writeFileSync(join(dir, 'c.yaml'), seedExport);
+    const again = await until(() => inf.get('httpbin', 'httpbin'));
+    expect(again.metadata.uid).not.toBe(uid);
+  });
+
+  it('preconditions: create-only and same-uid writes refuse to touch another object', async () => {
+    const dir = tempDir();
+    const src = open(dir);
+    const svc: KubeObject = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { ports: [{ port: 80 }] } };
+    const first = await src.apply(svc, { manager: 'test', precondition: { absent: true } });
+    await expect(src.apply(svc, { manager: 'test', precondition: { absent: true } })).rejects.toMatchObject({ code: 'ECNET_SOURCE_CONFLICT' });
+    await expect(src.apply(svc, { manager: 'test', precondition: { uid: 'someone-else' } })).rejects.toMatchObject({ code: 'ECNET_SOURCE_CONFLICT' });
+    await expect(src.delete(Kinds.Service, 'web', 'shop', { uid: 'someone-else' })).rejects.toMatchObject({ code: 'ECNET_SOURCE_CONFLICT' });
+    await src.apply(svc, { manager: 'test', precondition: { uid: first.metadata.uid! } });
+    expect(await src.delete(Kinds.Service, 'web', 'shop', { uid: first.metadata.uid! })).toBe(true);
+  });
 });

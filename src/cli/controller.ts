@@ -19,29 +19,32 @@ export function controllerCommand(): Command {
     .action(async (flags: ControllerFlags) => {
       const cfg = controllerConfig(flags);
       const log = componentLogger('controller');
-      const hub = await openSource(cfg.hub);
-      const controller = new Controller({
-        hub,
-        connect: memberConnector({ hub, clustersDir: cfg.clustersDir, serviceCidr: cfg.serviceCidr }),
-        memberTimeoutMs: cfg.memberTimeoutMs,
-        resyncMs: cfg.resyncMs,
-        logger: log,
-      });
-      await controller.start();
-      process.stderr.write(`ecnet controller: watching ${hub.description}\n`);
       // Watchers and timers do not hold the process open (they are unref'd so one-shot commands can exit):
-      // this does, until a signal.
+      // this does, until a signal, also while the control-plane cluster is not readable yet.
       const keepAlive = setInterval(() => undefined, 1 << 30);
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          log.info({ signal }, 'stopping');
-          clearInterval(keepAlive);
-          resolve();
-        };
-        process.once('SIGINT', () => stop('SIGINT'));
-        process.once('SIGTERM', () => stop('SIGTERM'));
+      const stopped = new Promise<string>((resolve) => {
+        process.once('SIGINT', () => resolve('SIGINT'));
+        process.once('SIGTERM', () => resolve('SIGTERM'));
       });
-      await controller.close();
-      await hub.close();
+      try {
+        const hub = await openSource(cfg.hub);
+        const controller = new Controller({
+          hub,
+          connect: memberConnector({ hub, clustersDir: cfg.clustersDir, serviceCidr: cfg.serviceCidr }),
+          memberTimeoutMs: cfg.memberTimeoutMs,
+          resyncMs: cfg.resyncMs,
+          logger: log,
+        });
+        process.stderr.write(`ecnet controller: watching ${hub.description}\n`);
+        // A signal while the control-plane cluster is still being read stops as cleanly as later.
+        const started = controller.start();
+        started.catch(() => undefined); // rejects only when closed before the first list, i.e. on a signal
+        const signal = await Promise.race([started.then(() => stopped), stopped]);
+        log.info({ signal }, 'stopping');
+        await controller.close();
+        await hub.close();
+      } finally {
+        clearInterval(keepAlive);
+      }
     });
 }

@@ -107,4 +107,28 @@ describe('aggregation', () => {
     expect(out.get('cluster-2')!.exportConditions.get('httpbin/httpbin')![0]).toMatchObject({ reason: 'NoService' });
     expect(out.get('cluster-2')!.imports.size).toBe(0);
   });
+
+  it('an unnamed port cannot join others (Kubernetes would refuse the Service): a PortConflict, the older port kept', () => {
+    const out = aggregate([
+      member(1, [exp('2026-01-01T00:00:00Z')], [svc([{ port: 80 }])]),
+      member(2, [exp('2026-01-02T00:00:00Z')], [svc([{ name: 'grpc', port: 9000 }])]),
+    ]);
+    expect(out.get('cluster-1')!.imports.get('httpbin/httpbin')!.spec.ports.map((p) => p.port)).toEqual([80]);
+    expect(out.get('cluster-2')!.exportConditions.get('httpbin/httpbin')![1]).toMatchObject({ status: 'True', reason: 'PortConflict', message: expect.stringContaining('must name them all') });
+  });
+
+  it('objects the API allows but that say little (an export with no spec, a Service with odd ports) never throw', () => {
+    const bare = { apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceExport', metadata: { name: 'httpbin', namespace: 'httpbin', creationTimestamp: '2026-01-01T00:00:00Z' } } as unknown as ServiceExport;
+    const odd = { ...svc([]), spec: { ports: 'x' } } as unknown as Service;
+    const out = aggregate([member(1, [bare], [svc([{ port: 80 }, { port: 70000 } as ServicePort])]), member(2, [bare], [odd])]);
+    expect(out.get('cluster-1')!.imports.get('httpbin/httpbin')!.spec.ports.map((p) => p.port)).toEqual([80]);
+    expect(out.get('cluster-2')!.exportConditions.get('httpbin/httpbin')![0]).toMatchObject({ status: 'False', reason: 'NoPorts' });
+  });
+
+  it('a Service with a selector is the user\'s even if it carries the managed-by label', () => {
+    const own = svc([{ port: 80 }], { selector: { app: 'x' } }, 'httpbin', { 'app.kubernetes.io/managed-by': 'ecnet-controller' });
+    const out = aggregate([member(1, [exp('2026-01-01T00:00:00Z')], [svc([{ port: 80 }])]), member(2, [], [own])]);
+    expect(out.get('cluster-2')!.services.size).toBe(0);
+    expect(out.get('cluster-2')!.imports.get('httpbin/httpbin')!.spec.ips).toEqual(['10.96.1.1']);
+  });
 });

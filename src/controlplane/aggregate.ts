@@ -51,8 +51,13 @@ export interface MemberDesired {
   exportConditions: Map<string, ConditionState[]>;
 }
 
-export const isManaged = (o: { metadata: { labels?: Record<string, string> } }): boolean =>
-  o.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY;
+/**
+ * Whether ecnet created this object and may change or delete it. A Service with a selector is a user's even
+ * if it carries the label (e.g. a user applied their own Service over a derived one, keeping its labels).
+ */
+export const isManaged = (o: { kind?: string; metadata: { labels?: Record<string, string> }; spec?: unknown }): boolean =>
+  o.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY &&
+  !(o.kind === 'Service' && Object.keys((o.spec as { selector?: Record<string, string> } | undefined)?.selector ?? {}).length > 0);
 
 const keyOf = (ns: string | undefined, name: string) => `${ns ?? 'default'}/${name}`;
 
@@ -131,7 +136,10 @@ function aggregateService(candidates: Candidate[]): Aggregate {
       const byName = ports.find((m) => (m.port.name ?? '') === name);
       const same = (m: MergedPort) => m.port.port === p.port && m.port.protocol === p.protocol;
       const target = byName ?? ports.find(same);
-      if (!target) {
+      if (!target && ports.length && (!p.name || ports.some((m) => !m.port.name))) {
+        // Kubernetes names every port of a Service with more than one: an unnamed one cannot join others.
+        conflicts.push({ reason: 'PortConflict', message: `${c.member.key} exports port ${portLabel(p)}, which cannot be merged with ${ports.map((m) => portLabel(m.port)).join(', ')} (a Service with several ports must name them all)` });
+      } else if (!target) {
         ports.push({ port: { ...(p.name ? { name: p.name } : {}), protocol: p.protocol, ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}), port: p.port, endpoints: [] }, from: [c] });
       } else if (same(target) && (target.port.name ?? '') === name) {
         target.from.push(c);
@@ -158,8 +166,29 @@ function endpointOf(c: Candidate, port: number): ImportEndpoint {
   return { clusterKey: c.member.key, target: { host: gw.host, ip: isIP(gw.host) ? gw.host : '', port: gw.port, path: pathFor(c.export, port) } };
 }
 
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const PROTOCOLS = new Set(['TCP', 'UDP', 'SCTP']);
+
+/**
+ * Objects as they may arrive: a ServiceExport with no spec (the usual MCS style, which the CRD allows), or in
+ * local mode a hand-written Service with odd ports. Only well-formed ports are kept; the rest is left out.
+ */
+function sane(m: MemberView): MemberView {
+  const exports = m.exports.map((e) => (isRecord(e.spec) ? e : { ...e, spec: {} as ServiceExport['spec'] }));
+  const services = m.services.map((s) => {
+    const spec = isRecord(s.spec) ? s.spec : {};
+    const ports = (Array.isArray(spec.ports) ? spec.ports : []).filter(
+      (p): p is ServicePort =>
+        isRecord(p) && Number.isInteger(p.port) && (p.port as number) >= 1 && (p.port as number) <= 65535 && (p.protocol === undefined || PROTOCOLS.has(p.protocol as string)),
+    );
+    return { ...s, spec: { ...spec, ports } };
+  });
+  return { ...m, exports, services };
+}
+
 /** Every member's desired imports, derived Services and export conditions, from the members' current views. */
-export function aggregate(members: MemberView[]): Map<string, MemberDesired> {
+export function aggregate(input: MemberView[]): Map<string, MemberDesired> {
+  const members = input.map(sane);
   const out = new Map<string, MemberDesired>();
   for (const m of members) out.set(m.name, { imports: new Map(), services: new Map(), exportConditions: new Map() });
 
@@ -187,7 +216,19 @@ export function aggregate(members: MemberView[]): Map<string, MemberDesired> {
   }
 
   for (const [key, candidates] of byService) {
-    const agg = aggregateService(candidates);
+    let agg: Aggregate;
+    try {
+      agg = aggregateService(candidates);
+    } catch (err) {
+      // Whatever slipped past the checks above stays with its service: the others are still served.
+      for (const c of candidates) {
+        out.get(c.member.name)!.exportConditions.set(key, [
+          { type: 'Valid', status: 'False', reason: 'InvalidSpec', message: `cannot aggregate this service: ${(err as Error).message}` },
+          { type: 'Conflict', status: 'False', reason: 'NoConflicts', message: 'not exported' },
+        ]);
+      }
+      continue;
+    }
     for (const [c, conds] of agg.conditions) out.get(c.member.name)!.exportConditions.set(key, conds);
     const [namespace, name] = key.split('/') as [string, string];
     for (const importer of members) {

@@ -11,7 +11,19 @@ import { type Service, clusterIPsOf } from '../api/core.js';
 import type { Cluster, Condition, ServiceExport, ServiceImport } from '../api/flomesh.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { Backoff, type Clock, systemClock } from '../sources/backoff.js';
-import { Kinds, type Informer, type KindRef, type KubeObject, MANAGED_BY, MANAGED_BY_LABEL, type Source, SourceError, type WatchEvent, objectKey } from '../sources/source.js';
+import {
+  Kinds,
+  type Informer,
+  type KindRef,
+  type KubeObject,
+  MANAGED_BY,
+  MANAGED_BY_LABEL,
+  type Precondition,
+  type Source,
+  SourceError,
+  type WatchEvent,
+  objectKey,
+} from '../sources/source.js';
 import { type ConditionInput, canonical, conditionsDiffer, mergeConditions } from './conditions.js';
 import { type DerivedService, type DesiredImport, type MemberView, aggregate, isManaged } from './aggregate.js';
 import { Member, type MemberConnector, clusterKeyOf, credentialsOf } from './members.js';
@@ -48,6 +60,14 @@ function filterView(v: { exports: ServiceExport[]; services: Service[] }, scope:
   return { exports: v.exports.filter(has), services: v.services.filter(has) };
 }
 
+const uidOf = (o: KubeObject): { uid?: string } => (o.metadata.uid ? { uid: o.metadata.uid } : {});
+
+/** A Cluster as the API server would default it (its spec may be absent: the CRD does not require one). */
+function withDefaults(c: Cluster): Cluster {
+  const spec = (typeof c.spec === 'object' && c.spec !== null ? c.spec : {}) as Partial<Cluster['spec']>;
+  return { ...c, spec: { ...spec, region: spec.region ?? 'default', zone: spec.zone ?? 'default', group: spec.group ?? 'default', gatewayPort: spec.gatewayPort ?? 80 } };
+}
+
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 export class Controller {
@@ -76,6 +96,7 @@ export class Controller {
   /** Services (`namespace/name`) touched by events since the last pass; a full pass when #full. */
   #dirty = new Set<string>();
   #full = true;
+  #forgetMemo = false;
   /** canonical() of objects from the informers' caches (immutable until replaced by an event). */
   readonly #canon = new WeakMap<object, string>();
   #lastPass: PassStats = { writes: 0, failures: 0, gated: true };
@@ -108,6 +129,7 @@ export class Controller {
       },
     });
     await this.#clusters.synced;
+    this.#initial = new Set(this.#clusters.list().map((c) => c.metadata.name));
     this.trigger();
     this.#scheduleResync();
   }
@@ -116,6 +138,7 @@ export class Controller {
     if (this.#closed) return;
     this.#resync = this.#clock.setTimeout(() => {
       this.#full = true;
+      this.#forgetMemo = true;
       this.trigger();
       this.#scheduleResync();
     }, this.#resyncMs);
@@ -133,7 +156,13 @@ export class Controller {
     this.#timer = this.#clock.setTimeout(() => {
       this.#timer = undefined;
       this.#running = this.#pass()
-        .catch((err: unknown) => this.#log.error({ err }, 'reconcile pass failed'))
+        .catch((err: unknown) => {
+          // A bug or an object nothing checked: log it, and look at everything again after a while.
+          this.#log.error({ err }, 'reconcile pass failed');
+          this.#full = true;
+          const t = this.#clock.setTimeout(() => this.trigger(), this.#retry.next());
+          (t as { unref?: () => void }).unref?.();
+        })
         .finally(() => {
           this.#running = undefined;
           if (this.#again) {
@@ -192,6 +221,7 @@ export class Controller {
         continue;
       }
       const next = new Member(c, now);
+      this.#forgetMemoOf(c.metadata.name);
       if (m) {
         // Reconnecting: what the old connection knew stands in until the new one has read the member.
         next.lastKnown = m.exports?.isSynced && m.services?.isSynced ? this.#snapshot(m) : m.lastKnown;
@@ -199,12 +229,17 @@ export class Controller {
         m.close();
       }
       this.#members.set(c.metadata.name, next);
-      void next.connect(this.#connect, (e) => this.#onMemberEvent(next.name, e), this.#log);
+      void next.connect(this.#connect, (e) => this.#onMemberEvent(next.name, e), this.#log, this.#clock);
     }
+  }
+
+  #forgetMemoOf(member: string): void {
+    for (const k of [...this.#inflight.keys()]) if (k.startsWith(`${member}|`)) this.#inflight.delete(k);
   }
 
   /** A member whose Cluster was deleted: its managed imports and Services go (best effort), then its source. */
   async #forget(m: Member): Promise<void> {
+    this.#forgetMemoOf(m.name);
     this.#log.info({ member: m.name }, 'cluster removed; cleaning up what ecnet wrote there');
     if (m.readable && m.source) {
       const src = m.source;
@@ -212,7 +247,7 @@ export class Controller {
         ...(m.imports?.list().filter(isManaged) ?? []).map((o): [KindRef, KubeObject] => [Kinds.ServiceImport, o]),
         ...(m.services?.list().filter(isManaged) ?? []).map((o): [KindRef, KubeObject] => [Kinds.Service, o]),
       ];
-      await Promise.allSettled(doomed.map(([k, o]) => src.delete(k, o.metadata.name, o.metadata.namespace)));
+      await Promise.allSettled(doomed.map(([k, o]) => src.delete(k, o.metadata.name, o.metadata.namespace, uidOf(o))));
     }
     m.close();
   }
@@ -244,11 +279,19 @@ export class Controller {
   }
 
   async #pass(): Promise<void> {
-    if (this.#closed || !this.#clusters) return;
+    // Nothing is decided before the Cluster resources have been listed once (start() waits for that).
+    if (this.#closed || !this.#clusters || !this.#initial) {
+      this.#full = true;
+      return;
+    }
     this.passes++;
     const now = this.#clock.now();
-    const clusters = this.#clusters.list();
-    this.#initial ??= new Set(clusters.map((c) => c.metadata.name));
+    const clusters = this.#clusters.list().map(withDefaults);
+    if (this.#forgetMemo) {
+      // The resync repeats whatever a lost watch event may have left marked as in flight.
+      this.#inflight.clear();
+      this.#forgetMemo = false;
+    }
     await this.#syncMembers(clusters);
     const members = [...this.#members.values()];
     // Only the services events touched, unless something calls for everything (start, a Cluster or health
@@ -271,6 +314,16 @@ export class Controller {
       if (!cached && !m.lastKnown && this.#initial?.has(m.name) && now - this.#startedAt < this.#timeout) gated = true;
       const view = cached ? this.#cachedView(m, scope) : m.lastKnown ? filterView(m.lastKnown, scope) : { exports: [], services: [] };
       views.push({ ...base, exports: expired ? [] : view.exports, services: view.services });
+    }
+
+    // Withdraw an unreachable member's exports when its time is up, not at the next resync.
+    const expiries = members.map((m) => (m.unreachableSince === undefined ? Infinity : m.unreachableSince + this.#timeout - now)).filter((d) => d > 0 && d < Infinity);
+    if (expiries.length) {
+      const t = this.#clock.setTimeout(() => {
+        this.#full = true;
+        this.trigger();
+      }, Math.min(...expiries) + 1);
+      (t as { unref?: () => void }).unref?.();
     }
 
     const writes: (() => Promise<void>)[] = [];
@@ -377,7 +430,7 @@ export class Controller {
         this.#once(`${m.name}|ServiceImport|${key}`, canonical(spec), writes, async () => {
           if (derived) {
             // The derived Service first: its ClusterIP is the import's address.
-            const svc = (await this.#applyInNamespace(src, this.#derivedObject(derived))) as Service;
+            const svc = (await this.#applyInNamespace(src, this.#derivedObject(derived), { absent: true })) as Service;
             const ips = clusterIPsOf(svc);
             if (ips.length) obj.spec = { ...spec, ips };
           }
@@ -390,7 +443,7 @@ export class Controller {
     }
     for (const [key, cur] of observedImports) {
       if (imports.has(key) || !isManaged(cur)) continue;
-      this.#once(`${m.name}|ServiceImport|${key}`, 'deleted', writes, () => src.delete(Kinds.ServiceImport, cur.metadata.name, cur.metadata.namespace));
+      this.#once(`${m.name}|ServiceImport|${key}`, 'deleted', writes, () => src.delete(Kinds.ServiceImport, cur.metadata.name, cur.metadata.namespace, uidOf(cur)));
     }
 
     // Derived Services.
@@ -405,11 +458,21 @@ export class Controller {
         headless: cur.spec.clusterIP === 'None',
       };
       if (have && canonical(have) === canonical(want)) continue;
-      this.#once(`${m.name}|Service|${key}`, canonical(want), writes, () => this.#applyInNamespace(src, this.#derivedObject(d)));
+      const obj = this.#derivedObject(d);
+      this.#once(`${m.name}|Service|${key}`, canonical(want), writes, async () => {
+        if (cur && have && have.headless !== want.headless) {
+          // ClusterIP ↔ headless cannot be changed in place (the API server refuses): replace the Service.
+          await src.delete(Kinds.Service, cur.metadata.name, cur.metadata.namespace, uidOf(cur));
+          await this.#applyInNamespace(src, obj, { absent: true });
+          return;
+        }
+        // Only the object seen (a user may have created theirs since), or only if none exists.
+        await this.#applyInNamespace(src, obj, cur ? { uid: cur.metadata.uid ?? '' } : { absent: true });
+      });
     }
     for (const [key, cur] of observedServices) {
       if (services.has(key) || !isManaged(cur)) continue;
-      this.#once(`${m.name}|Service|${key}`, 'deleted', writes, () => src.delete(Kinds.Service, cur.metadata.name, cur.metadata.namespace));
+      this.#once(`${m.name}|Service|${key}`, 'deleted', writes, () => src.delete(Kinds.Service, cur.metadata.name, cur.metadata.namespace, uidOf(cur)));
     }
 
     // ServiceExport conditions.
@@ -429,13 +492,14 @@ export class Controller {
   }
 
   /** Creates the namespace when the member has none of that name (Kubernetes refuses objects in a missing one). */
-  async #applyInNamespace(src: Source, obj: KubeObject): Promise<KubeObject> {
+  async #applyInNamespace(src: Source, obj: KubeObject, precondition?: Precondition): Promise<KubeObject> {
+    const options = { manager: MANAGER, ...(precondition ? { precondition } : {}) };
     try {
-      return await src.apply(obj, { manager: MANAGER });
+      return await src.apply(obj, options);
     } catch (err) {
       if (!(err instanceof SourceError) || err.code !== 'ECNET_SOURCE_NOT_FOUND' || !obj.metadata.namespace) throw err;
       await src.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: obj.metadata.namespace, labels: { ...managedLabels } } }, { manager: MANAGER });
-      return await src.apply(obj, { manager: MANAGER });
+      return await src.apply(obj, options);
     }
   }
 
@@ -457,7 +521,12 @@ export class Controller {
         state === 'ready'
           ? { type: 'Managed', status: 'True', reason: 'Connected', message: `reading ${m.source?.description ?? 'member'}` }
           : state === 'failed'
-            ? { type: 'Managed', status: 'False', reason: 'InvalidCredentials', message: m.connectError?.message ?? 'cannot connect' }
+            ? {
+                type: 'Managed',
+                status: 'False',
+                reason: m.connectError instanceof SourceError && m.connectError.code === 'ECNET_SOURCE_UNREACHABLE' ? 'Unreachable' : 'InvalidCredentials',
+                message: `${m.connectError?.message ?? 'cannot connect'} (retrying)`,
+              }
             : state === 'connecting'
               ? { type: 'Managed', status: 'False', reason: 'Connecting', message: `not read yet${m.lastError ? `: ${m.lastError.message}` : ''}` }
               : {

@@ -3,6 +3,7 @@
 import type { Service } from '../api/core.js';
 import type { Cluster, ClusterKey, ServiceExport, ServiceImport } from '../api/flomesh.js';
 import type { Logger } from '../logger.js';
+import { Backoff, type Clock } from '../sources/backoff.js';
 import { type Informer, Kinds, type KubeObject, type Source, type WatchEvent } from '../sources/source.js';
 import { canonical } from './conditions.js';
 
@@ -32,6 +33,9 @@ export class Member {
   lastKnown: { exports: ServiceExport[]; services: Service[] } | undefined;
   readonly createdAt: number;
   #closed = false;
+  #retry: unknown;
+  #clock: Clock | undefined;
+  readonly #backoff = new Backoff({ initialMs: 500, maxMs: 30_000, jitter: 0.3 });
 
   constructor(cluster: Cluster, now: number) {
     this.name = cluster.metadata.name;
@@ -40,11 +44,16 @@ export class Member {
     this.createdAt = now;
   }
 
-  /** Connects and starts the informers; `onChange` runs on every event and health change. */
-  async connect(connector: MemberConnector, onChange: (e?: WatchEvent) => void, log: Logger): Promise<void> {
+  /**
+   * Connects and starts the informers; `onChange` runs on every event and health change. A failure (a Secret
+   * not there yet, an API server down) is retried with backoff until it works or the member is closed.
+   */
+  async connect(connector: MemberConnector, onChange: (e?: WatchEvent) => void, log: Logger, clock: Clock): Promise<void> {
+    this.#clock = clock;
     try {
       const source = await connector(this.cluster);
       if (this.#closed) return void source.destroy();
+      this.connectError = undefined;
       this.source = source;
       const onHealth = (err: Error | undefined) => {
         if (err) log.warn({ member: this.name, err: err.message }, 'member unreachable; keeping its last known exports');
@@ -58,7 +67,12 @@ export class Member {
       for (const i of [this.exports, this.services, this.imports]) i.synced.then(() => onChange(), () => undefined);
     } catch (err) {
       this.connectError = err as Error;
-      log.warn({ member: this.name, err: (err as Error).message }, 'cannot connect to member');
+      const delay = this.#backoff.next();
+      log.warn({ member: this.name, err: (err as Error).message, retryMs: delay }, 'cannot connect to member');
+      if (!this.#closed) {
+        this.#retry = clock.setTimeout(() => void this.connect(connector, onChange, log, clock), delay);
+        (this.#retry as { unref?: () => void }).unref?.();
+      }
       onChange();
     }
   }
@@ -87,6 +101,7 @@ export class Member {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#clock?.clearTimeout(this.#retry);
     for (const i of this.#informers()) i.close();
     this.source?.destroy();
   }

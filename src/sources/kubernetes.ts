@@ -300,6 +300,10 @@ class KubernetesSource implements Source {
       const retry = new Backoff(conflictBackoff);
       for (let attempt = 1; ; attempt++) {
         const current = await this.#read(kind, name, namespace);
+        const pre = options.precondition;
+        if (pre && ('absent' in pre ? current !== undefined : current?.metadata.uid !== pre.uid)) {
+          throw new SourceError('ECNET_SOURCE_CONFLICT', `apply ${kind.kind} "${name}": ${'absent' in pre ? 'it exists already' : 'it is not the object seen (uid changed or deleted)'}`, { status: 409 });
+        }
         try {
           if (!current) {
             return (await this.#expect('POST', collectionPath(kind, namespace), { query, body: bodyForCreate(object, kind, namespace) })) as T;
@@ -309,6 +313,7 @@ class KubernetesSource implements Source {
           // Conflict: created or modified since the read. Not found on PUT: deleted since the read. Read again.
           const retryable =
             err instanceof SourceError &&
+            !pre &&
             (err.code === 'ECNET_SOURCE_CONFLICT' || (current !== undefined && err.code === 'ECNET_SOURCE_NOT_FOUND'));
           if (!retryable || attempt >= WRITE_ATTEMPTS) throw err;
           this.#log.debug({ kind: kind.kind, name, namespace, attempt, err: errorMessage(err) }, 'apply: retrying');
@@ -318,11 +323,12 @@ class KubernetesSource implements Source {
     });
   }
 
-  delete(kind: KindRef, name: string, namespace?: string): Promise<boolean> {
+  delete(kind: KindRef, name: string, namespace?: string, options: { uid?: string } = {}): Promise<boolean> {
     return this.#op(`delete ${kind.kind} ${name}`, async () => {
       this.#learn(kind);
       const path = objectPath(kind, name, namespace);
-      const r = await this.#call('DELETE', path, { body: { apiVersion: 'v1', kind: 'DeleteOptions', propagationPolicy: 'Background' } });
+      const body = { apiVersion: 'v1', kind: 'DeleteOptions', propagationPolicy: 'Background', ...(options.uid ? { preconditions: { uid: options.uid } } : {}) };
+      const r = await this.#call('DELETE', path, { body });
       if (r.status === 404) return false;
       if (r.status >= 300) throw httpError(`DELETE ${path}`, r.status, r.body);
       return true;

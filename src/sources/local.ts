@@ -26,6 +26,7 @@ import {
   type InformerOptions,
   type KindRef,
   type KubeObject,
+  type Precondition,
   type Source,
   SourceError,
   type WatchEvent,
@@ -38,7 +39,7 @@ export interface LocalSourceOptions {
   serviceCidr?: string;
   /** Keep the directory watched (informers); false for one-shot commands. Default true. */
   watch?: boolean;
-  /** Full rescan period, for changes fs.watch did not report (default 2000 ms). */
+  /** Full rescan period, for changes fs.watch did not report (default 5000 ms). */
   rescanMs?: number;
   clock?: Clock;
   logger?: Logger;
@@ -46,6 +47,8 @@ export interface LocalSourceOptions {
 
 const CLUSTER_SCOPED = new Set(['Namespace', 'Cluster', 'Node', 'PersistentVolume', 'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'StorageClass', 'ClusterPropagationPolicy', 'PriorityClass']);
 const STATE_DIR = '.ecnet';
+/** How long an object that vanished from its file waits for a second look before it is deleted. */
+const DELETE_GRACE_MS = 300;
 const SIDECAR_DIR = join(STATE_DIR, 'status');
 
 /** What the "server" owns of an object, kept beside it. */
@@ -100,6 +103,14 @@ class DirectoryStore {
   readonly #health = new Set<HealthListener>();
   readonly #pending = new Map<string, unknown>();
   readonly #backoff = new Backoff({ initialMs: 100, maxMs: 5000, jitter: 0.2 });
+  /** Files that have never parsed: until they do, this cluster's objects are not all known. */
+  readonly #neverParsed = new Map<string, string>();
+  /** Objects that vanished from a file, waiting for a second look before they are deleted. */
+  readonly #pendingGone = new Map<string, Set<string>>();
+  readonly #goneTimers = new Map<string, unknown>();
+  /** key → files that also define it but lost to the first file (they take over when it goes). */
+  readonly #shadowed = new Map<string, Set<string>>();
+  #scanned = false;
   #rv = 0;
   #timer: unknown;
   #error: Error | undefined;
@@ -114,7 +125,7 @@ class DirectoryStore {
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger ?? componentLogger('local-source').child({ dir });
     this.#watching = options.watch ?? true;
-    this.#rescanMs = options.rescanMs ?? 2000;
+    this.#rescanMs = options.rescanMs ?? 5000;
     this.ready = new Promise((r) => (this.#resolveReady = r));
     this.#scanLoop();
   }
@@ -127,6 +138,10 @@ class DirectoryStore {
   }
   get isReady(): boolean {
     return this.#isReady;
+  }
+  /** The directory has been read (even if some file in it does not parse yet). */
+  get scanned(): boolean {
+    return this.#scanned;
   }
 
   /** A store that does not watch looks at the disk again before each use. */
@@ -173,18 +188,34 @@ class DirectoryStore {
     try {
       this.#fullScan();
       this.#backoff.reset();
-      this.#setHealth(undefined);
-      if (!this.#isReady) {
-        this.#isReady = true;
-        this.#resolveReady();
-      }
+      this.#scanned = true;
+      this.#updateReadiness();
     } catch (cause) {
+      this.#scanned = false;
       this.#setHealth(new SourceError('ECNET_SOURCE_UNREACHABLE', `cannot read cluster directory ${this.#dir}: ${(cause as Error).message}`, { cause }));
       delay = this.#backoff.next();
     }
     if (this.#watching) {
       this.#timer = this.#clock.setTimeout(() => this.#scanLoop(), delay);
       (this.#timer as { unref?: () => void }).unref?.();
+    }
+  }
+
+  /** Healthy and ready once the directory was read and every file in it has parsed at least once. */
+  #updateReadiness(): void {
+    if (!this.#scanned) return;
+    const [first] = this.#neverParsed;
+    if (first) {
+      const [path, message] = first;
+      this.#setHealth(
+        new SourceError('ECNET_SOURCE_INVALID', `${this.#neverParsed.size} file(s) in ${this.#dir} have never parsed, so not all its resources are known: ${path}: ${message}`),
+      );
+      return;
+    }
+    this.#setHealth(undefined);
+    if (!this.#isReady) {
+      this.#isReady = true;
+      this.#resolveReady();
     }
   }
 
@@ -305,30 +336,41 @@ class DirectoryStore {
     }
   }
 
-  /** (Re)reads one file and turns the difference into events. `force` re-derives objects even if the file is unchanged. */
-  #readFile(path: string, force = false): void {
+  /**
+   * (Re)reads one file and turns the difference into events. `force` re-derives objects even if the file is
+   * unchanged; `immediate` deletes what vanished at once (this store's own writes) instead of looking again.
+   */
+  #readFile(path: string, force = false, immediate = false): void {
     const stamp = this.#stampOf(path);
     const prev = this.#files.get(path);
     if (stamp !== undefined && prev?.stamp === stamp && !force) return;
     if (stamp === undefined) {
+      if (this.#neverParsed.delete(path)) this.#updateReadiness();
+      if (!prev) return;
       this.#files.delete(path);
-      for (const key of prev?.keys ?? []) this.#remove(key, path);
+      this.#dropLater(path, prev.keys, immediate);
       return;
     }
     let text: string;
     try {
       text = readFileSync(path, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.#readFile(path);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.#readFile(path, false, immediate);
       throw err;
     }
     const docs = parseAllDocuments(text);
     const broken = docs.find((d) => d.errors.length);
     if (broken) {
-      this.#log.warn({ file: path, err: broken.errors[0]!.message }, 'YAML does not parse; keeping the objects the file held before');
+      const message = broken.errors[0]!.message.split('\n')[0]!;
+      this.#log.warn({ file: path, err: message }, 'YAML does not parse; keeping the objects the file held before');
       this.#files.set(path, { keys: prev?.keys ?? [], stamp });
+      if (!prev) {
+        this.#neverParsed.set(path, message);
+        this.#updateReadiness();
+      }
       return;
     }
+    if (this.#neverParsed.delete(path)) this.#updateReadiness();
     const keys: string[] = [];
     docs.forEach((doc, i) => {
       const raw = doc.toJS() as unknown;
@@ -341,34 +383,90 @@ class DirectoryStore {
       if (!CLUSTER_SCOPED.has(o.kind)) o.metadata = { ...o.metadata, namespace: o.metadata.namespace ?? 'default' };
       const key = keyOfObject(o);
       const owner = this.#entries.get(key);
-      if (owner && owner.file !== path && this.#files.has(owner.file) && existsSync(owner.file)) {
-        if (owner.file < path) {
-          this.#log.warn({ file: path, other: owner.file, object: key }, 'object defined in two files; the first file wins');
-          return;
-        }
+      if (owner && owner.file !== path && owner.file < path && this.#files.get(owner.file)?.keys.includes(key)) {
+        this.#log.warn({ file: path, other: owner.file, object: key }, 'object defined in two files; the first file wins');
+        const files = this.#shadowed.get(key) ?? new Set<string>();
+        this.#shadowed.set(key, files.add(path));
+        return;
       }
       let object: KubeObject = o;
       if (isFlomesh(o) || o.apiVersion.startsWith('flomesh.io/')) {
         const v = validateResource(o);
         if (!v.ok) {
           this.#log.warn({ file: path, object: key, problems: v.problems.map(formatProblem) }, 'invalid resource; keeping its last valid version');
-          if (owner) keys.push(key);
+          if (owner?.file === path) {
+            owner.doc = i;
+            keys.push(key);
+          }
           return;
         }
         object = v.resource as unknown as KubeObject;
       }
       keys.push(key);
+      if (owner && owner.file !== path && this.#files.get(owner.file)?.keys.includes(key)) {
+        // Taking over from a later file that still defines it: that one waits in the shadow.
+        this.#shadowed.set(key, (this.#shadowed.get(key) ?? new Set<string>()).add(owner.file));
+      }
       this.#put(key, object, path, i);
     });
     this.#files.set(path, { keys, stamp });
-    for (const key of prev?.keys ?? []) if (!keys.includes(key)) this.#remove(key, path);
+    this.#dropLater(
+      path,
+      (prev?.keys ?? []).filter((k) => !keys.includes(k)),
+      immediate,
+    );
+  }
+
+  /**
+   * Objects that vanished from `path`. An editor's save can leave a file missing or empty for a moment, and a
+   * deleted Cluster or export costs a lot (its imports go everywhere), so the file is looked at again first.
+   */
+  #dropLater(path: string, keys: string[], immediate: boolean): void {
+    if (!keys.length) return;
+    if (immediate || !this.#watching) {
+      for (const k of keys) this.#remove(k, path);
+      return;
+    }
+    const pending = this.#pendingGone.get(path) ?? new Set<string>();
+    for (const k of keys) pending.add(k);
+    this.#pendingGone.set(path, pending);
+    if (this.#goneTimers.has(path)) return;
+    const timer = this.#clock.setTimeout(() => {
+      this.#goneTimers.delete(path);
+      const gone = this.#pendingGone.get(path);
+      this.#pendingGone.delete(path);
+      if (this.#closed || !gone) return;
+      try {
+        this.#readFile(path, true, true);
+      } catch (err) {
+        this.#log.warn({ path, err: (err as Error).message }, 'second look at a changed file failed');
+        return;
+      }
+      const still = this.#files.get(path)?.keys ?? [];
+      for (const k of gone) if (!still.includes(k)) this.#remove(k, path);
+    }, DELETE_GRACE_MS);
+    (timer as { unref?: () => void }).unref?.();
+    this.#goneTimers.set(path, timer);
   }
 
   #remove(key: string, file: string): void {
     const e = this.#entries.get(key);
     if (!e || e.file !== file) return;
+    // Another file defining the same object takes over rather than the object going.
+    const shadows = this.#shadowed.get(key);
+    this.#shadowed.delete(key);
+    for (const f of shadows ?? []) this.#readFile(f, true, true);
+    if (this.#entries.get(key)?.file !== file) return;
     this.#entries.delete(key);
     this.#emit({ type: 'deleted', object: e.object });
+    // What the server owned of it goes too: an object created again later is a new one.
+    const sc = sidecarName(e.object.kind, e.object.metadata.namespace, e.object.metadata.name);
+    this.#sidecars.delete(sc);
+    try {
+      unlinkSync(join(this.#dir, SIDECAR_DIR, sc));
+    } catch {
+      // none was written, or another process removed it first
+    }
   }
 
   /** The object as served: the document, plus what the server owns of it. */
@@ -444,7 +542,7 @@ class DirectoryStore {
 
   // ---- writes ----
 
-  apply(input: KubeObject): KubeObject {
+  apply(input: KubeObject, precondition?: Precondition): KubeObject {
     this.#checkOpen();
     const o = clone(input);
     const namespaced = !CLUSTER_SCOPED.has(o.kind);
@@ -464,6 +562,9 @@ class DirectoryStore {
     const known = this.#entries.get(key);
     if (known) this.#readFile(known.file);
     const existing = this.#entries.get(key);
+    if (precondition && ('absent' in precondition ? existing !== undefined : existing?.object.metadata.uid !== precondition.uid)) {
+      throw new SourceError('ECNET_SOURCE_CONFLICT', `${o.kind} ${o.metadata.name}: ${'absent' in precondition ? 'it exists already' : 'it is not the object seen (uid changed or deleted)'}`);
+    }
     // What is written: the object without server-managed fields (status lives beside it).
     const { resourceVersion: _rv, generation: _g, managedFields: _m, ...meta } = o.metadata as typeof o.metadata & { managedFields?: unknown };
     const doc: KubeObject = { ...o, metadata: meta };
@@ -483,7 +584,7 @@ class DirectoryStore {
         doc.spec = { ...(doc.spec as object), clusterIP: es.clusterIP, clusterIPs: es.clusterIPs ?? [es.clusterIP] };
       }
       this.#replaceDoc(existing.file, existing.doc, doc);
-      this.#readFile(existing.file, true);
+      this.#readFile(existing.file, true, true);
     } else {
       doc.metadata.uid = doc.metadata.uid ?? randomUUID();
       doc.metadata.creationTimestamp = doc.metadata.creationTimestamp ?? now(this.#clock);
@@ -501,7 +602,7 @@ class DirectoryStore {
         writeAtomic(file, stringify(doc));
       }
       this.#watchDir(dirname(file));
-      this.#readFile(file, true);
+      this.#readFile(file, true, true);
     }
     const out = this.#entries.get(key);
     if (!out) throw new SourceError('ECNET_SOURCE_IO', `${o.kind} ${key} was written but could not be read back`);
@@ -541,20 +642,17 @@ class DirectoryStore {
     this.#readFile(known?.file ?? this.#conventionalFile(kind, ns || undefined, name));
   }
 
-  delete(key: string): boolean {
+  delete(key: string, uid?: string): boolean {
     this.#checkOpen();
     this.#refreshObject(key);
     const e = this.#entries.get(key);
     if (!e) return false;
-    this.#replaceDoc(e.file, e.doc, undefined);
-    const sc = sidecarName(e.object.kind, e.object.metadata.namespace, e.object.metadata.name);
-    try {
-      unlinkSync(join(this.#dir, SIDECAR_DIR, sc));
-    } catch {
-      // no status was ever written
+    if (uid !== undefined && e.object.metadata.uid !== uid) {
+      throw new SourceError('ECNET_SOURCE_CONFLICT', `${key.replaceAll('|', ' ')}: not the object seen (uid changed)`);
     }
-    this.#sidecars.delete(sc);
-    this.#readFile(e.file, true);
+    this.#replaceDoc(e.file, e.doc, undefined);
+    // If another file also defines it, that definition now holds (as it would after a user's edit).
+    this.#readFile(e.file, true, true);
     return true;
   }
 
@@ -565,7 +663,7 @@ class DirectoryStore {
     if (!e) throw new SourceError('ECNET_SOURCE_NOT_FOUND', `no object ${key.replaceAll('|', ' ')}`);
     const o = e.object;
     this.#writeSidecar(sidecarName(o.kind, o.metadata.namespace, o.metadata.name), (cur) => ({ ...cur, status }));
-    this.#readFile(e.file, true);
+    this.#readFile(e.file, true, true);
   }
 
   async event(note: EventNote & { object: string }): Promise<void> {
@@ -582,6 +680,8 @@ class DirectoryStore {
     this.#clock.clearTimeout(this.#timer);
     for (const t of this.#pending.values()) this.#clock.clearTimeout(t);
     this.#pending.clear();
+    for (const t of this.#goneTimers.values()) this.#clock.clearTimeout(t);
+    this.#goneTimers.clear();
     for (const w of this.#watchers.values()) w.close();
     this.#watchers.clear();
     this.#listeners.clear();
@@ -665,7 +765,9 @@ export class LocalSource implements Source {
   async #ready(rescan = false): Promise<void> {
     this.#check();
     if (rescan) this.#store.refreshIfUnwatched();
-    if (this.#store.isReady) return;
+    // One-shot reads and writes go ahead once the directory was read, even with a file that does not parse
+    // (it was logged); informers wait until every file has parsed.
+    if (this.#store.scanned) return;
     const err = this.#store.lastError;
     if (err) throw err;
     await this.#store.ready;
@@ -697,14 +799,14 @@ export class LocalSource implements Source {
     return o ? (clone(o) as T) : undefined;
   }
 
-  async apply<T extends KubeObject = KubeObject>(object: T, _options: ApplyOptions): Promise<T> {
+  async apply<T extends KubeObject = KubeObject>(object: T, options: ApplyOptions): Promise<T> {
     await this.#ready();
-    return this.#io(() => this.#store.apply(object) as T);
+    return this.#io(() => this.#store.apply(object, options.precondition) as T);
   }
 
-  async delete(kind: KindRef, name: string, namespace?: string): Promise<boolean> {
+  async delete(kind: KindRef, name: string, namespace?: string, options: { uid?: string } = {}): Promise<boolean> {
     await this.#ready();
-    return this.#io(() => this.#store.delete(keyOfRef(kind, name, namespace)));
+    return this.#io(() => this.#store.delete(keyOfRef(kind, name, namespace), options.uid));
   }
 
   async writeStatus(kind: KindRef, name: string, namespace: string | undefined, status: unknown): Promise<void> {

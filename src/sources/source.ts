@@ -88,9 +88,17 @@ export interface EventNote {
   message: string;
 }
 
+/**
+ * What must hold for a write to go ahead, so a controller never overwrites or deletes an object it did not
+ * see: `absent` (create only), or `uid` (the very object it saw, not one created since under the same name).
+ * A write whose precondition fails rejects with ECNET_SOURCE_CONFLICT.
+ */
+export type Precondition = { absent: true } | { uid: string };
+
 export interface ApplyOptions {
   /** Who writes (kubernetes: fieldManager; local: logged). */
   manager: string;
+  precondition?: Precondition;
 }
 
 /**
@@ -104,8 +112,8 @@ export interface Source {
   list<T extends KubeObject = KubeObject>(kind: KindRef, namespace?: string): Promise<T[]>;
   get<T extends KubeObject = KubeObject>(kind: KindRef, name: string, namespace?: string): Promise<T | undefined>;
   apply<T extends KubeObject = KubeObject>(object: T, options: ApplyOptions): Promise<T>;
-  /** True if it existed. */
-  delete(kind: KindRef, name: string, namespace?: string): Promise<boolean>;
+  /** True if it existed. With `uid`, only that object is deleted (else ECNET_SOURCE_CONFLICT). */
+  delete(kind: KindRef, name: string, namespace?: string, options?: { uid?: string }): Promise<boolean>;
   writeStatus(kind: KindRef, name: string, namespace: string | undefined, status: unknown): Promise<void>;
   /** Records a Kubernetes Event about `object` (best effort: never rejects). */
   event(object: KubeObject, note: EventNote): Promise<void>;

@@ -372,7 +372,7 @@ export class KubeApiServer {
         return this.#send(res, 200, this.#update(route as Route & { name: string }, body));
       case 'DELETE':
         if (name === undefined) throw new HttpStatus(405, 'MethodNotAllowed', 'deletecollection is not supported here');
-        return this.#send(res, 200, this.#delete(kind, namespace, name));
+        return this.#send(res, 200, this.#delete(kind, namespace, name, (body as { preconditions?: { uid?: string } } | undefined)?.preconditions?.uid));
       default:
         throw new HttpStatus(405, 'MethodNotAllowed', `the server does not allow method ${r.method}`);
     }
@@ -507,10 +507,13 @@ export class KubeApiServer {
     return this.#commit(kind, key, 'MODIFIED', next, old);
   }
 
-  #delete(kind: KindRef, namespace: string | undefined, name: string): KubeObject {
+  #delete(kind: KindRef, namespace: string | undefined, name: string, uid?: string): KubeObject {
     const key = objKey(namespace, name);
     const old = this.#bucket(kind).get(key);
     if (!old) throw this.#notFound(kind, name);
+    if (uid !== undefined && old.metadata.uid !== uid) {
+      throw new HttpStatus(409, 'Conflict', `Precondition failed: UID in precondition: ${uid}, UID in object meta: ${old.metadata.uid}`);
+    }
     return this.#commit(kind, key, 'DELETED', clone(old), old);
   }
 
