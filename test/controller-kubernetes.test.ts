@@ -174,6 +174,11 @@ describe('`ecnet controller --kubeconfig` (the CLI, a member kubeconfig kept in 
       hubServer.object<Cluster>(Kinds.Cluster, undefined, 'cluster-c')?.status?.conditions?.find((x: Condition) => x.type === 'Managed' && x.reason !== 'Connecting'),
     );
     expect(bad).toMatchObject({ status: 'False', reason: 'InvalidCredentials', message: expect.stringContaining('Secret ecnet-system/nope not found') });
+    // The Secret arrives later (as with `kubectl apply -f dir/`): the member connects without any edit.
+    hubServer.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'nope', namespace: 'ecnet-system' }, data: { kubeconfig: Buffer.from(b.kubeconfig).toString('base64') } } as KubeObject);
+    await until('cluster-c Managed=True', () =>
+      hubServer.object<Cluster>(Kinds.Cluster, undefined, 'cluster-c')?.status?.conditions?.some((x: Condition) => x.type === 'Managed' && x.status === 'True'),
+    );
     child.kill('SIGTERM');
     expect(await new Promise((r) => child!.once('exit', r))).toBe(0);
   });

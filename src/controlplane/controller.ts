@@ -97,6 +97,8 @@ export class Controller {
   #dirty = new Set<string>();
   #full = true;
   #forgetMemo = false;
+  /** Cluster name → resourceVersion of the Secret holding its kubeconfig, as last read. */
+  readonly #secretVersions = new Map<string, string>();
   /** canonical() of objects from the informers' caches (immutable until replaced by an event). */
   readonly #canon = new WeakMap<object, string>();
   #lastPass: PassStats = { writes: 0, failures: 0, gated: true };
@@ -205,22 +207,24 @@ export class Controller {
   }
 
   /** Members follow the Cluster resources: new ones connect, changed credentials reconnect, deleted ones go. */
-  async #syncMembers(clusters: Cluster[]): Promise<void> {
+  async #syncMembers(clusters: Cluster[], full: boolean): Promise<void> {
     const now = this.#clock.now();
     const names = new Set(clusters.map((c) => c.metadata.name));
     for (const [name, m] of this.#members) {
       if (!names.has(name)) {
         this.#members.delete(name);
+        this.#secretVersions.delete(name);
         await this.#forget(m);
       }
     }
     for (const c of clusters) {
       const m = this.#members.get(c.metadata.name);
-      if (m && m.credentials === credentialsOf(c)) {
+      const credentials = await this.#credentials(c, full || !m);
+      if (m && m.credentials === credentials) {
         m.cluster = c;
         continue;
       }
-      const next = new Member(c, now);
+      const next = new Member(c, now, credentials);
       this.#forgetMemoOf(c.metadata.name);
       if (m) {
         // Reconnecting: what the old connection knew stands in until the new one has read the member.
@@ -231,6 +235,26 @@ export class Controller {
       this.#members.set(c.metadata.name, next);
       void next.connect(this.#connect, (e) => this.#onMemberEvent(next.name, e), this.#log, this.#clock);
     }
+  }
+
+  /**
+   * What decides a member's connection. For a kubeconfig in a Secret that includes the Secret's version, read
+   * again on full passes, so a rotated (or newly created) Secret reconnects the member.
+   */
+  async #credentials(c: Cluster, look: boolean): Promise<string> {
+    const ref = c.spec.kubeconfigSecretRef;
+    if (!ref) return credentialsOf(c);
+    let version = this.#secretVersions.get(c.metadata.name);
+    if (look || version === undefined) {
+      try {
+        const secret = await this.#hub.get(Kinds.Secret, ref.name, ref.namespace);
+        version = secret?.metadata.resourceVersion ?? 'absent';
+      } catch {
+        version ??= 'unknown';
+      }
+      this.#secretVersions.set(c.metadata.name, version);
+    }
+    return `${credentialsOf(c)}|${version}`;
   }
 
   #forgetMemoOf(member: string): void {
@@ -292,7 +316,7 @@ export class Controller {
       this.#inflight.clear();
       this.#forgetMemo = false;
     }
-    await this.#syncMembers(clusters);
+    await this.#syncMembers(clusters, this.#full);
     const members = [...this.#members.values()];
     // Only the services events touched, unless something calls for everything (start, a Cluster or health
     // change, the resync, a failed write).

@@ -37,10 +37,10 @@ export class Member {
   #clock: Clock | undefined;
   readonly #backoff = new Backoff({ initialMs: 500, maxMs: 30_000, jitter: 0.3 });
 
-  constructor(cluster: Cluster, now: number) {
+  constructor(cluster: Cluster, now: number, credentials: string = credentialsOf(cluster)) {
     this.name = cluster.metadata.name;
     this.cluster = cluster;
-    this.credentials = credentialsOf(cluster);
+    this.credentials = credentials;
     this.createdAt = now;
   }
 
