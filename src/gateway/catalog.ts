@@ -1,0 +1,49 @@
+// What a gateway knows of its own cluster's services, and what it answers a tunnel request with. Pure: the
+// catalog is a snapshot the agent keeps up to date (Services, their ready endpoints, ServiceExports).
+import type { ServiceExportSpec } from '../api/flomesh.js';
+import { STATUS, type ServiceTarget } from '../tunnel/protocol.js';
+
+export interface Endpoint {
+  ip: string;
+  port: number;
+}
+
+export interface LocalService {
+  namespace: string;
+  name: string;
+  /** Service port → ready endpoints (address and target port) for it. */
+  ports: Map<number, Endpoint[]>;
+  /** The ServiceExport's spec, undefined when the service is not exported. */
+  export: ServiceExportSpec | undefined;
+}
+
+/** The local services, as the agent last saw them. */
+export interface Catalog {
+  get(namespace: string, name: string): LocalService | undefined;
+  all(): Iterable<LocalService>;
+}
+
+/** A catalog over a fixed list (tests, and the agent's snapshots). */
+export function staticCatalog(services: LocalService[]): Catalog {
+  const byKey = new Map(services.map((s) => [`${s.namespace}/${s.name}`, s]));
+  return { get: (ns, name) => byKey.get(`${ns}/${name}`), all: () => byKey.values() };
+}
+
+export type Decision = { status: 200; endpoints: Endpoint[] } | { status: number; reason: string };
+
+/**
+ * The answer to CONNECT <service>.<namespace>…:<port>. A port is exported when the export has no rules, or a
+ * rule names that port (or no port). Nothing tells an outsider more than the status: 404 unknown, 403 not
+ * exported, 503 no ready endpoint.
+ */
+export function decide(catalog: Catalog, t: ServiceTarget): Decision {
+  const svc = catalog.get(t.namespace, t.service);
+  if (!svc) return { status: STATUS.unknown, reason: `no service ${t.namespace}/${t.service} in this cluster` };
+  if (!svc.export) return { status: STATUS.notExported, reason: `${t.namespace}/${t.service} is not exported` };
+  const rules = svc.export.rules ?? [];
+  const portExported = svc.ports.has(t.port) && (rules.length === 0 || rules.some((r) => r.portNumber === undefined || r.portNumber === t.port));
+  if (!portExported) return { status: STATUS.notExported, reason: `port ${t.port} of ${t.namespace}/${t.service} is not exported` };
+  const endpoints = svc.ports.get(t.port) ?? [];
+  if (!endpoints.length) return { status: STATUS.noEndpoint, reason: `${t.namespace}/${t.service}:${t.port} has no ready endpoint` };
+  return { status: 200, endpoints };
+}

@@ -1,0 +1,230 @@
+// The cluster's entry (`ecnet gateway`): tunnels for exported services only, handed to a ready local endpoint,
+// plus the ServiceExport HTTP ingress rules for plain HTTP requests and /healthz for the proxies' checks.
+// It answers 200 to a CONNECT only once it has connected to an endpoint, trying the next endpoint when one
+// refuses, so the proxy can still try another cluster when none answers. Request heads are bounded in size
+// and time by the HTTP parser; a tunnel carries bytes both ways with backpressure, half-close and an idle limit.
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse, createServer, request } from 'node:http';
+import { type AddressInfo, type Socket, connect } from 'node:net';
+import { type Logger, componentLogger } from '../logger.js';
+import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, parseAuthority } from '../tunnel/protocol.js';
+import { type Catalog, type Endpoint, decide } from './catalog.js';
+import { matchIngress } from './ingress.js';
+
+export interface GatewayOptions {
+  host: string;
+  port: number;
+  catalog: Catalog;
+  /** Per endpoint, before the next one is tried. */
+  connectTimeoutMs?: number;
+  /** A tunnel with no byte either way for this long is closed. */
+  idleTimeoutMs?: number;
+  /** A request head not complete by then is refused (default HEADER_TIMEOUT_MS). */
+  headerTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface GatewayStats {
+  tunnels: number;
+  active: number;
+  refused: Record<number, number>;
+  ingress: number;
+}
+
+function reply(socket: Socket, status: number, reason: string): void {
+  const body = `${reason}\n`;
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
+
+/** Connects to the first endpoint that answers, starting at `start` and going round. */
+function connectFirst(endpoints: Endpoint[], start: number, timeoutMs: number): Promise<{ socket: Socket; endpoint: Endpoint } | { errors: string[] }> {
+  const errors: string[] = [];
+  const attempt = (i: number): Promise<{ socket: Socket; endpoint: Endpoint } | { errors: string[] }> => {
+    if (i === endpoints.length) return Promise.resolve({ errors });
+    const endpoint = endpoints[(start + i) % endpoints.length]!;
+    return new Promise((resolve) => {
+      const socket = connect({ host: endpoint.ip, port: endpoint.port, allowHalfOpen: true, noDelay: true });
+      const timer = setTimeout(() => socket.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        resolve({ socket, endpoint });
+      });
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        errors.push(`${endpoint.ip}:${endpoint.port}: ${err.message}`);
+        resolve(attempt(i + 1));
+      });
+    });
+  };
+  return attempt(0);
+}
+
+export class Gateway {
+  readonly #server: Server;
+  readonly #catalog: Catalog;
+  readonly #connectTimeoutMs: number;
+  readonly #idleTimeoutMs: number;
+  readonly #log: Logger;
+  readonly #tunnels = new Set<Socket>();
+  readonly #next = new Map<string, number>();
+  readonly stats: GatewayStats = { tunnels: 0, active: 0, refused: {}, ingress: 0 };
+  #closed = false;
+
+  private constructor(options: GatewayOptions, server: Server) {
+    this.#server = server;
+    this.#catalog = options.catalog;
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 15 * 60_000;
+    this.#log = options.logger ?? componentLogger('gateway');
+    server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => void this.#tunnel(req, socket, head));
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#request(req, res));
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      // Malformed, oversized or too slow request heads: answered if the socket still can be, then closed.
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      this.#count(status);
+      if (socket.writable) reply(socket, status, `bad request: ${err.code ?? err.message}`);
+      socket.destroy();
+    });
+  }
+
+  /** Listens; resolves once it accepts connections. */
+  static async start(options: GatewayOptions): Promise<Gateway> {
+    const headerTimeout = options.headerTimeoutMs ?? HEADER_TIMEOUT_MS;
+    const server = createServer({
+      maxHeaderSize: MAX_HEADER_BYTES,
+      headersTimeout: headerTimeout,
+      requestTimeout: headerTimeout * 2,
+      // How often the server looks for request heads past their timeout (Node's default is 30 s).
+      connectionsCheckingInterval: 500,
+    });
+    const gw = new Gateway(options, server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port, options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return gw;
+  }
+
+  get address(): { host: string; port: number } {
+    const a = this.#server.address() as AddressInfo;
+    return { host: a.address, port: a.port };
+  }
+
+  #count(status: number): void {
+    this.stats.refused[status] = (this.stats.refused[status] ?? 0) + 1;
+  }
+
+  #rotate(key: string, n: number): number {
+    const i = this.#next.get(key) ?? 0;
+    this.#next.set(key, (i + 1) % Math.max(1, n));
+    return i % Math.max(1, n);
+  }
+
+  async #tunnel(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    socket.on('error', () => socket.destroy());
+    const source = req.headers[SOURCE_CLUSTER_HEADER];
+    const target = parseAuthority(req.url ?? '');
+    if ('error' in target) {
+      this.#count(STATUS.badRequest);
+      return reply(socket, STATUS.badRequest, target.error);
+    }
+    const d = decide(this.#catalog, target);
+    if (d.status !== 200 || !('endpoints' in d)) {
+      this.#count(d.status);
+      this.#log.info({ target, source, status: d.status }, 'tunnel refused');
+      return reply(socket, d.status, 'reason' in d ? d.reason : '');
+    }
+    const key = `${target.namespace}/${target.service}:${target.port}`;
+    const up = await connectFirst(d.endpoints, this.#rotate(key, d.endpoints.length), this.#connectTimeoutMs);
+    if ('errors' in up) {
+      this.#count(STATUS.noEndpoint);
+      this.#log.warn({ target, source, errors: up.errors }, 'no endpoint answered');
+      return reply(socket, STATUS.noEndpoint, `no endpoint of ${key} answered`);
+    }
+    if (socket.destroyed || this.#closed) return void up.socket.destroy();
+    this.stats.tunnels++;
+    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    if (head.length) up.socket.write(head);
+    this.#splice(socket, up.socket);
+  }
+
+  /** Bytes both ways: pipe gives backpressure and passes a half-close on; an error or idleness closes both. */
+  #splice(a: Socket, b: Socket): void {
+    this.stats.active++;
+    this.#tunnels.add(a);
+    this.#tunnels.add(b);
+    a.setNoDelay(true);
+    let done = false;
+    const close = () => {
+      if (done) return;
+      done = true;
+      this.stats.active--;
+      this.#tunnels.delete(a);
+      this.#tunnels.delete(b);
+      a.destroy();
+      b.destroy();
+    };
+    for (const s of [a, b]) {
+      s.setTimeout(this.#idleTimeoutMs, close);
+      s.on('error', close);
+      s.on('close', close);
+    }
+    a.pipe(b);
+    b.pipe(a);
+  }
+
+  #request(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '/';
+    if (url === '/healthz' || url.startsWith('/healthz?')) {
+      res.writeHead(this.#closed ? 503 : 200, { 'content-type': 'text/plain' }).end(this.#closed ? 'closing\n' : 'ok\n');
+      return;
+    }
+    const m = matchIngress(this.#catalog.all(), url);
+    if (!m) {
+      this.#count(404);
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`no ingress rule matches ${url.split('?')[0]}\n`);
+      return;
+    }
+    const endpoints = m.service.ports.get(m.port) ?? [];
+    if (!endpoints.length) {
+      this.#count(503);
+      res.writeHead(503, { 'content-type': 'text/plain' }).end(`${m.service.namespace}/${m.service.name}:${m.port} has no ready endpoint\n`);
+      return;
+    }
+    const ep = endpoints[this.#rotate(`ingress ${m.service.namespace}/${m.service.name}:${m.port}`, endpoints.length)]!;
+    this.stats.ingress++;
+    const up = request({ host: ep.ip, port: ep.port, method: req.method, path: m.path, headers: req.headers, agent: false }, (upRes) => {
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.pipe(res);
+    });
+    up.on('error', (err) => {
+      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' }).end(`endpoint ${ep.ip}:${ep.port}: ${err.message}\n`);
+      else res.destroy();
+    });
+    req.pipe(up);
+  }
+
+  /** Stops accepting; open tunnels run until they end (or `graceMs`, then they are cut). */
+  async close(graceMs = 10_000): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#server.closeIdleConnections();
+    const deadline = Date.now() + graceMs;
+    while (this.#tunnels.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    this.destroy();
+    await closed;
+  }
+
+  destroy(err?: Error): void {
+    if (err) this.#log.error({ err: err.message }, 'gateway aborted');
+    this.#closed = true;
+    for (const s of this.#tunnels) s.destroy();
+    this.#tunnels.clear();
+    this.#server.closeAllConnections();
+    this.#server.close();
+  }
+}

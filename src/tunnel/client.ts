@@ -1,0 +1,65 @@
+// The proxy's end: open a tunnel to a service through a cluster's gateway. Resolves with the raw socket once
+// the gateway answered 200 (it has reached an endpoint); rejects with TunnelError otherwise, so the caller
+// can try the next cluster before the client has seen anything.
+import { request } from 'node:http';
+import type { Socket } from 'node:net';
+import { SOURCE_CLUSTER_HEADER, type ServiceTarget, TunnelError, formatAuthority } from './protocol.js';
+
+export interface TunnelOptions {
+  gateway: { host: string; port: number };
+  target: ServiceTarget;
+  /** This cluster's key, for the gateway's logs and authorisation. */
+  sourceCluster: string;
+  /** From the start of the TCP connect to the gateway's answer. */
+  timeoutMs: number;
+  /** Makes the TCP connection to the gateway (the proxy passes one that carries the datapath's skip mark). */
+  connect?: (host: string, port: number) => Socket;
+}
+
+export function openTunnel(o: TunnelOptions): Promise<Socket> {
+  const authority = formatAuthority(o.target);
+  const where = `${o.gateway.host}:${o.gateway.port}`;
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const fail = (err: TunnelError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.destroy();
+      reject(err);
+    };
+    const req = request({
+      host: o.gateway.host,
+      port: o.gateway.port,
+      method: 'CONNECT',
+      path: authority,
+      headers: { host: authority, [SOURCE_CLUSTER_HEADER]: o.sourceCluster },
+      agent: false,
+      ...(o.connect ? { createConnection: () => o.connect!(o.gateway.host, o.gateway.port) } : {}),
+    });
+    const timer = setTimeout(() => fail(new TunnelError('ECNET_TUNNEL_TIMEOUT', `gateway ${where} did not answer CONNECT ${authority} within ${o.timeoutMs} ms`)), o.timeoutMs);
+    req.on('connect', (res, socket, head) => {
+      if (settled) return void socket.destroy();
+      settled = true;
+      clearTimeout(timer);
+      if (res.statusCode !== 200) {
+        socket.destroy();
+        return reject(
+          new TunnelError('ECNET_TUNNEL_REFUSED', `gateway ${where} answered ${res.statusCode} ${res.statusMessage ?? ''} to CONNECT ${authority}`.trim(), {
+            status: res.statusCode ?? 0,
+          }),
+        );
+      }
+      // Bytes the endpoint sent before the stream was handed over belong to the application.
+      if (head.length) socket.unshift(head);
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    req.on('response', (res) => {
+      res.resume();
+      fail(new TunnelError('ECNET_TUNNEL_PROTOCOL', `gateway ${where} answered CONNECT with a plain HTTP response ${res.statusCode}`, { status: res.statusCode ?? 0 }));
+    });
+    req.on('error', (cause) => fail(new TunnelError('ECNET_TUNNEL_UNREACHABLE', `gateway ${where}: ${cause.message}`, { cause })));
+    req.end();
+  });
+}

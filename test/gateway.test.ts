@@ -1,0 +1,155 @@
+// The gateway and the tunnel protocol on loopback, with real servers behind it and real clients in front:
+// the proxy's openTunnel, curl -p -x, and raw sockets sending what a confused or hostile peer would.
+import { execFile } from 'node:child_process';
+import { createServer as createHttpServer } from 'node:http';
+import { type Server, type Socket, connect, createServer } from 'node:net';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type LocalService, staticCatalog } from '../src/gateway/catalog.js';
+import { Gateway } from '../src/gateway/gateway.js';
+import { openTunnel } from '../src/tunnel/client.js';
+
+const run = promisify(execFile);
+const servers: Server[] = [];
+
+/** A TCP server that greets with its name and echoes, and tells when a half-close reached it. */
+async function backend(name: string): Promise<number> {
+  const s = createServer({ allowHalfOpen: true }, (c) => {
+    c.write(`hello from ${name}\n`);
+    c.on('data', (d) => c.write(d));
+    c.on('end', () => c.end(`bye from ${name}\n`));
+  });
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return (s.address() as { port: number }).port;
+}
+
+async function httpBackend(name: string): Promise<number> {
+  const s = createHttpServer((req, res) => res.end(`${name} ${req.method} ${req.url}\n`));
+  servers.push(s as unknown as Server);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return (s.address() as { port: number }).port;
+}
+
+/** Sends raw bytes and collects what comes back until the gateway closes. */
+function raw(port: number, bytes: string | Buffer, waitMs = 3000): Promise<string> {
+  return new Promise((resolve) => {
+    const c = connect(port, '127.0.0.1');
+    let out = '';
+    const t = setTimeout(() => c.destroy(), waitMs);
+    c.on('data', (d) => (out += d.toString()));
+    c.on('close', () => {
+      clearTimeout(t);
+      resolve(out);
+    });
+    c.on('error', () => undefined);
+    c.write(bytes);
+  });
+}
+
+const readLine = (s: Socket) =>
+  new Promise<string>((resolve) => {
+    let buf = '';
+    const on = (d: Buffer) => {
+      buf += d.toString();
+      const i = buf.indexOf('\n');
+      if (i >= 0) {
+        s.off('data', on);
+        resolve(buf.slice(0, i));
+      }
+    };
+    s.on('data', on);
+  });
+
+describe('gateway and tunnel (loopback)', () => {
+  let gw: Gateway;
+  let gwPort = 0;
+  const tunnel = (service: string, namespace: string, port: number) =>
+    openTunnel({ gateway: { host: '127.0.0.1', port: gwPort }, target: { service, namespace, port }, sourceCluster: 'default/default/default/cluster-2', timeoutMs: 3000 });
+
+  beforeAll(async () => {
+    const a = await backend('a');
+    const b = await backend('b');
+    const web = await httpBackend('web');
+    const refused = await backend('gone');
+    await new Promise<void>((r) => servers.pop()!.close(() => r())); // its port now refuses
+    const services: LocalService[] = [
+      {
+        namespace: 'httpbin',
+        name: 'httpbin',
+        ports: new Map([[8080, [{ ip: '127.0.0.1', port: refused }, { ip: '127.0.0.1', port: a }, { ip: '127.0.0.1', port: b }]], [9090, [{ ip: '127.0.0.1', port: a }]]]),
+        export: { loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 8080, path: '/httpbin', pathType: 'Prefix' }] },
+      },
+      { namespace: 'httpbin', name: 'private', ports: new Map([[8080, [{ ip: '127.0.0.1', port: a }]]]), export: undefined },
+      { namespace: 'httpbin', name: 'empty', ports: new Map([[8080, []]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
+      { namespace: 'shop', name: 'down', ports: new Map([[80, [{ ip: '127.0.0.1', port: refused }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
+      {
+        namespace: 'shop',
+        name: 'web',
+        ports: new Map([[80, [{ ip: '127.0.0.1', port: web }]]]),
+        export: { loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 80, path: '/shop', pathType: 'Prefix' }], pathRewrite: { from: '/shop', to: '/api' } },
+      },
+    ];
+    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog(services), connectTimeoutMs: 500, headerTimeoutMs: 1000 });
+    gwPort = gw.address.port;
+  });
+  afterAll(async () => {
+    await gw?.close(100);
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  });
+
+  it('tunnels to an exported service, skipping an endpoint that refuses, round robin over the rest; half-close passes through', async () => {
+    const names: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const s = await tunnel('httpbin', 'httpbin', 8080);
+      names.push(await readLine(s));
+      s.write('ping\n');
+      expect(await readLine(s)).toBe('ping');
+      // Half-close: the client is done sending, the server still answers.
+      const rest = new Promise<string>((r) => {
+        let out = '';
+        s.on('data', (d) => (out += d.toString()));
+        s.on('end', () => r(out));
+      });
+      s.end();
+      expect(await rest).toMatch(/^bye from [ab]\n$/);
+    }
+    expect(new Set(names)).toEqual(new Set(['hello from a', 'hello from b']));
+  });
+
+  it('refuses with the reason: 403 not exported (service or port), 404 unknown, 503 no endpoint, 400 not a service', async () => {
+    const status = (svc: string, ns: string, port: number) => tunnel(svc, ns, port).then(() => 200, (e: { status?: number; code: string }) => e.status ?? e.code);
+    expect(await status('private', 'httpbin', 8080)).toBe(403);
+    expect(await status('httpbin', 'httpbin', 9090)).toBe(403);
+    expect(await status('nothing', 'httpbin', 8080)).toBe(404);
+    expect(await status('empty', 'httpbin', 8080)).toBe(503);
+    expect(await status('down', 'shop', 80)).toBe(503);
+    expect(await raw(gwPort, 'CONNECT example.org:443 HTTP/1.1\r\nhost: example.org:443\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*is not <service>\.<namespace>\.svc\.clusterset\.local/);
+  });
+
+  it('curl speaks it (curl -p -x), and the ingress rules serve plain HTTP with the path rewritten; /healthz', async () => {
+    const viaTunnel = await run('curl', ['-s', '-p', '-x', `http://127.0.0.1:${gwPort}`, 'http://web.shop.svc.clusterset.local:80/x']);
+    expect(viaTunnel.stdout).toBe('web GET /x\n');
+    const ingress = await run('curl', ['-s', `http://127.0.0.1:${gwPort}/shop/items?x=1`]);
+    expect(ingress.stdout).toBe('web GET /api/items?x=1\n');
+    const notRule = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${gwPort}/shopping`]);
+    expect(notRule.stdout).toBe('404');
+    expect((await run('curl', ['-s', `http://127.0.0.1:${gwPort}/healthz`])).stdout).toBe('ok\n');
+  });
+
+  it('garbage, oversized heads and slow clients are answered or closed, and never stop other tunnels', async () => {
+    const busy = await tunnel('httpbin', 'httpbin', 8080);
+    await readLine(busy);
+    expect(await raw(gwPort, Buffer.from([0, 1, 2, 3, 255, 254, 13, 10, 13, 10]))).toMatch(/^HTTP\/1\.1 400/);
+    expect(await raw(gwPort, `CONNECT httpbin.httpbin.svc.clusterset.local:8080 HTTP/1.1\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431/);
+    const started = Date.now();
+    const slow = await raw(gwPort, 'CONNECT httpbin.httpbin.svc.clusterset.local:8080 HTTP/1.1\r\nx-slow: 1\r\n', 15_000);
+    expect(slow).toMatch(/^HTTP\/1\.1 408/);
+    expect(Date.now() - started).toBeLessThan(4_000);
+    // Meanwhile the first tunnel still works.
+    busy.write('still here\n');
+    expect(await readLine(busy)).toBe('still here');
+    busy.destroy();
+    expect(gw.stats.refused[431]).toBeGreaterThanOrEqual(1);
+  });
+});
