@@ -1,0 +1,249 @@
+// The node proxy: every connection the datapath redirected arrives here. For each: its original destination
+// (from the datapath), the route of that ClusterIP:port, the policy's ordered candidates, and the first
+// candidate that works — a local endpoint directly, or a remote cluster through its gateway's tunnel. Nothing
+// is written to the client before an upstream is established, so a failing candidate is replaced by the next
+// one unseen; the client sees an error (a reset) only when none is left, or at once when there is no route.
+import { type AddressInfo, type Server, type Socket, connect as netConnect, createServer } from 'node:net';
+import type { ClusterKey, GlobalTrafficPolicySpec } from '../api/flomesh.js';
+import type { Endpoint } from '../gateway/catalog.js';
+import { type Logger, componentLogger } from '../logger.js';
+import { HealthBook } from '../policy/health.js';
+import { type Candidate, type Exporter, plan } from '../policy/plan.js';
+import { openTunnel } from '../tunnel/client.js';
+import { STATUS, TunnelError } from '../tunnel/protocol.js';
+
+/** What the agent knows of one redirected ClusterIP:port. */
+export interface Route {
+  service: string;
+  namespace: string;
+  port: number;
+  exporters: Exporter[];
+  policy: GlobalTrafficPolicySpec | undefined;
+  /** Ready endpoints of the service in this cluster (address and target port). */
+  localEndpoints: Endpoint[];
+}
+
+export interface RouteTable {
+  lookup(ip: string, port: number): Route | undefined;
+}
+
+export interface ProxyOptions {
+  host: string;
+  port: number;
+  localCluster: ClusterKey;
+  routes: RouteTable;
+  /** Where an accepted connection was going (the datapath's record); undefined if it was not redirected. */
+  originalDestination: (socket: Socket) => { ip: string; port: number } | undefined;
+  /** Opens an upstream TCP connection that the datapath will not redirect (the proxy mark). */
+  connect?: (host: string, port: number) => Socket;
+  health?: HealthBook;
+  connectTimeoutMs?: number;
+  tunnelTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  random?: () => number;
+  now?: () => number;
+  logger?: Logger;
+}
+
+export interface ProxyStats {
+  accepted: number;
+  notRedirected: number;
+  noRoute: number;
+  refused: number;
+  proxied: number;
+  retries: number;
+  active: number;
+}
+
+type Settings = Required<Omit<ProxyOptions, 'logger' | 'health'>> & { health: HealthBook };
+
+function connectWithin(connect: (h: string, p: number) => Socket, host: string, port: number, ms: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(host, port);
+    const timer = setTimeout(() => s.destroy(new Error(`no answer within ${ms} ms`)), ms);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+export class NodeProxy {
+  readonly #server: Server;
+  readonly #o: Settings;
+  readonly #log: Logger;
+  readonly #conns = new Set<Socket>();
+  readonly #next = new Map<string, number>();
+  readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0 };
+  #closed = false;
+
+  private constructor(options: ProxyOptions, server: Server) {
+    this.#server = server;
+    this.#o = {
+      connect: (host: string, port: number) => netConnect({ host, port, allowHalfOpen: true, noDelay: true }),
+      health: new HealthBook(),
+      connectTimeoutMs: 2_000,
+      tunnelTimeoutMs: 5_000,
+      idleTimeoutMs: 15 * 60_000,
+      random: Math.random,
+      now: Date.now,
+      ...options,
+    } as Settings;
+    this.#log = options.logger ?? componentLogger('proxy');
+    server.on('connection', (s) => void this.#accept(s));
+  }
+
+  static async start(options: ProxyOptions): Promise<NodeProxy> {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
+    const proxy = new NodeProxy(options, server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port, options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return proxy;
+  }
+
+  get address(): { host: string; port: number } {
+    const a = this.#server.address() as AddressInfo;
+    return { host: a.address, port: a.port };
+  }
+
+  get health(): HealthBook {
+    return this.#o.health;
+  }
+
+  /** The candidates the policy would give a connection to ip:port now (for `ecnet routes`). */
+  decide(ip: string, port: number): { route: Route | undefined; candidates: Candidate[] } {
+    const route = this.#o.routes.lookup(ip, port);
+    if (!route) return { route, candidates: [] };
+    const now = this.#o.now();
+    const candidates = plan(
+      { localCluster: this.#o.localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy: route.policy },
+      (k) => this.#o.health.isHealthy(k, now),
+      this.#o.random,
+    );
+    return { route, candidates };
+  }
+
+  async #accept(client: Socket): Promise<void> {
+    this.stats.accepted++;
+    client.on('error', () => client.destroy());
+    const dst = this.#o.originalDestination(client);
+    if (!dst) {
+      // Not sent here by the datapath (or reset before we looked): nothing to forward to.
+      this.stats.notRedirected++;
+      return void client.destroy();
+    }
+    const { route, candidates } = this.decide(dst.ip, dst.port);
+    if (!route || !candidates.length) {
+      if (!route) this.stats.noRoute++;
+      else this.stats.refused++;
+      this.#log.debug({ dst, service: route && `${route.namespace}/${route.service}` }, 'no route: refused');
+      return void client.resetAndDestroy();
+    }
+    for (const [i, c] of candidates.entries()) {
+      if (client.destroyed || this.#closed) return;
+      if (i > 0) this.stats.retries++;
+      const upstream = await this.#open(route, c);
+      if (!upstream) continue;
+      if (client.destroyed) return void upstream.destroy();
+      this.stats.proxied++;
+      this.#splice(client, upstream);
+      return;
+    }
+    this.stats.refused++;
+    client.resetAndDestroy();
+  }
+
+  /** An upstream for one candidate, or undefined (the failure is counted against its gateway's health). */
+  async #open(route: Route, c: Candidate): Promise<Socket | undefined> {
+    if (c.kind === 'local') {
+      const eps = route.localEndpoints;
+      const start = this.#rotate(`${route.namespace}/${route.service}:${route.port}`, eps.length);
+      for (let i = 0; i < eps.length; i++) {
+        const ep = eps[(start + i) % eps.length]!;
+        try {
+          return await connectWithin(this.#o.connect, ep.ip, ep.port, this.#o.connectTimeoutMs);
+        } catch (err) {
+          this.#log.debug({ endpoint: ep, err: (err as Error).message }, 'local endpoint failed');
+        }
+      }
+      return undefined;
+    }
+    try {
+      const s = await openTunnel({
+        gateway: c.gateway,
+        target: { service: route.service, namespace: route.namespace, port: route.port },
+        sourceCluster: this.#o.localCluster,
+        timeoutMs: this.#o.tunnelTimeoutMs,
+        connect: this.#o.connect,
+      });
+      this.#o.health.success(c.clusterKey);
+      return s;
+    } catch (err) {
+      const e = err as TunnelError;
+      // 403/404 say the service is not there, not that the gateway is sick.
+      if (!(e instanceof TunnelError) || e.status === undefined || e.status === STATUS.noEndpoint) this.#o.health.failure(c.clusterKey, this.#o.now());
+      this.#log.info({ cluster: c.clusterKey, err: e.message }, 'tunnel failed; trying the next candidate');
+      return undefined;
+    }
+  }
+
+  #rotate(key: string, n: number): number {
+    const i = this.#next.get(key) ?? 0;
+    this.#next.set(key, (i + 1) % Math.max(1, n));
+    return i % Math.max(1, n);
+  }
+
+  #splice(a: Socket, b: Socket): void {
+    this.stats.active++;
+    this.#conns.add(a);
+    this.#conns.add(b);
+    let done = false;
+    const close = () => {
+      if (done) return;
+      done = true;
+      this.stats.active--;
+      this.#conns.delete(a);
+      this.#conns.delete(b);
+      a.destroy();
+      b.destroy();
+    };
+    for (const s of [a, b]) {
+      s.setNoDelay(true);
+      s.setTimeout(this.#o.idleTimeoutMs, close);
+      s.on('error', close);
+      s.on('close', close);
+    }
+    a.pipe(b);
+    b.pipe(a);
+    a.resume();
+  }
+
+  /** Stops accepting; proxied connections run until they end (or `graceMs`). */
+  async close(graceMs = 10_000): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    const deadline = Date.now() + graceMs;
+    while (this.#conns.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    this.destroy();
+    await closed;
+  }
+
+  destroy(err?: Error): void {
+    if (err) this.#log.error({ err: err.message }, 'proxy aborted');
+    this.#closed = true;
+    for (const s of this.#conns) s.destroy();
+    this.#conns.clear();
+    this.#server.close();
+  }
+}

@@ -1,0 +1,109 @@
+// The node proxy with the real datapath: a client process in a test cgroup connects to a ClusterIP, connect4
+// sends it to the proxy, the proxy takes the original destination from the kernel, asks the policy, and
+// tunnels through a gateway to a backend. Two "clusters" are two gateways on loopback addresses of a
+// network namespace of the test's own. Root only.
+import { type Server, createServer } from 'node:net';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Datapath } from '../src/bpf/datapath.js';
+import { connectMarked } from '../src/bpf/sockets.js';
+import { defaults } from '../src/config.js';
+import { staticCatalog } from '../src/gateway/catalog.js';
+import { Gateway } from '../src/gateway/gateway.js';
+import { NodeProxy, type Route } from '../src/proxy/proxy.js';
+import { describeKernel } from './helpers/describe-kernel.js';
+import { type TestCgroup, type TestNetns, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
+
+const key = (n: number) => `default/default/default/cluster-${n}`;
+const CLUSTER_IP = '10.96.0.10';
+
+describeKernel('node proxy over the datapath, through gateways', () => {
+  const pins = makePinDir();
+  let ns: TestNetns | undefined;
+  let cg: TestCgroup | undefined;
+  let dp: Datapath | undefined;
+  let proxy: NodeProxy | undefined;
+  const gateways = new Map<number, Gateway>();
+  const backends: Server[] = [];
+  const route: Route = {
+    service: 'httpbin',
+    namespace: 'httpbin',
+    port: 8080,
+    exporters: [1, 3].map((n) => ({ clusterKey: key(n), gateway: { host: `127.0.0.${10 + n}`, port: 8081 } })),
+    policy: undefined,
+    localEndpoints: [],
+  };
+
+  async function startGateway(n: number, backendPort: number): Promise<void> {
+    const catalog = staticCatalog([
+      { namespace: 'httpbin', name: 'httpbin', ports: new Map([[8080, [{ ip: `127.0.0.${20 + n}`, port: backendPort }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
+    ]);
+    gateways.set(n, await Gateway.start({ host: `127.0.0.${10 + n}`, port: 8081, catalog }));
+  }
+  const call = async (count: number) => {
+    const results = await runClient({ cgroup: cg!.path, targets: Array.from({ length: count }, () => `${CLUSTER_IP}:8080`), timeoutMs: 3000 });
+    return results.map((r) => r.reply?.trim() ?? `error: ${r.error}`);
+  };
+
+  beforeAll(async () => {
+    ns = makeNetns(['10.96.0.0/16']);
+    ns.enter();
+    cg = makeCgroup();
+    dp = Datapath.open({ bpffs: pins.path, cgroup: cg.path, objectDir: defaults.objectDir, settings: { proxy: { ip: '127.0.0.1', port: 15001 }, proxyMark: defaults.proxyMark } });
+    dp.services.set({ ip: CLUSTER_IP, port: 8080, protocol: 'tcp' }, { id: 1, disabled: false });
+    for (const n of [1, 3]) {
+      const b = createServer({ allowHalfOpen: true }, (c) => {
+        c.on('data', () => undefined);
+        c.on('end', () => c.end(`cluster-${n}\n`));
+      });
+      await new Promise<void>((r) => b.listen(9000, `127.0.0.${20 + n}`, r));
+      backends.push(b);
+      await startGateway(n, 9000);
+    }
+    proxy = await NodeProxy.start({
+      host: '127.0.0.1',
+      port: 15001,
+      localCluster: key(2),
+      routes: { lookup: (ip, port) => (ip === CLUSTER_IP && port === 8080 ? route : undefined) },
+      originalDestination: (s) => dp!.takeOriginalDestination(s),
+      connect: (host, port) => connectMarked({ host, port, mark: defaults.proxyMark }),
+      tunnelTimeoutMs: 1000,
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close(100);
+    for (const g of gateways.values()) await g.close(100);
+    for (const b of backends) b.close();
+    cleanupAll(
+      () => dp?.uninstall(),
+      () => cg?.remove(),
+      () => pins.remove(),
+      () => ns?.remove(),
+    );
+  });
+
+  it('with no policy and no local endpoints, the connection is refused at once', async () => {
+    const started = Date.now();
+    const replies = await call(3);
+    expect(replies.every((r) => r.startsWith('error'))).toBe(true);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(proxy!.stats.refused).toBe(3);
+  });
+
+  it('ActiveActive answers from both clusters', async () => {
+    route.policy = { lbType: 'ActiveActive', targets: [{ clusterKey: key(1) }, { clusterKey: key(3) }] };
+    const replies = await call(40);
+    expect(new Set(replies)).toEqual(new Set(['cluster-1', 'cluster-3']));
+  });
+
+  it('FailOver: the first target only; when its gateway goes, every request succeeds from the other; and back', async () => {
+    route.policy = { lbType: 'FailOver', targets: [{ clusterKey: key(1) }, { clusterKey: key(3) }] };
+    expect(new Set(await call(10))).toEqual(new Set(['cluster-1']));
+    await gateways.get(1)!.close(0);
+    const during = await call(20);
+    expect(during.filter((r) => r !== 'cluster-3')).toEqual([]);
+    expect(proxy!.health.isHealthy(key(1), Date.now())).toBe(false);
+    await startGateway(1, 9000);
+    proxy!.health.checked(key(1), true); // what the active check does when the gateway answers /healthz again
+    expect(new Set(await call(10))).toEqual(new Set(['cluster-1']));
+  });
+});
