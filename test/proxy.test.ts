@@ -2,14 +2,19 @@
 // sends it to the proxy, the proxy takes the original destination from the kernel, asks the policy, and
 // tunnels through a gateway to a backend. Two "clusters" are two gateways on loopback addresses of a
 // network namespace of the test's own. Root only.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Datapath } from '../src/bpf/datapath.js';
 import { connectMarked } from '../src/bpf/sockets.js';
 import { defaults } from '../src/config.js';
 import { staticCatalog } from '../src/gateway/catalog.js';
 import { Gateway } from '../src/gateway/gateway.js';
+import { Agent, RouteMap } from '../src/agent/agent.js';
 import { NodeProxy, type Route } from '../src/proxy/proxy.js';
+import { LocalSource } from '../src/sources/local.js';
 import { describeKernel } from './helpers/describe-kernel.js';
 import { type TestCgroup, type TestNetns, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
 
@@ -23,6 +28,10 @@ describeKernel('node proxy over the datapath, through gateways', () => {
   let dp: Datapath | undefined;
   let proxy: NodeProxy | undefined;
   const gateways = new Map<number, Gateway>();
+  const agentRoutes = new RouteMap();
+  const dir = mkdtempSync(join(tmpdir(), 'ecnet-agent-'));
+  let agent: Agent | undefined;
+  let source: LocalSource | undefined;
   const backends: Server[] = [];
   const route: Route = {
     service: 'httpbin',
@@ -63,13 +72,16 @@ describeKernel('node proxy over the datapath, through gateways', () => {
       host: '127.0.0.1',
       port: 15001,
       localCluster: key(2),
-      routes: { lookup: (ip, port) => (ip === CLUSTER_IP && port === 8080 ? route : undefined) },
+      routes: { lookup: (ip, port) => agentRoutes.lookup(ip, port) ?? (ip === CLUSTER_IP && port === 8080 ? route : undefined) },
       originalDestination: (s) => dp!.takeOriginalDestination(s),
       connect: (host, port) => connectMarked({ host, port, mark: defaults.proxyMark }),
       tunnelTimeoutMs: 1000,
     });
   });
   afterAll(async () => {
+    agent?.destroy();
+    source?.destroy();
+    rmSync(dir, { recursive: true, force: true });
     await proxy?.close(100);
     for (const g of gateways.values()) await g.close(100);
     for (const b of backends) b.close();
@@ -105,5 +117,47 @@ describeKernel('node proxy over the datapath, through gateways', () => {
     await startGateway(1, 9000);
     proxy!.health.checked(key(1), true); // what the active check does when the gateway answers /healthz again
     expect(new Set(await call(10))).toEqual(new Set(['cluster-1']));
+  });
+
+  it('the agent programs the redirect and the route from the cluster\'s resources, and removes them', async () => {
+    writeFileSync(
+      join(dir, 'import.yaml'),
+      `apiVersion: flomesh.io/v1alpha1
+kind: ServiceImport
+metadata: {name: web, namespace: shop}
+spec:
+  ips: [10.96.0.20]
+  ports:
+    - port: 8080
+      endpoints:
+        - {clusterKey: ${key(3)}, target: {host: 127.0.0.13, ip: 127.0.0.13, port: 8081, path: /}}
+---
+apiVersion: flomesh.io/v1alpha1
+kind: GlobalTrafficPolicy
+metadata: {name: web, namespace: shop}
+spec: {lbType: ActiveActive}
+`,
+    );
+    // The gateway of cluster-3 serves shop/web from the same backend.
+    await gateways.get(3)!.close(0);
+    const catalog = staticCatalog([
+      { namespace: 'httpbin', name: 'httpbin', ports: new Map([[8080, [{ ip: '127.0.0.23', port: 9000 }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
+      { namespace: 'shop', name: 'web', ports: new Map([[8080, [{ ip: '127.0.0.23', port: 9000 }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
+    ]);
+    gateways.set(3, await Gateway.start({ host: '127.0.0.13', port: 8081, catalog }));
+    source = new LocalSource({ dir });
+    agent = new Agent({ source, localCluster: key(2), redirects: dp!.services, routes: agentRoutes, debounceMs: 5 });
+    await agent.start();
+    expect(dp!.services.get({ ip: '10.96.0.20', port: 8080, protocol: 'tcp' })).toBeDefined();
+    const results = await runClient({ cgroup: cg!.path, targets: [`10.96.0.20:8080`, `10.96.0.20:8080`], timeoutMs: 3000 });
+    expect(results.map((r) => [r.peer, r.reply?.trim()])).toEqual([
+      ['10.96.0.20:8080', 'cluster-3'],
+      ['10.96.0.20:8080', 'cluster-3'],
+    ]);
+    rmSync(join(dir, 'import.yaml'));
+    const end = Date.now() + 5000;
+    while (dp!.services.get({ ip: '10.96.0.20', port: 8080, protocol: 'tcp' }) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    expect(dp!.services.get({ ip: '10.96.0.20', port: 8080, protocol: 'tcp' })).toBeUndefined();
+    expect(agentRoutes.lookup('10.96.0.20', 8080)).toBeUndefined();
   });
 });

@@ -1,0 +1,148 @@
+// The node agent's reconciler: ServiceImports, GlobalTrafficPolicies, Services and EndpointSlices of its
+// cluster → the redirect set in the datapath (written as a diff) and the proxy's route table. Nothing is
+// written before every informer has listed once, so a restarted agent leaves the pinned datapath as it is
+// until it knows better; a failed write is retried with backoff. One reconcile at a time.
+import type { Service } from '../api/core.js';
+import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flomesh.js';
+import type { ServiceEntry } from '../bpf/services.js';
+import { type Logger, componentLogger } from '../logger.js';
+import type { Route, RouteTable } from '../proxy/proxy.js';
+import { Backoff, type Clock, systemClock } from '../sources/backoff.js';
+import { type Informer, Kinds, type Source } from '../sources/source.js';
+import { type EndpointSlice, desiredNode, routeKey } from './desired.js';
+
+/** The proxy's routes, replaced as a whole by each reconcile. */
+export class RouteMap implements RouteTable {
+  #routes = new Map<string, Route>();
+  lookup(ip: string, port: number): Route | undefined {
+    return this.#routes.get(routeKey(ip, port));
+  }
+  replace(routes: Map<string, Route>): void {
+    this.#routes = routes;
+  }
+  entries(): [string, Route][] {
+    return [...this.#routes.entries()];
+  }
+}
+
+/** What the agent needs of the datapath (Datapath.services). */
+export interface RedirectSet {
+  replaceAll(entries: Iterable<ServiceEntry>): unknown;
+}
+
+export interface AgentOptions {
+  source: Source;
+  localCluster: ClusterKey;
+  redirects: RedirectSet;
+  routes: RouteMap;
+  debounceMs?: number;
+  clock?: Clock;
+  logger?: Logger;
+}
+
+export interface AgentStatus {
+  synced: boolean;
+  redirects: number;
+  reconciles: number;
+  lastError: string | undefined;
+}
+
+export class Agent {
+  readonly #o: AgentOptions;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #retry = new Backoff({ initialMs: 200, maxMs: 10_000, jitter: 0.3 });
+  #informers: {
+    imports: Informer<ServiceImport>;
+    policies: Informer<GlobalTrafficPolicy>;
+    services: Informer<Service>;
+    slices: Informer<EndpointSlice & { apiVersion: string }>;
+  } | undefined;
+  #timer: unknown;
+  #running = false;
+  #again = false;
+  #closed = false;
+  readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined };
+
+  constructor(options: AgentOptions) {
+    this.#o = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.logger ?? componentLogger('agent');
+  }
+
+  /** Starts the informers; resolves after the first reconcile. */
+  async start(): Promise<void> {
+    const trigger = () => this.trigger();
+    const opts = { onEvent: trigger, onHealth: trigger };
+    const src = this.#o.source;
+    this.#informers = {
+      imports: src.informer<ServiceImport>(Kinds.ServiceImport, opts),
+      policies: src.informer<GlobalTrafficPolicy>(Kinds.GlobalTrafficPolicy, opts),
+      services: src.informer<Service>(Kinds.Service, opts),
+      slices: src.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, opts),
+    };
+    await Promise.all(Object.values(this.#informers).map((i) => i.synced));
+    this.status.synced = true;
+    this.#reconcile();
+  }
+
+  trigger(): void {
+    if (this.#closed || !this.status.synced) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    if (this.#timer !== undefined) return;
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#reconcile();
+    }, this.#o.debounceMs ?? 20);
+  }
+
+  #reconcile(): void {
+    if (this.#closed || !this.#informers) return;
+    this.#running = true;
+    try {
+      const i = this.#informers;
+      const d = desiredNode({
+        localCluster: this.#o.localCluster,
+        imports: i.imports.list(),
+        policies: i.policies.list(),
+        services: i.services.list(),
+        endpointSlices: i.slices.list(),
+      });
+      // Routes first: a redirect must never reach a proxy that does not know it yet.
+      this.#o.routes.replace(d.routes);
+      this.#o.redirects.replaceAll(d.redirects.map((r) => ({ ip: r.ip, port: r.port, protocol: 'tcp' as const, id: r.id, disabled: false })));
+      this.status.redirects = d.redirects.length;
+      this.status.reconciles++;
+      this.status.lastError = undefined;
+      this.#retry.reset();
+    } catch (err) {
+      this.status.lastError = (err as Error).message;
+      const delay = this.#retry.next();
+      this.#log.warn({ err: (err as Error).message, code: (err as { code?: string }).code, retryMs: delay }, 'reconcile failed; the datapath keeps its previous state');
+      const t = this.#clock.setTimeout(() => this.trigger(), delay);
+      (t as { unref?: () => void }).unref?.();
+    } finally {
+      this.#running = false;
+      if (this.#again) {
+        this.#again = false;
+        this.trigger();
+      }
+    }
+  }
+
+  /** Stops watching; the datapath keeps what was written (a restarted agent takes over). */
+  async close(): Promise<void> {
+    this.destroy();
+  }
+
+  destroy(err?: Error): void {
+    if (this.#closed) return;
+    if (err) this.#log.error({ err: err.message }, 'agent aborted');
+    this.#closed = true;
+    this.#clock.clearTimeout(this.#timer);
+    for (const i of Object.values(this.#informers ?? {})) i.close();
+  }
+}
