@@ -8,6 +8,7 @@ import { type AddressInfo, type Socket, connect } from 'node:net';
 import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, parseAuthority } from '../tunnel/protocol.js';
 import { type Catalog, type Endpoint, decide } from './catalog.js';
+import { connectWithin, listen, splice } from '../tunnel/splice.js';
 import { matchIngress } from './ingress.js';
 
 export interface GatewayOptions {
@@ -36,27 +37,18 @@ function reply(socket: Socket, status: number, reason: string): void {
 }
 
 /** Connects to the first endpoint that answers, starting at `start` and going round. */
-function connectFirst(endpoints: Endpoint[], start: number, timeoutMs: number): Promise<{ socket: Socket; endpoint: Endpoint } | { errors: string[] }> {
+async function connectFirst(endpoints: Endpoint[], start: number, timeoutMs: number): Promise<{ socket: Socket; endpoint: Endpoint } | { errors: string[] }> {
   const errors: string[] = [];
-  const attempt = (i: number): Promise<{ socket: Socket; endpoint: Endpoint } | { errors: string[] }> => {
-    if (i === endpoints.length) return Promise.resolve({ errors });
+  for (let i = 0; i < endpoints.length; i++) {
     const endpoint = endpoints[(start + i) % endpoints.length]!;
-    return new Promise((resolve) => {
-      const socket = connect({ host: endpoint.ip, port: endpoint.port, allowHalfOpen: true, noDelay: true });
-      const timer = setTimeout(() => socket.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        socket.removeAllListeners('error');
-        resolve({ socket, endpoint });
-      });
-      socket.once('error', (err) => {
-        clearTimeout(timer);
-        errors.push(`${endpoint.ip}:${endpoint.port}: ${err.message}`);
-        resolve(attempt(i + 1));
-      });
-    });
-  };
-  return attempt(0);
+    try {
+      const socket = await connectWithin(() => connect({ host: endpoint.ip, port: endpoint.port, allowHalfOpen: true, noDelay: true }), timeoutMs);
+      return { socket, endpoint };
+    } catch (err) {
+      errors.push(`${endpoint.ip}:${endpoint.port}: ${(err as Error).message}`);
+    }
+  }
+  return { errors };
 }
 
 export class Gateway {
@@ -98,13 +90,7 @@ export class Gateway {
       connectionsCheckingInterval: 500,
     });
     const gw = new Gateway(options, server);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port, options.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(server, options.host, options.port);
     return gw;
   }
 
@@ -151,29 +137,15 @@ export class Gateway {
     this.#splice(socket, up.socket);
   }
 
-  /** Bytes both ways: pipe gives backpressure and passes a half-close on; an error or idleness closes both. */
   #splice(a: Socket, b: Socket): void {
     this.stats.active++;
     this.#tunnels.add(a);
     this.#tunnels.add(b);
-    a.setNoDelay(true);
-    let done = false;
-    const close = () => {
-      if (done) return;
-      done = true;
+    splice(a, b, this.#idleTimeoutMs, () => {
       this.stats.active--;
       this.#tunnels.delete(a);
       this.#tunnels.delete(b);
-      a.destroy();
-      b.destroy();
-    };
-    for (const s of [a, b]) {
-      s.setTimeout(this.#idleTimeoutMs, close);
-      s.on('error', close);
-      s.on('close', close);
-    }
-    a.pipe(b);
-    b.pipe(a);
+    });
   }
 
   #request(req: IncomingMessage, res: ServerResponse): void {

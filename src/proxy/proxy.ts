@@ -11,6 +11,7 @@ import { HealthBook } from '../policy/health.js';
 import { type Candidate, type Exporter, plan } from '../policy/plan.js';
 import { openTunnel } from '../tunnel/client.js';
 import { STATUS, TunnelError } from '../tunnel/protocol.js';
+import { connectWithin, listen, splice } from '../tunnel/splice.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
 export interface Route {
@@ -57,22 +58,6 @@ export interface ProxyStats {
 
 type Settings = Required<Omit<ProxyOptions, 'logger' | 'health'>> & { health: HealthBook };
 
-function connectWithin(connect: (h: string, p: number) => Socket, host: string, port: number, ms: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect(host, port);
-    const timer = setTimeout(() => s.destroy(new Error(`no answer within ${ms} ms`)), ms);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.removeAllListeners('error');
-      resolve(s);
-    });
-    s.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
-}
-
 export class NodeProxy {
   readonly #server: Server;
   readonly #o: Settings;
@@ -101,13 +86,7 @@ export class NodeProxy {
   static async start(options: ProxyOptions): Promise<NodeProxy> {
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
     const proxy = new NodeProxy(options, server);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port, options.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(server, options.host, options.port);
     return proxy;
   }
 
@@ -171,7 +150,7 @@ export class NodeProxy {
       for (let i = 0; i < eps.length; i++) {
         const ep = eps[(start + i) % eps.length]!;
         try {
-          return await connectWithin(this.#o.connect, ep.ip, ep.port, this.#o.connectTimeoutMs);
+          return await connectWithin(() => this.#o.connect(ep.ip, ep.port), this.#o.connectTimeoutMs);
         } catch (err) {
           this.#log.debug({ endpoint: ep, err: (err as Error).message }, 'local endpoint failed');
         }
@@ -207,25 +186,11 @@ export class NodeProxy {
     this.stats.active++;
     this.#conns.add(a);
     this.#conns.add(b);
-    let done = false;
-    const close = () => {
-      if (done) return;
-      done = true;
+    splice(a, b, this.#o.idleTimeoutMs, () => {
       this.stats.active--;
       this.#conns.delete(a);
       this.#conns.delete(b);
-      a.destroy();
-      b.destroy();
-    };
-    for (const s of [a, b]) {
-      s.setNoDelay(true);
-      s.setTimeout(this.#o.idleTimeoutMs, close);
-      s.on('error', close);
-      s.on('close', close);
-    }
-    a.pipe(b);
-    b.pipe(a);
-    a.resume();
+    });
   }
 
   /** Stops accepting; proxied connections run until they end (or `graceMs`). */
