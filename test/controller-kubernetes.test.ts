@@ -140,11 +140,11 @@ describe('`ecnet controller --kubeconfig` (the CLI, a member kubeconfig kept in 
   const servers: KubeApiServer[] = [];
   let child: ChildProcess | undefined;
   let log = '';
-  const dir = mkdtempSync(join(tmpdir(), 'ecnet-kube-cli-'));
+  let dir: string | undefined;
   afterAll(async () => {
     child?.kill('SIGKILL');
     await Promise.all(servers.map((s) => s.close()));
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it('reads Clusters from the hub, the kubeconfig from a Secret, and writes the import', async () => {
@@ -159,6 +159,7 @@ describe('`ecnet controller --kubeconfig` (the CLI, a member kubeconfig kept in 
     hubServer.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'cluster-a', namespace: 'ecnet-system' }, data: { kubeconfig: Buffer.from(a.kubeconfig).toString('base64') } } as KubeObject);
     hubServer.put({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: 'cluster-a' }, spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: 'gw-a.example.org', gatewayPort: 8080, kubeconfigSecretRef: { namespace: 'ecnet-system', name: 'cluster-a', key: 'kubeconfig' } } } as Cluster);
     hubServer.put({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: 'cluster-b' }, spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: '10.0.2.9', gatewayPort: 80, kubeconfig: b.kubeconfig } } as Cluster);
+    dir = mkdtempSync(join(tmpdir(), 'ecnet-kube-cli-'));
     const kubeconfig = join(dir, 'hub.kubeconfig');
     writeFileSync(kubeconfig, hubServer.kubeconfig);
     child = spawn(process.execPath, [join(packageRoot, 'dist', 'cli', 'main.js'), 'controller', '--kubeconfig', kubeconfig], { env: { ...process.env, ECNET_LOG_LEVEL: 'info' } });

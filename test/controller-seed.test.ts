@@ -14,7 +14,7 @@ const examples = join(packageRoot, 'examples');
 const members = ['cluster-1', 'cluster-2', 'cluster-3'];
 
 describe('ecnet controller on the seed layout (local mode)', () => {
-  const root = mkdtempSync(join(tmpdir(), 'ecnet-seed-'));
+  let root = '';
   let controller: ChildProcess | undefined;
   let controllerLog = '';
   const ecnet = (...args: string[]) => {
@@ -35,6 +35,7 @@ describe('ecnet controller on the seed layout (local mode)', () => {
   }
 
   beforeAll(() => {
+    root = mkdtempSync(join(tmpdir(), 'ecnet-seed-'));
     for (const c of ['control-plane', ...members]) mkdirSync(join(root, c));
     ecnet('apply', '--cluster', join(root, 'control-plane'), '-f', join(examples, 'clusters.yaml'));
     for (const c of members) {
@@ -48,7 +49,7 @@ describe('ecnet controller on the seed layout (local mode)', () => {
   });
   afterAll(() => {
     controller?.kill('SIGKILL');
-    rmSync(root, { recursive: true, force: true });
+    if (root) rmSync(root, { recursive: true, force: true });
   });
 
   it('imports httpbin into every member with the gateways of cluster-1 and cluster-3 as endpoints', async () => {

@@ -29,7 +29,7 @@ describeKernel('node proxy over the datapath, through gateways', () => {
   let proxy: NodeProxy | undefined;
   const gateways = new Map<number, Gateway>();
   const agentRoutes = new RouteMap();
-  const dir = mkdtempSync(join(tmpdir(), 'ecnet-agent-'));
+  let dir = '';
   let agent: Agent | undefined;
   let source: LocalSource | undefined;
   const backends: Server[] = [];
@@ -81,7 +81,7 @@ describeKernel('node proxy over the datapath, through gateways', () => {
   afterAll(async () => {
     agent?.destroy();
     source?.destroy();
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
     await proxy?.close(100);
     for (const g of gateways.values()) await g.close(100);
     for (const b of backends) b.close();
@@ -120,6 +120,7 @@ describeKernel('node proxy over the datapath, through gateways', () => {
   });
 
   it('the agent programs the redirect and the route from the cluster\'s resources, and removes them', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ecnet-agent-'));
     writeFileSync(
       join(dir, 'import.yaml'),
       `apiVersion: flomesh.io/v1alpha1
