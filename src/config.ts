@@ -238,3 +238,77 @@ export function getOutput(v: string | undefined): GetOutput {
   if (v === undefined || v === 'table' || v === 'yaml' || v === 'json') return v ?? 'table';
   throw new ConfigError(`-o must be table, yaml or json, got ${JSON.stringify(v)}`);
 }
+
+/** Flags of `ecnet gateway`. */
+export interface GatewayFlags extends SourceFlags {
+  listen?: string;
+}
+
+export interface GatewayConfig {
+  source: SourceConfig;
+  listen: { ip: string; port: number };
+}
+
+export const gatewayDefaults = {
+  /** Where the gateway listens: every address, the Cluster resource's default gatewayPort. */
+  listen: '0.0.0.0:80',
+} as const;
+
+export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  const listen = flags.listen ?? env.ECNET_GATEWAY_LISTEN ?? gatewayDefaults.listen;
+  try {
+    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen) };
+  } catch (cause) {
+    if (cause instanceof ConfigError) throw cause;
+    throw new ConfigError(`--listen: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Flags of `ecnet agent`. */
+export interface AgentFlags extends SourceFlags, LoadFlags {
+  bpffs?: string;
+  cgroup?: string;
+  clusterKey?: string;
+  admin?: string;
+}
+
+export const agentDefaults = {
+  /** The node proxy: where the datapath sends redirected connections. */
+  proxy: '127.0.0.1:15001',
+  /** The agent's admin endpoint (/healthz, /routes), for probes and `ecnet routes`. */
+  admin: '127.0.0.1:15000',
+} as const;
+
+export interface AgentConfig {
+  source: SourceConfig;
+  datapath: DatapathConfig;
+  load: LoadConfig;
+  /** region/zone/group/name of the cluster this node is in. */
+  clusterKey: string;
+  admin: { ip: string; port: number };
+}
+
+const CLUSTER_KEY = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?){3}$/;
+
+export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  const source = sourceConfig(flags, env);
+  let clusterKey = flags.clusterKey ?? env.ECNET_CLUSTER_KEY;
+  // Local mode: the cluster is named like its directory, in the default locality.
+  if (!clusterKey && source.kind === 'local') clusterKey = `default/default/default/${source.dir.replace(/\/+$/, '').split('/').pop()}`;
+  if (!clusterKey || !CLUSTER_KEY.test(clusterKey)) {
+    throw new ConfigError(`--cluster-key must be region/zone/group/name (this node's cluster), got ${JSON.stringify(clusterKey)}`);
+  }
+  const admin = flags.admin ?? env.ECNET_ADMIN ?? agentDefaults.admin;
+  try {
+    return {
+      source,
+      datapath: datapathConfig({ ...(flags.bpffs ? { bpffs: flags.bpffs } : {}), ...(flags.cgroup ? { cgroup: flags.cgroup } : {}) }, env),
+      load: loadConfig({ ...flags, proxy: flags.proxy ?? env.ECNET_PROXY ?? agentDefaults.proxy }, env),
+      clusterKey,
+      admin: parseEndpoint(admin),
+    };
+  } catch (cause) {
+    if (cause instanceof ConfigError) throw cause;
+    throw new ConfigError((cause as Error).message, { cause });
+  }
+}

@@ -7,6 +7,7 @@ import { crdsCommand, validateCommand } from './api.js';
 import { bpfCommand, unload } from './bpf.js';
 import { controllerCommand } from './controller.js';
 import { applyCommand, deleteCommand, getCommand } from './resources.js';
+import { agentCommand, gatewayCommand, routesCommand } from './traffic.js';
 
 const program = new Command('ecnet')
   .description('multi-cluster service data plane: eBPF redirect of imported services to a node proxy')
@@ -19,6 +20,9 @@ program.addCommand(applyCommand());
 program.addCommand(getCommand());
 program.addCommand(deleteCommand());
 program.addCommand(controllerCommand());
+program.addCommand(agentCommand());
+program.addCommand(gatewayCommand());
+program.addCommand(routesCommand());
 program
   .command('uninstall')
   .description('detach the datapath and remove its pins (same as `ecnet bpf unload`)')

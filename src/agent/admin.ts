@@ -1,0 +1,58 @@
+// The agent's admin endpoint (loopback by default): /healthz for the DaemonSet's probes, /routes for
+// `ecnet routes` — every redirected service, its targets with their health, and what the policy decides now.
+import { type Server, createServer } from 'node:http';
+import type { NodeProxy } from '../proxy/proxy.js';
+import { listen } from '../tunnel/splice.js';
+import type { Agent, RouteMap } from './agent.js';
+
+export interface RouteReport {
+  address: string;
+  service: string;
+  namespace: string;
+  port: number;
+  policy: string;
+  targets: { clusterKey: string; gateway: string; weight: number | undefined; healthy: boolean; health: string }[];
+  localEndpoints: string[];
+  /** The candidates in the order a connection would try them now (a fresh draw for ActiveActive). */
+  decision: string[];
+}
+
+export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number): RouteReport[] {
+  return routes.entries().map(([address, r]) => {
+    const sep = address.lastIndexOf(':');
+    const { candidates } = proxy.decide(address.slice(0, sep), Number(address.slice(sep + 1)));
+    return {
+      address,
+      service: r.service,
+      namespace: r.namespace,
+      port: r.port,
+      policy: r.policy?.lbType ?? 'Locality (no policy)',
+      targets: r.exporters.map((e) => {
+        const h = proxy.health.view(e.clusterKey, now);
+        return {
+          clusterKey: e.clusterKey,
+          gateway: `${e.gateway.host}:${e.gateway.port}`,
+          weight: r.policy?.targets?.find((t) => t.clusterKey === e.clusterKey)?.weight,
+          healthy: h.healthy,
+          health: h.reason,
+        };
+      }),
+      localEndpoints: r.localEndpoints.map((e) => `${e.ip}:${e.port}`),
+      decision: candidates.map((c) => (c.kind === 'local' ? 'local' : c.clusterKey)),
+    };
+  });
+}
+
+export async function startAdmin(host: string, port: number, agent: Agent, routes: RouteMap, proxy: NodeProxy): Promise<Server> {
+  const server = createServer((req, res) => {
+    const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
+    if (req.url === '/healthz') {
+      const ok = agent.status.synced && agent.status.lastError === undefined;
+      return json(ok ? 200 : 503, { ok, ...agent.status, proxy: proxy.stats });
+    }
+    if (req.url === '/routes') return json(200, routeReports(routes, proxy, Date.now()));
+    json(404, { error: `no ${req.url}; try /healthz or /routes` });
+  });
+  await listen(server as unknown as import('node:net').Server, host, port);
+  return server;
+}

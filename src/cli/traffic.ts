@@ -1,0 +1,135 @@
+// `ecnet agent`, `ecnet gateway`, `ecnet routes`: the traffic path as processes.
+import { Command } from 'commander';
+import { Agent, RouteMap } from '../agent/agent.js';
+import { type RouteReport, startAdmin } from '../agent/admin.js';
+import { Datapath } from '../bpf/datapath.js';
+import { connectMarked } from '../bpf/sockets.js';
+import { type AgentFlags, ConfigError, type GatewayFlags, agentConfig, agentDefaults, gatewayConfig, gatewayDefaults } from '../config.js';
+import { Gateway } from '../gateway/gateway.js';
+import { LiveCatalog } from '../gateway/live-catalog.js';
+import { componentLogger } from '../logger.js';
+import { HealthChecks } from '../proxy/health-checks.js';
+import { NodeProxy } from '../proxy/proxy.js';
+import { openSource } from '../sources/open.js';
+import { table } from './table.js';
+
+/** Runs until SIGINT/SIGTERM (the process is held open meanwhile), then `stop`. */
+async function untilSignal(stop: () => Promise<void>): Promise<void> {
+  const keepAlive = setInterval(() => undefined, 1 << 30);
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  componentLogger('cli').info({ signal }, 'stopping');
+  try {
+    await stop();
+  } finally {
+    clearInterval(keepAlive);
+  }
+}
+
+function sourceOptions(cmd: Command): Command {
+  return cmd
+    .option('--cluster <dir>', 'this cluster as a local directory (or a name under --clusters-dir)')
+    .option('--clusters-dir <dir>', 'where local cluster directories are')
+    .option('--kubeconfig <file>', 'this cluster is a Kubernetes API server')
+    .option('--context <name>', 'kubeconfig context')
+    .option('--in-cluster', 'use the service account of the pod it runs in');
+}
+
+export function gatewayCommand(): Command {
+  return sourceOptions(new Command('gateway'))
+    .description("the cluster's entry: tunnels for exported services to ready local endpoints, ingress rules, /healthz")
+    .option('--listen <ip:port>', `where to listen (default ${gatewayDefaults.listen})`)
+    .action(async (flags: GatewayFlags) => {
+      const cfg = gatewayConfig(flags);
+      const source = await openSource(cfg.source);
+      const catalog = new LiveCatalog();
+      await catalog.start(source);
+      const gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog });
+      process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}\n`);
+      await untilSignal(async () => {
+        await gw.close();
+        catalog.close();
+        await source.close();
+      });
+    });
+}
+
+export function agentCommand(): Command {
+  return sourceOptions(new Command('agent'))
+    .description('the node agent: loads the datapath, keeps its redirects and the proxy routes in step with the cluster, runs the node proxy')
+    .option('--cluster-key <key>', "this node's cluster, region/zone/group/name (local mode: default/default/default/<directory name>)")
+    .option('--proxy <ip:port>', `the node proxy's address (default ${agentDefaults.proxy})`)
+    .option('--mark <mark>', 'SO_MARK of the proxy upstream sockets, skipped by the datapath')
+    .option('--bpffs <dir>', 'pin directory on bpffs')
+    .option('--cgroup <dir>', 'cgroup v2 directory the programs attach to (default: the root)')
+    .option('--admin <ip:port>', `admin endpoint: /healthz, /routes (default ${agentDefaults.admin})`)
+    .action(async (flags: AgentFlags) => {
+      const cfg = agentConfig(flags);
+      if (!cfg.datapath.cgroup) throw new ConfigError('no cgroup v2 hierarchy found and --cgroup not given');
+      const mark = cfg.load.settings.proxyMark;
+      const connect = (host: string, port: number) => connectMarked({ host, port, mark });
+      // Loads, or reuses what a previous agent pinned: a restart does not detach anything.
+      const dp = Datapath.open({ bpffs: cfg.datapath.bpffs, cgroup: cfg.datapath.cgroup, objectDir: cfg.datapath.objectDir, settings: cfg.load.settings });
+      const routes = new RouteMap();
+      const proxy = await NodeProxy.start({
+        host: cfg.load.settings.proxy.ip,
+        port: cfg.load.settings.proxy.port,
+        localCluster: cfg.clusterKey,
+        routes,
+        originalDestination: (s) => dp.takeOriginalDestination(s),
+        connect,
+      });
+      const source = await openSource(cfg.source);
+      const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes });
+      await agent.start();
+      const checks = new HealthChecks({
+        health: proxy.health,
+        connect,
+        targets: () => new Map(routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => [e.clusterKey, e.gateway] as const))),
+      });
+      checks.start();
+      const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy);
+      process.stderr.write(`ecnet agent: ${cfg.clusterKey}, proxy ${proxy.address.host}:${proxy.address.port}, admin ${cfg.admin.ip}:${cfg.admin.port}, ${source.description}\n`);
+      await untilSignal(async () => {
+        admin.close();
+        checks.close();
+        await agent.close();
+        await proxy.close(5_000);
+        await source.close();
+        dp.close(); // handles only: the datapath stays attached and pinned for the next agent
+      });
+    });
+}
+
+export function routesCommand(): Command {
+  return new Command('routes')
+    .description("each redirected service, its targets with their health, and the policy's decision now (from the agent)")
+    .option('--admin <ip:port>', 'the agent admin endpoint', agentDefaults.admin)
+    .option('-o, --output <format>', 'table or json', 'table')
+    .action(async (flags: { admin: string; output: string }) => {
+      let reports: RouteReport[];
+      try {
+        const res = await fetch(`http://${flags.admin}/routes`);
+        reports = (await res.json()) as RouteReport[];
+      } catch (cause) {
+        throw new ConfigError(`cannot reach the agent at ${flags.admin} (is \`ecnet agent\` running?)`, { cause });
+      }
+      if (flags.output === 'json') return void process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);
+      if (!reports.length) return void process.stderr.write('No routes: no imported service has an address yet.\n');
+      const rows = reports.flatMap((r) =>
+        (r.targets.length ? r.targets : [undefined]).map((t, i) => [
+          i ? '' : `${r.namespace}/${r.service}`,
+          i ? '' : r.address,
+          i ? '' : r.policy,
+          t ? t.clusterKey : '-',
+          t ? t.gateway : '-',
+          t?.weight ?? '',
+          t ? (t.healthy ? 'healthy' : `unhealthy: ${t.health}`) : '',
+          i ? '' : r.decision.join(' → ') || 'refuse',
+        ]),
+      );
+      process.stdout.write(`${table(['SERVICE', 'ADDRESS', 'POLICY', 'TARGET', 'GATEWAY', 'WEIGHT', 'HEALTH', 'DECISION'], rows)}\n`);
+    });
+}

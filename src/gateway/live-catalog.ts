@@ -1,0 +1,63 @@
+// The gateway's catalog kept in sync with its cluster: Services, their EndpointSlices and ServiceExports,
+// rebuilt (debounced) after each change and swapped whole, so a lookup always sees one consistent snapshot.
+import type { Service } from '../api/core.js';
+import type { ServiceExport } from '../api/flomesh.js';
+import { type EndpointSlice, localEndpoints } from '../agent/desired.js';
+import { type Informer, Kinds, type Source } from '../sources/source.js';
+import type { Catalog, LocalService } from './catalog.js';
+
+/** A catalog from resources (pure). */
+export function catalogFrom(services: Service[], slices: EndpointSlice[], exports: ServiceExport[]): Map<string, LocalService> {
+  const exported = new Map(exports.map((e) => [`${e.metadata.namespace ?? 'default'}/${e.metadata.name}`, e.spec ?? {}]));
+  const out = new Map<string, LocalService>();
+  for (const s of services) {
+    const namespace = s.metadata.namespace ?? 'default';
+    const key = `${namespace}/${s.metadata.name}`;
+    out.set(key, { namespace, name: s.metadata.name, ports: localEndpoints(s, slices), export: exported.get(key) as ServiceExport['spec'] | undefined });
+  }
+  return out;
+}
+
+export class LiveCatalog implements Catalog {
+  #services = new Map<string, LocalService>();
+  #informers: [Informer<Service>, Informer<EndpointSlice & { apiVersion: string }>, Informer<ServiceExport>] | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  /** Starts watching; resolves once the first catalog is built. */
+  async start(source: Source, debounceMs = 20): Promise<void> {
+    const rebuild = () => {
+      if (this.#timer) return;
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#rebuild();
+      }, debounceMs);
+    };
+    const opts = { onEvent: rebuild };
+    this.#informers = [
+      source.informer<Service>(Kinds.Service, opts),
+      source.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, opts),
+      source.informer<ServiceExport>(Kinds.ServiceExport, opts),
+    ];
+    await Promise.all(this.#informers.map((i) => i.synced));
+    this.#rebuild();
+  }
+
+  #rebuild(): void {
+    if (!this.#informers) return;
+    const [services, slices, exports] = this.#informers;
+    this.#services = catalogFrom(services.list(), slices.list(), exports.list());
+  }
+
+  get(namespace: string, name: string): LocalService | undefined {
+    return this.#services.get(`${namespace}/${name}`);
+  }
+
+  all(): Iterable<LocalService> {
+    return this.#services.values();
+  }
+
+  close(): void {
+    clearTimeout(this.#timer);
+    for (const i of this.#informers ?? []) i.close();
+  }
+}
