@@ -16,6 +16,9 @@ have make || need+=(make)
 have g++ || need+=(g++)
 have pkg-config || need+=(pkg-config)
 have curl || need+=(curl)
+# redis-benchmark and the redis server binary (redis-check-rdb run as redis-server) for the test that
+# sends a non-HTTP protocol through the traffic path; redis-tools starts no service.
+have redis-benchmark || need+=(redis-tools)
 have node || need+=(nodejs)
 have npm || need+=(npm)
 [ -f /usr/include/bpf/libbpf.h ] || need+=(libbpf-dev)
