@@ -1,5 +1,6 @@
 // The one place that reads flags and environment. Each command hands its parsed flags here and gets one
 // typed object back, with defaults applied once. Environment variables fill what flags leave unset.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseEndpoint, normalizeIp } from './bpf/address.js';
 import type { DatapathSettings } from './bpf/codecs.js';
@@ -239,14 +240,46 @@ export function getOutput(v: string | undefined): GetOutput {
   throw new ConfigError(`-o must be table, yaml or json, got ${JSON.stringify(v)}`);
 }
 
+/** TLS between proxies and gateways: PEM files (ECNET_TLS_CERT, ECNET_TLS_KEY, ECNET_TLS_CA). */
+export interface TlsFlags {
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+}
+
+export interface TlsConfig {
+  cert?: string;
+  key?: string;
+  ca?: string;
+}
+
+/** The PEM contents, or undefined when no TLS is configured; `needCert`: a server must have one. */
+export function tlsConfig(flags: TlsFlags, needCert: boolean, env: NodeJS.ProcessEnv = process.env): TlsConfig | undefined {
+  const files = { cert: flags.tlsCert ?? env.ECNET_TLS_CERT, key: flags.tlsKey ?? env.ECNET_TLS_KEY, ca: flags.tlsCa ?? env.ECNET_TLS_CA };
+  if (!files.cert && !files.key && !files.ca) return undefined;
+  if (Boolean(files.cert) !== Boolean(files.key)) throw new ConfigError('--tls-cert and --tls-key go together');
+  if (needCert && !files.cert) throw new ConfigError('a TLS gateway needs --tls-cert and --tls-key');
+  const out: TlsConfig = {};
+  for (const [k, path] of Object.entries(files) as [keyof TlsConfig, string | undefined][]) {
+    if (!path) continue;
+    try {
+      out[k] = readFileSync(path, 'utf8');
+    } catch (cause) {
+      throw new ConfigError(`cannot read --tls-${k} ${path}: ${(cause as Error).message}`, { cause });
+    }
+  }
+  return out;
+}
+
 /** Flags of `ecnet gateway`. */
-export interface GatewayFlags extends SourceFlags {
+export interface GatewayFlags extends SourceFlags, TlsFlags {
   listen?: string;
 }
 
 export interface GatewayConfig {
   source: SourceConfig;
   listen: { ip: string; port: number };
+  tls: TlsConfig | undefined;
 }
 
 export const gatewayDefaults = {
@@ -257,7 +290,7 @@ export const gatewayDefaults = {
 export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
   const listen = flags.listen ?? env.ECNET_GATEWAY_LISTEN ?? gatewayDefaults.listen;
   try {
-    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen) };
+    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls: tlsConfig(flags, true, env) };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;
     throw new ConfigError(`--listen: ${(cause as Error).message}`, { cause });
@@ -265,7 +298,7 @@ export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = proc
 }
 
 /** Flags of `ecnet agent`. */
-export interface AgentFlags extends SourceFlags, LoadFlags {
+export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags {
   bpffs?: string;
   cgroup?: string;
   clusterKey?: string;
@@ -286,6 +319,8 @@ export interface AgentConfig {
   /** region/zone/group/name of the cluster this node is in. */
   clusterKey: string;
   admin: { ip: string; port: number };
+  /** TLS to the gateways (client certificate for mTLS). */
+  tls: TlsConfig | undefined;
 }
 
 const CLUSTER_KEY = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?){3}$/;
@@ -306,6 +341,7 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       load: loadConfig({ ...flags, proxy: flags.proxy ?? env.ECNET_PROXY ?? agentDefaults.proxy }, env),
       clusterKey,
       admin: parseEndpoint(admin),
+      tls: tlsConfig(flags, false, env),
     };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;

@@ -1,6 +1,9 @@
 // The gateway and the tunnel protocol on loopback, with real servers behind it and real clients in front:
 // the proxy's openTunnel, curl -p -x, and raw sockets sending what a confused or hostile peer would.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer as createHttpServer } from 'node:http';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { promisify } from 'node:util';
@@ -151,5 +154,76 @@ describe('gateway and tunnel (loopback)', () => {
     expect(await readLine(busy)).toBe('still here');
     busy.destroy();
     expect(gw.stats.refused[431]).toBeGreaterThanOrEqual(1);
+  });
+});
+
+/** A throwaway CA, a gateway certificate for 127.0.0.1 and a client certificate, made with openssl. */
+function makeCerts(dir: string): Record<'ca' | 'gwCert' | 'gwKey' | 'clientCert' | 'clientKey', string> {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  const key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl('req', '-x509', ...key, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=ecnet-test-ca');
+  for (const [name, ext] of [
+    ['gw', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth'],
+    ['client', 'extendedKeyUsage=clientAuth'],
+  ] as const) {
+    writeFileSync(join(dir, `${name}.ext`), `${ext}\n`);
+    ssl('req', ...key, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
+  }
+  const read = (f: string) => readFileSync(join(dir, f), 'utf8');
+  return { ca: read('ca.pem'), gwCert: read('gw.pem'), gwKey: read('gw.key'), clientCert: read('client.pem'), clientKey: read('client.key') };
+}
+
+describe('gateway with mTLS', () => {
+  let gw: Gateway | undefined;
+  let dir = '';
+  let certs: ReturnType<typeof makeCerts>;
+  let web: number;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ecnet-tls-'));
+    certs = makeCerts(dir);
+    web = await httpBackend('web-tls');
+    gw = await Gateway.start({
+      host: '127.0.0.1',
+      port: 0,
+      catalog: staticCatalog([{ namespace: 'shop', name: 'web', ports: new Map([[80, [{ ip: '127.0.0.1', port: web }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } }]),
+      tls: { cert: certs.gwCert, key: certs.gwKey, ca: certs.ca },
+    });
+  });
+  afterAll(async () => {
+    await gw?.close(100);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  const open = (tls: Parameters<typeof openTunnel>[0]['tls']) =>
+    openTunnel({ gateway: { host: '127.0.0.1', port: gw!.address.port }, target: { service: 'web', namespace: 'shop', port: 80 }, sourceCluster: 'default/default/default/cluster-2', timeoutMs: 3000, ...(tls ? { tls } : {}) });
+
+  it('a proxy with a client certificate gets its tunnel; one without, or without TLS, does not', async () => {
+    const s = await open({ ca: certs.ca, cert: certs.clientCert, key: certs.clientKey });
+    s.write('GET /t HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n');
+    const reply = await new Promise<string>((r) => {
+      let out = '';
+      s.on('data', (d) => (out += d.toString()));
+      s.on('end', () => r(out));
+    });
+    expect(reply).toMatch(/web-tls GET \/t/);
+    await expect(open({ ca: certs.ca })).rejects.toMatchObject({ code: 'ECNET_TUNNEL_UNREACHABLE' });
+    await expect(open(undefined)).rejects.toBeDefined();
+  });
+
+  it('curl speaks it too (an HTTPS proxy with client certificates)', async () => {
+    const r = await run('curl', [
+      '-s',
+      '-p',
+      '-x',
+      `https://127.0.0.1:${gw!.address.port}`,
+      '--proxy-cacert',
+      join(dir, 'ca.pem'),
+      '--proxy-cert',
+      join(dir, 'client.pem'),
+      '--proxy-key',
+      join(dir, 'client.key'),
+      'http://web.shop.svc.clusterset.local:80/x',
+    ]);
+    expect(r.stdout).toBe('web-tls GET /x\n');
   });
 });

@@ -29,6 +29,7 @@ describeKernel('node proxy over the datapath, through gateways', () => {
   let proxy: NodeProxy | undefined;
   const gateways = new Map<number, Gateway>();
   const agentRoutes = new RouteMap();
+  let markedConnects = 0;
   let dir = '';
   let agent: Agent | undefined;
   let source: LocalSource | undefined;
@@ -74,7 +75,10 @@ describeKernel('node proxy over the datapath, through gateways', () => {
       localCluster: key(2),
       routes: { lookup: (ip, port) => agentRoutes.lookup(ip, port) ?? (ip === CLUSTER_IP && port === 8080 ? route : undefined) },
       originalDestination: (s) => dp!.takeOriginalDestination(s),
-      connect: (host, port) => connectMarked({ host, port, mark: defaults.proxyMark }),
+      connect: (host, port) => {
+        markedConnects++;
+        return connectMarked({ host, port, mark: defaults.proxyMark });
+      },
       tunnelTimeoutMs: 1000,
     });
   });
@@ -103,8 +107,11 @@ describeKernel('node proxy over the datapath, through gateways', () => {
 
   it('ActiveActive answers from both clusters', async () => {
     route.policy = { lbType: 'ActiveActive', targets: [{ clusterKey: key(1) }, { clusterKey: key(3) }] };
+    const before = markedConnects;
     const replies = await call(40);
     expect(new Set(replies)).toEqual(new Set(['cluster-1', 'cluster-3']));
+    // Every tunnel went out on a socket carrying the mark the datapath skips.
+    expect(markedConnects - before).toBe(40);
   });
 
   it('FailOver: the first target only; when its gateway goes, every request succeeds from the other; and back', async () => {

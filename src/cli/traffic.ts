@@ -28,6 +28,13 @@ async function untilSignal(stop: () => Promise<void>): Promise<void> {
   }
 }
 
+function tlsOptions(cmd: Command): Command {
+  return cmd
+    .option('--tls-cert <file>', 'PEM certificate (the gateway serves it; the agent presents it for mTLS)')
+    .option('--tls-key <file>', 'PEM key of --tls-cert')
+    .option('--tls-ca <file>', 'PEM CA: the gateway requires client certificates it signed; the agent verifies gateways with it');
+}
+
 function sourceOptions(cmd: Command): Command {
   return cmd
     .option('--cluster <dir>', 'this cluster as a local directory (or a name under --clusters-dir)')
@@ -38,7 +45,7 @@ function sourceOptions(cmd: Command): Command {
 }
 
 export function gatewayCommand(): Command {
-  return sourceOptions(new Command('gateway'))
+  return tlsOptions(sourceOptions(new Command('gateway')))
     .description("the cluster's entry: tunnels for exported services to ready local endpoints, ingress rules, /healthz")
     .option('--listen <ip:port>', `where to listen (default ${gatewayDefaults.listen})`)
     .action(async (flags: GatewayFlags) => {
@@ -46,7 +53,7 @@ export function gatewayCommand(): Command {
       const source = await openSource(cfg.source);
       const catalog = new LiveCatalog();
       await catalog.start(source);
-      const gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog });
+      const gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, ...(cfg.tls ? { tls: cfg.tls } : {}) });
       process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}\n`);
       await untilSignal(async () => {
         await gw.close();
@@ -57,7 +64,7 @@ export function gatewayCommand(): Command {
 }
 
 export function agentCommand(): Command {
-  return sourceOptions(new Command('agent'))
+  return tlsOptions(sourceOptions(new Command('agent')))
     .description('the node agent: loads the datapath, keeps its redirects and the proxy routes in step with the cluster, runs the node proxy')
     .option('--cluster-key <key>', "this node's cluster, region/zone/group/name (local mode: default/default/default/<directory name>)")
     .option('--proxy <ip:port>', `the node proxy's address (default ${agentDefaults.proxy})`)
@@ -80,6 +87,7 @@ export function agentCommand(): Command {
         routes,
         originalDestination: (s) => dp.takeOriginalDestination(s),
         connect,
+        ...(cfg.tls ? { tls: cfg.tls } : {}),
       });
       const source = await openSource(cfg.source);
       const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes });
@@ -87,6 +95,7 @@ export function agentCommand(): Command {
       const checks = new HealthChecks({
         health: proxy.health,
         connect,
+        ...(cfg.tls ? { tls: cfg.tls } : {}),
         targets: () => new Map(routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => [e.clusterKey, e.gateway] as const))),
       });
       checks.start();

@@ -4,9 +4,10 @@
 // refuses, so the proxy can still try another cluster when none answers. Request heads are bounded in size
 // and time by the HTTP parser; a tunnel carries bytes both ways with backpressure, half-close and an idle limit.
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse, createServer, request } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { type AddressInfo, type Socket, connect } from 'node:net';
 import { type Logger, componentLogger } from '../logger.js';
-import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, parseAuthority } from '../tunnel/protocol.js';
+import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, type TunnelTls, parseAuthority } from '../tunnel/protocol.js';
 import { type Catalog, type Endpoint, decide } from './catalog.js';
 import { connectWithin, listen, splice } from '../tunnel/splice.js';
 import { matchIngress } from './ingress.js';
@@ -21,6 +22,8 @@ export interface GatewayOptions {
   idleTimeoutMs?: number;
   /** A request head not complete by then is refused (default HEADER_TIMEOUT_MS). */
   headerTimeoutMs?: number;
+  /** Serve TLS with this certificate; with `ca`, require client certificates it signed (mTLS). */
+  tls?: TunnelTls;
   logger?: Logger;
 }
 
@@ -82,13 +85,17 @@ export class Gateway {
   /** Listens; resolves once it accepts connections. */
   static async start(options: GatewayOptions): Promise<Gateway> {
     const headerTimeout = options.headerTimeoutMs ?? HEADER_TIMEOUT_MS;
-    const server = createServer({
+    const http = {
       maxHeaderSize: MAX_HEADER_BYTES,
       headersTimeout: headerTimeout,
       requestTimeout: headerTimeout * 2,
       // How often the server looks for request heads past their timeout (Node's default is 30 s).
       connectionsCheckingInterval: 500,
-    });
+    };
+    const tls = options.tls;
+    const server: Server = tls
+      ? (createTlsServer({ ...http, cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : {}) }) as unknown as Server)
+      : createServer(http);
     const gw = new Gateway(options, server);
     await listen(server, options.host, options.port);
     return gw;

@@ -6,19 +6,23 @@ import type { Socket } from 'node:net';
 import type { ClusterKey } from '../api/flomesh.js';
 import type { HealthBook } from '../policy/health.js';
 import type { Gateway } from '../policy/plan.js';
+import { gatewayConnection } from '../tunnel/client.js';
+import type { TunnelTls } from '../tunnel/protocol.js';
 
 export interface HealthChecksOptions {
   health: HealthBook;
   /** The gateways to check now (read before each round). */
   targets: () => Map<ClusterKey, Gateway>;
   connect: (host: string, port: number) => Socket;
+  tls?: TunnelTls;
   intervalMs?: number;
   timeoutMs?: number;
 }
 
-export function checkGateway(gw: Gateway, connect: (host: string, port: number) => Socket, timeoutMs: number): Promise<boolean> {
+export function checkGateway(gw: Gateway, connect: (host: string, port: number) => Socket, timeoutMs: number, tls?: TunnelTls): Promise<boolean> {
+  const createConnection = gatewayConnection(gw.host, gw.port, connect, tls)!;
   return new Promise((resolve) => {
-    const req = request({ host: gw.host, port: gw.port, path: '/healthz', agent: false, timeout: timeoutMs, createConnection: () => connect(gw.host, gw.port) }, (res) => {
+    const req = request({ host: gw.host, port: gw.port, path: '/healthz', timeout: timeoutMs, createConnection }, (res) => {
       res.resume();
       resolve(res.statusCode === 200);
     });
@@ -36,7 +40,7 @@ export class HealthChecks {
   start(): void {
     const round = async () => {
       const targets = [...this.o.targets()];
-      await Promise.all(targets.map(async ([key, gw]) => this.o.health.checked(key, await checkGateway(gw, this.o.connect, this.o.timeoutMs ?? 1000))));
+      await Promise.all(targets.map(async ([key, gw]) => this.o.health.checked(key, await checkGateway(gw, this.o.connect, this.o.timeoutMs ?? 1000, this.o.tls))));
       if (!this.#closed) this.#timer = setTimeout(() => void round(), this.o.intervalMs ?? 2000).unref();
     };
     void round();

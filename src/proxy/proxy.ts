@@ -10,7 +10,7 @@ import { type Logger, componentLogger } from '../logger.js';
 import { HealthBook } from '../policy/health.js';
 import { type Candidate, type Exporter, plan } from '../policy/plan.js';
 import { openTunnel } from '../tunnel/client.js';
-import { STATUS, TunnelError } from '../tunnel/protocol.js';
+import { STATUS, TunnelError, type TunnelTls } from '../tunnel/protocol.js';
 import { connectWithin, listen, splice } from '../tunnel/splice.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
@@ -38,6 +38,8 @@ export interface ProxyOptions {
   /** Opens an upstream TCP connection that the datapath will not redirect (the proxy mark). */
   connect?: (host: string, port: number) => Socket;
   health?: HealthBook;
+  /** TLS (or mTLS) to the gateways. */
+  tls?: TunnelTls;
   connectTimeoutMs?: number;
   tunnelTimeoutMs?: number;
   idleTimeoutMs?: number;
@@ -56,7 +58,7 @@ export interface ProxyStats {
   active: number;
 }
 
-type Settings = Required<Omit<ProxyOptions, 'logger' | 'health'>> & { health: HealthBook };
+type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls'>> & { health: HealthBook; tls?: TunnelTls };
 
 export class NodeProxy {
   readonly #server: Server;
@@ -164,6 +166,7 @@ export class NodeProxy {
         sourceCluster: this.#o.localCluster,
         timeoutMs: this.#o.tunnelTimeoutMs,
         connect: this.#o.connect,
+        ...(this.#o.tls ? { tls: this.#o.tls } : {}),
       });
       this.#o.health.success(c.clusterKey);
       return s;

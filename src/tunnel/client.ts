@@ -2,8 +2,9 @@
 // the gateway answered 200 (it has reached an endpoint); rejects with TunnelError otherwise, so the caller
 // can try the next cluster before the client has seen anything.
 import { request } from 'node:http';
-import type { Socket } from 'node:net';
-import { SOURCE_CLUSTER_HEADER, type ServiceTarget, TunnelError, formatAuthority } from './protocol.js';
+import { type Socket, isIP } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { SOURCE_CLUSTER_HEADER, type ServiceTarget, TunnelError, type TunnelTls, formatAuthority } from './protocol.js';
 
 export interface TunnelOptions {
   gateway: { host: string; port: number };
@@ -14,11 +15,29 @@ export interface TunnelOptions {
   timeoutMs: number;
   /** Makes the TCP connection to the gateway (the proxy passes one that carries the datapath's skip mark). */
   connect?: (host: string, port: number) => Socket;
+  /** TLS to the gateway (mTLS with a client certificate). */
+  tls?: TunnelTls;
+}
+
+/** The connection to a gateway: TCP from `connect` (or a plain one), wrapped in TLS when configured. */
+export function gatewayConnection(host: string, port: number, connect: ((h: string, p: number) => Socket) | undefined, tls: TunnelTls | undefined): (() => Socket) | undefined {
+  if (!tls) return connect ? () => connect(host, port) : undefined;
+  return () =>
+    tlsConnect({
+      ...(connect ? { socket: connect(host, port) } : { host, port }),
+      ...(isIP(host) ? {} : { servername: host }),
+      ...(tls.ca ? { ca: tls.ca } : {}),
+      ...(tls.cert ? { cert: tls.cert } : {}),
+      ...(tls.key ? { key: tls.key } : {}),
+      // Without a CA there is nothing to verify against: encrypted, not authenticated (say so in config).
+      rejectUnauthorized: Boolean(tls.ca),
+    });
 }
 
 export function openTunnel(o: TunnelOptions): Promise<Socket> {
   const authority = formatAuthority(o.target);
   const where = `${o.gateway.host}:${o.gateway.port}`;
+  const createConnection = gatewayConnection(o.gateway.host, o.gateway.port, o.connect, o.tls);
   return new Promise((resolve, reject) => {
     let settled = false;
     const fail = (err: TunnelError) => {
@@ -34,8 +53,8 @@ export function openTunnel(o: TunnelOptions): Promise<Socket> {
       method: 'CONNECT',
       path: authority,
       headers: { host: authority, [SOURCE_CLUSTER_HEADER]: o.sourceCluster },
-      agent: false,
-      ...(o.connect ? { createConnection: () => o.connect!(o.gateway.host, o.gateway.port) } : {}),
+      // No agent: Node uses createConnection only then (with `agent: false` it makes a plain socket itself).
+      ...(createConnection ? { createConnection } : { agent: false }),
     });
     const timer = setTimeout(() => fail(new TunnelError('ECNET_TUNNEL_TIMEOUT', `gateway ${where} did not answer CONNECT ${authority} within ${o.timeoutMs} ms`)), o.timeoutMs);
     req.on('connect', (res, socket, head) => {

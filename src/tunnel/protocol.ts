@@ -24,6 +24,13 @@ export const STATUS = {
   noEndpoint: 503,
 } as const;
 
+/** PEM contents. A gateway with `ca` requires client certificates signed by it (mTLS); a proxy with `ca` verifies the gateway's. */
+export interface TunnelTls {
+  cert?: string;
+  key?: string;
+  ca?: string;
+}
+
 export interface ServiceTarget {
   service: string;
   namespace: string;
