@@ -348,3 +348,19 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
     throw new ConfigError((cause as Error).message, { cause });
   }
 }
+
+/** The local cluster set's state directory (ECNET_LOCAL_DIR): cluster directories, logs, pids. */
+export function localStateDir(flags: { state?: string }, env: NodeJS.ProcessEnv = process.env): string {
+  return flags.state ?? env.ECNET_LOCAL_DIR ?? '/var/lib/ecnet/local';
+}
+
+/** `--labels a=b,c=d` */
+export function labelsFlag(v: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of (v ?? '').split(',').filter(Boolean)) {
+    const m = /^([A-Za-z0-9./_-]+)=([A-Za-z0-9._-]*)$/.exec(part.trim());
+    if (!m) throw new ConfigError(`--labels takes key=value[,key=value], got ${JSON.stringify(part)}`);
+    out[m[1]!] = m[2]!;
+  }
+  return out;
+}

@@ -106,7 +106,8 @@ function render(ref: KindRef, items: KubeObject[], allNamespaces: boolean): stri
   return table([...ns, 'NAME', 'AGE'], items.map((o) => [...nsCell(o), o.metadata.name, age(o.metadata.creationTimestamp)]));
 }
 
-export function applyCommand(): Command {
+/** `clustersDir`: where `--cluster NAME` is looked for when --clusters-dir is not given (`ecnet local …`). */
+export function applyCommand(clustersDir?: string): Command {
   return withSourceOptions(new Command('apply'))
     .description('create or update the resources of a YAML file (all documents are checked before any is written)')
     .requiredOption('-f, --filename <file>', 'YAML file, - for standard input')
@@ -118,7 +119,7 @@ export function applyCommand(): Command {
         for (const d of bad) for (const p of d.problems) process.stderr.write(`${d.kind}/${d.name} (line ${d.line}): ${formatProblem(p)}\n`);
         throw new ConfigError(`${bad.length} document(s) invalid; nothing was applied`);
       }
-      await withSource(flags, async (source) => {
+      await withSource({ ...flags, ...(flags.clustersDir || !clustersDir ? {} : { clustersDir }) }, async (source) => {
         for (const d of docs) {
           const obj = structuredClone(d.resource) as unknown as KubeObject;
           if (flags.namespace && !obj.metadata.namespace && !(refOf(obj) && !refOf(obj)!.namespaced)) obj.metadata.namespace = flags.namespace;
@@ -132,7 +133,7 @@ export function applyCommand(): Command {
     });
 }
 
-export function getCommand(): Command {
+export function getCommand(clustersDir?: string): Command {
   return withSourceOptions(new Command('get'))
     .description('list resources (clusters, serviceexports/sexp, serviceimports/simp, globaltrafficpolicies/gtp, services/svc …)')
     .argument('<kind>', 'resource type')
@@ -146,7 +147,7 @@ export function getCommand(): Command {
       const output = getOutput(flags.output);
       const match = parseLabelSelector(flags.selector);
       const ns = ref.namespaced && !flags.allNamespaces ? flags.namespace : undefined;
-      await withSource(flags, async (source) => {
+      await withSource({ ...flags, ...(flags.clustersDir || !clustersDir ? {} : { clustersDir }) }, async (source) => {
         let items: KubeObject[];
         if (name) {
           const one = await source.get(ref, name, ns);

@@ -40,6 +40,7 @@ export const Kinds = {
   Namespace: kind('', 'v1', 'Namespace', 'namespaces', false),
   Service: kind('', 'v1', 'Service', 'services'),
   Secret: kind('', 'v1', 'Secret', 'secrets'),
+  Pod: kind('', 'v1', 'Pod', 'pods'),
   Event: kind('', 'v1', 'Event', 'events'),
   EndpointSlice: kind('discovery.k8s.io', 'v1', 'EndpointSlice', 'endpointslices'),
 } as const satisfies Record<string, KindRef>;

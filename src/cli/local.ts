@@ -1,0 +1,81 @@
+// `ecnet local …`: a cluster set on one machine (network namespaces for nodes and pods, an underlay between
+// nodes), for the demo, development and end-to-end tests.
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { ConfigError, labelsFlag, localStateDir } from '../config.js';
+import { ClusterSet } from '../local/cluster-set.js';
+import { supervise } from '../local/supervisor.js';
+import { DEFAULT_MEMBERS } from '../local/topology.js';
+import { applyCommand, getCommand } from './resources.js';
+
+const state = (cmd: Command) => localStateDir(cmd.optsWithGlobals() as { state?: string });
+
+export function localCommand(): Command {
+  const local = new Command('local').description('a cluster set on one machine: nodes and pods as network namespaces').option('--state <dir>', 'state directory (default /var/lib/ecnet/local)');
+  local
+    .command('up')
+    .description('create the cluster set (control-plane + members) and start the controller, and per member an agent and a gateway')
+    .option('--clusters <names>', 'member clusters', DEFAULT_MEMBERS.join(','))
+    .action(async (flags: { clusters: string }, cmd: Command) => {
+      const set = new ClusterSet(state(cmd));
+      const members = flags.clusters.split(',').filter(Boolean);
+      try {
+        await set.up(members, (line) => process.stdout.write(`  ${line}\n`));
+      } catch (err) {
+        process.stderr.write(`ecnet local up failed, cleaning up: ${(err as Error).message}\n`);
+        await set.down();
+        throw err;
+      }
+      process.stdout.write(`cluster set up: control-plane, ${members.join(', ')} (clusters in ${set.clustersDir})\n`);
+    });
+  local
+    .command('down')
+    .description('remove everything up and run made (also after a crash)')
+    .action(async (_flags: unknown, cmd: Command) => {
+      const gone = await new ClusterSet(state(cmd)).down();
+      process.stdout.write(gone.length ? `removed: ${gone.join(', ')}\n` : 'nothing to remove\n');
+    });
+  local
+    .command('run')
+    .description('start CMD as a pod (HOSTNAME is the pod name)')
+    .requiredOption('--cluster <name>', 'member cluster')
+    .option('--namespace <ns>', 'namespace', 'default')
+    .option('--labels <k=v,…>', 'pod labels (Services select pods by them)')
+    .option('--name <pod>', 'pod name (default: a label value and a random suffix)')
+    .argument('<cmd...>', 'command and arguments (after --)')
+    .action(async (cmdArgs: string[], flags: { cluster: string; namespace: string; labels?: string; name?: string }, cmd: Command) => {
+      const name = await new ClusterSet(state(cmd)).run(flags.cluster, flags.namespace, labelsFlag(flags.labels), flags.name, cmdArgs);
+      process.stdout.write(`${name}\n`);
+    });
+  local
+    .command('exec')
+    .description('run CMD in a pod (like kubectl exec), or in a throwaway pod of the cluster')
+    .requiredOption('--cluster <name>', 'member cluster')
+    .option('--pod <name>', 'pod')
+    .argument('<cmd...>', 'command and arguments (after --)')
+    .action(async (cmdArgs: string[], flags: { cluster: string; pod?: string }, cmd: Command) => {
+      process.exitCode = await new ClusterSet(state(cmd)).exec(flags.cluster, flags.pod, cmdArgs);
+    });
+  local
+    .command('supervise', { hidden: true })
+    .description('(started by up) the controller, endpoints and names of the cluster set')
+    .action(async (_flags: unknown, cmd: Command) => {
+      const set = new ClusterSet(state(cmd));
+      const s = set.state();
+      if (!s) throw new ConfigError('no cluster set is up');
+      const stop = await supervise(set.clustersDir, s.members);
+      process.stderr.write('ecnet local supervisor: controller watching\n');
+      const keepAlive = setInterval(() => undefined, 1 << 30);
+      await new Promise<void>((r) => {
+        process.once('SIGTERM', () => r());
+        process.once('SIGINT', () => r());
+      });
+      clearInterval(keepAlive);
+      await stop();
+    });
+  // `apply` and `get` as everywhere, with --cluster NAME meaning a member of this set.
+  const dir = () => join(localStateDir({}), 'clusters');
+  local.addCommand(applyCommand(dir()));
+  local.addCommand(getCommand(dir()));
+  return local;
+}

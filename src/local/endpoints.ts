@@ -1,0 +1,55 @@
+// What Kubernetes' endpoints controller and DNS do, for a local cluster: the EndpointSlice of each Service
+// from the running pods its selector matches, and the names pods resolve (a hosts file per pod). Pure.
+import type { Service } from '../api/core.js';
+import type { EndpointSlice } from '../agent/desired.js';
+import { SERVICE_NAME_LABEL } from '../agent/desired.js';
+
+/** A pod as `ecnet local run` records it. */
+export interface LocalPod {
+  apiVersion: 'v1';
+  kind: 'Pod';
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  status?: { podIP?: string; phase?: string };
+}
+
+export const PID_ANNOTATION = 'ecnet.io/pid';
+export const NETNS_ANNOTATION = 'ecnet.io/netns';
+export const SLICE_SUFFIX = '-local';
+
+const matches = (selector: Record<string, string> | undefined, labels: Record<string, string> | undefined) =>
+  selector !== undefined && Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels?.[k] === v);
+
+/** The slice each selector Service should have; `alive` tells which pods run. */
+export function desiredSlices(services: Service[], pods: LocalPod[], alive: (p: LocalPod) => boolean): EndpointSlice[] {
+  const out: EndpointSlice[] = [];
+  for (const s of services) {
+    if (!s.spec.selector || !Object.keys(s.spec.selector).length) continue;
+    const ns = s.metadata.namespace ?? 'default';
+    const members = pods.filter((p) => (p.metadata.namespace ?? 'default') === ns && p.status?.podIP && matches(s.spec.selector, p.metadata.labels));
+    out.push({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: `${s.metadata.name}${SLICE_SUFFIX}`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: s.metadata.name } },
+      endpoints: members.map((p) => ({ addresses: [p.status!.podIP!], conditions: { ready: alive(p) } })),
+      ports: (s.spec.ports ?? []).map((p) => ({
+        ...(p.name ? { name: p.name } : {}),
+        port: typeof p.targetPort === 'number' ? p.targetPort : p.port,
+        protocol: p.protocol ?? 'TCP',
+      })),
+    });
+  }
+  return out;
+}
+
+/** A pod's /etc/hosts: itself, and every Service of its cluster by its short and full names. */
+export function hostsText(pod: LocalPod, services: Service[]): string {
+  const lines = ['127.0.0.1 localhost'];
+  if (pod.status?.podIP) lines.push(`${pod.status.podIP} ${pod.metadata.name}`);
+  for (const s of services) {
+    const ip = s.spec.clusterIP;
+    if (!ip || ip === 'None') continue;
+    const n = `${s.metadata.name}.${s.metadata.namespace ?? 'default'}`;
+    lines.push(`${ip} ${n} ${n}.svc ${n}.svc.cluster.local ${n}.svc.clusterset.local`);
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,80 @@
+// `ecnet local supervise`, started by `up`: for the whole cluster set, the control plane, and per member what a
+// Kubernetes control plane would do locally: EndpointSlices from the running pods, pods' hosts files.
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Service } from '../api/core.js';
+import { memberConnector } from '../controlplane/connect.js';
+import { Controller } from '../controlplane/controller.js';
+import { componentLogger } from '../logger.js';
+import { LocalSource } from '../sources/local.js';
+import { Kinds } from '../sources/source.js';
+import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, SLICE_SUFFIX, desiredSlices, hostsText } from './endpoints.js';
+import { hostsFile } from './net.js';
+import { HUB } from './topology.js';
+
+
+export const pidAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Keeps one member's EndpointSlices and hosts files in step with its pods and Services. */
+class MemberHousekeeper {
+  readonly #src: LocalSource;
+  #timer: NodeJS.Timeout | undefined;
+  #last = '';
+  readonly #log = componentLogger('local');
+
+  constructor(dir: string) {
+    this.#src = new LocalSource({ dir, rescanMs: 1000 });
+    const trigger = () => this.#schedule();
+    this.#src.informer(Kinds.Service, { onEvent: trigger });
+    this.#src.informer(Kinds.Pod, { onEvent: trigger });
+    // A pod's process ending is no event: look every second.
+    setInterval(trigger, 1000).unref();
+  }
+
+  #schedule(): void {
+    if (this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#sync().catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'endpoints sync failed'));
+    }, 20);
+  }
+
+  async #sync(): Promise<void> {
+    const services = await this.#src.list<Service & { apiVersion: string }>(Kinds.Service);
+    const pods = await this.#src.list<LocalPod & { apiVersion: string }>(Kinds.Pod);
+    const alive = (p: LocalPod) => pidAlive(Number(p.metadata.annotations?.[PID_ANNOTATION]));
+    const slices = desiredSlices(services, pods, alive);
+    const state = JSON.stringify([slices, services.map((s) => [s.metadata.name, s.metadata.namespace, s.spec.clusterIP]), pods.map((p) => p.metadata.name)]);
+    if (state === this.#last) return;
+    this.#last = state;
+    const existing = (await this.#src.list(Kinds.EndpointSlice)).filter((s) => s.metadata.name.endsWith(SLICE_SUFFIX));
+    for (const s of slices) await this.#src.apply(s as never, { manager: 'ecnet-local' });
+    for (const e of existing) {
+      if (!slices.some((s) => s.metadata.name === e.metadata.name && s.metadata.namespace === e.metadata.namespace)) {
+        await this.#src.delete(Kinds.EndpointSlice, e.metadata.name, e.metadata.namespace);
+      }
+    }
+    for (const p of pods) {
+      const ns = p.metadata.annotations?.[NETNS_ANNOTATION];
+      if (ns && existsSync(hostsFile(ns))) writeFileSync(hostsFile(ns), hostsText(p, services)); // in place: ip netns exec bind-mounts it
+    }
+  }
+}
+
+export async function supervise(clustersDir: string, members: string[]): Promise<() => Promise<void>> {
+  const hub = new LocalSource({ dir: join(clustersDir, HUB) });
+  const controller = new Controller({ hub, connect: memberConnector({ hub, clustersDir }), memberTimeoutMs: 60_000, resyncMs: 10_000 });
+  await controller.start();
+  for (const m of members) new MemberHousekeeper(join(clustersDir, m));
+  return async () => {
+    await controller.close();
+    hub.destroy();
+  };
+}

@@ -1,0 +1,87 @@
+// End to end on `ecnet local`: the seed's layout (control-plane, cluster-1..3), a server answering with its
+// pod name in cluster-1 and cluster-3, a client pod in cluster-2 calling http://httpbin.httpbin:8080 by name.
+// Everything through the CLI, as a user would; `down` must leave nothing. Root only.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { packageRoot } from '../src/paths.js';
+import { describeKernel } from './helpers/describe-kernel.js';
+
+const cli = join(packageRoot, 'dist', 'cli', 'main.js');
+const examples = join(packageRoot, 'examples');
+const stateDir = join(tmpdir(), `ecnet-local-e2e-${process.pid}`);
+const env = { ...process.env, ECNET_LOCAL_DIR: stateDir };
+const ecnet = (...args: string[]) => {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env });
+  if (r.status !== 0) throw new Error(`ecnet ${args.join(' ')} → ${r.status}: ${r.stderr}`);
+  return r.stdout;
+};
+/** n calls from a throwaway pod of cluster-2, one line each: the answer, or FAIL. */
+const calls = (n: number) =>
+  ecnet('local', 'exec', '--cluster', 'cluster-2', '--', 'sh', '-c', `for i in $(seq ${n}); do curl -s -m 2 http://httpbin.httpbin:8080/ || echo FAIL; done`)
+    .trim()
+    .split('\n');
+
+describeKernel('ecnet local: the seed walkthrough end to end', () => {
+  const server = join(stateDir, '..', `ecnet-e2e-server-${process.pid}.mjs`);
+
+  beforeAll(() => {
+    writeFileSync(server, "import http from 'node:http';\nhttp.createServer((q, s) => s.end(`${process.env.HOSTNAME}\\n`)).listen(8080);\n");
+    ecnet('local', 'up');
+    for (const c of ['cluster-1', 'cluster-3']) {
+      ecnet('local', 'run', '--cluster', c, '--namespace', 'httpbin', '--labels', 'app=pipy', '--name', `httpbin-${c}`, '--', process.execPath, server);
+      ecnet('local', 'apply', '--cluster', c, '-n', 'httpbin', '-f', join(examples, 'httpbin.yaml'));
+    }
+    for (const c of ['cluster-1', 'cluster-2', 'cluster-3']) ecnet('local', 'apply', '--cluster', c, '-n', 'httpbin', '-f', join(examples, 'httpbin-export.yaml'));
+  });
+  afterAll(() => {
+    spawnSync(process.execPath, [cli, 'local', 'down'], { env });
+    try {
+      execFileSync('rm', ['-f', server]);
+    } catch {
+      // gone
+    }
+  });
+
+  it('without a policy the call from cluster-2 fails fast', async () => {
+    // Wait until the import has its address in cluster-2 (the controller has run).
+    const end = Date.now() + 15_000;
+    while (!/ClusterSetIP\s+10\.96\./.test(ecnet('local', 'get', 'simp', '-n', 'httpbin', '--cluster', 'cluster-2')) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    const started = Date.now();
+    expect(calls(3)).toEqual(['FAIL', 'FAIL', 'FAIL']);
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it('ActiveActive over cluster-1 and cluster-3: answers from pods of both', async () => {
+    ecnet('local', 'apply', '--cluster', 'cluster-2', '-n', 'httpbin', '-f', join(examples, 'httpbin-gtp-active-active.yaml'));
+    await new Promise((r) => setTimeout(r, 500));
+    const answers = calls(30);
+    expect(answers.filter((a) => a === 'FAIL')).toEqual([]);
+    expect(new Set(answers)).toEqual(new Set(['httpbin-cluster-1', 'httpbin-cluster-3']));
+  });
+
+  it('FailOver: the first target only; when its gateway stops, every call is answered by the other', async () => {
+    const policy = join(stateDir, '..', `ecnet-e2e-failover-${process.pid}.yaml`);
+    writeFileSync(
+      policy,
+      'apiVersion: flomesh.io/v1alpha1\nkind: GlobalTrafficPolicy\nmetadata: {name: httpbin}\nspec:\n  lbType: FailOver\n  targets: [{clusterKey: default/default/default/cluster-1}, {clusterKey: default/default/default/cluster-3}]\n',
+    );
+    ecnet('local', 'apply', '--cluster', 'cluster-2', '-n', 'httpbin', '-f', policy);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(new Set(calls(10))).toEqual(new Set(['httpbin-cluster-1']));
+    const state = JSON.parse(execFileSync('cat', [join(stateDir, 'set.json')], { encoding: 'utf8' })) as { pids: Record<string, number> };
+    process.kill(state.pids['cluster-1-gateway']!, 'SIGKILL');
+    expect(calls(20)).toEqual(Array(20).fill('httpbin-cluster-3'));
+    execFileSync('rm', ['-f', policy]);
+  });
+
+  it('down removes everything', () => {
+    ecnet('local', 'down');
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/ecnet-l-/);
+    expect(existsSync(stateDir)).toBe(false);
+    expect(existsSync('/sys/fs/bpf/ecnet-local')).toBe(false);
+    expect(readdirSync('/etc/netns').filter((n) => n.startsWith('ecnet-l-'))).toEqual([]);
+  });
+});
