@@ -84,4 +84,21 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     expect(existsSync('/sys/fs/bpf/ecnet-local')).toBe(false);
     expect(readdirSync('/etc/netns').filter((n) => n.startsWith('ecnet-l-'))).toEqual([]);
   });
+
+  it('`ecnet demo` walks the seed end to end, twice in a row, leaving nothing', () => {
+    for (let i = 0; i < 2; i++) {
+      const out = ecnet('demo');
+      const section = (from: string, to: string) => out.slice(out.indexOf(from), out.indexOf(to));
+      expect(section('== 4.', '== 5.')).toMatch(/\(call failed/);
+      expect(section('== 4.', '== 5.')).not.toMatch(/httpbin-\d-\d/);
+      const aa = section('== 5.', '== 6.');
+      expect(aa).toMatch(/httpbin-1-\d/);
+      expect(aa).toMatch(/httpbin-3-\d/);
+      const afterKill = out.slice(out.indexOf('kill <cluster-1'), out.indexOf('== 7.'));
+      expect(afterKill.match(/httpbin-3-\d/g)).toHaveLength(6);
+      expect(afterKill).not.toMatch(/httpbin-1-\d|call failed/);
+      expect(out).toMatch(/demo done in [\d.]+ s/);
+      expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/ecnet-l-/);
+    }
+  });
 });

@@ -7,6 +7,7 @@ import { crdsCommand, validateCommand } from './api.js';
 import { bpfCommand, unload } from './bpf.js';
 import { controllerCommand } from './controller.js';
 import { applyCommand, deleteCommand, getCommand } from './resources.js';
+import { demoCommand } from './demo.js';
 import { localCommand } from './local.js';
 import { agentCommand, gatewayCommand, routesCommand } from './traffic.js';
 
@@ -25,6 +26,7 @@ program.addCommand(agentCommand());
 program.addCommand(gatewayCommand());
 program.addCommand(routesCommand());
 program.addCommand(localCommand());
+program.addCommand(demoCommand());
 program
   .command('uninstall')
   .description('detach the datapath and remove its pins (same as `ecnet bpf unload`)')

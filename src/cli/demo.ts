@@ -1,0 +1,106 @@
+// `ecnet demo [up|run|down]`: the seed's walkthrough on `ecnet local`, each step printed with the command it
+// runs and that command's real output. `ecnet demo` does all three and always cleans up; a failing step
+// says which step and why.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { localStateDir } from '../config.js';
+import { packageRoot } from '../paths.js';
+
+const cli = join(packageRoot, 'dist', 'cli', 'main.js');
+const examples = join(packageRoot, 'examples');
+const SERVER = "require('http').createServer((q, s) => s.end(process.env.HOSTNAME + '\\n')).listen(8080)";
+
+class StepError extends Error {
+  readonly code = 'ECNET_DEMO_STEP' as const;
+}
+
+const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
+
+/** Runs `ecnet ARGS`, printing the command and its output; `expectFail`: the step shows a failing call. */
+function ecnet(step: string, args: string[], opts: { show?: string; expectFail?: boolean; quiet?: boolean } = {}): string {
+  if (!opts.quiet) process.stdout.write(`$ ${opts.show ?? `ecnet ${args.join(' ')}`}\n`);
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  const out = `${r.stdout}${r.stderr && (r.status !== 0 || !opts.quiet) ? r.stderr : ''}`;
+  if (!opts.quiet && out.trim()) process.stdout.write(`${out.trimEnd()}\n`);
+  if (r.status !== 0 && !opts.expectFail) throw new StepError(`step "${step}" failed: ecnet ${args.join(' ')} exited ${r.status}: ${r.stderr.trim().split('\n').pop()}`);
+  return r.stdout;
+}
+
+const curl = (n: number) => ['sh', '-c', `for i in $(seq ${n}); do curl -s -m 2 http://httpbin.httpbin:8080/ || echo "(call failed: curl exit $?)"; done`];
+
+export function demoUp(): void {
+  process.stdout.write(`${bold('== 1. the cluster set: control-plane, cluster-1, cluster-2, cluster-3')}\n`);
+  ecnet('up', ['local', 'up']);
+  process.stdout.write(`${bold('== 2. httpbin (2 replicas answering with their pod name) in cluster-1 and cluster-3, exported')}\n`);
+  for (const c of ['cluster-1', 'cluster-3']) {
+    ecnet('deploy', ['local', 'apply', '--cluster', c, '-f', join(examples, 'httpbin-namespace.yaml')]);
+    ecnet('deploy', ['local', 'apply', '--cluster', c, '-n', 'httpbin', '-f', join(examples, 'httpbin.yaml')]);
+    for (let i = 1; i <= 2; i++) {
+      ecnet('deploy', ['local', 'run', '--cluster', c, '--namespace', 'httpbin', '--labels', 'app=pipy', '--name', `httpbin-${c.slice(-1)}-${i}`, '--', 'node', '-e', SERVER], {
+        show: `ecnet local run --cluster ${c} --namespace httpbin --labels app=pipy --name httpbin-${c.slice(-1)}-${i} -- node -e '<answer with $HOSTNAME>'`,
+      });
+    }
+  }
+  for (const c of ['cluster-1', 'cluster-2', 'cluster-3']) ecnet('export', ['local', 'apply', '--cluster', c, '-n', 'httpbin', '-f', join(examples, 'httpbin-export.yaml')]);
+  process.stdout.write(`${bold('== 3. the client in cluster-2')}\n`);
+  ecnet('client', ['local', 'apply', '--cluster', 'cluster-2', '-f', join(examples, 'curl.yaml')]);
+  ecnet('client', ['local', 'run', '--cluster', 'cluster-2', '--namespace', 'curl', '--labels', 'app=curl', '--name', 'curl', '--', 'sleep', '365d']);
+  // The import reaches cluster-2 once the controller has run: wait for it, showing progress.
+  const end = Date.now() + 20_000;
+  for (;;) {
+    const out = ecnet('import', ['local', 'get', 'simp', '-n', 'httpbin', '--cluster', 'cluster-2'], { quiet: true, expectFail: true });
+    if (/ClusterSetIP\s+10\./.test(out)) break;
+    if (Date.now() > end) throw new StepError('step "import" failed: no ServiceImport with an address in cluster-2 after 20 s');
+    process.stdout.write('.');
+    spawnSync('sleep', ['0.2']);
+  }
+  ecnet('import', ['local', 'get', 'simp', '-n', 'httpbin', '--cluster', 'cluster-2']);
+}
+
+export function demoRun(): void {
+  const exec = (n: number) => ['local', 'exec', '--cluster', 'cluster-2', '--pod', 'curl', '--', ...curl(n)];
+  const show = (n: number) => `ecnet local exec --cluster cluster-2 --pod curl -- curl -s http://httpbin.httpbin:8080/   (×${n})`;
+  process.stdout.write(`${bold('== 4. from cluster-2, before any policy: not found (services of other clusters are not used by default)')}\n`);
+  const before = ecnet('no policy', exec(2), { show: show(2) });
+  if (!/call failed/.test(before) || /httpbin-/.test(before)) throw new StepError('step "no policy" failed: the call was answered without a policy');
+  process.stdout.write(`${bold('== 5. GlobalTrafficPolicy ActiveActive over cluster-1 and cluster-3')}\n`);
+  ecnet('active-active', ['local', 'apply', '--cluster', 'cluster-2', '-n', 'httpbin', '-f', join(examples, 'httpbin-gtp-active-active.yaml')]);
+  spawnSync('sleep', ['0.5']);
+  const aa = ecnet('active-active', exec(8), { show: show(8) });
+  if (!/httpbin-1-/.test(aa) || !/httpbin-3-/.test(aa)) throw new StepError('step "active-active" failed: answers did not come from both clusters');
+  process.stdout.write(`${bold('== 6. FailOver: cluster-1 first, cluster-3 when cluster-1 is down')}\n`);
+  ecnet('failover', ['local', 'apply', '--cluster', 'cluster-2', '-n', 'httpbin', '-f', join(examples, 'httpbin-gtp-failover.yaml')]);
+  spawnSync('sleep', ['0.5']);
+  const fo = ecnet('failover', exec(4), { show: show(4) });
+  if (/httpbin-3-|call failed/.test(fo)) throw new StepError('step "failover" failed: not only cluster-1 answered');
+  const pids = (JSON.parse(spawnSync('cat', [join(localStateDir({}), 'set.json')], { encoding: 'utf8' }).stdout) as { pids: Record<string, number> }).pids;
+  process.stdout.write(`$ kill <cluster-1's gateway>   (pid ${pids['cluster-1-gateway']})\n`);
+  process.kill(pids['cluster-1-gateway']!, 'SIGKILL');
+  const after = ecnet('failover', exec(6), { show: show(6) });
+  if (/httpbin-1-|call failed/.test(after)) throw new StepError('step "failover" failed: after cluster-1 stopped, not every call was answered by cluster-3');
+}
+
+export function demoDown(): void {
+  process.stdout.write(`${bold('== 7. clean up')}\n`);
+  ecnet('down', ['local', 'down']);
+}
+
+export function demoCommand(): Command {
+  const demo = new Command('demo')
+    .description("the seed's walkthrough on a local cluster set: up, run, down (all three when no part is named)")
+    .action(() => {
+      const started = Date.now();
+      try {
+        demoUp();
+        demoRun();
+      } finally {
+        demoDown();
+      }
+      process.stdout.write(`demo done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    });
+  demo.command('up').description('the cluster set, the servers, the client and the exports').action(() => demoUp());
+  demo.command('run').description('the calls: no policy, ActiveActive, FailOver with cluster-1 stopped').action(() => demoRun());
+  demo.command('down').description('remove everything').action(() => demoDown());
+  return demo;
+}
