@@ -62,6 +62,29 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     expect(new Set(answers)).toEqual(new Set(['httpbin-cluster-1', 'httpbin-cluster-3']));
   });
 
+  it('ActiveActive with weights 3:1: the answers follow them within ±10% over 1,000 requests', async () => {
+    const policy = join(stateDir, '..', `ecnet-e2e-weights-${process.pid}.yaml`);
+    writeFileSync(
+      policy,
+      'apiVersion: flomesh.io/v1alpha1\nkind: GlobalTrafficPolicy\nmetadata: {name: httpbin}\nspec:\n  lbType: ActiveActive\n  targets: [{clusterKey: default/default/default/cluster-1, weight: 75}, {clusterKey: default/default/default/cluster-3, weight: 25}]\n',
+    );
+    ecnet('local', 'apply', '--cluster', 'cluster-2', '-n', 'httpbin', '-f', policy);
+    await new Promise((r) => setTimeout(r, 500));
+    // One client process, a new connection per request (each is a routing decision).
+    const client =
+      "const http=require('http');let n=0,c={};const go=()=>http.get({host:'httpbin.httpbin',port:8080,agent:false},r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>{c[b.trim()]=(c[b.trim()]||0)+1;++n<1000?go():console.log(JSON.stringify(c))})}).on('error',e=>{c.error=(c.error||0)+1;++n<1000?go():console.log(JSON.stringify(c))});go()";
+    const counts = JSON.parse(ecnet('local', 'exec', '--cluster', 'cluster-2', '--', process.execPath, '-e', client)) as Record<string, number>;
+    expect(counts.error).toBeUndefined();
+    expect(Math.abs((counts['httpbin-cluster-1'] ?? 0) / 1000 - 0.75)).toBeLessThan(0.075);
+    expect(Math.abs((counts['httpbin-cluster-3'] ?? 0) / 1000 - 0.25)).toBeLessThan(0.025);
+    execFileSync('rm', ['-f', policy]);
+  });
+
+  it('Locality: a client in a cluster with its own endpoints never leaves it', () => {
+    const answers = ecnet('local', 'exec', '--cluster', 'cluster-1', '--', 'sh', '-c', 'for i in $(seq 10); do curl -s -m 2 http://httpbin.httpbin:8080/ || echo FAIL; done').trim().split('\n');
+    expect(answers).toEqual(Array(10).fill('httpbin-cluster-1'));
+  });
+
   it('FailOver: the first target only; when its gateway stops, every call is answered by the other', async () => {
     const policy = join(stateDir, '..', `ecnet-e2e-failover-${process.pid}.yaml`);
     writeFileSync(
