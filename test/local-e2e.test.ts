@@ -80,6 +80,30 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     execFileSync('rm', ['-f', policy]);
   });
 
+  it('not only HTTP: redis-benchmark in cluster-2 against the imported name, served by redis-server in cluster-1', () => {
+    // Debian ships the server as redis-check-rdb, which acts as the server when called redis-server.
+    ecnet('local', 'run', '--cluster', 'cluster-1', '--namespace', 'cache', '--labels', 'app=redis', '--name', 'redis-0', '--', 'bash', '-c', 'exec -a redis-server /usr/bin/redis-check-rdb --port 6379 --protected-mode no --save "" --appendonly no');
+    const manifests = join(stateDir, '..', `ecnet-e2e-redis-${process.pid}.yaml`);
+    writeFileSync(
+      manifests,
+      'apiVersion: v1\nkind: Service\nmetadata: {name: redis, namespace: cache}\nspec: {ports: [{name: redis, port: 6379}], selector: {app: redis}}\n---\napiVersion: flomesh.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: redis, namespace: cache}\nspec: {}\n',
+    );
+    ecnet('local', 'apply', '--cluster', 'cluster-1', '-f', manifests);
+    writeFileSync(manifests, 'apiVersion: flomesh.io/v1alpha1\nkind: GlobalTrafficPolicy\nmetadata: {name: redis, namespace: cache}\nspec: {lbType: Locality, targets: [{clusterKey: default/default/default/cluster-1}]}\n');
+    ecnet('local', 'apply', '--cluster', 'cluster-2', '-f', manifests);
+    execFileSync('rm', ['-f', manifests]);
+    const end = Date.now() + 15_000;
+    let out = '';
+    while (Date.now() < end) {
+      const r = spawnSync(process.execPath, [cli, 'local', 'exec', '--cluster', 'cluster-2', '--', 'redis-benchmark', '-h', 'redis.cache', '-p', '6379', '-n', '2000', '-c', '10', '-t', 'set,get,incr,lpush', '-q'], { encoding: 'utf8', env });
+      out = `${r.stdout}${r.stderr}`;
+      if (r.status === 0 && /LPUSH: [\d.]+ requests per second/.test(out)) break;
+      spawnSync('sleep', ['0.3']);
+    }
+    expect(out).not.toMatch(/error/i);
+    expect(out.split(/\r|\n/).filter((l) => /requests per second/.test(l)).map((l) => l.split(':')[0])).toEqual(['SET', 'GET', 'INCR', 'LPUSH']);
+  });
+
   it('Locality: a client in a cluster with its own endpoints never leaves it', () => {
     const answers = ecnet('local', 'exec', '--cluster', 'cluster-1', '--', 'sh', '-c', 'for i in $(seq 10); do curl -s -m 2 http://httpbin.httpbin:8080/ || echo FAIL; done').trim().split('\n');
     expect(answers).toEqual(Array(10).fill('httpbin-cluster-1'));
@@ -94,9 +118,19 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     ecnet('local', 'apply', '--cluster', 'cluster-2', '-n', 'httpbin', '-f', policy);
     await new Promise((r) => setTimeout(r, 500));
     expect(new Set(calls(10))).toEqual(new Set(['httpbin-cluster-1']));
-    const state = JSON.parse(execFileSync('cat', [join(stateDir, 'set.json')], { encoding: 'utf8' })) as { pids: Record<string, number> };
-    process.kill(state.pids['cluster-1-gateway']!, 'SIGKILL');
+    ecnet('local', 'stop', '--cluster', 'cluster-1', '--component', 'gateway');
     expect(calls(20)).toEqual(Array(20).fill('httpbin-cluster-3'));
+    // Back when it returns: the agent's active check sees /healthz again.
+    ecnet('local', 'start', '--cluster', 'cluster-1', '--component', 'gateway');
+    const end = Date.now() + 10_000;
+    let last: string[] = [];
+    while (Date.now() < end) {
+      last = calls(3);
+      if (last.every((a) => a === 'httpbin-cluster-1')) break;
+      expect(last.filter((a) => a === 'FAIL')).toEqual([]);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(last).toEqual(Array(3).fill('httpbin-cluster-1'));
     execFileSync('rm', ['-f', policy]);
   });
 

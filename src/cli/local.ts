@@ -56,6 +56,18 @@ export function localCommand(): Command {
     .action(async (cmdArgs: string[], flags: { cluster: string; pod?: string }, cmd: Command) => {
       process.exitCode = await new ClusterSet(state(cmd)).exec(flags.cluster, flags.pod, cmdArgs);
     });
+  for (const action of ['stop', 'start'] as const) {
+    local
+      .command(action)
+      .description(action === 'stop' ? "kill a member's gateway or agent (as a node failure would)" : "start a member's gateway or agent again")
+      .requiredOption('--cluster <name>', 'member cluster')
+      .requiredOption('--component <gateway|agent>', 'which process')
+      .action(async (flags: { cluster: string; component: string }, cmd: Command) => {
+        if (flags.component !== 'gateway' && flags.component !== 'agent') throw new ConfigError('--component must be gateway or agent');
+        const pid = await new ClusterSet(state(cmd)).component(flags.cluster, flags.component, action);
+        process.stdout.write(`${flags.cluster} ${flags.component} ${action === 'stop' ? 'stopped' : `running (pid ${pid})`}\n`);
+      });
+  }
   local
     .command('supervise', { hidden: true })
     .description('(started by up) the controller, endpoints and names of the cluster set')

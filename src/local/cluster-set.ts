@@ -91,39 +91,55 @@ export class ClusterSet {
     }
     state.pids.supervisor = this.#start('supervisor', ['local', 'supervise', '--state', this.stateDir]);
     for (const [i, m] of members.entries()) {
-      const t = member(m, i);
-      state.pids[`${m}-gateway`] = this.#start(`${m}-gateway`, ['gateway', '--cluster', join(this.clustersDir, m), '--listen', `${t.underlayIp}:${GATEWAY_PORT}`], t.nodeNs);
-      state.pids[`${m}-agent`] = this.#start(
-        `${m}-agent`,
-        [
-          'agent',
-          '--cluster',
-          join(this.clustersDir, m),
-          '--bpffs',
-          join(BPFFS, m),
-          '--cgroup',
-          join(this.#cgroupRoot, m),
-          '--proxy',
-          `${t.nodePodIp}:${PROXY_PORT}`,
-          '--admin',
-          `127.0.0.1:${ADMIN_PORT}`,
-        ],
-        t.nodeNs,
-      );
+      for (const c of ['gateway', 'agent'] as const) state.pids[`${m}-${c}`] = this.#startComponent(member(m, i), c);
     }
     writeFileSync(this.#stateFile, JSON.stringify(state));
-    // Up means every process said it is serving.
-    const deadline = Date.now() + 20_000;
     for (const name of Object.keys(state.pids)) {
-      const ready = name === 'supervisor' ? /controller|watching/ : name.endsWith('gateway') ? /ecnet gateway: listening/ : /ecnet agent:/;
-      for (;;) {
-        const log = existsSync(join(this.#runDir, `${name}.log`)) ? readFileSync(join(this.#runDir, `${name}.log`), 'utf8') : '';
-        if (ready.test(log)) break;
-        if (!pidAlive(state.pids[name]!) || Date.now() > deadline) throw new LocalError(`${name} did not start: ${log.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await this.#waitServing(name, state.pids[name]!);
       progress(`${name} running (pid ${state.pids[name]})`);
     }
+  }
+
+  #startComponent(t: MemberTopology, component: 'gateway' | 'agent'): number {
+    const dir = join(this.clustersDir, t.name);
+    const args =
+      component === 'gateway'
+        ? ['gateway', '--cluster', dir, '--listen', `${t.underlayIp}:${GATEWAY_PORT}`]
+        : ['agent', '--cluster', dir, '--bpffs', join(BPFFS, t.name), '--cgroup', join(this.#cgroupRoot, t.name), '--proxy', `${t.nodePodIp}:${PROXY_PORT}`, '--admin', `127.0.0.1:${ADMIN_PORT}`];
+    return this.#start(`${t.name}-${component}`, args, t.nodeNs);
+  }
+
+  /** Serving means the process said so in its log (each prints one line once it serves). */
+  async #waitServing(name: string, pid: number, since = 0): Promise<void> {
+    const ready = name === 'supervisor' ? /controller|watching/ : name.endsWith('gateway') ? /ecnet gateway: listening/ : /ecnet agent:/;
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const file = join(this.#runDir, `${name}.log`);
+      const log = existsSync(file) ? readFileSync(file, 'utf8').slice(since) : '';
+      if (ready.test(log)) return;
+      if (!pidAlive(pid) || Date.now() > deadline) throw new LocalError(`${name} did not start: ${log.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Stops a member's gateway or agent (as a node failure would), or starts it again. */
+  async component(cluster: string, component: 'gateway' | 'agent', action: 'stop' | 'start'): Promise<number | undefined> {
+    const t = this.#member(cluster);
+    const s = this.state()!;
+    const name = `${cluster}-${component}`;
+    const old = s.pids[name];
+    if (action === 'stop') {
+      if (old && pidAlive(old)) process.kill(old, 'SIGKILL');
+      return undefined;
+    }
+    if (old && pidAlive(old)) throw new LocalError(`${name} is running (pid ${old})`);
+    const file = join(this.#runDir, `${name}.log`);
+    const since = existsSync(file) ? readFileSync(file, 'utf8').length : 0;
+    const pid = this.#startComponent(t, component);
+    s.pids[name] = pid;
+    writeFileSync(this.#stateFile, JSON.stringify(s));
+    await this.#waitServing(name, pid, since);
+    return pid;
   }
 
   /** Removes everything `up` and `run` made; safe to run any time. Returns what it removed. */

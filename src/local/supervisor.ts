@@ -1,6 +1,6 @@
 // `ecnet local supervise`, started by `up`: for the whole cluster set, the control plane, and per member what a
 // Kubernetes control plane would do locally: EndpointSlices from the running pods, pods' hosts files.
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Service } from '../api/core.js';
 import { memberConnector } from '../controlplane/connect.js';
@@ -13,10 +13,11 @@ import { hostsFile } from './net.js';
 import { HUB } from './topology.js';
 
 
+/** Whether a process runs: exists and is not a zombie (processes `up` started outlive it and may wait unreaped). */
 export const pidAlive = (pid: number): boolean => {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
