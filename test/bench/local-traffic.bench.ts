@@ -1,0 +1,78 @@
+// `npm run bench:local` (root): the traffic path pod to pod on `ecnet local`, against the direct path measured
+// in the same run. Direct: a pod of cluster-1 to the backend pod of cluster-1 (across namespaces, through the
+// node, no ecnet). Through ecnet: a pod of cluster-2 to the imported ClusterIP → datapath → cluster-2's proxy →
+// underlay → cluster-1's gateway → the same backend pod. Interleaved rounds, medians.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { packageRoot } from '../../src/paths.js';
+import { kernelSkipReason } from '../helpers/host.js';
+
+const cli = join(packageRoot, 'dist', 'cli', 'main.js');
+const loadScript = join(packageRoot, 'test', 'bench', 'traffic-load.mjs');
+const ROUNDS = 3;
+const stateDir = mkdtempSync(join(tmpdir(), 'ecnet-bench-local-'));
+const env = { ...process.env, ECNET_LOCAL_DIR: join(stateDir, 'state') };
+const ecnet = (...args: string[]): string => {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env });
+  if (r.status !== 0) throw new Error(`ecnet ${args.join(' ')} → ${r.status}: ${r.stderr}`);
+  return r.stdout;
+};
+const load = (cluster: string, args: Record<string, unknown>): Record<string, number> =>
+  JSON.parse(ecnet('local', 'exec', '--cluster', cluster, '--', process.execPath, loadScript, JSON.stringify(args)).trim().split('\n')[0]!) as Record<string, number>;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const f = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+
+async function main(): Promise<void> {
+  if (kernelSkipReason) return void console.log(`local traffic benchmark skipped: ${kernelSkipReason}`);
+  try {
+    ecnet('local', 'up', '--clusters', 'cluster-1,cluster-2');
+    const sink = "require('net').createServer({allowHalfOpen:true},c=>{let n=0;c.on('data',d=>n+=d.length);c.on('end',()=>c.end(String(n)))}).listen(9301)";
+    const echo = "require('net').createServer(c=>{c.setNoDelay(true);c.on('data',d=>c.write(d));c.on('error',()=>{})}).listen(9302)";
+    ecnet('local', 'run', '--cluster', 'cluster-1', '--namespace', 'bench', '--labels', 'app=sink', '--name', 'sink-0', '--', process.execPath, '-e', sink);
+    ecnet('local', 'run', '--cluster', 'cluster-1', '--namespace', 'bench', '--labels', 'app=echo', '--name', 'echo-0', '--', process.execPath, '-e', echo);
+    const manifests = join(stateDir, 'bench.yaml');
+    const svc = (name: string, port: number, target: number) =>
+      `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: bench}\nspec: {ports: [{name: tcp, port: ${port}, targetPort: ${target}}], selector: {app: ${name}}}\n---\napiVersion: flomesh.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: ${name}, namespace: bench}\nspec: {}\n`;
+    writeFileSync(manifests, `${svc('sink', 8081, 9301)}---\n${svc('echo', 8082, 9302)}`);
+    ecnet('local', 'apply', '--cluster', 'cluster-1', '-f', manifests);
+    const gtp = (name: string) => `apiVersion: flomesh.io/v1alpha1\nkind: GlobalTrafficPolicy\nmetadata: {name: ${name}, namespace: bench}\nspec: {lbType: ActiveActive}\n`;
+    writeFileSync(manifests, `${gtp('sink')}---\n${gtp('echo')}`);
+    ecnet('local', 'apply', '--cluster', 'cluster-2', '-f', manifests);
+    const podIp = (name: string) => (JSON.parse(ecnet('local', 'get', 'pod', name, '-n', 'bench', '--cluster', 'cluster-1', '-o', 'json')) as { status: { podIP: string } }).status.podIP;
+    const direct = { sink: `${podIp('sink-0')}:9301`, echo: `${podIp('echo-0')}:9302` };
+    let via = { sink: '', echo: '' };
+    for (let i = 0; i < 100 && !via.echo; i++) {
+      const imports = JSON.parse(ecnet('local', 'get', 'simp', '-n', 'bench', '--cluster', 'cluster-2', '-o', 'json')) as { items: { metadata: { name: string }; spec: { ips?: string[] } }[] };
+      const ip = (n: string) => imports.items.find((x) => x.metadata.name === n)?.spec.ips?.[0];
+      if (ip('sink') && ip('echo')) via = { sink: `${ip('sink')}:8081`, echo: `${ip('echo')}:8082` };
+      else spawnSync('sleep', ['0.2']);
+    }
+    if (!via.echo) throw new Error('the imports did not reach cluster-2');
+    const r: Record<string, { direct: number[]; ecnet: number[] }> = {};
+    const add = (k: string, w: 'direct' | 'ecnet', v: number) => ((r[k] ??= { direct: [], ecnet: [] })[w].push(v));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [w, cluster, t] of [['direct', 'cluster-1', direct], ['ecnet', 'cluster-2', via]] as const) {
+        add('bulk', w, load(cluster, { mode: 'bulk', target: t.sink, bytes: 256 * 1024 * 1024 }).mbps!);
+        const lat = load(cluster, { mode: 'rr', target: t.echo, count: 2000 });
+        add('p50', w, lat.p50!);
+        add('p99', w, lat.p99!);
+        const c = load(cluster, { mode: 'cps', target: t.echo, durationMs: 2000, concurrency: 8 });
+        if (c.failed) throw new Error(`${c.failed} connections failed (${w})`);
+        add('cps', w, c.cps!);
+      }
+    }
+    const m = (k: string, w: 'direct' | 'ecnet') => median(r[k]![w]);
+    console.log(`local traffic benchmark, pod to pod on ecnet local (${cpus().length} cores; ${ROUNDS} interleaved rounds, medians)`);
+    console.log(`  bulk throughput       direct ${f(m('bulk', 'direct'))} MB/s   via ecnet ${f(m('bulk', 'ecnet'))} MB/s   ratio ${f(m('bulk', 'ecnet') / m('bulk', 'direct'), 2)} (floor 0.35, aim 0.6)`);
+    console.log(`  64 B request/response p50 direct ${f(m('p50', 'direct'))} µs   via ecnet ${f(m('p50', 'ecnet'))} µs   added ${f(m('p50', 'ecnet') - m('p50', 'direct'))} µs (floor ≤ 250)`);
+    console.log(`                        p99 direct ${f(m('p99', 'direct'))} µs   via ecnet ${f(m('p99', 'ecnet'))} µs   added ${f(m('p99', 'ecnet') - m('p99', 'direct'))} µs (floor ≤ 1000)`);
+    console.log(`  new connections/s     direct ${f(m('cps', 'direct'))}   via ecnet ${f(m('cps', 'ecnet'))}   ratio ${f(m('cps', 'ecnet') / m('cps', 'direct'), 2)} (floor 0.1)`);
+  } finally {
+    spawnSync(process.execPath, [cli, 'local', 'down'], { env });
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+await main();
