@@ -2,7 +2,7 @@
 // pod name in cluster-1 and cluster-3, a client pod in cluster-2 calling http://httpbin.httpbin:8080 by name.
 // Everything through the CLI, as a user would; `down` must leave nothing. Root only.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -24,6 +24,14 @@ const calls = (n: number) =>
     .trim()
     .split('\n');
 
+/** Files the tests write beside the state directory, removed in afterAll even when a test fails. */
+const scratch: string[] = [];
+const scratchFile = (name: string) => {
+  const f = join(stateDir, '..', `ecnet-e2e-${name}-${process.pid}.yaml`);
+  scratch.push(f);
+  return f;
+};
+
 describeKernel('ecnet local: the seed walkthrough end to end', () => {
   const server = join(stateDir, '..', `ecnet-e2e-server-${process.pid}.mjs`);
 
@@ -38,6 +46,7 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
   });
   afterAll(() => {
     spawnSync(process.execPath, [cli, 'local', 'down'], { env });
+    for (const f of scratch) rmSync(f, { force: true });
     try {
       execFileSync('rm', ['-f', server]);
     } catch {
@@ -63,7 +72,7 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
   });
 
   it('ActiveActive with weights 3:1: the answers follow them within ±10% over 1,000 requests', async () => {
-    const policy = join(stateDir, '..', `ecnet-e2e-weights-${process.pid}.yaml`);
+    const policy = scratchFile('weights');
     writeFileSync(
       policy,
       'apiVersion: flomesh.io/v1alpha1\nkind: GlobalTrafficPolicy\nmetadata: {name: httpbin}\nspec:\n  lbType: ActiveActive\n  targets: [{clusterKey: default/default/default/cluster-1, weight: 75}, {clusterKey: default/default/default/cluster-3, weight: 25}]\n',
@@ -83,7 +92,7 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
   it('not only HTTP: redis-benchmark in cluster-2 against the imported name, served by redis-server in cluster-1', () => {
     // Debian ships the server as redis-check-rdb, which acts as the server when called redis-server.
     ecnet('local', 'run', '--cluster', 'cluster-1', '--namespace', 'cache', '--labels', 'app=redis', '--name', 'redis-0', '--', 'bash', '-c', 'exec -a redis-server /usr/bin/redis-check-rdb --port 6379 --protected-mode no --save "" --appendonly no');
-    const manifests = join(stateDir, '..', `ecnet-e2e-redis-${process.pid}.yaml`);
+    const manifests = scratchFile('redis');
     writeFileSync(
       manifests,
       'apiVersion: v1\nkind: Service\nmetadata: {name: redis, namespace: cache}\nspec: {ports: [{name: redis, port: 6379}], selector: {app: redis}}\n---\napiVersion: flomesh.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: redis, namespace: cache}\nspec: {}\n',
@@ -110,7 +119,7 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
   });
 
   it('FailOver: the first target only; when its gateway stops, every call is answered by the other', async () => {
-    const policy = join(stateDir, '..', `ecnet-e2e-failover-${process.pid}.yaml`);
+    const policy = scratchFile('failover');
     writeFileSync(
       policy,
       'apiVersion: flomesh.io/v1alpha1\nkind: GlobalTrafficPolicy\nmetadata: {name: httpbin}\nspec:\n  lbType: FailOver\n  targets: [{clusterKey: default/default/default/cluster-1}, {clusterKey: default/default/default/cluster-3}]\n',
