@@ -19,7 +19,7 @@ const CONCURRENCY = 8;
 const PROXY = { ip: '127.0.0.1', port: 15001 };
 
 function load(target: string, cgroup?: string): Promise<number> {
-  const args = [join(packageRoot, 'test', 'bench', 'connect-load.mjs'), JSON.stringify({ cgroup, target, durationMs: ROUND_MS, concurrency: CONCURRENCY })];
+  const args = [join(packageRoot, 'test', 'bench', 'traffic-load.mjs'), JSON.stringify({ mode: 'cps', cgroup, target, durationMs: ROUND_MS, concurrency: CONCURRENCY })];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
@@ -27,9 +27,9 @@ function load(target: string, cgroup?: string): Promise<number> {
     child.on('error', reject);
     child.on('close', (code) => {
       if (code !== 0) return reject(new Error(`load client exited ${code}`));
-      const r = JSON.parse(out) as { done: number; failed: number; seconds: number };
+      const r = JSON.parse(out) as { cps: number; failed: number };
       if (r.failed) return reject(new Error(`${r.failed} connections to ${target} failed`));
-      resolve(r.done / r.seconds);
+      resolve(r.cps);
     });
   });
 }
