@@ -47,12 +47,6 @@ export interface ControllerOptions {
 export const MANAGER = 'ecnet-controller';
 const managedLabels = { [MANAGED_BY_LABEL]: MANAGED_BY };
 
-export interface PassStats {
-  writes: number;
-  failures: number;
-  gated: boolean;
-}
-
 /** The part of a view that concerns the services in scope (all when undefined). */
 function filterView(v: { exports: ServiceExport[]; services: Service[] }, scope: Set<string> | undefined): { exports: ServiceExport[]; services: Service[] } {
   if (!scope) return v;
@@ -92,7 +86,6 @@ export class Controller {
   #running: Promise<void> | undefined;
   #again = false;
   #closed = false;
-  #idleWaiters: (() => void)[] = [];
   /** Services (`namespace/name`) touched by events since the last pass; a full pass when #full. */
   #dirty = new Set<string>();
   #full = true;
@@ -101,7 +94,6 @@ export class Controller {
   readonly #secretVersions = new Map<string, string>();
   /** canonical() of objects from the informers' caches (immutable until replaced by an event). */
   readonly #canon = new WeakMap<object, string>();
-  #lastPass: PassStats = { writes: 0, failures: 0, gated: true };
   passes = 0;
 
   constructor(options: ControllerOptions) {
@@ -170,28 +162,9 @@ export class Controller {
           if (this.#again) {
             this.#again = false;
             this.trigger();
-          } else if (this.#lastPass.writes === 0 && this.#lastPass.failures === 0 && !this.#lastPass.gated) {
-            for (const w of this.#idleWaiters.splice(0)) w();
           }
         });
     }, this.#debounceMs);
-  }
-
-  /** Resolves after the next pass that found nothing to write (everything converged). */
-  idle(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#idleWaiters.push(resolve);
-      this.trigger();
-    });
-  }
-
-  get lastPass(): PassStats {
-    return this.#lastPass;
-  }
-
-  /** For `ecnet controller` status and tests: each member's state and why. */
-  members(): { name: string; state: string; error?: string }[] {
-    return [...this.#members.values()].map((m) => ({ name: m.name, state: m.state, ...(m.lastError ? { error: m.lastError.message } : {}) }));
   }
 
   /** An object event makes its service dirty; a health or sync change of a member calls for a full pass. */
@@ -361,7 +334,6 @@ export class Controller {
     }
     this.#planClusterStatus(members, now, writes);
     const failures = await this.#run(writes);
-    this.#lastPass = { writes: writes.length, failures, gated };
     this.#log.debug({ pass: this.passes, scope: scope ? scope.size : 'all', writes: writes.length, failures, gated, ms: this.#clock.now() - now }, 'reconcile pass');
     if (failures) {
       this.#full = true;
@@ -582,7 +554,6 @@ export class Controller {
     this.#clusters?.close();
     for (const m of this.#members.values()) m.close();
     this.#members.clear();
-    for (const w of this.#idleWaiters.splice(0)) w();
   }
 
   destroy(err?: Error): void {
@@ -594,6 +565,5 @@ export class Controller {
     this.#clusters?.close();
     for (const m of this.#members.values()) m.close();
     this.#members.clear();
-    for (const w of this.#idleWaiters.splice(0)) w();
   }
 }

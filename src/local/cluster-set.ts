@@ -10,8 +10,9 @@ import { detectCgroup2 } from '../bpf/host.js';
 import { packageRoot } from '../paths.js';
 import { LocalSource } from '../sources/local.js';
 import { Kinds } from '../sources/source.js';
-import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION } from './endpoints.js';
-import { createNode, createPod, createUnderlay, deleteNetns, netnsExists, sweepNetns } from './net.js';
+import type { Service } from '../api/core.js';
+import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, hostsText } from './endpoints.js';
+import { createNode, createPod, createUnderlay, deleteNetns, hostsFile, netnsExists, sweepNetns } from './net.js';
 import { pidAlive } from './supervisor.js';
 import { ADMIN_PORT, GATEWAY_PORT, HUB, PROXY_PORT, type MemberTopology, member, pod } from './topology.js';
 
@@ -210,12 +211,18 @@ export class ClusterSet {
     return done;
   }
 
+  /** The first pod address of a member not in use. */
+  #freeSlot(t: MemberTopology): number {
+    let slot = 2;
+    while (netnsExists(pod(t, slot).ns)) slot++;
+    if (slot > 254) throw new LocalError(`${t.name} has no pod address left`);
+    return slot;
+  }
+
   /** Starts CMD as a pod of `cluster`; returns its name. */
   async run(cluster: string, namespace: string, labels: Record<string, string>, name: string | undefined, cmd: string[]): Promise<string> {
     const t = this.#member(cluster);
-    let slot = 2;
-    while (netnsExists(pod(t, slot).ns)) slot++;
-    if (slot > 254) throw new LocalError(`${cluster} has no pod address left`);
+    const slot = this.#freeSlot(t);
     const podName = name ?? `${Object.values(labels)[0] ?? 'pod'}-${randomBytes(3).toString('hex')}`;
     const { ns, ip } = createPod(t, slot, podName);
     const cg = join(this.#cgroupRoot, cluster, podName);
@@ -262,8 +269,7 @@ export class ClusterSet {
       ns = p.metadata.annotations![NETNS_ANNOTATION]!;
       cg = join(this.#cgroupRoot, cluster, podName);
     } else {
-      let slot = 2;
-      while (netnsExists(pod(t, slot).ns)) slot++;
+      const slot = this.#freeSlot(t);
       const name = `exec-${randomBytes(3).toString('hex')}`;
       ns = createPod(t, slot, name).ns;
       cg = join(this.#cgroupRoot, cluster, name);
@@ -271,10 +277,12 @@ export class ClusterSet {
       throwaway = { slot, name };
       // The throwaway pod resolves the cluster's names too.
       const svcSrc = new LocalSource({ dir: join(this.clustersDir, cluster), watch: false });
-      const { hostsText } = await import('./endpoints.js');
-      const { hostsFile } = await import('./net.js');
-      writeFileSync(hostsFile(ns), hostsText({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace }, status: { podIP: pod(t, slot).ip } }, await svcSrc.list(Kinds.Service) as never));
-      svcSrc.destroy();
+      try {
+        const services = await svcSrc.list<Service & { apiVersion: string }>(Kinds.Service);
+        writeFileSync(hostsFile(ns), hostsText({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace }, status: { podIP: pod(t, slot).ip } }, services));
+      } finally {
+        svcSrc.destroy();
+      }
     }
     try {
       const r = spawnSync('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec ip netns exec "$@"', 'sh', cg, ns, ...cmd], { stdio: 'inherit' });

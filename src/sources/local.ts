@@ -756,11 +756,6 @@ export class LocalSource implements Source {
     this.#store = new DirectoryStore(options.dir, options);
   }
 
-  /** The directory is readable and has been scanned. */
-  get healthy(): boolean {
-    return this.#store.healthy;
-  }
-
   /** `rescan`: a store that does not watch looks at the whole directory again (reads; writes re-read their file). */
   async #ready(rescan = false): Promise<void> {
     this.#check();
@@ -842,5 +837,3 @@ export class LocalSource implements Source {
     this.#store.close();
   }
 }
-
-export const createLocalSource = (options: LocalSourceOptions): LocalSource => new LocalSource(options);
