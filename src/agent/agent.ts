@@ -8,6 +8,7 @@ import type { ServiceEntry } from '../bpf/services.js';
 import { type Logger, componentLogger } from '../logger.js';
 import type { Route, RouteTable } from '../proxy/proxy.js';
 import { Backoff, type Clock, systemClock } from '../sources/backoff.js';
+import { Coalescer } from '../sources/coalescer.js';
 import { type Informer, Kinds, type Source } from '../sources/source.js';
 import { type EndpointSlice, desiredNode, routeKey } from './desired.js';
 
@@ -58,9 +59,7 @@ export class Agent {
     services: Informer<Service>;
     slices: Informer<EndpointSlice & { apiVersion: string }>;
   } | undefined;
-  #timer: unknown;
-  #running = false;
-  #again = false;
+  readonly #reconciles: Coalescer;
   #closed = false;
   readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined };
 
@@ -68,6 +67,7 @@ export class Agent {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger ?? componentLogger('agent');
+    this.#reconciles = new Coalescer(() => this.#reconcile(), options.debounceMs ?? 20, this.#clock);
   }
 
   /** Starts the informers; resolves after the first reconcile. */
@@ -87,21 +87,11 @@ export class Agent {
   }
 
   trigger(): void {
-    if (this.#closed || !this.status.synced) return;
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    if (this.#timer !== undefined) return;
-    this.#timer = this.#clock.setTimeout(() => {
-      this.#timer = undefined;
-      this.#reconcile();
-    }, this.#o.debounceMs ?? 20);
+    if (this.status.synced) this.#reconciles.trigger();
   }
 
   #reconcile(): void {
     if (this.#closed || !this.#informers) return;
-    this.#running = true;
     try {
       const i = this.#informers;
       const d = desiredNode({
@@ -124,12 +114,6 @@ export class Agent {
       this.#log.warn({ err: (err as Error).message, code: (err as { code?: string }).code, retryMs: delay }, 'reconcile failed; the datapath keeps its previous state');
       const t = this.#clock.setTimeout(() => this.trigger(), delay);
       (t as { unref?: () => void }).unref?.();
-    } finally {
-      this.#running = false;
-      if (this.#again) {
-        this.#again = false;
-        this.trigger();
-      }
     }
   }
 
@@ -142,7 +126,7 @@ export class Agent {
     if (this.#closed) return;
     if (err) this.#log.error({ err: err.message }, 'agent aborted');
     this.#closed = true;
-    this.#clock.clearTimeout(this.#timer);
+    void this.#reconciles.close();
     for (const i of Object.values(this.#informers ?? {})) i.close();
   }
 }

@@ -11,6 +11,7 @@ import { type Service, clusterIPsOf } from '../api/core.js';
 import type { Cluster, Condition, ServiceExport, ServiceImport } from '../api/flomesh.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { Backoff, type Clock, systemClock } from '../sources/backoff.js';
+import { Coalescer } from '../sources/coalescer.js';
 import {
   Kinds,
   type Informer,
@@ -81,10 +82,8 @@ export class Controller {
   #startedAt = 0;
   /** Members named when the controller started: it writes nothing until each was read once or timed out. */
   #initial: Set<string> | undefined;
-  #timer: unknown;
   #resync: unknown;
-  #running: Promise<void> | undefined;
-  #again = false;
+  readonly #passes: Coalescer;
   #closed = false;
   /** Services (`namespace/name`) touched by events since the last pass; a full pass when #full. */
   #dirty = new Set<string>();
@@ -105,6 +104,7 @@ export class Controller {
     this.#concurrency = options.concurrency ?? 32;
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger ?? componentLogger('controller');
+    this.#passes = new Coalescer(() => this.#safePass(), this.#debounceMs, this.#clock);
   }
 
   /** Starts watching the hub's Cluster resources; resolves once they are listed. */
@@ -141,30 +141,19 @@ export class Controller {
 
   /** Asks for a pass (coalesced with others within debounceMs). */
   trigger(): void {
-    if (this.#closed) return;
-    if (this.#running) {
-      this.#again = true;
-      return;
+    this.#passes.trigger();
+  }
+
+  /** A pass that throws (a bug, or an object nothing checked): logged, and everything looked at again later. */
+  async #safePass(): Promise<void> {
+    try {
+      await this.#pass();
+    } catch (err) {
+      this.#log.error({ err }, 'reconcile pass failed');
+      this.#full = true;
+      const t = this.#clock.setTimeout(() => this.trigger(), this.#retry.next());
+      (t as { unref?: () => void }).unref?.();
     }
-    if (this.#timer !== undefined) return;
-    this.#timer = this.#clock.setTimeout(() => {
-      this.#timer = undefined;
-      this.#running = this.#pass()
-        .catch((err: unknown) => {
-          // A bug or an object nothing checked: log it, and look at everything again after a while.
-          this.#log.error({ err }, 'reconcile pass failed');
-          this.#full = true;
-          const t = this.#clock.setTimeout(() => this.trigger(), this.#retry.next());
-          (t as { unref?: () => void }).unref?.();
-        })
-        .finally(() => {
-          this.#running = undefined;
-          if (this.#again) {
-            this.#again = false;
-            this.trigger();
-          }
-        });
-    }, this.#debounceMs);
   }
 
   /** An object event makes its service dirty; a health or sync change of a member calls for a full pass. */
@@ -548,9 +537,8 @@ export class Controller {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#clock.clearTimeout(this.#timer);
     this.#clock.clearTimeout(this.#resync);
-    await this.#running;
+    await this.#passes.close();
     this.#clusters?.close();
     for (const m of this.#members.values()) m.close();
     this.#members.clear();
@@ -560,7 +548,7 @@ export class Controller {
     if (this.#closed) return;
     if (err) this.#log.error({ err: err.message }, 'controller aborted');
     this.#closed = true;
-    this.#clock.clearTimeout(this.#timer);
+    void this.#passes.close();
     this.#clock.clearTimeout(this.#resync);
     this.#clusters?.close();
     for (const m of this.#members.values()) m.close();
