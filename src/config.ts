@@ -271,15 +271,30 @@ export function tlsConfig(flags: TlsFlags, needCert: boolean, env: NodeJS.Proces
   return out;
 }
 
+/**
+ * How a tunnel's bytes move once it is up (--splice, ECNET_SPLICE): `kernel` hands plain-TCP pairs to the
+ * addon's splice(2) thread (TLS tunnels stay streams, their bytes must pass through Node's TLS); `stream`
+ * pipes every pair through Node.
+ */
+export type SpliceMode = 'kernel' | 'stream';
+
+export function spliceMode(flag: string | undefined, env: NodeJS.ProcessEnv): SpliceMode {
+  const v = flag ?? env.ECNET_SPLICE ?? 'kernel';
+  if (v === 'kernel' || v === 'stream') return v;
+  throw new ConfigError(`--splice must be kernel or stream, got ${JSON.stringify(v)}`);
+}
+
 /** Flags of `ecnet gateway`. */
 export interface GatewayFlags extends SourceFlags, TlsFlags {
   listen?: string;
+  splice?: string;
 }
 
 export interface GatewayConfig {
   source: SourceConfig;
   listen: { ip: string; port: number };
   tls: TlsConfig | undefined;
+  splice: SpliceMode;
 }
 
 export const gatewayDefaults = {
@@ -290,7 +305,7 @@ export const gatewayDefaults = {
 export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
   const listen = flags.listen ?? env.ECNET_GATEWAY_LISTEN ?? gatewayDefaults.listen;
   try {
-    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls: tlsConfig(flags, true, env) };
+    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls: tlsConfig(flags, true, env), splice: spliceMode(flags.splice, env) };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;
     throw new ConfigError(`--listen: ${(cause as Error).message}`, { cause });
@@ -303,6 +318,7 @@ export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags {
   cgroup?: string;
   clusterKey?: string;
   admin?: string;
+  splice?: string;
 }
 
 export const agentDefaults = {
@@ -321,6 +337,7 @@ export interface AgentConfig {
   admin: { ip: string; port: number };
   /** TLS to the gateways (client certificate for mTLS). */
   tls: TlsConfig | undefined;
+  splice: SpliceMode;
 }
 
 const CLUSTER_KEY = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?){3}$/;
@@ -342,6 +359,7 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       clusterKey,
       admin: parseEndpoint(admin),
       tls: tlsConfig(flags, false, env),
+      splice: spliceMode(flags.splice, env),
     };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;

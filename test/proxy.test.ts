@@ -47,7 +47,7 @@ describeKernel('node proxy over the datapath, through gateways', () => {
     const catalog = staticCatalog([
       { namespace: 'httpbin', name: 'httpbin', ports: new Map([[8080, [{ ip: `127.0.0.${20 + n}`, port: backendPort }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
     ]);
-    gateways.set(n, await Gateway.start({ host: `127.0.0.${10 + n}`, port: 8081, catalog }));
+    gateways.set(n, await Gateway.start({ host: `127.0.0.${10 + n}`, port: 8081, catalog, kernelSplice: true }));
   }
   const call = async (count: number) => {
     const results = await runClient({ cgroup: cg!.path, targets: Array.from({ length: count }, () => `${CLUSTER_IP}:8080`), timeoutMs: 3000 });
@@ -70,6 +70,7 @@ describeKernel('node proxy over the datapath, through gateways', () => {
       await startGateway(n, 9000);
     }
     proxy = await NodeProxy.start({
+      kernelSplice: true,
       host: '127.0.0.1',
       port: 15001,
       localCluster: key(2),
@@ -112,6 +113,8 @@ describeKernel('node proxy over the datapath, through gateways', () => {
     expect(new Set(replies)).toEqual(new Set(['cluster-1', 'cluster-3']));
     // Every tunnel went out on a socket carrying the mark the datapath skips.
     expect(markedConnects - before).toBe(40);
+    // ... and carried its bytes in the kernel once established (the marked sockets are plain TCP).
+    expect(proxy!.stats.kernelSpliced).toBeGreaterThanOrEqual(40);
   });
 
   it('FailOver: the first target only; when its gateway goes, every request succeeds from the other; and back', async () => {
@@ -152,7 +155,7 @@ spec: {lbType: ActiveActive}
       { namespace: 'httpbin', name: 'httpbin', ports: new Map([[8080, [{ ip: '127.0.0.23', port: 9000 }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
       { namespace: 'shop', name: 'web', ports: new Map([[8080, [{ ip: '127.0.0.23', port: 9000 }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
     ]);
-    gateways.set(3, await Gateway.start({ host: '127.0.0.13', port: 8081, catalog }));
+    gateways.set(3, await Gateway.start({ host: '127.0.0.13', port: 8081, catalog, kernelSplice: true }));
     source = new LocalSource({ dir });
     agent = new Agent({ source, localCluster: key(2), redirects: dp!.services, routes: agentRoutes, debounceMs: 5 });
     await agent.start();

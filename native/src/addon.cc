@@ -8,6 +8,7 @@
 #include "link.h"
 #include "map.h"
 #include "object.h"
+#include "splicer.h"
 
 namespace ecnet {
 
@@ -111,7 +112,9 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   data->objectCtor = Napi::Persistent(Object::Init(env));
   data->linkCtor = Napi::Persistent(Link::Init(env));
   data->mapCtor = Napi::Persistent(Map::Init(env));
+  data->splicerCtor = Napi::Persistent(Splicer::Init(env));
 
+  exports.Set("Splicer", data->splicerCtor.Value());
   exports.Set("openObject", Napi::Function::New<OpenObject>(env, "openObject"));
   exports.Set("openPinnedMap", Napi::Function::New<OpenPinnedMap>(env, "openPinnedMap"));
   exports.Set("openMapById", Napi::Function::New<OpenMapById>(env, "openMapById"));

@@ -24,6 +24,7 @@ struct AddonData {
   Napi::FunctionReference objectCtor;
   Napi::FunctionReference linkCtor;
   Napi::FunctionReference mapCtor;
+  Napi::FunctionReference splicerCtor;
 };
 
 AddonData& Data(Napi::Env env);

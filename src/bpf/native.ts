@@ -94,7 +94,24 @@ export interface NativeMap {
   close(): void;
 }
 
+/**
+ * Moves the bytes of TCP socket pairs both ways in the kernel (splice through pipes) on a thread of its own.
+ * `add` dups both descriptors (the caller closes its own right after) and returns the pair's id; every pair
+ * ends exactly once, reported to the constructor's callback: errno 0 when both directions reached their end,
+ * ETIMEDOUT after `idleMs` without a byte, ECANCELED on abort() or close(), else the socket error.
+ */
+export interface NativeSplicer {
+  add(fdA: number, fdB: number, idleMs: number, pendingAtoB?: Buffer | null, pendingBtoA?: Buffer | null): number;
+  abort(id: number): void;
+  stats(): { pairs: number; pipes: number };
+  /** Ends every pair (ECANCELED) and stops the thread; idempotent. */
+  close(): void;
+}
+
+export type SpliceDoneCallback = (id: number, errno: number, aToB: number, bToA: number) => void;
+
 export interface NativeBinding {
+  Splicer: new (onDone: SpliceDoneCallback) => NativeSplicer;
   openObject(path: string, pinRoot: string): NativeObject;
   openPinnedMap(path: string): NativeMap;
   openMapById(id: number): NativeMap;

@@ -48,12 +48,13 @@ export function gatewayCommand(): Command {
   return tlsOptions(sourceOptions(new Command('gateway')))
     .description("the cluster's entry: tunnels for exported services to ready local endpoints, ingress rules, /healthz")
     .option('--listen <ip:port>', `where to listen (default ${gatewayDefaults.listen})`)
+    .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
     .action(async (flags: GatewayFlags) => {
       const cfg = gatewayConfig(flags);
       const source = await openSource(cfg.source);
       const catalog = new LiveCatalog();
       await catalog.start(source);
-      const gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, ...(cfg.tls ? { tls: cfg.tls } : {}) });
+      const gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', ...(cfg.tls ? { tls: cfg.tls } : {}) });
       process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}\n`);
       await untilSignal(async () => {
         await gw.close();
@@ -72,6 +73,7 @@ export function agentCommand(): Command {
     .option('--bpffs <dir>', 'pin directory on bpffs')
     .option('--cgroup <dir>', 'cgroup v2 directory the programs attach to (default: the root)')
     .option('--admin <ip:port>', `admin endpoint: /healthz, /routes (default ${agentDefaults.admin})`)
+    .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
     .action(async (flags: AgentFlags) => {
       const cfg = agentConfig(flags);
       if (!cfg.datapath.cgroup) throw new ConfigError('no cgroup v2 hierarchy found and --cgroup not given');
@@ -87,6 +89,7 @@ export function agentCommand(): Command {
         routes,
         originalDestination: (s) => dp.takeOriginalDestination(s),
         connect,
+        kernelSplice: cfg.splice === 'kernel',
         ...(cfg.tls ? { tls: cfg.tls } : {}),
       });
       const source = await openSource(cfg.source);

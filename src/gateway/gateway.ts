@@ -9,7 +9,8 @@ import { type AddressInfo, type Socket, connect } from 'node:net';
 import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, type TunnelTls, parseAuthority } from '../tunnel/protocol.js';
 import { type Catalog, type Endpoint, decide } from './catalog.js';
-import { connectWithin, listen, splice } from '../tunnel/splice.js';
+import type { KernelSplicer } from '../bpf/kernel-splice.js';
+import { type Spliced, connectWithin, listen, openSplicer, splice } from '../tunnel/splice.js';
 import { matchIngress } from './ingress.js';
 
 export interface GatewayOptions {
@@ -24,12 +25,16 @@ export interface GatewayOptions {
   headerTimeoutMs?: number;
   /** Serve TLS with this certificate; with `ca`, require client certificates it signed (mTLS). */
   tls?: TunnelTls;
+  /** Move the bytes of plain-TCP tunnels in the kernel (splice(2) on the addon's thread) rather than through streams. */
+  kernelSplice?: boolean;
   logger?: Logger;
 }
 
 export interface GatewayStats {
   tunnels: number;
   active: number;
+  /** Of `tunnels`, how many moved their bytes in the kernel. */
+  kernelSpliced: number;
   refused: Record<number, number>;
   ingress: number;
 }
@@ -60,13 +65,15 @@ export class Gateway {
   readonly #connectTimeoutMs: number;
   readonly #idleTimeoutMs: number;
   readonly #log: Logger;
-  readonly #tunnels = new Set<Socket>();
+  readonly #tunnels = new Set<Spliced>();
+  readonly #splicer: KernelSplicer | undefined;
   readonly #next = new Map<string, number>();
-  readonly stats: GatewayStats = { tunnels: 0, active: 0, refused: {}, ingress: 0 };
+  readonly stats: GatewayStats = { tunnels: 0, active: 0, kernelSpliced: 0, refused: {}, ingress: 0 };
   #closed = false;
 
   private constructor(options: GatewayOptions, server: Server) {
     this.#server = server;
+    this.#splicer = options.kernelSplice && !options.tls ? openSplicer(options.logger ?? componentLogger('gateway')) : undefined;
     this.#catalog = options.catalog;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 15 * 60_000;
@@ -97,7 +104,12 @@ export class Gateway {
       ? (createTlsServer({ ...http, cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : {}) }) as unknown as Server)
       : createServer(http);
     const gw = new Gateway(options, server);
-    await listen(server, options.host, options.port);
+    try {
+      await listen(server, options.host, options.port);
+    } catch (err) {
+      gw.destroy();
+      throw err;
+    }
     return gw;
   }
 
@@ -146,13 +158,12 @@ export class Gateway {
 
   #splice(a: Socket, b: Socket): void {
     this.stats.active++;
-    this.#tunnels.add(a);
-    this.#tunnels.add(b);
-    splice(a, b, this.#idleTimeoutMs, () => {
+    const pair = splice(a, b, this.#idleTimeoutMs, () => {
       this.stats.active--;
-      this.#tunnels.delete(a);
-      this.#tunnels.delete(b);
-    });
+      this.#tunnels.delete(pair);
+    }, this.#splicer);
+    if (pair.mode === 'kernel') this.stats.kernelSpliced++;
+    this.#tunnels.add(pair);
   }
 
   #request(req: IncomingMessage, res: ServerResponse): void {
@@ -201,8 +212,9 @@ export class Gateway {
   destroy(err?: Error): void {
     if (err) this.#log.error({ err: err.message }, 'gateway aborted');
     this.#closed = true;
-    for (const s of this.#tunnels) s.destroy();
+    for (const pair of this.#tunnels) pair.destroy();
     this.#tunnels.clear();
+    this.#splicer?.close();
     this.#server.closeAllConnections();
     this.#server.close();
   }

@@ -11,7 +11,8 @@ import { HealthBook } from '../policy/health.js';
 import { type Candidate, type Exporter, plan } from '../policy/plan.js';
 import { openTunnel } from '../tunnel/client.js';
 import { STATUS, TunnelError, type TunnelTls } from '../tunnel/protocol.js';
-import { connectWithin, listen, splice } from '../tunnel/splice.js';
+import type { KernelSplicer } from '../bpf/kernel-splice.js';
+import { type Spliced, connectWithin, listen, openSplicer, splice } from '../tunnel/splice.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
 export interface Route {
@@ -43,6 +44,8 @@ export interface ProxyOptions {
   connectTimeoutMs?: number;
   tunnelTimeoutMs?: number;
   idleTimeoutMs?: number;
+  /** Move the bytes of plain-TCP tunnels in the kernel (splice(2) on the addon's thread) rather than through streams. */
+  kernelSplice?: boolean;
   /** Draws for weighted choices; default: a low-discrepancy sequence per route (see #draws). */
   random?: () => number;
   now?: () => number;
@@ -57,22 +60,26 @@ export interface ProxyStats {
   proxied: number;
   retries: number;
   active: number;
+  /** Of `proxied`, how many moved their bytes in the kernel. */
+  kernelSpliced: number;
 }
 
-type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random'>> & { health: HealthBook; tls?: TunnelTls; random?: () => number };
+type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice'>> & { health: HealthBook; tls?: TunnelTls; random?: () => number };
 
 export class NodeProxy {
   readonly #server: Server;
   readonly #o: Settings;
   readonly #log: Logger;
-  readonly #conns = new Set<Socket>();
+  readonly #conns = new Set<Spliced>();
+  readonly #splicer: KernelSplicer | undefined;
   readonly #next = new Map<string, number>();
   readonly #sequence = new Map<string, number>();
-  readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0 };
+  readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0 };
   #closed = false;
 
-  private constructor(options: ProxyOptions, server: Server) {
+  private constructor(options: ProxyOptions, server: Server, splicer: KernelSplicer | undefined) {
     this.#server = server;
+    this.#splicer = splicer;
     this.#o = {
       connect: (host: string, port: number) => netConnect({ host, port, allowHalfOpen: true, noDelay: true }),
       health: new HealthBook(),
@@ -88,8 +95,13 @@ export class NodeProxy {
 
   static async start(options: ProxyOptions): Promise<NodeProxy> {
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-    const proxy = new NodeProxy(options, server);
-    await listen(server, options.host, options.port);
+    const proxy = new NodeProxy(options, server, options.kernelSplice ? openSplicer(options.logger ?? componentLogger('proxy')) : undefined);
+    try {
+      await listen(server, options.host, options.port);
+    } catch (err) {
+      proxy.destroy();
+      throw err;
+    }
     return proxy;
   }
 
@@ -201,13 +213,12 @@ export class NodeProxy {
 
   #splice(a: Socket, b: Socket): void {
     this.stats.active++;
-    this.#conns.add(a);
-    this.#conns.add(b);
-    splice(a, b, this.#o.idleTimeoutMs, () => {
+    const pair = splice(a, b, this.#o.idleTimeoutMs, () => {
       this.stats.active--;
-      this.#conns.delete(a);
-      this.#conns.delete(b);
-    });
+      this.#conns.delete(pair);
+    }, this.#splicer);
+    if (pair.mode === 'kernel') this.stats.kernelSpliced++;
+    this.#conns.add(pair);
   }
 
   /** Stops accepting; proxied connections run until they end (or `graceMs`). */
@@ -224,8 +235,9 @@ export class NodeProxy {
   destroy(err?: Error): void {
     if (err) this.#log.error({ err: err.message }, 'proxy aborted');
     this.#closed = true;
-    for (const s of this.#conns) s.destroy();
+    for (const pair of this.#conns) pair.destroy();
     this.#conns.clear();
+    this.#splicer?.close();
     this.#server.close();
   }
 }

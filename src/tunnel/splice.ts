@@ -1,9 +1,28 @@
-// Bytes both ways between two sockets, as the proxy and the gateway both need: pipe gives backpressure and
-// passes a half-close on (both sockets allow half-open); an error or `idleMs` without a byte closes both.
+// Bytes both ways between two sockets, as the proxy and the gateway both need. Two ways to do it:
+// - in the kernel (KernelSplicer: splice(2) on a thread of the addon), for plain TCP pairs: no copy into
+//   Node and no JavaScript per chunk, which is what bulk throughput through two hops needs;
+// - as streams (pipe), for TLS tunnels (the bytes must pass through Node's TLS) or when no splicer is given:
+//   pipe gives backpressure and passes a half-close on (both sockets allow half-open).
+// Either way an error or `idleMs` without a byte closes both, and `onClose` runs once.
 import type { Server, Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { KernelSplicer, type SpliceEnd } from '../bpf/kernel-splice.js';
+import type { Logger } from '../logger.js';
 
-/** Splices `a` and `b`; `onClose` runs once, when both are done. */
-export function splice(a: Socket, b: Socket, idleMs: number, onClose: () => void): void {
+/** A pair being spliced. */
+export interface Spliced {
+  /** 'kernel' or 'stream': how the bytes move. */
+  readonly mode: 'kernel' | 'stream';
+  /** Cuts both sockets now; onClose still runs (once). */
+  destroy(): void;
+}
+
+/** Splices `a` and `b`, in the kernel when `kernel` is given and both are plain TCP sockets. */
+export function splice(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel?: KernelSplicer): Spliced {
+  return (kernel && spliceInKernel(a, b, idleMs, onClose, kernel)) || spliceStreams(a, b, idleMs, onClose);
+}
+
+function spliceStreams(a: Socket, b: Socket, idleMs: number, onClose: () => void): Spliced {
   let done = false;
   const close = () => {
     if (done) return;
@@ -21,6 +40,92 @@ export function splice(a: Socket, b: Socket, idleMs: number, onClose: () => void
   a.pipe(b);
   b.pipe(a);
   a.resume();
+  return { mode: 'stream', destroy: close };
+}
+
+interface StreamHandle {
+  fd?: number;
+  reading?: boolean;
+  readStop?: () => number;
+  readStart?: () => number;
+}
+const handleOf = (s: Socket) => (s as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
+
+/** Stops libuv reading the socket (pause() alone does not stop the handle when nothing is buffered). */
+function stopReading(s: Socket): void {
+  s.pause();
+  const h = handleOf(s);
+  if (h?.reading && h.readStop) {
+    h.reading = false;
+    h.readStop();
+  }
+}
+
+/** What Node has read from `s` and not handed to anyone yet. */
+function takeBuffered(s: Socket): Buffer | undefined {
+  const chunks: Buffer[] = [];
+  for (let c: Buffer | null; (c = s.read() as Buffer | null) !== null; ) chunks.push(c);
+  return chunks.length ? Buffer.concat(chunks) : undefined;
+}
+
+/**
+ * Hands both sockets' descriptors to the splicer and closes Node's handles, all in this one tick (so libuv
+ * cannot read a byte in between). Undefined when a socket is not a plain TCP socket in a clean state: TLS,
+ * already at its end, or with writes still queued in Node; those stay streams.
+ */
+function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel: KernelSplicer): Spliced | undefined {
+  const fds = [a, b].map((s) => {
+    const fd = handleOf(s)?.fd;
+    const ended = (s as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended;
+    return s instanceof TLSSocket || s.destroyed || ended || s.writableLength > 0 || typeof fd !== 'number' || fd < 0 ? undefined : fd;
+  });
+  if (fds[0] === undefined || fds[1] === undefined) return undefined;
+  stopReading(a);
+  stopReading(b);
+  const fromA = takeBuffered(a);
+  const fromB = takeBuffered(b);
+  // read() restarts the handle when the buffer runs low; stop it again before anything can poll.
+  stopReading(a);
+  stopReading(b);
+  let done = false;
+  let pair;
+  try {
+    a.setNoDelay(true);
+    b.setNoDelay(true);
+    pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, (end) => {
+      if (done) return;
+      done = true;
+      onClose(end);
+    });
+  } catch {
+    // No splicer (closed, out of descriptors): the bytes taken go back, and the pair stays streams.
+    for (const [s, taken] of [[a, fromA], [b, fromB]] as const) {
+      if (taken) s.unshift(taken);
+      // The stream thinks a read is under way (read() started one): let the handle deliver it.
+      const h = handleOf(s);
+      if (h && !h.reading && h.readStart) {
+        h.reading = true;
+        h.readStart();
+      }
+    }
+    return undefined;
+  }
+  for (const s of [a, b]) {
+    s.removeAllListeners();
+    s.on('error', () => undefined);
+    s.destroy();
+  }
+  return { mode: 'kernel', destroy: () => pair.abort() };
+}
+
+/** A kernel splicer, or undefined (streams then) when the addon cannot give one; says so in the log. */
+export function openSplicer(log: Logger): KernelSplicer | undefined {
+  try {
+    return KernelSplicer.open();
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'kernel splicing unavailable: tunnels move their bytes as streams');
+    return undefined;
+  }
 }
 
 /** Listens on host:port; resolves once it accepts connections, rejects if it cannot. */
