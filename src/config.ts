@@ -1,6 +1,7 @@
 // The one place that reads flags and environment. Each command hands its parsed flags here and gets one
 // typed object back, with defaults applied once. Environment variables fill what flags leave unset.
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { parseEndpoint, normalizeIp } from './bpf/address.js';
 import type { DatapathSettings } from './bpf/codecs.js';
@@ -206,6 +207,34 @@ export interface ControllerFlags {
   inCluster?: boolean;
   memberTimeout?: string;
   resync?: string;
+  leaderElect?: boolean;
+  leaderElectNamespace?: string;
+  leaderElectName?: string;
+  leaderElectIdentity?: string;
+  leaderElectLeaseDuration?: string;
+  leaderElectRenewDeadline?: string;
+  leaderElectRetryPeriod?: string;
+}
+
+export const leaderElectionDefaults = {
+  /** The install's namespace (daemonset/namespace); in a pod, POD_NAMESPACE wins. */
+  namespace: 'ecnet-system',
+  name: 'ecnet-controller',
+  /** client-go's defaults. */
+  leaseDurationMs: 15_000,
+  renewDeadlineMs: 10_000,
+  retryPeriodMs: 2_000,
+} as const;
+
+/** One coordination.k8s.io/v1 Lease in the control-plane cluster; only its holder writes. */
+export interface LeaderElectionConfig {
+  namespace: string;
+  name: string;
+  /** holderIdentity: the pod name (POD_NAME), else host name and pid. */
+  identity: string;
+  leaseDurationMs: number;
+  renewDeadlineMs: number;
+  retryPeriodMs: number;
 }
 
 export interface ControllerConfig {
@@ -216,6 +245,33 @@ export interface ControllerConfig {
   serviceCidr: string;
   memberTimeoutMs: number;
   resyncMs: number;
+  /** Undefined: no election, this process writes (one replica). */
+  leaderElection: LeaderElectionConfig | undefined;
+}
+
+function leaderElectionConfig(flags: ControllerFlags, hub: SourceConfig, env: NodeJS.ProcessEnv): LeaderElectionConfig | undefined {
+  if (!flags.leaderElect) {
+    const stray = (['leaderElectNamespace', 'leaderElectName', 'leaderElectIdentity', 'leaderElectLeaseDuration', 'leaderElectRenewDeadline', 'leaderElectRetryPeriod'] as const).find((k) => flags[k] !== undefined);
+    if (stray) throw new ConfigError(`--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --leader-elect`);
+    return undefined;
+  }
+  if (hub.kind !== 'kubernetes') throw new ConfigError('--leader-elect needs a Kubernetes control-plane cluster (--kubeconfig or --in-cluster): the lease lives there');
+  const d = leaderElectionDefaults;
+  const ms = (name: string, v: string | undefined, fallback: number) => (v === undefined ? fallback : parseDuration(name, v));
+  const cfg: LeaderElectionConfig = {
+    namespace: flags.leaderElectNamespace ?? env.POD_NAMESPACE ?? d.namespace,
+    name: flags.leaderElectName ?? d.name,
+    identity: flags.leaderElectIdentity ?? env.POD_NAME ?? `${hostname()}_${process.pid}`,
+    leaseDurationMs: ms('--leader-elect-lease-duration', flags.leaderElectLeaseDuration, d.leaseDurationMs),
+    renewDeadlineMs: ms('--leader-elect-renew-deadline', flags.leaderElectRenewDeadline, d.renewDeadlineMs),
+    retryPeriodMs: ms('--leader-elect-retry-period', flags.leaderElectRetryPeriod, d.retryPeriodMs),
+  };
+  // As client-go: a leader must give up (renew deadline) before a follower may take over (lease duration).
+  if (!(cfg.leaseDurationMs > cfg.renewDeadlineMs && cfg.renewDeadlineMs > cfg.retryPeriodMs * 1.2)) {
+    throw new ConfigError(`leader election needs lease duration > renew deadline > 1.2 × retry period, got ${cfg.leaseDurationMs} / ${cfg.renewDeadlineMs} / ${cfg.retryPeriodMs} ms`);
+  }
+  if (cfg.leaseDurationMs % 1000) throw new ConfigError('--leader-elect-lease-duration must be whole seconds (a Lease holds leaseDurationSeconds)');
+  return cfg;
 }
 
 export function controllerConfig(flags: ControllerFlags, env: NodeJS.ProcessEnv = process.env): ControllerConfig {
@@ -231,6 +287,7 @@ export function controllerConfig(flags: ControllerFlags, env: NodeJS.ProcessEnv 
     serviceCidr,
     memberTimeoutMs: flags.memberTimeout === undefined ? defaults.memberTimeoutMs : parseDuration('--member-timeout', flags.memberTimeout),
     resyncMs: flags.resync === undefined ? defaults.resyncMs : parseDuration('--resync', flags.resync),
+    leaderElection: leaderElectionConfig(flags, hub, env),
   };
 }
 

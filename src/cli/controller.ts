@@ -1,6 +1,7 @@
 // `ecnet controller`: the hub, until SIGINT/SIGTERM (then it drains: writes in flight finish).
 import { Command } from 'commander';
-import { type ControllerFlags, controllerConfig } from '../config.js';
+import { ConfigError, type ControllerConfig, type ControllerFlags, controllerConfig, leaderElectionDefaults } from '../config.js';
+import type { LeaderElector } from '../controlplane/leader.js';
 import { memberConnector } from '../controlplane/connect.js';
 import { Controller } from '../controlplane/controller.js';
 import { componentLogger } from '../logger.js';
@@ -16,6 +17,13 @@ export function controllerCommand(): Command {
     .option('--in-cluster', 'use the service account of the pod it runs in')
     .option('--member-timeout <duration>', 'how long an unreachable member keeps its exports', '120s')
     .option('--resync <duration>', 'full pass period', '30s')
+    .option('--leader-elect', 'run as one of several replicas: only the holder of a coordination.k8s.io Lease in the control-plane cluster writes')
+    .option('--leader-elect-namespace <ns>', `namespace of the Lease (default POD_NAMESPACE, else ${leaderElectionDefaults.namespace})`)
+    .option('--leader-elect-name <name>', `name of the Lease (default ${leaderElectionDefaults.name})`)
+    .option('--leader-elect-identity <id>', 'holder identity (default POD_NAME, else host name and pid)')
+    .option('--leader-elect-lease-duration <duration>', `how long an unrenewed lease stays held (default ${leaderElectionDefaults.leaseDurationMs / 1000}s)`)
+    .option('--leader-elect-renew-deadline <duration>', `the leader gives up when it could not renew for this long (default ${leaderElectionDefaults.renewDeadlineMs / 1000}s)`)
+    .option('--leader-elect-retry-period <duration>', `between lease attempts (default ${leaderElectionDefaults.retryPeriodMs / 1000}s)`)
     .action(async (flags: ControllerFlags) => {
       const cfg = controllerConfig(flags);
       const log = componentLogger('controller');
@@ -26,7 +34,21 @@ export function controllerCommand(): Command {
         process.once('SIGINT', () => resolve('SIGINT'));
         process.once('SIGTERM', () => resolve('SIGTERM'));
       });
+      let elector: LeaderElector | undefined;
       try {
+        if (cfg.leaderElection) {
+          elector = await leaderElector(cfg);
+          process.stderr.write(`ecnet controller: ${elector.identity} waiting for lease ${cfg.leaderElection.namespace}/${cfg.leaderElection.name}\n`);
+          const first = await Promise.race([elector.acquire().then(() => undefined), stopped]);
+          if (first !== undefined) {
+            log.info({ signal: first }, 'stopping before leading');
+            return;
+          }
+          process.stderr.write(`ecnet controller: ${elector.identity} leads\n`);
+        }
+        // A leader that lost its lease stops writing and exits non-zero (its pod restarts and campaigns again).
+        const lost = elector ? elector.lost.then((err) => Promise.reject(err)) : new Promise<never>(() => undefined);
+        lost.catch(() => undefined);
         const hub = await openSource(cfg.hub);
         const controller = new Controller({
           hub,
@@ -39,12 +61,30 @@ export function controllerCommand(): Command {
         // A signal while the control-plane cluster is still being read stops as cleanly as later.
         const started = controller.start();
         started.catch(() => undefined); // rejects only when closed before the first list, i.e. on a signal
-        const signal = await Promise.race([started.then(() => stopped), stopped]);
-        log.info({ signal }, 'stopping');
-        await controller.close();
-        await hub.close();
+        try {
+          const signal = await Promise.race([started.then(() => stopped), stopped, lost]);
+          log.info({ signal }, 'stopping');
+        } finally {
+          await controller.close();
+          await hub.close();
+        }
       } finally {
+        // After the last write: the next leader need not wait for the lease to expire.
+        await elector?.close();
         clearInterval(keepAlive);
       }
     });
+}
+
+async function leaderElector(cfg: ControllerConfig): Promise<LeaderElector> {
+  const le = cfg.leaderElection!;
+  if (cfg.hub.kind !== 'kubernetes') throw new ConfigError('--leader-elect needs a Kubernetes control-plane cluster');
+  // Loaded only with --leader-elect: client-node is slow to import.
+  const [{ LeaderElector, kubernetesLeaseClient }, { loadKubeConfig }] = await Promise.all([import('../controlplane/leader.js'), import('../sources/kubernetes.js')]);
+  const kc = loadKubeConfig({
+    ...(cfg.hub.inCluster ? { inCluster: true } : {}),
+    ...(cfg.hub.kubeconfigPath ? { kubeconfigPath: cfg.hub.kubeconfigPath } : {}),
+    ...(cfg.hub.context ? { context: cfg.hub.context } : {}),
+  });
+  return new LeaderElector({ client: kubernetesLeaseClient(kc), ...le, logger: componentLogger('leader-election') });
 }

@@ -99,7 +99,8 @@ function plainHeaders(init: unknown): Record<string, string> {
   return out;
 }
 
-function loadKubeConfig(o: KubernetesSourceOptions): KubeConfig {
+/** The KubeConfig a source would use (checked as createKubernetesSource checks it); for other clients of the same server. */
+export function loadKubeConfig(o: KubernetesSourceOptions): KubeConfig {
   const kc = new KubeConfig();
   const from =
     o.kubeconfig !== undefined
