@@ -1,20 +1,28 @@
 // `ecnet crds` and `ecnet validate`: the flomesh.io API as files.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Command } from 'commander';
-import { crdFiles, crdStream } from '../api/crds.js';
+import { crdFiles, crdPaths, crdStream } from '../api/crds.js';
 import { readManifests } from '../api/manifests.js';
 import { formatProblem } from '../api/schema.js';
 
 export function crdsCommand(): Command {
   return new Command('crds')
-    .description('print the flomesh.io CRDs (for kubectl apply -f -), or write one file each with --dir')
-    .option('--dir <dir>', 'write flomesh.io_<plural>.yaml files here (daemonset/crds)')
-    .action((flags: { dir?: string }) => {
-      if (!flags.dir) return void process.stdout.write(crdStream());
-      mkdirSync(flags.dir, { recursive: true });
-      for (const [file, text] of crdFiles()) writeFileSync(join(flags.dir, file), text);
-      process.stdout.write(`wrote ${crdFiles().size} CRDs to ${flags.dir}\n`);
+    .description('print the flomesh.io CRDs (for kubectl apply -f -), or write one file each with --dir, or all in one with --file')
+    .option('--dir <dir>', `write flomesh.io_<plural>.yaml files here (${crdPaths.dir})`)
+    .option('--file <file>', `write them all in one file (${crdPaths.file}, for a Karmada API server)`)
+    .action((flags: { dir?: string; file?: string }) => {
+      if (!flags.dir && !flags.file) return void process.stdout.write(crdStream());
+      if (flags.dir) {
+        mkdirSync(flags.dir, { recursive: true });
+        for (const [file, text] of crdFiles()) writeFileSync(join(flags.dir, file), text);
+        process.stdout.write(`wrote ${crdFiles().size} CRDs to ${flags.dir}\n`);
+      }
+      if (flags.file) {
+        mkdirSync(dirname(flags.file), { recursive: true });
+        writeFileSync(flags.file, crdStream());
+        process.stdout.write(`wrote ${crdFiles().size} CRDs to ${flags.file}\n`);
+      }
     });
 }
 
