@@ -155,6 +155,8 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     for (let i = 0; i < 2; i++) {
       const out = ecnet('demo');
       const section = (from: string, to: string) => out.slice(out.indexOf(from), out.indexOf(to));
+      // The members registered with Cluster resources, each Managed by the controller (the seed's `kubectl get cluster`).
+      for (const c of ['cluster-1', 'cluster-2', 'cluster-3']) expect(section('== 1.', '== 2.')).toMatch(new RegExp(`${c}\\s+default\\s+default\\s+default\\s+10\\.0\\.2\\.\\d\\s+80\\s+True`));
       expect(section('== 4.', '== 5.')).toMatch(/\(call failed/);
       expect(section('== 4.', '== 5.')).not.toMatch(/httpbin-\d-\d/);
       const aa = section('== 5.', '== 6.');

@@ -29,9 +29,27 @@ function ecnet(step: string, args: string[], opts: { show?: string; expectFail?:
 
 const curl = (n: number) => ['sh', '-c', `for i in $(seq ${n}); do curl -s -m 2 http://httpbin.httpbin:8080/ || echo "(call failed: curl exit $?)"; done`];
 
+/** Polls `ecnet ARGS` until `done(stdout)`, printing a dot per try (the step's progress), for up to 20 s. */
+function waitFor(step: string, what: string, args: string[], done: (out: string) => boolean): void {
+  const end = Date.now() + 20_000;
+  let dots = false;
+  for (;;) {
+    if (done(ecnet(step, args, { quiet: true, expectFail: true }))) break;
+    if (Date.now() > end) throw new StepError(`step "${step}" failed: no ${what} after 20 s`);
+    if (!dots) process.stdout.write(`(waiting for ${what}) `);
+    dots = true;
+    process.stdout.write('.');
+    spawnSync('sleep', ['0.2']);
+  }
+  if (dots) process.stdout.write('\n');
+}
+
 export function demoUp(): void {
   process.stdout.write(`${bold('== 1. the cluster set: control-plane, cluster-1, cluster-2, cluster-3')}\n`);
   ecnet('up', ['local', 'up']);
+  // `up` registered the members with Cluster resources; the controller marks each Managed once it has read it.
+  waitFor('register', 'every member Managed=True in the control-plane cluster', ['local', 'get', 'clusters', '--cluster', 'control-plane'], (out) => (out.match(/\bTrue\b/g) ?? []).length >= 3);
+  ecnet('register', ['local', 'get', 'clusters', '--cluster', 'control-plane']);
   process.stdout.write(`${bold('== 2. httpbin (2 replicas answering with their pod name) in cluster-1 and cluster-3, exported')}\n`);
   for (const c of ['cluster-1', 'cluster-3']) {
     ecnet('deploy', ['local', 'apply', '--cluster', c, '-f', join(examples, 'httpbin-namespace.yaml')]);
@@ -46,15 +64,8 @@ export function demoUp(): void {
   process.stdout.write(`${bold('== 3. the client in cluster-2')}\n`);
   ecnet('client', ['local', 'apply', '--cluster', 'cluster-2', '-f', join(examples, 'curl.yaml')]);
   ecnet('client', ['local', 'run', '--cluster', 'cluster-2', '--namespace', 'curl', '--labels', 'app=curl', '--name', 'curl', '--', 'sleep', '365d']);
-  // The import reaches cluster-2 once the controller has run: wait for it, showing progress.
-  const end = Date.now() + 20_000;
-  for (;;) {
-    const out = ecnet('import', ['local', 'get', 'simp', '-n', 'httpbin', '--cluster', 'cluster-2'], { quiet: true, expectFail: true });
-    if (/ClusterSetIP\s+10\./.test(out)) break;
-    if (Date.now() > end) throw new StepError('step "import" failed: no ServiceImport with an address in cluster-2 after 20 s');
-    process.stdout.write('.');
-    spawnSync('sleep', ['0.2']);
-  }
+  // The import reaches cluster-2 once the controller has run.
+  waitFor('import', 'a ServiceImport with an address in cluster-2', ['local', 'get', 'simp', '-n', 'httpbin', '--cluster', 'cluster-2'], (out) => /ClusterSetIP\s+10\./.test(out));
   ecnet('import', ['local', 'get', 'simp', '-n', 'httpbin', '--cluster', 'cluster-2']);
 }
 
