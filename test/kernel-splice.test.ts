@@ -32,7 +32,7 @@ describeBuilt('kernel splice', () => {
     splicer = KernelSplicer.open();
   });
   afterEach(() => {
-    splicer.close();
+    splicer.destroy();
     for (const s of sockets.splice(0)) s.destroy();
     for (const s of servers.splice(0)) s.close();
   });
@@ -95,6 +95,8 @@ describeBuilt('kernel splice', () => {
     expect(r.pairs[0]!.mode).toBe('kernel');
     expect(end).toEqual({ errno: 0, reason: '', aToB: payload.length, bToA: payload.length });
     expect(splicer.stats().pairs).toBe(0);
+    // Nothing left to drain: close() returns at once.
+    await splicer.close();
   });
 
   it('passes a half-close on only after the last byte, and the other way keeps going', async () => {
@@ -114,6 +116,22 @@ describeBuilt('kernel splice', () => {
     socket.end(payload);
     const { data } = await done;
     expect(data.toString()).toBe(`${payload.length} ${sha(payload)}`);
+    expect((await r.ended(1))[0]!.errno).toBe(0);
+  });
+
+  it('close() drains: a pair under way ends by itself before the thread stops', async () => {
+    const slow = await server((c) => {
+      let n = 0;
+      c.on('data', (d: Buffer) => (n += d.length));
+      c.on('end', () => setTimeout(() => c.end(String(n)), 300));
+    });
+    const r = await relay(slow);
+    const { socket, done } = client(r.port);
+    socket.end(Buffer.alloc(1 << 20, 1));
+    while (splicer.stats().pairs < 1) await new Promise((res) => setTimeout(res, 10));
+    const closing = splicer.close();
+    expect((await done).data.toString()).toBe(String(1 << 20));
+    await closing;
     expect((await r.ended(1))[0]!.errno).toBe(0);
   });
 
@@ -152,13 +170,13 @@ describeBuilt('kernel splice', () => {
     expect(['ECONNRESET', 'EPIPE']).toContain(end!.reason);
   });
 
-  it('holds no pipe for 1,000 idle pairs, and close() ends them all (ECANCELED)', async () => {
+  it('holds no pipe for 1,000 idle pairs, and destroy() ends them all (ECANCELED)', async () => {
     const quiet = await server(() => undefined);
     const r = await relay(quiet);
     const clients = Array.from({ length: 1_000 }, () => client(r.port));
     while (splicer.stats().pairs < 1_000) await new Promise((res) => setTimeout(res, 20));
     expect(splicer.stats().pipes).toBeLessThanOrEqual(4);
-    splicer.close();
+    splicer.destroy();
     await Promise.all(clients.map((c) => c.done));
     const ends = await r.ended(1_000);
     expect(new Set(ends.map((e) => e.reason))).toEqual(new Set(['ECANCELED']));
@@ -171,7 +189,7 @@ describeBuilt('kernel splice', () => {
     } finally {
       closeSync(fd);
     }
-    splicer.close();
+    splicer.destroy();
     // A closed splicer: splice() falls back to streams, and the bytes still cross.
     const echo = await server((c) => c.pipe(c));
     const r = await relay(echo);

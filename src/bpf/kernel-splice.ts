@@ -52,8 +52,15 @@ export class KernelSplicer {
     return this.#native.stats();
   }
 
-  /** Ends every pair (each reported with ECANCELED) and stops the thread; idempotent. */
-  close(): void {
+  /** Drains: waits (at most `graceMs`) for the pairs to end by themselves, then destroys. */
+  async close(graceMs = Number.POSITIVE_INFINITY): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    while (this.#pending.size && !this.#closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    this.destroy();
+  }
+
+  /** Ends every pair now (each reported with ECANCELED) and stops the thread; idempotent. */
+  destroy(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#native.close();

@@ -214,7 +214,7 @@ export class Gateway {
     this.#closed = true;
     for (const pair of this.#tunnels) pair.destroy();
     this.#tunnels.clear();
-    this.#splicer?.close();
+    this.#splicer?.destroy();
     this.#server.closeAllConnections();
     this.#server.close();
   }

@@ -237,7 +237,7 @@ export class NodeProxy {
     this.#closed = true;
     for (const pair of this.#conns) pair.destroy();
     this.#conns.clear();
-    this.#splicer?.close();
+    this.#splicer?.destroy();
     this.#server.close();
   }
 }

@@ -42,6 +42,8 @@ function load(args: Record<string, unknown>, cgroup?: string): { done: Promise<R
   return { done, child };
 }
 
+/** Proxied connections the agent's proxy has handed to the kernel splicer so far. */
+const kernelSpliced = async () => ((await (await fetch('http://127.0.0.1:15020/healthz')).json()) as { proxy: { kernelSpliced: number } }).proxy.kernelSpliced;
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 
 async function main(): Promise<void> {
@@ -140,9 +142,11 @@ spec: {lbType: ActiveActive}
       }
     }
     const before = rssKb(agentPid);
+    const splicedBefore = await kernelSpliced();
     const hold = load({ mode: 'hold', target: viaEcnet.echo, count: HOLD }, cg.path);
     const held = await hold.done;
     const during = rssKb(agentPid);
+    const spliced = (await kernelSpliced()) - splicedBefore;
     hold.child.stdin!.end();
 
     const m = (k: string, w: 'direct' | 'ecnet') => median(r[k]![w]);
@@ -156,7 +160,7 @@ spec: {lbType: ActiveActive}
     );
     console.log(`  new connections/s     direct ${f(m('cps', 'direct'))}   via ecnet ${f(m('cps', 'ecnet'))}   ratio ${f(m('cps', 'ecnet') / m('cps', 'direct'), 2)} (floor 0.1)`);
     console.log(
-      `  agent memory          ${f(before / 1024, 1)} MB idle, ${f(during / 1024, 1)} MB holding ${f(held.open!)} proxied connections (${held.failed} failed): ${f(((during - before) * 1024) / Math.max(1, held.open!) / 1024, 1)} KB each`,
+      `  agent memory          ${f(before / 1024, 1)} MB idle, ${f(during / 1024, 1)} MB holding ${f(held.open!)} proxied connections (${held.failed} failed, ${f(spliced)} in the kernel splicer): ${f(((during - before) * 1024) / Math.max(1, held.open!) / 1024, 1)} KB each`,
     );
   } finally {
     for (const c of children) c.kill('SIGTERM');
