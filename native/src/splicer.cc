@@ -1,9 +1,14 @@
 #include "splicer.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <ctime>
+#include <optional>
+#include <system_error>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -13,11 +18,17 @@ namespace ecnet {
 
 namespace {
 
-// Bytes asked of one splice(2); pipes are grown to this so a burst needs few calls (best effort: without
-// CAP_SYS_RESOURCE past fs.pipe-max-size it stays at the default 64 KiB).
+// Bytes asked of one splice(2); pipes are grown to this so a burst needs few calls. Best effort: past the
+// user's pipe-user-pages-soft (64 MiB by default) the kernel refuses to grow a pipe without CAP_SYS_RESOURCE,
+// and it stays at the 64 KiB default.
 constexpr int kPipeBytes = 256 * 1024;
 // Idle pipes kept for the next burst; more are closed.
 constexpr size_t kPoolPipes = 64;
+// Bytes one pair may move per turn before the others get theirs (a bulk transfer must not starve a
+// request/response pair on the same thread); a pair that stops at it is pumped again without an edge.
+constexpr size_t kTurnBytes = 256 * 1024;
+// The copy fallback's buffer, when no pipe can be had (descriptors exhausted).
+constexpr size_t kCopyBytes = 64 * 1024;
 constexpr uint64_t kWakeKey = 0;
 
 int64_t NowMs() {
@@ -37,7 +48,21 @@ std::string PendingArg(const Napi::CallbackInfo& info, size_t i) {
   return std::string(reinterpret_cast<const char*>(b.data), b.size);
 }
 
+int SocketError(int fd) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? errno : err;
+}
+
 }  // namespace
+
+SplicePair::~SplicePair() {
+  for (int& f : fd) CloseFd(f);
+  for (SpliceDir& d : dir) {
+    CloseFd(d.pipe[0]);
+    CloseFd(d.pipe[1]);
+  }
+}
 
 Napi::Function Splicer::Init(Napi::Env env) {
   return DefineClass(env, "Splicer",
@@ -45,56 +70,83 @@ Napi::Function Splicer::Init(Napi::Env env) {
                          InstanceMethod<&Splicer::Add>("add"),
                          InstanceMethod<&Splicer::Abort>("abort"),
                          InstanceMethod<&Splicer::Stats>("stats"),
+                         InstanceMethod<&Splicer::KeepAlive>("keepAlive"),
                          InstanceMethod<&Splicer::Close>("close"),
                      });
 }
 
 Splicer::Splicer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Splicer>(info) {
   Napi::Env env = info.Env();
+  env_ = env;
   if (info.Length() != 1 || !info[0].IsFunction())
     ThrowErrno(env, "new Splicer", EINVAL, "argument must be the callback (id, errno, aToB, bToA)");
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) ThrowErrno(env, "epoll_create1", errno);
   wakefd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wakefd_ < 0) {
-    int err = errno;
-    CloseFd(epfd_);
-    ThrowErrno(env, "eventfd", err);
-  }
   struct epoll_event ev = {};
   ev.events = EPOLLIN;
   ev.data.u64 = kWakeKey;
-  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) < 0) {
+  if (wakefd_ < 0 || epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) < 0) {
     int err = errno;
+    const char* op = wakefd_ < 0 ? "eventfd" : "epoll_ctl";
     CloseFd(wakefd_);
     CloseFd(epfd_);
-    ThrowErrno(env, "epoll_ctl", err);
+    ThrowErrno(env, op, err);
   }
-  // The JS object stays alive until the last queued report has run (the finalizer below), so the thread's
-  // reports never reach a freed Splicer; the function does not hold the event loop open by itself.
+  try {
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "ecnet splicer", 0, 1,
+                                          [this](Napi::Env) { Unref(); });
+  } catch (...) {
+    CloseFd(wakefd_);
+    CloseFd(epfd_);
+    throw;
+  }
+  // The JS object stays alive until the report function is finalized (after its last queued report), so a
+  // report never reaches a freed Splicer. Pairs hold the event loop only when keepAlive(true) says so.
   Ref();
-  tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "ecnet splicer", 0, 1,
-                                        [this](Napi::Env) { Unref(); });
   tsfn_.Unref(env);
-  thread_ = std::thread([this] { Run(); });
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (const std::system_error& e) {
+    tsfn_.Release();  // its finalizer drops the Ref
+    CloseFd(wakefd_);
+    CloseFd(epfd_);
+    closed_ = true;
+    ThrowErrno(env, "splicer thread", e.code().value());
+  }
+  // At environment teardown the thread must be joined while the report function is still valid: cleanup
+  // hooks run last-in first-out, so this one runs before the function's own.
+  if (napi_add_env_cleanup_hook(env, &Splicer::CleanupHook, this) == napi_ok) hookAdded_ = true;
 }
 
 Splicer::~Splicer() {
-  // Only reached after close() (the Ref above), or when the environment is torn down.
+  // Only reached after Stop() (close(), or the cleanup hook), or when the environment is torn down.
   if (!closed_) {
     stopping_ = true;
-    uint64_t one = 1;
-    (void)!write(wakefd_, &one, sizeof(one));
+    Wake();
     if (thread_.joinable()) thread_.join();
   }
+  if (hookAdded_) napi_remove_env_cleanup_hook(env_, &Splicer::CleanupHook, this);
   CloseFd(wakefd_);
   CloseFd(epfd_);
+}
+
+void Splicer::CleanupHook(void* self) {
+  auto* s = static_cast<Splicer*>(self);
+  s->hookAdded_ = false;  // a hook is removed by running
+  s->Stop();
+}
+
+void Splicer::Wake() {
+  uint64_t one = 1;
+  if (wakefd_ >= 0) (void)!write(wakefd_, &one, sizeof(one));
 }
 
 Napi::Value Splicer::Add(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = "splice_add";
   if (closed_) ThrowErrno(env, op, EBADF, "splicer is closed");
+  if (int err = failed_.load()) ThrowErrno(env, op, err, "the splicer thread stopped");
   uint32_t fdA = ArgU32(info, 0, op, "fdA");
   uint32_t fdB = ArgU32(info, 1, op, "fdB");
   uint32_t idleMs = ArgU32(info, 2, op, "idleMs");
@@ -102,11 +154,11 @@ Napi::Value Splicer::Add(const Napi::CallbackInfo& info) {
   pair->dir[0].pending = PendingArg(info, 3);
   pair->dir[1].pending = PendingArg(info, 4);
   // Own dups: the caller closes its descriptors right after this call, the sockets live on here.
-  FdGuard a(fcntl(static_cast<int>(fdA), F_DUPFD_CLOEXEC, 0));
-  if (a.get() < 0) ThrowErrno(env, op + " dup", errno);
-  FdGuard b(fcntl(static_cast<int>(fdB), F_DUPFD_CLOEXEC, 0));
-  if (b.get() < 0) ThrowErrno(env, op + " dup", errno);
-  for (int fd : {a.get(), b.get()}) {
+  pair->fd[0] = fcntl(static_cast<int>(fdA), F_DUPFD_CLOEXEC, 0);
+  if (pair->fd[0] < 0) ThrowErrno(env, op + " dup", errno);
+  pair->fd[1] = fcntl(static_cast<int>(fdB), F_DUPFD_CLOEXEC, 0);
+  if (pair->fd[1] < 0) ThrowErrno(env, op + " dup", errno);
+  for (int fd : pair->fd) {
     int type = 0;
     socklen_t len = sizeof(type);
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM)
@@ -114,33 +166,28 @@ Napi::Value Splicer::Add(const Napi::CallbackInfo& info) {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) ThrowErrno(env, op + " fcntl", errno);
   }
-  uint32_t id = nextId_++;
-  if (nextId_ == 0) nextId_ = 1;
+  uint64_t id = nextId_++;
   pair->id = id;
   pair->idleMs = idleMs;
-  pair->fd[0] = a.release();
-  pair->fd[1] = b.release();
   pair->dir[0].from = pair->dir[1].to = pair->fd[0];
   pair->dir[0].to = pair->dir[1].from = pair->fd[1];
-  livePairs_++;
   {
     std::lock_guard<std::mutex> lock(mu_);
     adds_.push_back(std::move(pair));
   }
-  uint64_t one = 1;
-  (void)!write(wakefd_, &one, sizeof(one));
-  return Napi::Number::New(env, id);
+  livePairs_++;
+  Wake();
+  return Napi::Number::New(env, static_cast<double>(id));
 }
 
 void Splicer::Abort(const Napi::CallbackInfo& info) {
-  uint32_t id = ArgU32(info, 0, "splice_abort", "id");
+  uint64_t id = ArgU64(info, 0, "splice_abort", "id");
   if (closed_) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     aborts_.push_back(id);
   }
-  uint64_t one = 1;
-  (void)!write(wakefd_, &one, sizeof(one));
+  Wake();
 }
 
 Napi::Value Splicer::Stats(const Napi::CallbackInfo& info) {
@@ -150,26 +197,49 @@ Napi::Value Splicer::Stats(const Napi::CallbackInfo& info) {
   return out;
 }
 
+void Splicer::KeepAlive(const Napi::CallbackInfo& info) {
+  if (closed_) return;
+  if (info.Length() > 0 && info[0].ToBoolean())
+    tsfn_.Ref(info.Env());
+  else
+    tsfn_.Unref(info.Env());
+}
+
 void Splicer::Close(const Napi::CallbackInfo&) { Stop(); }
 
 void Splicer::Stop() {
   if (closed_) return;
   closed_ = true;
   stopping_ = true;
-  uint64_t one = 1;
-  (void)!write(wakefd_, &one, sizeof(one));
+  Wake();
   if (thread_.joinable()) thread_.join();
+  CloseFd(wakefd_);
+  CloseFd(epfd_);
+  if (hookAdded_) {
+    napi_remove_env_cleanup_hook(env_, &Splicer::CleanupHook, this);
+    hookAdded_ = false;
+  }
   tsfn_.Release();
 }
 
 // --- the thread ---
 
 void Splicer::Run() {
+  // A splice into a socket whose peer is gone raises SIGPIPE: it must not reach a process that does not
+  // ignore it (Node does; an embedder may not). EPIPE is reported as the pair's error instead.
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+
   struct epoll_event events[256];
   int64_t lastScan = NowMs();
   while (!stopping_) {
-    int n = epoll_wait(epfd_, events, 256, 1000);
-    if (n < 0 && errno != EINTR) break;
+    int n = epoll_wait(epfd_, events, 256, ready_.empty() ? 1000 : 0);
+    if (n < 0 && errno != EINTR) {
+      failed_ = errno;
+      break;
+    }
     for (int i = 0; i < n; i++) {
       uint64_t key = events[i].data.u64;
       if (key == kWakeKey) {
@@ -178,8 +248,28 @@ void Splicer::Run() {
         TakeCommands();
         continue;
       }
-      auto it = pairs_.find(static_cast<uint32_t>(key));
-      if (it != pairs_.end()) Pump(*it->second);
+      auto it = pairs_.find(key);
+      if (it == pairs_.end()) continue;
+      SplicePair& p = *it->second;
+      // A reset can arrive on a socket whose direction is already done, where no read would see it.
+      if (events[i].events & EPOLLERR) {
+        int err = SocketError(p.fd[0]);
+        if (!err) err = SocketError(p.fd[1]);
+        if (err) {
+          Finish(key, err);
+          continue;
+        }
+      }
+      Pump(p);
+    }
+    // Pairs that stopped at their turn's budget go again, after everyone else had a turn.
+    std::vector<uint64_t> again;
+    again.swap(ready_);
+    for (uint64_t id : again) {
+      auto it = pairs_.find(id);
+      if (it == pairs_.end()) continue;
+      it->second->ready = false;
+      Pump(*it->second);
     }
     int64_t now = NowMs();
     if (now - lastScan >= 1000) {
@@ -187,11 +277,12 @@ void Splicer::Run() {
       lastScan = now;
     }
   }
-  // Closing: every pair ends now, reported as aborted; nothing is left open.
+  // Closing: every pair ends now, reported as aborted (or with the thread's error); nothing is left open.
   TakeCommands();
-  std::vector<uint32_t> ids;
+  int why = failed_ ? failed_.load() : ECANCELED;
+  std::vector<uint64_t> ids;
   for (auto& [id, pair] : pairs_) ids.push_back(id);
-  for (uint32_t id : ids) Finish(id, ECANCELED);
+  for (uint64_t id : ids) Finish(id, why);
   for (int fd : pool_) close(fd);
   livePipes_ -= static_cast<uint32_t>(pool_.size() / 2);
   pool_.clear();
@@ -199,16 +290,16 @@ void Splicer::Run() {
 
 void Splicer::TakeCommands() {
   std::vector<std::unique_ptr<SplicePair>> adds;
-  std::vector<uint32_t> aborts;
+  std::vector<uint64_t> aborts;
   {
     std::lock_guard<std::mutex> lock(mu_);
     adds.swap(adds_);
     aborts.swap(aborts_);
   }
   for (auto& pair : adds) {
+    uint64_t id = pair->id;
+    pair->lastActive = NowMs();
     SplicePair& p = *pair;
-    uint32_t id = p.id;
-    p.lastActive = NowMs();
     pairs_.emplace(id, std::move(pair));
     int err = 0;
     for (int fd : p.fd) {
@@ -223,26 +314,32 @@ void Splicer::TakeCommands() {
     else
       Pump(p);
   }
-  for (uint32_t id : aborts)
+  for (uint64_t id : aborts)
     if (pairs_.count(id)) Finish(id, ECANCELED);
 }
 
 void Splicer::Pump(SplicePair& p) {
   bool any = false;
+  size_t budget = kTurnBytes;
   for (;;) {
     bool progress = false;
     for (SpliceDir& d : p.dir) {
-      int err = PumpDir(p, d, progress);
+      int err = PumpDir(d, progress, budget);
       if (err) return Finish(p.id, err);
     }
-    if (!progress) break;
-    any = true;
+    if (progress) any = true;
+    if (!progress || budget == 0) break;
   }
   if (any) p.lastActive = NowMs();
-  if (p.dir[0].shut && p.dir[1].shut) Finish(p.id, 0);
+  if (p.dir[0].shut && p.dir[1].shut) return Finish(p.id, 0);
+  if (budget == 0 && !p.ready) {
+    p.ready = true;
+    ready_.push_back(p.id);
+  }
 }
 
-int Splicer::PumpDir(SplicePair&, SpliceDir& d, bool& progress) {
+// Moves what it can from d.from to d.to until a side blocks or the turn's budget is spent; 0 or an errno.
+int Splicer::PumpDir(SpliceDir& d, bool& progress, size_t& budget) {
   if (d.shut) return 0;
   while (!d.pending.empty()) {
     ssize_t n = send(d.to, d.pending.data(), d.pending.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -254,13 +351,23 @@ int Splicer::PumpDir(SplicePair&, SpliceDir& d, bool& progress) {
     d.bytes += static_cast<uint64_t>(n);
     progress = true;
   }
-  for (;;) {
+  while (budget > 0) {
     bool moved = false;
-    if (!d.eof) {
-      if (d.pipe[0] < 0) {
-        int err = TakePipe(d.pipe);
+    if (!d.eof && d.pipe[0] < 0 && d.inPipe == 0) {
+      int err = TakePipe(d.pipe);
+      if (err == EMFILE || err == ENFILE || err == ENOMEM) {
+        // No descriptor for a pipe: copy through a buffer rather than fail the pair.
+        uint64_t before = d.bytes;
+        err = CopyDir(d, moved);
         if (err) return err;
+        budget -= std::min(budget, static_cast<size_t>(d.bytes - before));
+        if (!moved || !d.pending.empty()) break;
+        progress = true;
+        continue;
       }
+      if (err) return err;
+    }
+    if (!d.eof) {
       ssize_t n = splice(d.from, nullptr, d.pipe[1], nullptr, kPipeBytes, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         d.inPipe += static_cast<size_t>(n);
@@ -279,6 +386,7 @@ int Splicer::PumpDir(SplicePair&, SpliceDir& d, bool& progress) {
       if (n > 0) {
         d.inPipe -= static_cast<size_t>(n);
         d.bytes += static_cast<uint64_t>(n);
+        budget -= std::min(budget, static_cast<size_t>(n));
         moved = true;
       } else if (n < 0 && errno == EINTR) {
         continue;
@@ -290,7 +398,7 @@ int Splicer::PumpDir(SplicePair&, SpliceDir& d, bool& progress) {
     progress = true;
   }
   if (d.inPipe == 0 && d.pipe[0] >= 0) GivePipe(d.pipe);
-  if (d.eof && d.inPipe == 0) {
+  if (d.eof && d.inPipe == 0 && d.pending.empty()) {
     // The half-close travels on only after the last byte did.
     if (shutdown(d.to, SHUT_WR) < 0 && errno != ENOTCONN) return errno;
     d.shut = true;
@@ -299,13 +407,39 @@ int Splicer::PumpDir(SplicePair&, SpliceDir& d, bool& progress) {
   return 0;
 }
 
-void Splicer::Finish(uint32_t id, int err) {
+// One recv/send through a buffer; what the peer did not take waits in d.pending.
+int Splicer::CopyDir(SpliceDir& d, bool& moved) {
+  static thread_local char buf[kCopyBytes];
+  ssize_t n = recv(d.from, buf, sizeof(buf), MSG_DONTWAIT);
+  if (n == 0) {
+    d.eof = true;
+    moved = true;
+    return 0;
+  }
+  if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : errno;
+  moved = true;
+  ssize_t w = send(d.to, buf, static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (w < 0 && errno != EAGAIN && errno != EINTR) return errno;
+  size_t sent = w < 0 ? 0 : static_cast<size_t>(w);
+  d.bytes += sent;
+  if (sent < static_cast<size_t>(n)) d.pending.assign(buf + sent, static_cast<size_t>(n) - sent);
+  return 0;
+}
+
+void Splicer::Finish(uint64_t id, int err) {
   auto it = pairs_.find(id);
   if (it == pairs_.end()) return;
   std::unique_ptr<SplicePair> p = std::move(it->second);
   pairs_.erase(it);
+  // A socket error cuts the stream: the other peer is reset too, so it cannot take a cut stream for a
+  // complete one. An idle limit or an abort closes normally.
+  bool reset = err != 0 && err != ETIMEDOUT && err != ECANCELED;
   for (int& fd : p->fd) {
     epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+    if (reset) {
+      struct linger l = {1, 0};
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    }
     CloseFd(fd);
   }
   for (SpliceDir& d : p->dir) {
@@ -333,26 +467,33 @@ void Splicer::Finish(uint32_t id, int err) {
         done.swap(done_);
         flushQueued_ = false;
       }
-      // A throwing callback must not cost the other pairs their report: the first error is rethrown after.
+      if (static_cast<napi_env>(env) == nullptr || cb.IsEmpty()) return;  // the environment is going
+      // A throwing callback must not cost the other pairs their report; the first error is rethrown
+      // after, unless JavaScript can no longer run (teardown), where nothing can take it.
       std::optional<Napi::Error> first;
       for (const SpliceDone& d : done) {
         try {
-          cb.Call({Napi::Number::New(env, d.id), Napi::Number::New(env, d.err),
+          cb.Call({Napi::Number::New(env, static_cast<double>(d.id)), Napi::Number::New(env, d.err),
                    Napi::Number::New(env, static_cast<double>(d.bytes[0])),
                    Napi::Number::New(env, static_cast<double>(d.bytes[1]))});
         } catch (const Napi::Error& e) {
           if (!first) first = e;
         }
       }
-      if (first) first->ThrowAsJavaScriptException();
+      if (first) {
+        try {
+          first->ThrowAsJavaScriptException();
+        } catch (...) {
+        }
+      }
     });
 }
 
 void Splicer::ScanIdle(int64_t now) {
-  std::vector<uint32_t> idle;
+  std::vector<uint64_t> idle;
   for (auto& [id, p] : pairs_)
     if (p->idleMs > 0 && now - p->lastActive >= p->idleMs) idle.push_back(id);
-  for (uint32_t id : idle) Finish(id, ETIMEDOUT);
+  for (uint64_t id : idle) Finish(id, ETIMEDOUT);
 }
 
 int Splicer::TakePipe(int out[2]) {
@@ -364,7 +505,7 @@ int Splicer::TakePipe(int out[2]) {
     return 0;
   }
   if (pipe2(out, O_NONBLOCK | O_CLOEXEC) < 0) return errno;
-  (void)fcntl(out[1], F_SETPIPE_SZ, kPipeBytes);
+  (void)fcntl(out[1], F_SETPIPE_SZ, kPipeBytes);  // a refusal leaves the default size, which works too
   livePipes_++;
   return 0;
 }

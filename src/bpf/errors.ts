@@ -1,7 +1,8 @@
 // Errors of the datapath. Each has a fixed `code`; kernel failures also carry errno and the operation.
 import { constants } from 'node:os';
 
-const errnoNames = new Map<number, string>(
+/** errno → its symbolic name, e.g. 7 → "E2BIG". */
+export const errnoNames = new Map<number, string>(
   Object.entries(constants.errno).map(([name, value]) => [value, name]),
 );
 

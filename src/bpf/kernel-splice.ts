@@ -1,9 +1,16 @@
 // Kernel splicing of socket pairs: the one owner of an addon Splicer (its thread, pipes and socket dups).
 // The proxy and the gateway hand each established tunnel to it, so bulk bytes never cross into JavaScript.
-import { constants } from 'node:os';
+import { errnoNames } from './errors.js';
 import { type NativeSplicer, loadNative } from './native.js';
 
-const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, value]) => [value, name]));
+/** A splicer that could not be opened or could not take a pair (the addon's BpfError is the cause). */
+export class SpliceError extends Error {
+  readonly code = 'ECNET_SPLICE' as const;
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+    this.name = 'SpliceError';
+  }
+}
 
 /** How a spliced pair ended. */
 export interface SpliceEnd {
@@ -30,11 +37,15 @@ export class KernelSplicer {
     this.#native = native;
   }
 
-  /** A splicer with its own thread; throws when the addon is not built. */
+  /** A splicer with its own thread; throws SpliceError when the addon is not built or the thread cannot start. */
   static open(): KernelSplicer {
     const ends: { to?: KernelSplicer } = {};
-    const native = new (loadNative().Splicer)((id, errno, aToB, bToA) => ends.to?.ended(id, errno, aToB, bToA));
-    return (ends.to = new KernelSplicer(native));
+    try {
+      const native = new (loadNative().Splicer)((id, errno, aToB, bToA) => ends.to?.ended(id, errno, aToB, bToA));
+      return (ends.to = new KernelSplicer(native));
+    } catch (cause) {
+      throw new SpliceError(`kernel splicer unavailable: ${(cause as Error).message}`, { cause });
+    }
   }
 
   /**
@@ -42,7 +53,14 @@ export class KernelSplicer {
    * (the splicer keeps its own). `pendingAtoB`/`pendingBtoA` are bytes already read from one side, sent first.
    */
   add(fdA: number, fdB: number, idleMs: number, pendingAtoB: Buffer | undefined, pendingBtoA: Buffer | undefined, onEnd: (end: SpliceEnd) => void): SplicedPair {
-    const id = this.#native.add(fdA, fdB, Math.max(0, Math.min(idleMs, 0xffffffff)), pendingAtoB ?? null, pendingBtoA ?? null);
+    let id: number;
+    try {
+      id = this.#native.add(fdA, fdB, Math.floor(Math.max(0, Math.min(idleMs, 0xffffffff))) || 0, pendingAtoB ?? null, pendingBtoA ?? null);
+    } catch (cause) {
+      throw new SpliceError(`kernel splicer refused the pair: ${(cause as Error).message}`, { cause });
+    }
+    // Live pairs hold the event loop open, as their sockets did before the hand-over.
+    if (this.#pending.size === 0) this.#native.keepAlive(true);
     this.#pending.set(id, onEnd);
     return { abort: () => this.#pending.has(id) && !this.#closed && this.#native.abort(id) };
   }
@@ -71,6 +89,7 @@ export class KernelSplicer {
     const onEnd = this.#pending.get(id);
     if (!onEnd) return;
     this.#pending.delete(id);
+    if (this.#pending.size === 0 && !this.#closed) this.#native.keepAlive(false);
     onEnd({ errno, reason: errno ? (errnoNames.get(errno) ?? `errno ${errno}`) : '', aToB, bToA });
   }
 }

@@ -104,6 +104,8 @@ export interface NativeSplicer {
   add(fdA: number, fdB: number, idleMs: number, pendingAtoB?: Buffer | null, pendingBtoA?: Buffer | null): number;
   abort(id: number): void;
   stats(): { pairs: number; pipes: number };
+  /** Whether pairs hold the event loop open (as the sockets they came from did). */
+  keepAlive(on: boolean): void;
   /** Ends every pair (ECANCELED) and stops the thread; idempotent. */
   close(): void;
 }

@@ -161,7 +161,7 @@ export class Gateway {
     const pair = splice(a, b, this.#idleTimeoutMs, () => {
       this.stats.active--;
       this.#tunnels.delete(pair);
-    }, this.#splicer);
+    }, this.#splicer, this.#log);
     if (pair.mode === 'kernel') this.stats.kernelSpliced++;
     this.#tunnels.add(pair);
   }

@@ -148,7 +148,10 @@ export class NodeProxy {
       if (i > 0) this.stats.retries++;
       const upstream = await this.#open(route, c);
       if (!upstream) continue;
-      if (client.destroyed) return void upstream.destroy();
+      if (client.destroyed || this.#closed) {
+        upstream.destroy();
+        return void client.destroy();
+      }
       this.stats.proxied++;
       this.#splice(client, upstream);
       return;
@@ -216,7 +219,7 @@ export class NodeProxy {
     const pair = splice(a, b, this.#o.idleTimeoutMs, () => {
       this.stats.active--;
       this.#conns.delete(pair);
-    }, this.#splicer);
+    }, this.#splicer, this.#log);
     if (pair.mode === 'kernel') this.stats.kernelSpliced++;
     this.#conns.add(pair);
   }

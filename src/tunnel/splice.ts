@@ -18,8 +18,8 @@ export interface Spliced {
 }
 
 /** Splices `a` and `b`, in the kernel when `kernel` is given and both are plain TCP sockets. */
-export function splice(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel?: KernelSplicer): Spliced {
-  return (kernel && spliceInKernel(a, b, idleMs, onClose, kernel)) || spliceStreams(a, b, idleMs, onClose);
+export function splice(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel?: KernelSplicer, log?: Logger): Spliced {
+  return (kernel && spliceInKernel(a, b, idleMs, onClose, kernel, log)) || spliceStreams(a, b, idleMs, onClose);
 }
 
 function spliceStreams(a: Socket, b: Socket, idleMs: number, onClose: () => void): Spliced {
@@ -73,11 +73,12 @@ function takeBuffered(s: Socket): Buffer | undefined {
  * cannot read a byte in between). Undefined when a socket is not a plain TCP socket in a clean state: TLS,
  * already at its end, or with writes still queued in Node; those stay streams.
  */
-function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel: KernelSplicer): Spliced | undefined {
+function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel: KernelSplicer, log: Logger | undefined): Spliced | undefined {
   const fds = [a, b].map((s) => {
     const fd = handleOf(s)?.fd;
     const ended = (s as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended;
-    return s instanceof TLSSocket || s.destroyed || ended || s.writableLength > 0 || typeof fd !== 'number' || fd < 0 ? undefined : fd;
+    // (A writable side already ended would lose its FIN: destroy() cancels a shutdown libuv has not sent.)
+    return s instanceof TLSSocket || s.destroyed || ended || s.writableEnded || s.writableLength > 0 || typeof fd !== 'number' || fd < 0 ? undefined : fd;
   });
   if (fds[0] === undefined || fds[1] === undefined) return undefined;
   stopReading(a);
@@ -97,8 +98,9 @@ function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: Sp
       done = true;
       onClose(end);
     });
-  } catch {
+  } catch (err) {
     // No splicer (closed, out of descriptors): the bytes taken go back, and the pair stays streams.
+    log?.debug({ err: (err as Error).message }, 'kernel splice refused: the pair stays streams');
     for (const [s, taken] of [[a, fromA], [b, fromB]] as const) {
       if (taken) s.unshift(taken);
       // The stream thinks a read is under way (read() started one): let the handle deliver it.
