@@ -6,7 +6,7 @@
 // Either way an error or `idleMs` without a byte closes both, and `onClose` runs once.
 import type { Server, Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { KernelSplicer, type SpliceEnd } from '../bpf/kernel-splice.js';
+import { KernelSplicer, type SpliceEnd, type SplicedPair } from '../bpf/kernel-splice.js';
 import type { Logger } from '../logger.js';
 
 /** A pair being spliced. */
@@ -88,16 +88,11 @@ function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: Sp
   // read() restarts the handle when the buffer runs low; stop it again before anything can poll.
   stopReading(a);
   stopReading(b);
-  let done = false;
-  let pair;
+  let pair: SplicedPair;
   try {
     a.setNoDelay(true);
     b.setNoDelay(true);
-    pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, (end) => {
-      if (done) return;
-      done = true;
-      onClose(end);
-    });
+    pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, onClose); // it reports each pair's end once
   } catch (err) {
     // No splicer (closed, out of descriptors): the bytes taken go back, and the pair stays streams.
     log?.debug({ err: (err as Error).message }, 'kernel splice refused: the pair stays streams');
