@@ -9,8 +9,7 @@ import { type AddressInfo, type Socket, connect } from 'node:net';
 import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, type TunnelTls, parseAuthority } from '../tunnel/protocol.js';
 import { type Catalog, type Endpoint, decide } from './catalog.js';
-import type { KernelSplicer } from '../bpf/kernel-splice.js';
-import { type Spliced, connectWithin, listen, openSplicer, splice } from '../tunnel/splice.js';
+import { Tunnels, connectWithin, listen } from '../tunnel/splice.js';
 import { matchIngress } from './ingress.js';
 
 export interface GatewayOptions {
@@ -63,21 +62,19 @@ export class Gateway {
   readonly #server: Server;
   readonly #catalog: Catalog;
   readonly #connectTimeoutMs: number;
-  readonly #idleTimeoutMs: number;
   readonly #log: Logger;
-  readonly #tunnels = new Set<Spliced>();
-  readonly #splicer: KernelSplicer | undefined;
+  readonly #tunnels: Tunnels;
   readonly #next = new Map<string, number>();
   readonly stats: GatewayStats = { tunnels: 0, active: 0, kernelSpliced: 0, refused: {}, ingress: 0 };
   #closed = false;
 
   private constructor(options: GatewayOptions, server: Server) {
     this.#server = server;
-    this.#splicer = options.kernelSplice && !options.tls ? openSplicer(options.logger ?? componentLogger('gateway')) : undefined;
     this.#catalog = options.catalog;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
-    this.#idleTimeoutMs = options.idleTimeoutMs ?? 15 * 60_000;
     this.#log = options.logger ?? componentLogger('gateway');
+    // A TLS gateway's tunnels are all TLS: their bytes must pass through Node, no splicer is needed.
+    this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice && !options.tls), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
     server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => void this.#tunnel(req, socket, head));
     server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#request(req, res));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -153,17 +150,7 @@ export class Gateway {
     this.stats.tunnels++;
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (head.length) up.socket.write(head);
-    this.#splice(socket, up.socket);
-  }
-
-  #splice(a: Socket, b: Socket): void {
-    this.stats.active++;
-    const pair = splice(a, b, this.#idleTimeoutMs, () => {
-      this.stats.active--;
-      this.#tunnels.delete(pair);
-    }, this.#splicer, this.#log);
-    if (pair.mode === 'kernel') this.stats.kernelSpliced++;
-    this.#tunnels.add(pair);
+    this.#tunnels.add(socket, up.socket);
   }
 
   #request(req: IncomingMessage, res: ServerResponse): void {
@@ -212,9 +199,7 @@ export class Gateway {
   destroy(err?: Error): void {
     if (err) this.#log.error({ err: err.message }, 'gateway aborted');
     this.#closed = true;
-    for (const pair of this.#tunnels) pair.destroy();
-    this.#tunnels.clear();
-    this.#splicer?.destroy();
+    this.#tunnels.destroy();
     this.#server.closeAllConnections();
     this.#server.close();
   }

@@ -11,8 +11,7 @@ import { HealthBook } from '../policy/health.js';
 import { type Candidate, type Exporter, plan } from '../policy/plan.js';
 import { openTunnel } from '../tunnel/client.js';
 import { STATUS, TunnelError, type TunnelTls } from '../tunnel/protocol.js';
-import type { KernelSplicer } from '../bpf/kernel-splice.js';
-import { type Spliced, connectWithin, listen, openSplicer, splice } from '../tunnel/splice.js';
+import { Tunnels, connectWithin, listen } from '../tunnel/splice.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
 export interface Route {
@@ -70,16 +69,14 @@ export class NodeProxy {
   readonly #server: Server;
   readonly #o: Settings;
   readonly #log: Logger;
-  readonly #conns = new Set<Spliced>();
-  readonly #splicer: KernelSplicer | undefined;
+  readonly #conns: Tunnels;
   readonly #next = new Map<string, number>();
   readonly #sequence = new Map<string, number>();
   readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0 };
   #closed = false;
 
-  private constructor(options: ProxyOptions, server: Server, splicer: KernelSplicer | undefined) {
+  private constructor(options: ProxyOptions, server: Server) {
     this.#server = server;
-    this.#splicer = splicer;
     this.#o = {
       connect: (host: string, port: number) => netConnect({ host, port, allowHalfOpen: true, noDelay: true }),
       health: new HealthBook(),
@@ -90,12 +87,13 @@ export class NodeProxy {
       ...options,
     } as Settings;
     this.#log = options.logger ?? componentLogger('proxy');
+    this.#conns = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: this.#o.idleTimeoutMs, log: this.#log, counts: this.stats });
     server.on('connection', (s) => void this.#accept(s));
   }
 
   static async start(options: ProxyOptions): Promise<NodeProxy> {
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-    const proxy = new NodeProxy(options, server, options.kernelSplice ? openSplicer(options.logger ?? componentLogger('proxy')) : undefined);
+    const proxy = new NodeProxy(options, server);
     try {
       await listen(server, options.host, options.port);
     } catch (err) {
@@ -153,7 +151,7 @@ export class NodeProxy {
         return void client.destroy();
       }
       this.stats.proxied++;
-      this.#splice(client, upstream);
+      this.#conns.add(client, upstream);
       return;
     }
     this.stats.refused++;
@@ -214,16 +212,6 @@ export class NodeProxy {
     return i % Math.max(1, n);
   }
 
-  #splice(a: Socket, b: Socket): void {
-    this.stats.active++;
-    const pair = splice(a, b, this.#o.idleTimeoutMs, () => {
-      this.stats.active--;
-      this.#conns.delete(pair);
-    }, this.#splicer, this.#log);
-    if (pair.mode === 'kernel') this.stats.kernelSpliced++;
-    this.#conns.add(pair);
-  }
-
   /** Stops accepting; proxied connections run until they end (or `graceMs`). */
   async close(graceMs = 10_000): Promise<void> {
     if (this.#closed) return;
@@ -238,9 +226,7 @@ export class NodeProxy {
   destroy(err?: Error): void {
     if (err) this.#log.error({ err: err.message }, 'proxy aborted');
     this.#closed = true;
-    for (const pair of this.#conns) pair.destroy();
-    this.#conns.clear();
-    this.#splicer?.destroy();
+    this.#conns.destroy();
     this.#server.close();
   }
 }

@@ -116,12 +116,53 @@ function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: Sp
 }
 
 /** A kernel splicer, or undefined (streams then) when the addon cannot give one; says so in the log. */
-export function openSplicer(log: Logger): KernelSplicer | undefined {
+function openSplicer(log: Logger): KernelSplicer | undefined {
   try {
     return KernelSplicer.open();
   } catch (err) {
     log.warn({ err: (err as Error).message }, 'kernel splicing unavailable: tunnels move their bytes as streams');
     return undefined;
+  }
+}
+
+/**
+ * The established tunnels of one proxy or gateway: the pairs being spliced, counted into `counts` (the
+ * component's stats), and the kernel splicer they use, which this set owns.
+ */
+export class Tunnels {
+  readonly #pairs = new Set<Spliced>();
+  readonly #splicer: KernelSplicer | undefined;
+  readonly #idleMs: number;
+  readonly #log: Logger;
+  readonly #counts: { active: number; kernelSpliced: number };
+
+  constructor(o: { kernelSplice: boolean; idleMs: number; log: Logger; counts: { active: number; kernelSpliced: number } }) {
+    this.#splicer = o.kernelSplice ? openSplicer(o.log) : undefined;
+    this.#idleMs = o.idleMs;
+    this.#log = o.log;
+    this.#counts = o.counts;
+  }
+
+  /** Splices a and b until both are done. */
+  add(a: Socket, b: Socket): void {
+    this.#counts.active++;
+    const pair = splice(a, b, this.#idleMs, () => {
+      this.#counts.active--;
+      this.#pairs.delete(pair);
+    }, this.#splicer, this.#log);
+    if (pair.mode === 'kernel') this.#counts.kernelSpliced++;
+    this.#pairs.add(pair);
+  }
+
+  get size(): number {
+    return this.#pairs.size;
+  }
+
+  /** Cuts every tunnel and stops the splicer. */
+  destroy(): void {
+    for (const pair of this.#pairs) pair.destroy();
+    this.#pairs.clear();
+    this.#splicer?.destroy();
   }
 }
 
