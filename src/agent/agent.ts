@@ -12,15 +12,38 @@ import { Coalescer } from '../sources/coalescer.js';
 import { type Informer, Kinds, type Source } from '../sources/source.js';
 import { type EndpointSlice, desiredNode, routeKey } from './desired.js';
 
-/** The proxy's routes, replaced as a whole by each reconcile. */
+/**
+ * The proxy's routes, replaced as a whole by each reconcile. A route whose redirect was just removed is still
+ * answered for `graceMs`: a connect() rewritten by the datapath an instant before the removal reaches the
+ * proxy after it, and must not be reset for that.
+ */
 export class RouteMap implements RouteTable {
   #routes = new Map<string, Route>();
-  lookup(ip: string, port: number): Route | undefined {
-    return this.#routes.get(routeKey(ip, port));
+  #retiring = new Map<string, { route: Route; until: number }>();
+  readonly #graceMs: number;
+  readonly #now: () => number;
+
+  constructor(options: { graceMs?: number; now?: () => number } = {}) {
+    this.#graceMs = options.graceMs ?? 10_000;
+    this.#now = options.now ?? Date.now;
   }
+
+  lookup(ip: string, port: number): Route | undefined {
+    const key = routeKey(ip, port);
+    const r = this.#routes.get(key);
+    if (r) return r;
+    const old = this.#retiring.get(key);
+    if (old && old.until > this.#now()) return old.route;
+    return undefined;
+  }
+
   replace(routes: Map<string, Route>): void {
+    const now = this.#now();
+    for (const [k, v] of this.#retiring) if (v.until <= now || routes.has(k)) this.#retiring.delete(k);
+    for (const [k, route] of this.#routes) if (!routes.has(k)) this.#retiring.set(k, { route, until: now + this.#graceMs });
     this.#routes = routes;
   }
+
   entries(): [string, Route][] {
     return [...this.#routes.entries()];
   }

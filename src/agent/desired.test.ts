@@ -68,4 +68,48 @@ describe('a node\'s desired state', () => {
       { ip: '10.42.0.3', port: 9080 },
     ]);
   });
+
+  describe('the exporting cluster keeps its own traffic unless its policy may send it elsewhere', () => {
+    const c1 = 'default/default/default/cluster-1';
+    const c3 = 'default/default/default/cluster-3';
+    // httpbin exported by cluster-1 (this node's cluster, with ready endpoints) and by cluster-3.
+    const exported = (): ServiceImport => {
+      const i = imp(['10.96.0.10']);
+      i.spec.ports[0]!.endpoints.unshift({ clusterKey: c1, target: { host: '', ip: '10.0.2.4', port: 80, path: '/' } });
+      i.spec.ports[0]!.endpoints[1]!.clusterKey = c3;
+      return i;
+    };
+    const gtp = (spec: Record<string, unknown>) => [{ apiVersion: 'flomesh.io/v1alpha1' as const, kind: 'GlobalTrafficPolicy' as const, metadata: { name: 'httpbin', namespace: 'httpbin' }, spec }];
+    const node = (policies: ReturnType<typeof gtp> | [], ready: boolean[] = [true]) =>
+      desiredNode({ localCluster: c1, imports: [exported()], policies: policies as never, services: [service], endpointSlices: [slice(ready)] });
+    const redirected = (d: ReturnType<typeof desiredNode>) => d.redirects.map((r) => `${r.ip}:${r.port}`);
+
+    it('no policy or Locality with ready local endpoints: left to kube-proxy (kept, not redirected)', () => {
+      for (const d of [node([]), node(gtp({ lbType: 'Locality' })), node(gtp({ lbType: 'Locality', targets: [{ clusterKey: c1 }] }))]) {
+        expect(redirected(d)).toEqual([]);
+        expect([...d.kept.keys()]).toEqual(['10.96.0.10:8080']);
+        expect(d.routes.size).toBe(0);
+      }
+    });
+
+    it('ActiveActive, FailOver with another target, Locality naming another cluster: redirected', () => {
+      for (const p of [gtp({ lbType: 'ActiveActive' }), gtp({ lbType: 'FailOver', targets: [{ clusterKey: c3 }] }), gtp({ lbType: 'Locality', targets: [{ clusterKey: c3 }] })]) {
+        const d = node(p);
+        expect(redirected(d)).toEqual(['10.96.0.10:8080']);
+        expect(d.kept.size).toBe(0);
+      }
+    });
+
+    it('policies that can only stay here are kept: FailOver without other targets, ActiveActive with weight 0 elsewhere', () => {
+      expect(redirected(node(gtp({ lbType: 'FailOver', targets: [{ clusterKey: c1 }] })))).toEqual([]);
+      expect(redirected(node(gtp({ lbType: 'ActiveActive', targets: [{ clusterKey: c1 }, { clusterKey: c3, weight: 0 }] })))).toEqual([]);
+    });
+
+    it('the only exporter is this cluster: nothing elsewhere to send to, whatever the policy', () => {
+      const only = imp(['10.96.0.10']);
+      only.spec.ports[0]!.endpoints[0]!.clusterKey = c1;
+      const d = desiredNode({ localCluster: c1, imports: [only], policies: gtp({ lbType: 'ActiveActive' }) as never, services: [service], endpointSlices: [slice([true])] });
+      expect(redirected(d)).toEqual([]);
+    });
+  });
 });

@@ -1,10 +1,13 @@
-// What a node's datapath and proxy must hold, from the resources of its cluster: every ClusterIP:port of an
-// imported service is redirected to the node proxy, and the proxy's route for it names the service, the
-// exporting clusters' gateways, the GlobalTrafficPolicy and the service's ready local endpoints.
+// What a node's datapath and proxy must hold, from the resources of its cluster: a ClusterIP:port of an
+// imported service is redirected to the node proxy while its policy may send a connection to another cluster,
+// and the proxy's route for it names the service, the exporting clusters' gateways, the GlobalTrafficPolicy and
+// the service's ready local endpoints. When the policy keeps every connection here (no policy or Locality,
+// with ready local endpoints) the address is left to kube-proxy, as before the service was exported.
 // Pure: resources in, desired state out.
 import type { Service } from '../api/core.js';
 import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flomesh.js';
 import type { Endpoint } from '../gateway/catalog.js';
+import { mayLeaveCluster } from '../policy/plan.js';
 import type { Route } from '../proxy/proxy.js';
 
 /** discovery.k8s.io/v1 EndpointSlice, the fields read. */
@@ -27,8 +30,10 @@ export interface RedirectEntry {
 
 export interface DesiredNode {
   redirects: RedirectEntry[];
-  /** `ip:port` → route */
+  /** `ip:port` → route, for each redirect */
   routes: Map<string, Route>;
+  /** `ip:port` → route of imported addresses left to kube-proxy (the policy keeps them in this cluster). */
+  kept: Map<string, Route>;
 }
 
 export const routeKey = (ip: string, port: number): string => `${ip}:${port}`;
@@ -72,6 +77,7 @@ export function desiredNode(input: {
   const services = new Map(input.services.map((s) => [key(s.metadata.namespace, s.metadata.name), s]));
   const redirects: RedirectEntry[] = [];
   const routes = new Map<string, Route>();
+  const kept = new Map<string, Route>();
   for (const imp of input.imports) {
     if (imp.spec.type === 'Headless') continue; // no ClusterIP to redirect
     const k = key(imp.metadata.namespace, imp.metadata.name);
@@ -86,11 +92,16 @@ export function desiredNode(input: {
         policy: policies.get(k),
         localEndpoints: local.get(port.port) ?? [],
       };
+      const leaves = mayLeaveCluster({ localCluster: input.localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy: route.policy });
       for (const ip of imp.spec.ips ?? []) {
+        if (!leaves) {
+          kept.set(routeKey(ip, port.port), route);
+          continue;
+        }
         redirects.push({ ip, port: port.port, id: fnv1a(`${k}:${port.port}`) });
         routes.set(routeKey(ip, port.port), route);
       }
     }
   }
-  return { redirects, routes };
+  return { redirects, routes, kept };
 }

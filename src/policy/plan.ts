@@ -106,3 +106,13 @@ export function plan(input: PlanInput, isHealthy: IsHealthy, random: () => numbe
     }
   }
 }
+
+/**
+ * Whether the policy may ever send a connection of this service to another cluster (any gateway healthy or
+ * not). When it cannot, the node leaves the ClusterIP to kube-proxy: an exporting cluster's own callers
+ * never depend on ecnet while its policy keeps them at home.
+ */
+export function mayLeaveCluster(input: PlanInput): boolean {
+  // Every weight drawn and every gateway healthy: the union of what any connection could try.
+  return plan(input, () => true, () => 0).some((c) => c.kind === 'remote');
+}
