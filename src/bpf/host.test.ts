@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DatapathError } from './errors.js';
-import { MIN_KERNEL, checkKernel, ensureBpffs } from './host.js';
+import { tmpdir } from 'node:os';
+import { MIN_KERNEL, checkCgroup, checkKernel, ensureBpffs } from './host.js';
 
 const code = (fn: () => void): string | undefined => {
   try {
@@ -24,5 +25,12 @@ describe('host checks', () => {
   it('refuses a pin directory that is not on bpffs rather than pinning into tmpfs', () => {
     expect(code(() => ensureBpffs('/tmp/ecnet-pins'))).toBe('ECNET_NO_BPFFS');
     expect(() => ensureBpffs('/tmp/ecnet-pins')).toThrow(/mount -t bpf bpf/);
+  });
+
+  it('accepts a cgroup under any cgroup v2 mount: in the agent\'s container the host root is at /host/sys/fs/cgroup, not the shortest', () => {
+    const dir = tmpdir(); // stands for a mounted directory: only the path check is under test
+    expect(code(() => checkCgroup(dir, ['/sys/fs/cgroup', dir]))).toBeUndefined();
+    expect(code(() => checkCgroup(`${dir}-other`, ['/sys/fs/cgroup', dir]))).toBe('ECNET_NO_CGROUP2');
+    expect(code(() => checkCgroup(dir, []))).toBe('ECNET_NO_CGROUP2');
   });
 });

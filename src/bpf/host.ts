@@ -56,14 +56,17 @@ export function checkKernel(version = release()): void {
   }
 }
 
-/** Checks that `path` is a directory of the cgroup v2 hierarchy. */
-export function checkCgroup(path: string): void {
-  const root = detectCgroup2();
-  if (!root) {
+/**
+ * Checks that `path` is a directory of a cgroup v2 mount. Any of them: in the agent's container the shortest
+ * is the container's own /sys/fs/cgroup (its cgroup namespace's view), and the host's root is mounted at
+ * /host/sys/fs/cgroup, which is where the DaemonSet attaches.
+ */
+export function checkCgroup(path: string, points: string[] = mounts().filter((m) => m.fstype === 'cgroup2').map((m) => m.point)): void {
+  if (!points.length) {
     throw new DatapathError('ECNET_NO_CGROUP2', 'no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)');
   }
-  if (path !== root && !path.startsWith(`${root}/`)) {
-    throw new DatapathError('ECNET_NO_CGROUP2', `${path} is not in the cgroup v2 hierarchy mounted at ${root}`);
+  if (!points.some((p) => path === p || path.startsWith(p.endsWith('/') ? p : `${p}/`))) {
+    throw new DatapathError('ECNET_NO_CGROUP2', `${path} is not in a cgroup v2 hierarchy (mounted at ${points.join(', ')})`);
   }
   if (!existsSync(path) || !statSync(path).isDirectory()) {
     throw new DatapathError('ECNET_NO_CGROUP2', `cgroup ${path} does not exist`);
