@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, datapathConfig, defaults, loadConfig } from './config.js';
+import { ConfigError, agentConfig, datapathConfig, defaults, ipv6Of, loadConfig } from './config.js';
 
 describe('config', () => {
   it('applies flags over environment over defaults', () => {
@@ -27,5 +27,29 @@ describe('config', () => {
     expect(() => loadConfig({ proxy: '127.0.0.1:1', mark: 'abc' }, {})).toThrow(/--mark must be an integer/);
     expect(() => loadConfig({ proxy: '127.0.0.1:1', maxServices: '0' }, {})).toThrow(/--max-services/);
     expect(() => datapathConfig({ output: 'yaml' }, {})).toThrow(/-o must be table or json/);
+  });
+
+  describe('the agent\'s node proxy address', () => {
+    const base = { cluster: '/tmp/cluster-2', cgroup: '/sys/fs/cgroup' };
+    it('is required: the node\'s own address has no default', () => {
+      expect(() => agentConfig(base, {})).toThrow(/--proxy NODE_IP:15001 is required/);
+      expect(agentConfig({ ...base, proxy: '10.0.2.5:15001' }, {}).load.settings.proxy).toEqual({ ip: '10.0.2.5', port: 15001 });
+      expect(agentConfig(base, { ECNET_PROXY: '10.0.2.5:15001' }).load.settings.proxy.ip).toBe('10.0.2.5');
+    });
+    it('refuses loopback, saying why, unless host-network clients are all it is meant to serve', () => {
+      for (const proxy of ['127.0.0.1:15001', '127.3.0.1:15001']) {
+        expect(() => agentConfig({ ...base, proxy }, {})).toThrow(/loopback address: .* own network namespace/);
+      }
+      expect(() => agentConfig({ ...base, proxy: '10.0.2.5:15001', proxy6: '::1' }, {})).toThrow(ConfigError);
+      expect(agentConfig({ ...base, proxy: '127.0.0.1:15001', allowLoopbackProxy: true }, {}).load.settings.proxy.ip).toBe('127.0.0.1');
+      expect(agentConfig({ ...base, proxy: '127.0.0.1:15001' }, { ECNET_ALLOW_LOOPBACK_PROXY: '1' }).load.settings.proxy.ip).toBe('127.0.0.1');
+    });
+    it('--proxy6 takes the IPv6 address of status.hostIPs, and none on a single-stack node', () => {
+      expect(ipv6Of('10.0.2.5,fd00::5')).toBe('fd00::5');
+      expect(ipv6Of('fd00::5')).toBe('fd00::5');
+      expect(ipv6Of('10.0.2.5')).toBeUndefined();
+      expect(agentConfig({ ...base, proxy: '10.0.2.5:15001', proxy6: '10.0.2.5,FD00::5' }, {}).load.settings.proxyIp6).toBe('fd00::5');
+      expect(agentConfig({ ...base, proxy: '10.0.2.5:15001', proxy6: '10.0.2.5' }, {}).load.settings.proxyIp6).toBeUndefined();
+    });
   });
 });

@@ -376,11 +376,12 @@ export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags {
   clusterKey?: string;
   admin?: string;
   splice?: string;
+  allowLoopbackProxy?: boolean;
 }
 
 export const agentDefaults = {
-  /** The node proxy: where the datapath sends redirected connections. */
-  proxy: '127.0.0.1:15001',
+  /** The node proxy's port; its address is the node's own (status.hostIP), which has no default. */
+  proxyPort: 15001,
   /** The agent's admin endpoint (/healthz, /routes), for probes and `ecnet routes`. */
   admin: '127.0.0.1:15000',
 } as const;
@@ -408,11 +409,31 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
     throw new ConfigError(`--cluster-key must be region/zone/group/name (this node's cluster), got ${JSON.stringify(clusterKey)}`);
   }
   const admin = flags.admin ?? env.ECNET_ADMIN ?? agentDefaults.admin;
+  const proxy = flags.proxy ?? env.ECNET_PROXY;
+  if (!proxy) {
+    throw new ConfigError(
+      `--proxy NODE_IP:${agentDefaults.proxyPort} is required: the node's own address (status.hostIP in the DaemonSet), which every pod reaches through its default route`,
+    );
+  }
+  const proxy6 = ipv6Of(flags.proxy6 ?? env.ECNET_PROXY6);
   try {
+    const { proxy6: _list, ...rest } = flags;
+    const load = loadConfig({ ...rest, proxy, ...(proxy6 ? { proxy6 } : {}) }, { ...env, ECNET_PROXY6: undefined });
+    const allowLoopback = flags.allowLoopbackProxy ?? truthy(env.ECNET_ALLOW_LOOPBACK_PROXY);
+    for (const ip of [load.settings.proxy.ip, load.settings.proxyIp6]) {
+      if (ip !== undefined && isLoopback(ip) && !allowLoopback) {
+        // connect4 rewrites the destination inside the caller's own network namespace: a pod would dial its own
+        // loopback, where no proxy listens (or something else does, e.g. a sidecar).
+        throw new ConfigError(
+          `--proxy ${ip} is a loopback address: the datapath rewrites a connection's destination inside the calling pod's own network namespace, so only host-network clients would reach it. ` +
+            `Give the node's own address (status.hostIP), or --allow-loopback-proxy if only host-network clients are to be served`,
+        );
+      }
+    }
     return {
       source,
       datapath: datapathConfig({ ...(flags.bpffs ? { bpffs: flags.bpffs } : {}), ...(flags.cgroup ? { cgroup: flags.cgroup } : {}) }, env),
-      load: loadConfig({ ...flags, proxy: flags.proxy ?? env.ECNET_PROXY ?? agentDefaults.proxy }, env),
+      load,
       clusterKey,
       admin: parseEndpoint(admin),
       tls: tlsConfig(flags, false, env),
@@ -422,6 +443,20 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
     if (cause instanceof ConfigError) throw cause;
     throw new ConfigError((cause as Error).message, { cause });
   }
+}
+
+const truthy = (v: string | undefined): boolean => v !== undefined && /^(1|true|yes)$/i.test(v);
+
+const isLoopback = (ip: string): boolean => /^127\./.test(ip) || ip === '::1' || /^::ffff:127\./i.test(ip);
+
+/**
+ * `--proxy6`: one IPv6 address, or a comma-separated list of the node's addresses (status.hostIPs, which the
+ * downward API gives as `a,b`) of which the IPv6 one is taken. None: IPv6 services are not redirected.
+ */
+export function ipv6Of(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  // A single-stack IPv4 node's status.hostIPs holds no IPv6 address: then there is nothing to listen on.
+  return v.split(',').map((x) => x.trim()).find((x) => x.includes(':'));
 }
 
 /** The local cluster set's state directory (ECNET_LOCAL_DIR): cluster directories, logs, pids. */

@@ -83,7 +83,7 @@ spec: {lbType: FailOver, targets: [{clusterKey: default/default/default/cluster-
     });
     await new Promise<void>((r) => backend!.listen(9100, '127.0.0.21', r));
     start('gateway', ['gateway', '--cluster', join(root, 'cluster-1'), '--listen', '127.0.0.11:18081']);
-    start('agent', ['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15011', '--admin', '127.0.0.1:15010']);
+    start('agent', ['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15011', '--allow-loopback-proxy', '--admin', '127.0.0.1:15010']);
     await until('the agent healthy', () => fetch('http://127.0.0.1:15010/healthz').then((r) => r.ok, () => false));
   });
   afterAll(async () => {

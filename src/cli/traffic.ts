@@ -68,7 +68,9 @@ export function agentCommand(): Command {
   return tlsOptions(sourceOptions(new Command('agent')))
     .description('the node agent: loads the datapath, keeps its redirects and the proxy routes in step with the cluster, runs the node proxy')
     .option('--cluster-key <key>', "this node's cluster, region/zone/group/name (local mode: default/default/default/<directory name>)")
-    .option('--proxy <ip:port>', `the node proxy's address (default ${agentDefaults.proxy})`)
+    .option('--proxy <ip:port>', `the node proxy's address: the node's own IP (status.hostIP), port ${agentDefaults.proxyPort}; every pod must reach it`)
+    .option('--proxy6 <ip>', "the node proxy's IPv6 address (same port), or the node's addresses (status.hostIPs, comma-separated) to take the IPv6 one from; none: IPv6 services are not redirected")
+    .option('--allow-loopback-proxy', 'accept a loopback --proxy: only host-network clients can reach it (the datapath rewrites inside the caller\'s network namespace)')
     .option('--mark <mark>', 'SO_MARK of the proxy upstream sockets, skipped by the datapath')
     .option('--bpffs <dir>', 'pin directory on bpffs')
     .option('--cgroup <dir>', 'cgroup v2 directory the programs attach to (default: the root)')
@@ -84,6 +86,7 @@ export function agentCommand(): Command {
       const routes = new RouteMap();
       const proxy = await NodeProxy.start({
         host: cfg.load.settings.proxy.ip,
+        ...(cfg.load.settings.proxyIp6 ? { host6: cfg.load.settings.proxyIp6 } : {}),
         port: cfg.load.settings.proxy.port,
         localCluster: cfg.clusterKey,
         routes,

@@ -30,6 +30,8 @@ export interface RouteTable {
 
 export interface ProxyOptions {
   host: string;
+  /** A second, IPv6 address to listen on (same port), for IPv6 ClusterIPs. */
+  host6?: string;
   port: number;
   localCluster: ClusterKey;
   routes: RouteTable;
@@ -63,10 +65,11 @@ export interface ProxyStats {
   kernelSpliced: number;
 }
 
-type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice'>> & { health: HealthBook; tls?: TunnelTls; random?: () => number };
+type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6'>> & { health: HealthBook; tls?: TunnelTls; random?: () => number };
 
 export class NodeProxy {
   readonly #server: Server;
+  readonly #server6: Server | undefined;
   readonly #o: Settings;
   readonly #log: Logger;
   readonly #conns: Tunnels;
@@ -75,8 +78,9 @@ export class NodeProxy {
   readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0 };
   #closed = false;
 
-  private constructor(options: ProxyOptions, server: Server) {
+  private constructor(options: ProxyOptions, server: Server, server6: Server | undefined) {
     this.#server = server;
+    this.#server6 = server6;
     this.#o = {
       connect: (host: string, port: number) => netConnect({ host, port, allowHalfOpen: true, noDelay: true }),
       health: new HealthBook(),
@@ -89,13 +93,17 @@ export class NodeProxy {
     this.#log = options.logger ?? componentLogger('proxy');
     this.#conns = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: this.#o.idleTimeoutMs, log: this.#log, counts: this.stats });
     server.on('connection', (s) => void this.#accept(s));
+    server6?.on('connection', (s) => void this.#accept(s));
   }
 
   static async start(options: ProxyOptions): Promise<NodeProxy> {
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
-    const proxy = new NodeProxy(options, server);
+    const make = () => createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
+    const server = make();
+    const server6 = options.host6 ? make() : undefined;
+    const proxy = new NodeProxy(options, server, server6);
     try {
       await listen(server, options.host, options.port);
+      if (server6) await listen(server6, options.host6!, (server.address() as AddressInfo).port);
     } catch (err) {
       proxy.destroy();
       throw err;
@@ -216,7 +224,7 @@ export class NodeProxy {
   async close(graceMs = 10_000): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    const closed = Promise.all([this.#server, ...(this.#server6 ? [this.#server6] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
     const deadline = Date.now() + graceMs;
     while (this.#conns.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.destroy();
@@ -228,5 +236,6 @@ export class NodeProxy {
     this.#closed = true;
     this.#conns.destroy();
     this.#server.close();
+    this.#server6?.close();
   }
 }

@@ -114,7 +114,7 @@ spec: {lbType: ActiveActive}
       return c;
     };
     start(['gateway', '--cluster', join(root, 'cluster-1'), '--listen', '127.0.0.11:18090']);
-    const agent = start(['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15021', '--admin', '127.0.0.1:15020']);
+    const agent = start(['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15021', '--allow-loopback-proxy', '--admin', '127.0.0.1:15020']);
     for (let i = 0; ; i++) {
       const ok = await fetch('http://127.0.0.1:15020/healthz').then((r) => r.ok, () => false);
       const routes = ok ? ((await (await fetch('http://127.0.0.1:15020/routes')).json()) as unknown[]) : [];
