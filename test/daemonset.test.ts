@@ -13,6 +13,7 @@ import { KINDS } from '../src/api/flomesh.js';
 import { readManifests } from '../src/api/manifests.js';
 import { parseEndpoint } from '../src/bpf/address.js';
 import { agentConfig, agentDefaults, controllerConfig, datapathConfig, defaults, gatewayConfig, gatewayDefaults } from '../src/config.js';
+import { planProcess, readWorkload } from '../src/kubelet/workload.js';
 import { packageRoot } from '../src/paths.js';
 
 // Manifests are untyped YAML; the schema check above is what types them.
@@ -61,7 +62,7 @@ const containersOf = (docs: Json[]) =>
 function flagsOf(args: string[]): Json {
   const out: Json = {};
   for (const a of args) {
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(a);
     if (!m) continue;
     out[m[1]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())] = m[2] ?? true;
   }
@@ -163,9 +164,17 @@ describe('daemonset/ manifests', () => {
   });
 });
 
+/** The agent's args as the kubelet expands them on a node at 10.0.2.4 (and fd00::4 when dual-stack). */
+const agentArgs = (hostIPs = ['10.0.2.4']): string[] =>
+  planProcess(readWorkload('agent'), {
+    pod: { name: 'ecnet-agent-x', namespace: NS, nodeName: 'node-1', hostIP: hostIPs[0]!, hostIPs, podIP: hostIPs[0]! },
+    configMaps: { 'ecnet-cluster': { clusterKey: 'default/default/default/cluster-1' } },
+    source: ['--in-cluster'],
+  }).argv;
+
 describe('the agent DaemonSet matches what `ecnet agent` does', () => {
   const env = { ECNET_CLUSTER_KEY: 'default/default/default/cluster-1' };
-  const cfg = agentConfig(flagsOf(agent.args), env);
+  const cfg = agentConfig(flagsOf(agentArgs()), env);
   const admin = parseEndpoint(agentDefaults.admin);
   const mount = (name: string) => agent.volumeMounts.find((m: Json) => m.name === name) as Json;
   const volume = (name: string) => agentPod.volumes.find((v: Json) => v.name === name) as Json;
@@ -174,7 +183,12 @@ describe('the agent DaemonSet matches what `ecnet agent` does', () => {
     expect(agent.args[0]).toBe('agent');
     expect(cfg.source).toMatchObject({ kind: 'kubernetes', inCluster: true });
     expect(cfg.admin).toEqual(admin);
-    expect(cfg.load.settings.proxy).toEqual(parseEndpoint(agentDefaults.proxy));
+    // The node proxy on the node's own address (status.hostIP), which every pod reaches; never loopback.
+    expect(cfg.load.settings.proxy).toEqual({ ip: '10.0.2.4', port: agentDefaults.proxyPort });
+    expect(cfg.load.settings.proxyIp6).toBeUndefined();
+    expect(agentConfig(flagsOf(agentArgs(['10.0.2.4', 'fd00::4'])), env).load.settings.proxyIp6).toBe('fd00::4');
+    const byName = Object.fromEntries(agent.env.map((e: Json) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
+    expect(byName).toMatchObject({ NODE_IP: 'status.hostIP', NODE_IPS: 'status.hostIPs' });
     expect(cfg.datapath.bpffs).toBe(defaults.bpffs);
     expect(agentPod.hostNetwork).toBe(true);
     expect(agentPod.dnsPolicy).toBe('ClusterFirstWithHostNet');
@@ -205,7 +219,7 @@ describe('the agent DaemonSet matches what `ecnet agent` does', () => {
     expect(byName.NODE_NAME.valueFrom.fieldRef.fieldPath).toBe('spec.nodeName');
     const kust = parse(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')) as Json;
     const literal = (kust.configMapGenerator as Json[]).find((g) => g.name === 'ecnet-cluster')!.literals[0] as string;
-    expect(() => agentConfig(flagsOf(agent.args), { ECNET_CLUSTER_KEY: literal.split('=')[1] })).toThrow(/--cluster-key must be/);
+    expect(() => agentConfig(flagsOf(agentArgs()), { ECNET_CLUSTER_KEY: literal.split('=')[1] })).toThrow(/--cluster-key must be/);
   });
 
   it('probes the admin endpoint on the route it serves, which answers 200 once synced', async () => {
@@ -276,7 +290,7 @@ describe('the controller Deployment and the cleanup DaemonSet', () => {
     const ds = find('DaemonSet', 'ecnet-cleanup');
     const [init] = ds.spec.template.spec.initContainers as Json[];
     expect(init!.args[0]).toBe('uninstall');
-    expect(datapathConfig(flagsOf(init!.args), {}).bpffs).toBe(agentConfig(flagsOf(agent.args), { ECNET_CLUSTER_KEY: 'default/default/default/c' }).datapath.bpffs);
+    expect(datapathConfig(flagsOf(init!.args), {}).bpffs).toBe(agentConfig(flagsOf(agentArgs()), { ECNET_CLUSTER_KEY: 'default/default/default/c' }).datapath.bpffs);
     expect(init!.volumeMounts[0].mountPath).toBe(agent.volumeMounts.find((m: Json) => m.name === 'bpffs').mountPath);
     expect(ds.spec.template.spec.volumes[0].hostPath.path).toBe('/sys/fs/bpf');
   });
@@ -315,10 +329,11 @@ describe.skipIf(!haveKubectl)('kubectl kustomize (skipped without kubectl)', () 
     expect(ds.spec.template.spec.containers[0].env.find((e: Json) => e.name === 'ECNET_CLUSTER_KEY').valueFrom.configMapKeyRef.name).toBe(cm.metadata.name);
   });
 
-  it('daemonset/control-plane adds the controller only; daemonset/cleanup is the cleanup only', () => {
+  it('daemonset/control-plane adds the controller (with the namespace and CRDs, to apply alone); daemonset/cleanup is the cleanup (with the namespace)', () => {
     const { hub, cleanup } = renders();
-    expect(ids(hub)).toEqual(['ClusterRole/ecnet-controller', 'ClusterRoleBinding/ecnet-controller', 'Deployment/ecnet-controller', 'Role/ecnet-controller', 'RoleBinding/ecnet-controller', 'ServiceAccount/ecnet-controller'].sort());
-    expect(ids(cleanup)).toEqual(['DaemonSet/ecnet-cleanup']);
+    const shared = ['Namespace/ecnet-system', ...Object.values(KINDS).map((k) => `CustomResourceDefinition/${k.plural}.flomesh.io`)];
+    expect(ids(hub)).toEqual([...shared, 'ClusterRole/ecnet-controller', 'ClusterRoleBinding/ecnet-controller', 'Deployment/ecnet-controller', 'Role/ecnet-controller', 'RoleBinding/ecnet-controller', 'ServiceAccount/ecnet-controller'].sort());
+    expect(ids(cleanup)).toEqual(['DaemonSet/ecnet-cleanup', 'Namespace/ecnet-system']);
   });
 
   it('every rendered object is valid, in ecnet-system when namespaced, labelled, on the image of this version', async () => {

@@ -1,0 +1,124 @@
+// ecnet's workloads as daemonset/ declares them (the agent DaemonSet, the gateway and controller Deployments),
+// and the process the kubelet would start for one on a given node: argv, environment and probe URLs. Two things
+// are swapped, and only these: paths under hostPath mounts become the caller's host paths (a node of
+// `ecnet local` keeps its pins and cgroups in its own directories), and `--in-cluster` becomes the caller's
+// resource source (a local directory, or a kubeconfig of a test API server).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse, parseAllDocuments } from 'yaml';
+import { packageRoot } from '../paths.js';
+import { type ContainerSpec, type KeyedData, KubeletError, type PodFacts, type PodSpec, hostMounts, onHost, probeUrl, resolveArgs, resolveEnv } from './container.js';
+
+export const MANIFESTS_DIR = join(packageRoot, 'daemonset');
+
+export type Component = 'agent' | 'gateway' | 'controller';
+
+const WHERE: Record<Component, { file: string; kind: string; name: string }> = {
+  agent: { file: 'agent/daemonset.yaml', kind: 'DaemonSet', name: 'ecnet-agent' },
+  gateway: { file: 'gateway/deployment.yaml', kind: 'Deployment', name: 'ecnet-gateway' },
+  controller: { file: 'control-plane/deployment.yaml', kind: 'Deployment', name: 'ecnet-controller' },
+};
+
+export interface Workload {
+  component: Component;
+  kind: string;
+  name: string;
+  namespace: string;
+  /** The pod template's labels. */
+  labels: Record<string, string>;
+  serviceAccountName: string | undefined;
+  pod: PodSpec;
+}
+
+// Manifests are untyped YAML: the fields read are checked where they are used.
+type Json = Record<string, any>;
+
+/** One document of a manifest file under `dir`, by kind and name. */
+export function readManifest(file: string, kind: string, name: string, dir = MANIFESTS_DIR): Json | undefined {
+  let docs: Json[];
+  try {
+    docs = parseAllDocuments(readFileSync(join(dir, file), 'utf8')).map((d) => d.toJS() as Json);
+  } catch (cause) {
+    throw new KubeletError(`cannot read ${join(dir, file)}`, { cause });
+  }
+  return docs.find((x) => x?.kind === kind && x?.metadata?.name === name);
+}
+
+export function readWorkload(component: Component, dir = MANIFESTS_DIR): Workload {
+  const w = WHERE[component];
+  const d = readManifest(w.file, w.kind, w.name, dir);
+  const spec = d?.spec?.template?.spec as Json | undefined;
+  if (!d || !spec || !Array.isArray(spec.containers) || !spec.containers.length) throw new KubeletError(`no ${w.kind} ${w.name} with containers in ${join(dir, w.file)}`);
+  return {
+    component,
+    kind: w.kind,
+    name: w.name,
+    namespace: String(d.metadata.namespace ?? 'default'),
+    labels: (d.spec.template.metadata?.labels ?? {}) as Record<string, string>,
+    serviceAccountName: spec.serviceAccountName as string | undefined,
+    pod: spec as PodSpec,
+  };
+}
+
+/** The ConfigMaps the base kustomization generates (configMapGenerator literals), by name. */
+export function generatedConfigMaps(dir = MANIFESTS_DIR): KeyedData {
+  const k = parse(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')) as Json;
+  const out: KeyedData = {};
+  for (const g of (k.configMapGenerator ?? []) as Json[]) {
+    const data: Record<string, string> = {};
+    for (const l of (g.literals ?? []) as string[]) {
+      const i = l.indexOf('=');
+      if (i > 0) data[l.slice(0, i)] = l.slice(i + 1);
+    }
+    out[g.name as string] = data;
+  }
+  return out;
+}
+
+export interface ProcessPlan {
+  /** ecnet's arguments (the image's entrypoint is `node dist/cli/main.js`). */
+  argv: string[];
+  env: Record<string, string>;
+  hostNetwork: boolean;
+  /** httpGet probes by kind, as URLs the kubelet would request. */
+  probes: { kind: 'startup' | 'readiness' | 'liveness'; url: string }[];
+  container: ContainerSpec;
+}
+
+export interface PlanOptions {
+  pod: PodFacts;
+  configMaps?: KeyedData;
+  secrets?: KeyedData;
+  /** Where a host path of a hostPath volume is on this machine; without it, paths stay as the container sees them. */
+  hostPath?: (path: string) => string;
+  /** The arguments that replace `--in-cluster`. */
+  source: string[];
+  container?: string;
+}
+
+export function planProcess(w: Workload, o: PlanOptions): ProcessPlan {
+  const c = o.container ? w.pod.containers.find((x) => x.name === o.container) : w.pod.containers[0];
+  if (!c) throw new KubeletError(`${w.kind} ${w.name} has no container ${o.container}`);
+  const env = resolveEnv(c, o.pod, { ...(o.configMaps ? { configMaps: o.configMaps } : {}), ...(o.secrets ? { secrets: o.secrets } : {}) });
+  const mounts = hostMounts(w.pod, c);
+  const swapPath = (p: string) => {
+    const h = o.hostPath && onHost(p, mounts);
+    return h ? o.hostPath!(h) : p;
+  };
+  const argv: string[] = [];
+  for (const a of resolveArgs(c, env)) {
+    if (a === '--in-cluster') argv.push(...o.source);
+    else if (a.startsWith('/')) argv.push(swapPath(a));
+    else {
+      const m = /^(--[^=]+=)(\/.*)$/.exec(a);
+      argv.push(m ? m[1]! + swapPath(m[2]!) : a);
+    }
+  }
+  const probes: ProcessPlan['probes'] = [];
+  for (const kind of ['startup', 'readiness', 'liveness'] as const) {
+    const p = c[`${kind}Probe`];
+    const url = p && probeUrl(p, c, o.pod);
+    if (url) probes.push({ kind, url });
+  }
+  return { argv, env: Object.fromEntries(env), hostNetwork: Boolean(w.pod.hostNetwork), probes, container: c };
+}
