@@ -2,6 +2,7 @@
 // controller tests: list, watch (with history, bookmarks and 410 Expired), get, create, update, status update,
 // delete, discovery, Status error bodies. Tests change state directly (put/remove), break watches, compact
 // history and inject failures. HTTP on 127.0.0.1 with a bearer token; one global resourceVersion counter.
+// With `strict`, it refuses what a real kube-apiserver refuses on an empty cluster (install-order tests).
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -10,6 +11,13 @@ import { apiVersionOf, Kinds, type KindRef, type KubeObject } from '../../src/so
 export interface KubeApiServerOptions {
   /** Creating a namespaced object needs its Namespace to exist (as on a real server). Default true. */
   requireNamespaces?: boolean;
+  /**
+   * As a real server on an empty cluster: a custom resource is served only while a CustomResourceDefinition
+   * defines it (its scope and versions are the CRD's; else 404 on every path and in discovery), a CRD's name
+   * must be `<plural>.<group>`, and namespaced objects need their Namespace whatever `requireNamespaces` says.
+   * Default false: the source and controller tests put custom resources without CRDs.
+   */
+  strict?: boolean;
   /** How often a watch that asked for bookmarks gets one. Default 1000 ms. */
   bookmarkIntervalMs?: number;
   /** Kinds served besides `Kinds`. */
@@ -98,8 +106,32 @@ const kindKeyOf = (k: Pick<KindRef, 'group' | 'plural'>) => `${k.group}/${k.plur
 const objKey = (namespace: string | undefined, name: string) => (namespace ? `${namespace}/${name}` : name);
 const clone = <T>(v: T): T => structuredClone(v);
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-// Built-in kinds are served without kind/apiVersion on list items; custom resources carry them.
-const isBuiltIn = (k: KindRef) => k.group === '' || k.group.endsWith('.k8s.io');
+// Built-in kinds (core, apps, *.k8s.io) are served without kind/apiVersion on list items; custom resources
+// (any other dotted group) carry them, and only those need a CRD on a strict server.
+const isBuiltIn = (k: Pick<KindRef, 'group'>) => !k.group.includes('.') || k.group.endsWith('.k8s.io');
+
+const builtIn = (group: string, kind: string, plural: string, namespaced = true): KindRef => ({ group, version: 'v1', kind, plural, namespaced });
+/** Built-in kinds served besides `Kinds`: what daemonset/ installs and the controller's Lease. */
+export const BuiltInKinds = {
+  ServiceAccount: builtIn('', 'ServiceAccount', 'serviceaccounts'),
+  ConfigMap: builtIn('', 'ConfigMap', 'configmaps'),
+  Deployment: builtIn('apps', 'Deployment', 'deployments'),
+  DaemonSet: builtIn('apps', 'DaemonSet', 'daemonsets'),
+  Role: builtIn('rbac.authorization.k8s.io', 'Role', 'roles'),
+  RoleBinding: builtIn('rbac.authorization.k8s.io', 'RoleBinding', 'rolebindings'),
+  ClusterRole: builtIn('rbac.authorization.k8s.io', 'ClusterRole', 'clusterroles', false),
+  ClusterRoleBinding: builtIn('rbac.authorization.k8s.io', 'ClusterRoleBinding', 'clusterrolebindings', false),
+  Lease: builtIn('coordination.k8s.io', 'Lease', 'leases'),
+  CustomResourceDefinition: builtIn('apiextensions.k8s.io', 'CustomResourceDefinition', 'customresourcedefinitions', false),
+} as const satisfies Record<string, KindRef>;
+
+/** The fields of a CustomResourceDefinition that decide what it serves. */
+interface CrdSpec {
+  group?: string;
+  scope?: string;
+  names?: { kind?: string; plural?: string };
+  versions?: { name?: string; served?: boolean }[];
+}
 
 function parseSelector(s: string | null): LabelSelector {
   if (!s) return () => true;
@@ -143,6 +175,7 @@ export class KubeApiServer {
   #url = '';
   #token: string;
   #requireNamespaces: boolean;
+  #strict: boolean;
   #bookmarkIntervalMs: number;
   #kinds = new Map<string, KindRef>();
   #store = new Map<string, Map<string, KubeObject>>();
@@ -158,9 +191,10 @@ export class KubeApiServer {
 
   constructor(options: KubeApiServerOptions = {}) {
     this.#token = options.token ?? 'ecnet-test-token';
-    this.#requireNamespaces = options.requireNamespaces ?? true;
+    this.#strict = options.strict ?? false;
+    this.#requireNamespaces = this.#strict || (options.requireNamespaces ?? true);
     this.#bookmarkIntervalMs = options.bookmarkIntervalMs ?? 1000;
-    for (const k of [...Object.values(Kinds), ...(options.kinds ?? [])]) this.register(k);
+    for (const k of [...Object.values(Kinds), ...Object.values(BuiltInKinds), ...(options.kinds ?? [])]) this.register(k);
   }
 
   async listen(): Promise<this> {
@@ -385,8 +419,7 @@ export class KubeApiServer {
     if (seg[0] === 'api' && seg.length >= 3) [group, version, rest] = ['', seg[1] ?? '', seg.slice(2)];
     else if (seg[0] === 'apis' && seg.length >= 4) [group, version, rest] = [seg[1] ?? '', seg[2] ?? '', seg.slice(3)];
     else return undefined;
-    const kindOf = (plural: string | undefined) =>
-      plural === undefined ? undefined : this.#kinds.get(`${group}/${version}/${plural}`);
+    const kindOf = (plural: string | undefined) => (plural === undefined ? undefined : this.#served(group, version, plural));
     // namespaces/{ns}/{plural}[/{name}[/status]]
     // (namespaces/{name}/status is the Namespace's own status.)
     const namespaced = rest[0] === 'namespaces' && rest.length >= 3 ? kindOf(rest[2]) : undefined;
@@ -402,7 +435,7 @@ export class KubeApiServer {
   }
 
   #discovery(group: string, version: string) {
-    const resources = [...this.#kinds.values()]
+    const resources = this.#servedKinds()
       .filter((k) => k.group === group && k.version === version)
       .flatMap((k) => [
         { name: k.plural, singularName: k.kind.toLowerCase(), namespaced: k.namespaced, kind: k.kind, verbs: ['create', 'delete', 'get', 'list', 'update', 'watch'] },
@@ -440,6 +473,7 @@ export class KubeApiServer {
     delete (obj.metadata as unknown as Record<string, unknown>).generateName;
     if (!obj.metadata.name) throw this.#invalid(kind, '', 'metadata.name: Required value: name or generateName is required');
     this.#checkNamespace(kind, namespace, obj);
+    this.#checkCrd(kind, obj);
     if (kind.namespaced && this.#requireNamespaces && kind !== Kinds.Namespace && !this.#bucket(Kinds.Namespace).has(namespace ?? '')) {
       throw new HttpStatus(404, 'NotFound', `namespaces "${namespace}" not found`, { name: namespace, kind: 'namespaces' });
     }
@@ -469,6 +503,7 @@ export class KubeApiServer {
       throw new HttpStatus(400, 'BadRequest', `the name of the object (${incoming.metadata.name}) does not match the name on the URL (${name})`);
     }
     this.#checkNamespace(kind, namespace, incoming);
+    if (!route.status) this.#checkCrd(kind, incoming);
     const key = objKey(namespace, name);
     const old = this.#bucket(kind).get(key);
     if (!old) throw this.#notFound(kind, name);
@@ -533,6 +568,48 @@ export class KubeApiServer {
     if (kind.namespaced && obj.metadata.namespace && obj.metadata.namespace !== namespace) {
       throw new HttpStatus(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request');
     }
+  }
+
+  /** Strict: the API server's own check of a CRD's name, without which its resources would not be served. */
+  #checkCrd(kind: KindRef, obj: KubeObject): void {
+    if (!this.#strict || kind.kind !== BuiltInKinds.CustomResourceDefinition.kind || kind.group !== BuiltInKinds.CustomResourceDefinition.group) return;
+    const spec = (obj.spec ?? {}) as CrdSpec;
+    const want = `${spec.names?.plural ?? ''}.${spec.group ?? ''}`;
+    if (obj.metadata.name !== want) throw this.#invalid(kind, obj.metadata.name, `metadata.name: Invalid value: "${obj.metadata.name}": must be spec.names.plural+"."+spec.group`);
+  }
+
+  /**
+   * The kind served at group/version/plural. Strict: a custom resource only as a stored CRD defines it (the
+   * registered KindRef when it agrees, so tests keep using `Kinds`; else the CRD's, e.g. another scope).
+   */
+  #served(group: string, version: string, plural: string): KindRef | undefined {
+    const known = this.#kinds.get(`${group}/${version}/${plural}`);
+    if (!this.#strict || isBuiltIn({ group })) return known;
+    const crd = this.#bucket(BuiltInKinds.CustomResourceDefinition).get(`${plural}.${group}`);
+    const spec = (crd?.spec ?? {}) as CrdSpec;
+    if (spec.group !== group || spec.names?.plural !== plural || !spec.names.kind) return undefined;
+    if (!spec.versions?.some((v) => v.name === version && v.served !== false)) return undefined;
+    const defined: KindRef = { group, version, kind: spec.names.kind, plural, namespaced: spec.scope === 'Namespaced' };
+    if (known && known.kind === defined.kind && known.namespaced === defined.namespaced) return known;
+    this.register(defined);
+    return defined;
+  }
+
+  /** Every kind served now (discovery): the registered ones and, strict, those the stored CRDs define. */
+  #servedKinds(): KindRef[] {
+    const refs = [...this.#kinds.values()].map((k): [string, string, string] => [k.group, k.version, k.plural]);
+    if (this.#strict) {
+      for (const crd of this.#bucket(BuiltInKinds.CustomResourceDefinition).values()) {
+        const spec = (crd.spec ?? {}) as CrdSpec;
+        for (const v of spec.versions ?? []) refs.push([spec.group ?? '', v.name ?? '', spec.names?.plural ?? '']);
+      }
+    }
+    const served = new Map<string, KindRef>();
+    for (const [g, v, p] of refs) {
+      const k = this.#served(g, v, p);
+      if (k) served.set(`${g}/${v}/${p}`, k);
+    }
+    return [...served.values()];
   }
 
   /** Allocates and defaults like the Service registry; clusterIP is immutable once set. */
