@@ -16,6 +16,8 @@ have make || need+=(make)
 have g++ || need+=(g++)
 have pkg-config || need+=(pkg-config)
 have curl || need+=(curl)
+# ecnet local does kube-proxy's job for its clusters with nftables rules in each node's namespace.
+have nft || need+=(nftables)
 # redis-benchmark and the redis server binary (redis-check-rdb run as redis-server) for the test that
 # sends a non-HTTP protocol through the traffic path; redis-tools starts no service.
 have redis-benchmark || need+=(redis-tools)

@@ -1,5 +1,8 @@
 // `ecnet local up|down|run|exec`: the cluster set's lifecycle. `up` builds the namespaces and starts the
-// processes (the supervisor with the controller; per member an agent and a gateway in its node namespace);
+// processes: the supervisor (the controller, and per member what Kubernetes itself would do: EndpointSlices,
+// names, kube-proxy's rules), and per member its agent and gateway exactly as daemonset/ declares them (args and
+// env resolved as the kubelet does; only host paths and the resource source swapped): the agent in the node's
+// network namespace (hostNetwork), the gateway as a pod behind the node's address (its LoadBalancer Service).
 // `down` removes everything up and run made, found by name, so it also cleans after a crash.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -14,7 +17,8 @@ import type { Service } from '../api/core.js';
 import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, hostsText } from './endpoints.js';
 import { createNode, createPod, createUnderlay, deleteNetns, hostsFile, netnsExists, sweepNetns } from './net.js';
 import { pidAlive } from './supervisor.js';
-import { ADMIN_PORT, GATEWAY_PORT, HUB, PROXY_PORT, type MemberTopology, member, pod } from './topology.js';
+import { type Component, type ProcessPlan, generatedConfigMaps, planProcess, readManifest, readWorkload } from '../kubelet/workload.js';
+import { HUB, type MemberTopology, member, pod } from './topology.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
 const BPFFS = '/sys/fs/bpf/ecnet-local';
@@ -30,7 +34,16 @@ export class LocalError extends Error {
 interface SetState {
   members: string[];
   pids: Record<string, number>;
+  /** Each member's gateway pod: its name, namespace and address. */
+  gateways?: Record<string, { name: string; netns: string; ip: string }>;
 }
+
+/** The gateway's LoadBalancer Service as daemonset/ declares it: the Cluster's gatewayPort is its port. */
+const gatewayService = (): Service & { apiVersion: string } => {
+  const svc = readManifest('gateway/service.yaml', 'Service', 'ecnet-gateway');
+  if (!svc) throw new LocalError('daemonset/gateway/service.yaml has no Service ecnet-gateway');
+  return svc as Service & { apiVersion: string };
+};
 
 export class ClusterSet {
   readonly clustersDir: string;
@@ -58,11 +71,15 @@ export class ClusterSet {
     return member(name, i);
   }
 
-  #start(name: string, args: string[], netns?: string): number {
+  /** Starts `ecnet ARGS` in the background: in a network namespace and cgroup if given, with only `env` (and PATH) when given. */
+  #start(name: string, args: string[], where: { netns?: string; cgroup?: string; env?: Record<string, string> } = {}): number {
     mkdirSync(this.#runDir, { recursive: true });
     const log = openSync(join(this.#runDir, `${name}.log`), 'a');
-    const argv = netns ? ['nsenter', `--net=/run/netns/${netns}`, process.execPath, cli, ...args] : [process.execPath, cli, ...args];
-    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log] });
+    let argv = where.netns ? ['nsenter', `--net=/run/netns/${where.netns}`, process.execPath, cli, ...args] : [process.execPath, cli, ...args];
+    // Into the pod's cgroup before anything runs (the agent's programs see its connects), as `run` does.
+    if (where.cgroup) argv = ['sh', '-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', where.cgroup, ...argv];
+    const env = where.env ? { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...where.env } : process.env;
+    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env });
     closeSync(log);
     child.unref();
     return child.pid!;
@@ -72,10 +89,19 @@ export class ClusterSet {
     if (this.state()) throw new LocalError(`a local cluster set is already up in ${this.stateDir} (\`ecnet local down\` first)`);
     for (const d of [HUB, ...members]) mkdirSync(join(this.clustersDir, d), { recursive: true });
     const hub = new LocalSource({ dir: join(this.clustersDir, HUB), watch: false });
+    const svc = gatewayService();
     try {
       for (const [i, m] of members.entries()) {
         const t = member(m, i);
-        await hub.apply({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: m }, spec: { gatewayHost: t.underlayIp, gatewayPort: GATEWAY_PORT } }, { manager: 'ecnet-local' });
+        // The gateway's Service is a LoadBalancer whose address is the node's: what the Cluster points at.
+        const gatewayPort = svc.spec.ports?.[0]?.port ?? 80;
+        await hub.apply({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: m }, spec: { gatewayHost: t.underlayIp, gatewayPort } }, { manager: 'ecnet-local' });
+        const src = new LocalSource({ dir: join(this.clustersDir, m), watch: false });
+        try {
+          await src.apply({ ...svc, metadata: { ...svc.metadata } } as never, { manager: 'ecnet-local' });
+        } finally {
+          src.destroy();
+        }
       }
     } finally {
       hub.destroy();
@@ -91,35 +117,112 @@ export class ClusterSet {
       progress(`${m}: node ${t.underlayIp}, pods ${t.podPrefix}.0/24`);
     }
     state.pids.supervisor = this.#start('supervisor', ['local', 'supervise', '--state', this.stateDir]);
+    state.gateways = {};
     for (const [i, m] of members.entries()) {
-      for (const c of ['gateway', 'agent'] as const) state.pids[`${m}-${c}`] = this.#startComponent(member(m, i), c);
+      const t = member(m, i);
+      const slot = this.#freeSlot(t);
+      const name = `ecnet-gateway-${randomBytes(3).toString('hex')}`;
+      const { ns, ip } = createPod(t, slot, name);
+      mkdirSync(join(this.#cgroupRoot, m, name), { recursive: true });
+      state.gateways[m] = { name, netns: ns, ip };
     }
     writeFileSync(this.#stateFile, JSON.stringify(state));
-    for (const name of Object.keys(state.pids)) {
-      await this.#waitServing(name, state.pids[name]!);
-      progress(`${name} running (pid ${state.pids[name]})`);
+    const probes: [string, number, string[], string][] = [];
+    for (const [i, m] of members.entries()) {
+      for (const c of ['gateway', 'agent'] as const) {
+        const started = await this.#startComponent(member(m, i), c, state);
+        state.pids[`${m}-${c}`] = started.pid;
+        probes.push([`${m}-${c}`, started.pid, started.urls, member(m, i).nodeNs]);
+      }
+    }
+    writeFileSync(this.#stateFile, JSON.stringify(state));
+    await this.#waitLog('supervisor', state.pids.supervisor, /controller|watching/);
+    progress(`supervisor running (pid ${state.pids.supervisor})`);
+    for (const [name, pid, urls, nodeNs] of probes) {
+      await this.#waitProbes(name, pid, urls, nodeNs);
+      progress(`${name} running (pid ${pid})`);
     }
   }
 
-  #startComponent(t: MemberTopology, component: 'gateway' | 'agent'): number {
-    const dir = join(this.clustersDir, t.name);
-    const args =
-      component === 'gateway'
-        ? ['gateway', '--cluster', dir, '--listen', `${t.underlayIp}:${GATEWAY_PORT}`]
-        : ['agent', '--cluster', dir, '--bpffs', join(BPFFS, t.name), '--cgroup', join(this.#cgroupRoot, t.name), '--proxy', `${t.nodePodIp}:${PROXY_PORT}`, '--admin', `127.0.0.1:${ADMIN_PORT}`];
-    return this.#start(`${t.name}-${component}`, args, t.nodeNs);
+  /** Host paths of the manifests' hostPath volumes, for one node: its own cgroup subtree and pin directory. */
+  #hostPath(t: MemberTopology): (path: string) => string {
+    return (p: string) => {
+      for (const [host, local] of [['/sys/fs/cgroup', join(this.#cgroupRoot, t.name)], ['/sys/fs/bpf', join(BPFFS, t.name)]] as const) {
+        if (p === host || p.startsWith(`${host}/`)) return local + p.slice(host.length);
+      }
+      throw new LocalError(`daemonset/ mounts host path ${p}, which a node of ecnet local does not have`);
+    };
   }
 
-  /** Serving means the process said so in its log (each prints one line once it serves). */
-  async #waitServing(name: string, pid: number, since = 0): Promise<void> {
-    const ready = name === 'supervisor' ? /controller|watching/ : name.endsWith('gateway') ? /ecnet gateway: listening/ : /ecnet agent:/;
+  /** The process the kubelet would start for `component` on this member's node. */
+  #plan(t: MemberTopology, component: Component, podName: string, podIP: string): ProcessPlan {
+    const w = readWorkload(component);
+    return planProcess(w, {
+      pod: { name: podName, namespace: w.namespace, nodeName: `${t.name}-node`, hostIP: t.underlayIp, podIP, labels: w.labels, ...(w.serviceAccountName ? { serviceAccountName: w.serviceAccountName } : {}) },
+      // What the per-cluster overlay does: this member's key.
+      configMaps: { ...generatedConfigMaps(), 'ecnet-cluster': { clusterKey: `default/default/default/${t.name}` } },
+      hostPath: this.#hostPath(t),
+      source: ['--cluster', join(this.clustersDir, t.name)],
+    });
+  }
+
+  /** Starts a member's agent (in the node's namespace) or gateway (in its pod); returns the pid and probe URLs. */
+  async #startComponent(t: MemberTopology, component: 'gateway' | 'agent', state: SetState): Promise<{ pid: number; urls: string[] }> {
+    const gw = state.gateways?.[t.name];
+    if (component === 'agent') {
+      const w = readWorkload('agent');
+      if (!w.pod.hostNetwork) throw new LocalError('the agent DaemonSet is not hostNetwork: ecnet local runs it in the node\'s network namespace');
+      const plan = this.#plan(t, 'agent', `ecnet-agent-${t.name}`, t.underlayIp);
+      return { pid: this.#start(`${t.name}-agent`, plan.argv, { netns: t.nodeNs, env: plan.env }), urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url) };
+    }
+    if (!gw) throw new LocalError(`${t.name} has no gateway pod (run \`ecnet local down\` and \`up\` again)`);
+    const plan = this.#plan(t, 'gateway', gw.name, gw.ip);
+    const pid = this.#start(`${t.name}-gateway`, plan.argv, { netns: gw.netns, env: plan.env, cgroup: join(this.#cgroupRoot, t.name, gw.name) });
+    const w = readWorkload('gateway');
+    const src = new LocalSource({ dir: join(this.clustersDir, t.name), watch: false });
+    try {
+      await src.apply(
+        {
+          apiVersion: 'v1',
+          kind: 'Pod',
+          metadata: { name: gw.name, namespace: w.namespace, labels: w.labels, annotations: { [PID_ANNOTATION]: String(pid), [NETNS_ANNOTATION]: gw.netns } },
+          spec: { containers: [{ name: plan.container.name, ports: plan.container.ports ?? [] }] },
+        } as never,
+        { manager: 'ecnet-local' },
+      );
+      await src.writeStatus(Kinds.Pod, gw.name, w.namespace, { podIP: gw.ip, phase: 'Running' });
+    } finally {
+      src.destroy();
+    }
+    return { pid, urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url) };
+  }
+
+  /** The supervisor is ready once it says so in its log. */
+  async #waitLog(name: string, pid: number, ready: RegExp): Promise<void> {
     const deadline = Date.now() + 20_000;
     for (;;) {
       const file = join(this.#runDir, `${name}.log`);
-      const log = existsSync(file) ? readFileSync(file, 'utf8').slice(since) : '';
+      const log = existsSync(file) ? readFileSync(file, 'utf8') : '';
       if (ready.test(log)) return;
       if (!pidAlive(pid) || Date.now() > deadline) throw new LocalError(`${name} did not start: ${log.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
       await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** A component serves once the probes its manifest declares (startup, readiness) answer 200, asked from the node as the kubelet does. */
+  async #waitProbes(name: string, pid: number, urls: string[], nodeNs: string, since = 0): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (const url of urls) {
+      for (;;) {
+        const r = spawnSync('ip', ['netns', 'exec', nodeNs, 'curl', '-sf', '-o', '/dev/null', '-m', '1', url]);
+        if (r.status === 0) break;
+        if (!pidAlive(pid) || Date.now() > deadline) {
+          const file = join(this.#runDir, `${name}.log`);
+          const log = existsSync(file) ? readFileSync(file, 'utf8').slice(since) : '';
+          throw new LocalError(`${name} did not start (probe ${url} failed): ${log.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   }
 
@@ -136,10 +239,10 @@ export class ClusterSet {
     if (old && pidAlive(old)) throw new LocalError(`${name} is running (pid ${old})`);
     const file = join(this.#runDir, `${name}.log`);
     const since = existsSync(file) ? readFileSync(file, 'utf8').length : 0;
-    const pid = this.#startComponent(t, component);
+    const { pid, urls } = await this.#startComponent(t, component, s);
     s.pids[name] = pid;
     writeFileSync(this.#stateFile, JSON.stringify(s));
-    await this.#waitServing(name, pid, since);
+    await this.#waitProbes(name, pid, urls, t.nodeNs, since);
     return pid;
   }
 
@@ -181,10 +284,13 @@ export class ClusterSet {
     done.push(...sweepNetns());
     if (existsSync(BPFFS)) {
       for (const d of readdirSync(BPFFS)) {
-        try {
-          Datapath.uninstall(join(BPFFS, d));
-        } catch {
-          // partly gone; the directory removal below takes the rest
+        // A node's pin directory is where its agent's --bpffs points, below the node's own bpffs directory.
+        for (const pins of [join(BPFFS, d), ...readdirSync(join(BPFFS, d)).map((x) => join(BPFFS, d, x))]) {
+          try {
+            if (existsSync(join(pins, 'links')) || existsSync(join(pins, 'maps'))) Datapath.uninstall(pins);
+          } catch {
+            // partly gone; the directory removal below takes the rest
+          }
         }
         rmSync(join(BPFFS, d), { recursive: true, force: true });
         done.push(`datapath ${d}`);

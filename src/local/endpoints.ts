@@ -9,6 +9,8 @@ export interface LocalPod {
   apiVersion: 'v1';
   kind: 'Pod';
   metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  /** Named ports, for Services whose targetPort names one (the gateway's `tunnel`). */
+  spec?: { containers?: { name: string; ports?: { name?: string; containerPort: number }[] }[] };
   status?: { podIP?: string; phase?: string };
 }
 
@@ -18,6 +20,10 @@ export const SLICE_SUFFIX = '-local';
 
 const matches = (selector: Record<string, string> | undefined, labels: Record<string, string> | undefined) =>
   selector !== undefined && Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels?.[k] === v);
+
+/** A named container port of the pods (the pods of one workload share their ports). */
+const namedPort = (pods: LocalPod[], name: string): number | undefined =>
+  pods.flatMap((p) => p.spec?.containers ?? []).flatMap((c) => c.ports ?? []).find((x) => x.name === name)?.containerPort;
 
 /** The slice each selector Service should have; `alive` tells which pods run. */
 export function desiredSlices(services: Service[], pods: LocalPod[], alive: (p: LocalPod) => boolean): EndpointSlice[] {
@@ -33,7 +39,7 @@ export function desiredSlices(services: Service[], pods: LocalPod[], alive: (p: 
       endpoints: members.map((p) => ({ addresses: [p.status!.podIP!], conditions: { ready: alive(p) } })),
       ports: (s.spec.ports ?? []).map((p) => ({
         ...(p.name ? { name: p.name } : {}),
-        port: typeof p.targetPort === 'number' ? p.targetPort : p.port,
+        port: typeof p.targetPort === 'number' ? p.targetPort : typeof p.targetPort === 'string' ? (namedPort(members, p.targetPort) ?? p.port) : p.port,
         protocol: p.protocol ?? 'TCP',
       })),
     });

@@ -1,5 +1,7 @@
 // `ecnet local supervise`, started by `up`: for the whole cluster set, the control plane, and per member what a
-// Kubernetes control plane would do locally: EndpointSlices from the running pods, pods' hosts files.
+// Kubernetes control plane and kube-proxy would do locally: EndpointSlices from the running pods, pods' hosts
+// files, and the node's Service rules (nftables in the node's network namespace).
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Service } from '../api/core.js';
@@ -9,8 +11,11 @@ import { componentLogger } from '../logger.js';
 import { LocalSource } from '../sources/local.js';
 import { Kinds } from '../sources/source.js';
 import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, SLICE_SUFFIX, desiredSlices, hostsText } from './endpoints.js';
+import type { EndpointSlice } from '../agent/desired.js';
+import { defaults } from '../config.js';
+import { kubeProxyRuleset } from './kube-proxy.js';
 import { hostsFile } from './net.js';
-import { HUB } from './topology.js';
+import { HUB, type MemberTopology, member } from './topology.js';
 
 
 /** Whether a process runs: exists and is not a zombie (processes `up` started outlive it and may wait unreaped). */
@@ -23,18 +28,20 @@ export const pidAlive = (pid: number): boolean => {
   }
 };
 
-/** Keeps one member's EndpointSlices and hosts files in step with its pods and Services. */
+/** Keeps one member's EndpointSlices, hosts files and node Service rules in step with its pods and Services. */
 class MemberHousekeeper {
   readonly #src: LocalSource;
   #timer: NodeJS.Timeout | undefined;
   #last = '';
+  #lastRules = '';
   readonly #log = componentLogger('local');
 
-  constructor(dir: string) {
+  constructor(dir: string, readonly node: MemberTopology) {
     this.#src = new LocalSource({ dir, rescanMs: 1000 });
     const trigger = () => this.#schedule();
     this.#src.informer(Kinds.Service, { onEvent: trigger });
     this.#src.informer(Kinds.Pod, { onEvent: trigger });
+    this.#src.informer(Kinds.EndpointSlice, { onEvent: trigger });
     // A pod's process ending is no event: look every second.
     setInterval(trigger, 1000).unref();
   }
@@ -43,7 +50,7 @@ class MemberHousekeeper {
     if (this.#timer) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.#sync().catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'endpoints sync failed'));
+      this.#sync().catch((err: unknown) => this.#log.warn({ err }, 'endpoints sync failed'));
     }, 20);
   }
 
@@ -53,8 +60,23 @@ class MemberHousekeeper {
     const alive = (p: LocalPod) => pidAlive(Number(p.metadata.annotations?.[PID_ANNOTATION]));
     const slices = desiredSlices(services, pods, alive);
     const state = JSON.stringify([slices, services.map((s) => [s.metadata.name, s.metadata.namespace, s.spec.clusterIP]), pods.map((p) => p.metadata.name)]);
-    if (state === this.#last) return;
-    this.#last = state;
+    if (state !== this.#last) {
+      await this.#syncSlices(services, pods, slices);
+      this.#last = state;
+    }
+    this.#syncRules(services, await this.#src.list<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice));
+  }
+
+  /** kube-proxy's rules in the node's namespace, replaced in one `nft -f` when they change. */
+  #syncRules(services: Service[], slices: EndpointSlice[]): void {
+    const rules = kubeProxyRuleset({ services, endpointSlices: slices, nodeIp: this.node.underlayIp, serviceCidr: defaults.serviceCidr });
+    if (rules === this.#lastRules) return;
+    const r = spawnSync('ip', ['netns', 'exec', this.node.nodeNs, 'nft', '-f', '-'], { input: rules, encoding: 'utf8' });
+    if (r.status !== 0) return void this.#log.warn({ node: this.node.nodeNs, stderr: r.stderr }, 'nft failed: Service rules not updated');
+    this.#lastRules = rules;
+  }
+
+  async #syncSlices(services: (Service & { apiVersion: string })[], pods: (LocalPod & { apiVersion: string })[], slices: EndpointSlice[]): Promise<void> {
     const existing = (await this.#src.list(Kinds.EndpointSlice)).filter((s) => s.metadata.name.endsWith(SLICE_SUFFIX));
     for (const s of slices) await this.#src.apply(s as never, { manager: 'ecnet-local' });
     for (const e of existing) {
@@ -73,7 +95,7 @@ export async function supervise(clustersDir: string, members: string[]): Promise
   const hub = new LocalSource({ dir: join(clustersDir, HUB) });
   const controller = new Controller({ hub, connect: memberConnector({ hub, clustersDir }), memberTimeoutMs: 60_000, resyncMs: 10_000 });
   await controller.start();
-  for (const m of members) new MemberHousekeeper(join(clustersDir, m));
+  for (const [i, m] of members.entries()) new MemberHousekeeper(join(clustersDir, m), member(m, i));
   return async () => {
     await controller.close();
     hub.destroy();

@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import type { Service } from '../api/core.js';
+import type { EndpointSlice } from '../agent/desired.js';
+import { kubeProxyRuleset } from './kube-proxy.js';
+
+const svc = (name: string, clusterIP: string, type?: Service['spec']['type']): Service => ({
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name, namespace: 'ns' },
+  spec: { clusterIP, ...(type ? { type } : {}), ports: [{ name: 'http', port: 80, targetPort: 'web' }, { name: 'dns', port: 53, protocol: 'UDP' }] },
+});
+const slice = (name: string, ips: [string, boolean][]): EndpointSlice => ({
+  apiVersion: 'discovery.k8s.io/v1',
+  kind: 'EndpointSlice',
+  metadata: { name: `${name}-1`, namespace: 'ns', labels: { 'kubernetes.io/service-name': name } },
+  endpoints: ips.map(([ip, ready]) => ({ addresses: [ip], conditions: { ready } })),
+  ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+});
+
+describe("kube-proxy's rules for a node of ecnet local", () => {
+  const rules = kubeProxyRuleset({
+    services: [svc('a', '10.96.0.1'), svc('lb', '10.96.0.2', 'LoadBalancer'), svc('empty', '10.96.0.3'), svc('headless', 'None')],
+    endpointSlices: [slice('a', [['10.41.0.2', true], ['10.41.0.3', false], ['10.41.0.4', true]]), slice('lb', [['10.41.0.5', true]])],
+    nodeIp: '10.0.2.4',
+    serviceCidr: '10.96.0.0/16',
+  });
+
+  it('replaces its own table in one go', () => {
+    expect(rules.startsWith('table ip ecnet_kube_proxy {}\ndelete table ip ecnet_kube_proxy\n')).toBe(true);
+  });
+
+  it('DNATs a ClusterIP:port to one of its ready endpoints (target port from the slice), TCP only', () => {
+    expect(rules).toContain('10.96.0.1 . 80 : jump svc0');
+    expect(rules).toMatch(/numgen random mod 2 vmap \{ 0 : jump svc0_0, 1 : jump svc0_1 \}/);
+    expect(rules).toContain('dnat to 10.41.0.2:8080');
+    expect(rules).toContain('dnat to 10.41.0.4:8080');
+    expect(rules).not.toContain('10.41.0.3');
+    expect(rules).not.toContain(' . 53 ');
+  });
+
+  it("serves a LoadBalancer Service on the node's address too; a Service without endpoints gets no rule (reset)", () => {
+    expect(rules).toContain('10.0.2.4 . 80 : jump svc1');
+    expect(rules).toContain('10.96.0.2 . 80 : jump svc1');
+    expect(rules).not.toContain('10.96.0.3');
+    expect(rules).toContain('ip daddr 10.96.0.0/16 meta l4proto tcp reject with tcp reset');
+  });
+});

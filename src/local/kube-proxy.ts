@@ -1,0 +1,58 @@
+// kube-proxy's job for a node of `ecnet local`: the nftables ruleset that sends a connection to a Service's
+// ClusterIP:port (and a LoadBalancer Service's port on the node's own address, as k3s's ServiceLB exposes them)
+// to one of its ready endpoints, and resets one to a ClusterIP without any. ecnet's datapath acts before it:
+// a connect() it redirects never reaches these rules, and what it leaves alone is served here as in any cluster.
+// Pure: resources in, `nft -f` text out.
+import type { Service } from '../api/core.js';
+import { type EndpointSlice, localEndpoints } from '../agent/desired.js';
+
+export const KUBE_PROXY_TABLE = 'ecnet_kube_proxy';
+
+export interface KubeProxyInput {
+  services: Service[];
+  endpointSlices: EndpointSlice[];
+  /** The node's address: LoadBalancer Services listen here too. */
+  nodeIp: string;
+  /** ClusterIPs come from here; what is not DNAT-ed to an endpoint is reset, as kube-proxy rejects it. */
+  serviceCidr: string;
+}
+
+const isV4 = (ip: string) => /^\d+\.\d+\.\d+\.\d+$/.test(ip);
+
+/** The whole table, replaced atomically by one `nft -f` (it deletes the previous one first). */
+export function kubeProxyRuleset(input: KubeProxyInput): string {
+  const entries: string[] = [];
+  const chains: string[] = [];
+  let n = 0;
+  for (const s of [...input.services].sort((a, b) => `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`))) {
+    const ip = s.spec.clusterIP;
+    if (!ip || ip === 'None' || !isV4(ip)) continue;
+    const eps = localEndpoints(s, input.endpointSlices);
+    for (const sp of s.spec.ports ?? []) {
+      if ((sp.protocol ?? 'TCP') !== 'TCP') continue; // TCP only, like ecnet's datapath
+      const ready = (eps.get(sp.port) ?? []).filter((e) => isV4(e.ip));
+      if (!ready.length) continue; // no rule: the reset below answers
+      const chain = `svc${n++}`;
+      const targets = ready.map((_, i) => `${i} : jump ${chain}_${i}`).join(', ');
+      chains.push(`  chain ${chain} {\n    numgen random mod ${ready.length} vmap { ${targets} }\n  }`);
+      for (const [i, e] of ready.entries()) chains.push(`  chain ${chain}_${i} {\n    meta l4proto tcp dnat to ${e.ip}:${e.port}\n  }`);
+      entries.push(`${ip} . ${sp.port} : jump ${chain}`);
+      if (s.spec.type === 'LoadBalancer') entries.push(`${input.nodeIp} . ${sp.port} : jump ${chain}`);
+    }
+  }
+  const dispatch = entries.length ? `    ip daddr . tcp dport vmap { ${entries.join(', ')} }\n` : '';
+  return [
+    `table ip ${KUBE_PROXY_TABLE} {}`,
+    `delete table ip ${KUBE_PROXY_TABLE}`,
+    `table ip ${KUBE_PROXY_TABLE} {`,
+    // Pods' connections arrive through prerouting, the node's own through output.
+    `  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n${dispatch}  }`,
+    `  chain output {\n    type nat hook output priority -100; policy accept;\n${dispatch}  }`,
+    ...chains,
+    // After DNAT (priority 0 > dstnat): what still goes to a ClusterIP has no endpoint, or no such port.
+    `  chain reject_in {\n    type filter hook prerouting priority 0; policy accept;\n    ip daddr ${input.serviceCidr} meta l4proto tcp reject with tcp reset\n    ip daddr ${input.serviceCidr} reject\n  }`,
+    `  chain reject_out {\n    type filter hook output priority 0; policy accept;\n    ip daddr ${input.serviceCidr} meta l4proto tcp reject with tcp reset\n    ip daddr ${input.serviceCidr} reject\n  }`,
+    '}',
+    '',
+  ].join('\n');
+}
