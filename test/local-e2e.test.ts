@@ -2,7 +2,7 @@
 // pod name in cluster-1 and cluster-3, a client pod in cluster-2 calling http://httpbin.httpbin:8080 by name.
 // Everything through the CLI, as a user would; `down` must leave nothing. Root only.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -142,6 +142,73 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     expect(last).toEqual(Array(3).fill('httpbin-cluster-1'));
     execFileSync('rm', ['-f', policy]);
   });
+
+  it("the exporting cluster keeps its own: 0 failed connections from its pod while the export comes and goes and the policy changes", async () => {
+    // echo in cluster-1 and cluster-3; a loop of new connections from a cluster-1 pod to cluster-1's own ClusterIP.
+    const manifests = scratchFile('loop');
+    writeFileSync(manifests, 'apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: loop}\nspec: {ports: [{name: http, port: 8080}], selector: {app: echo}}\n');
+    for (const c of ['cluster-1', 'cluster-3']) {
+      ecnet('local', 'run', '--cluster', c, '--namespace', 'loop', '--labels', 'app=echo', '--name', `echo-${c}`, '--', process.execPath, server);
+      ecnet('local', 'apply', '--cluster', c, '-f', manifests);
+    }
+    const ip = (JSON.parse(ecnet('local', 'get', 'svc', 'echo', '-n', 'loop', '--cluster', 'cluster-1', '-o', 'json')) as { spec: { clusterIP: string } }).spec.clusterIP;
+    const result = join(stateDir, '..', `ecnet-e2e-loop-${process.pid}.json`);
+    const stop = `${result}.stop`;
+    scratch.push(result, stop);
+    // Sequential new connections until the stop file appears; every failure is counted with its code.
+    const client = `const http=require('http'),fs=require('fs');const c={ok:0,fail:0,errors:{},from:{}};
+const go=()=>{if(fs.existsSync(${JSON.stringify(stop)})){fs.writeFileSync(${JSON.stringify(result)},JSON.stringify(c));process.exit(0)}
+http.get({host:${JSON.stringify(ip)},port:8080,agent:false,timeout:3000},r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>{c.ok++;c.from[b.trim()]=(c.from[b.trim()]||0)+1;setImmediate(go)})})
+.on('timeout',function(){this.destroy(new Error('ETIMEDOUT'))}).on('error',e=>{c.fail++;c.errors[e.code||e.message]=(c.errors[e.code||e.message]||0)+1;setImmediate(go)})};go()`;
+    ecnet('local', 'run', '--cluster', 'cluster-1', '--namespace', 'loop', '--labels', 'app=loop', '--name', 'loop', '--', process.execPath, '-e', client);
+    const node1 = 'ecnet-l-cluster-1';
+    /** Whether cluster-1's agent redirects the echo ClusterIP now (its routes: redirected addresses only). */
+    const redirected = () => {
+      const r = spawnSync('ip', ['netns', 'exec', node1, process.execPath, cli, 'routes', '-o', 'json'], { encoding: 'utf8', env });
+      return (JSON.parse(r.stdout || '[]') as { address: string }[]).some((x) => x.address === `${ip}:8080`);
+    };
+    const until = async (what: string, ok: () => boolean) => {
+      const end = Date.now() + 10_000;
+      while (!ok()) {
+        if (Date.now() > end) throw new Error(`no ${what} after 10 s`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await new Promise((r) => setTimeout(r, 1000)); // the loop runs a while in this state
+    };
+    const policy = (spec: string) => {
+      writeFileSync(manifests, `apiVersion: flomesh.io/v1alpha1\nkind: GlobalTrafficPolicy\nmetadata: {name: echo, namespace: loop}\nspec: ${spec}\n`);
+      ecnet('local', 'apply', '--cluster', 'cluster-1', '-f', manifests);
+    };
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const c of ['cluster-1', 'cluster-3']) {
+      writeFileSync(manifests, 'apiVersion: flomesh.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: echo, namespace: loop}\nspec: {}\n');
+      ecnet('local', 'apply', '--cluster', c, '-f', manifests);
+    }
+    await until('import of echo in cluster-1', () => /echo\s+ClusterSetIP/.test(ecnet('local', 'get', 'simp', '-n', 'loop', '--cluster', 'cluster-1')));
+    expect(redirected(), 'exported, no policy: kube-proxy serves it').toBe(false);
+    policy('{lbType: Locality}');
+    await until('Locality', () => true);
+    expect(redirected(), 'Locality with local endpoints').toBe(false);
+    policy('{lbType: ActiveActive}');
+    await until('redirect under ActiveActive', redirected);
+    policy('{lbType: FailOver, targets: [{clusterKey: default/default/default/cluster-3}]}');
+    await until('FailOver', () => true);
+    expect(redirected(), 'FailOver with another target').toBe(true);
+    ecnet('local', 'delete', '--cluster', 'cluster-1', '-n', 'loop', 'gtp', 'echo');
+    await until('no redirect without a policy', () => !redirected());
+    for (const c of ['cluster-1', 'cluster-3']) ecnet('local', 'delete', '--cluster', c, '-n', 'loop', 'sexp', 'echo');
+    await until('import gone', () => !/echo/.test(ecnet('local', 'get', 'simp', '-n', 'loop', '--cluster', 'cluster-1')));
+    writeFileSync(stop, '');
+    const end = Date.now() + 10_000;
+    while (!existsSync(result) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    const counts = JSON.parse(readFileSync(result, 'utf8')) as { ok: number; fail: number; errors: Record<string, number>; from: Record<string, number> };
+    console.log(`exporting-cluster loop: ${JSON.stringify(counts)}`);
+    expect(counts.errors).toEqual({});
+    expect(counts.fail).toBe(0);
+    expect(counts.ok).toBeGreaterThan(500);
+    // ActiveActive really went through the node proxy: some answers came from cluster-3.
+    expect(counts.from['echo-cluster-3'] ?? 0).toBeGreaterThan(0);
+  }, 90_000);
 
   it('down removes everything', () => {
     ecnet('local', 'down');

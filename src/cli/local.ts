@@ -6,7 +6,7 @@ import { ConfigError, labelsFlag, localStateDir } from '../config.js';
 import { ClusterSet } from '../local/cluster-set.js';
 import { supervise } from '../local/supervisor.js';
 import { DEFAULT_MEMBERS } from '../local/topology.js';
-import { applyCommand, getCommand } from './resources.js';
+import { applyCommand, deleteCommand, getCommand } from './resources.js';
 
 const state = (cmd: Command) => localStateDir(cmd.optsWithGlobals() as { state?: string });
 
@@ -85,9 +85,10 @@ export function localCommand(): Command {
       clearInterval(keepAlive);
       await stop();
     });
-  // `apply` and `get` as everywhere, with --cluster NAME meaning a member of this set.
+  // `apply`, `get` and `delete` as everywhere, with --cluster NAME meaning a member of this set.
   const dir = () => join(localStateDir({}), 'clusters');
   local.addCommand(applyCommand(dir()));
   local.addCommand(getCommand(dir()));
+  local.addCommand(deleteCommand(dir()));
   return local;
 }

@@ -166,7 +166,7 @@ export function getCommand(clustersDir?: string): Command {
     });
 }
 
-export function deleteCommand(): Command {
+export function deleteCommand(clustersDir?: string): Command {
   return withSourceOptions(new Command('delete'))
     .description('delete resources by type and name, or those of a YAML file')
     .argument('[kind]', 'resource type')
@@ -187,7 +187,7 @@ export function deleteCommand(): Command {
         const ref = resolveKind(kind);
         for (const name of names) targets.push({ ref, name, namespace: ref.namespaced ? flags.namespace : undefined });
       }
-      await withSource(flags, async (source) => {
+      await withSource({ ...flags, ...(flags.clustersDir || !clustersDir ? {} : { clustersDir }) }, async (source) => {
         for (const t of targets) {
           const gone = await source.delete(t.ref, t.name, t.namespace);
           out(`${t.ref.kind.toLowerCase()}${t.ref.group ? `.${t.ref.group}` : ''}/${t.name} ${gone ? 'deleted' : 'not found'}`);
