@@ -18,22 +18,32 @@ function addNetns(ns: string): void {
   ip('-n', ns, 'link', 'set', 'lo', 'up');
 }
 
-export function createUnderlay(): void {
-  if (netnsExists(UNDERLAY_NS)) return;
-  addNetns(UNDERLAY_NS);
-  ip('-n', UNDERLAY_NS, 'link', 'add', 'br0', 'type', 'bridge');
-  ip('-n', UNDERLAY_NS, 'link', 'set', 'br0', 'up');
+export function createUnderlay(ns = UNDERLAY_NS): void {
+  if (netnsExists(ns)) return;
+  addNetns(ns);
+  ip('-n', ns, 'link', 'add', 'br0', 'type', 'bridge');
+  ip('-n', ns, 'link', 'set', 'br0', 'up');
 }
 
 /** A node: its namespace on the underlay, its pod-side address on lo, forwarding on. */
 export function createNode(m: MemberTopology): void {
   addNetns(m.nodeNs);
-  ip('-n', UNDERLAY_NS, 'link', 'add', m.underlayVeth, 'type', 'veth', 'peer', 'name', 'ul', 'netns', m.nodeNs);
-  ip('-n', UNDERLAY_NS, 'link', 'set', m.underlayVeth, 'master', 'br0', 'up');
+  ip('-n', m.underlayNs, 'link', 'add', m.underlayVeth, 'type', 'veth', 'peer', 'name', 'ul', 'netns', m.nodeNs);
+  ip('-n', m.underlayNs, 'link', 'set', m.underlayVeth, 'master', 'br0', 'up');
   ip('-n', m.nodeNs, 'addr', 'add', `${m.underlayIp}/24`, 'dev', 'ul');
   ip('-n', m.nodeNs, 'link', 'set', 'ul', 'up');
   ip('-n', m.nodeNs, 'addr', 'add', `${m.nodePodIp}/32`, 'dev', 'lo');
   execFileSync('ip', ['netns', 'exec', m.nodeNs, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  // What a CNI does for pods' connections that leave the node (to an API server, another cluster's gateway):
+  // the node's address as their source, since nothing beyond the node routes the pod range back.
+  const cni = `table ip ecnet_cni {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "ul" ip saddr ${m.podPrefix}.0/24 masquerade
+  }
+}
+`;
+  execFileSync('ip', ['netns', 'exec', m.nodeNs, 'nft', '-f', '-'], { input: cni });
 }
 
 /** A pod's namespace behind the node, with its hosts file; returns its address. */

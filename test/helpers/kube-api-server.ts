@@ -24,6 +24,8 @@ export interface KubeApiServerOptions {
   kinds?: KindRef[];
   /** Bearer token the kubeconfig carries and the server requires. */
   token?: string;
+  /** Address to listen on (default 127.0.0.1): e.g. an underlay address that node namespaces reach. */
+  host?: string;
 }
 
 export interface RecordedRequest {
@@ -188,8 +190,10 @@ export class KubeApiServer {
   #hooks: { filter: RequestFilter; action: () => void }[] = [];
   #nextIp = 10;
   #closed = false;
+  #host: string;
 
   constructor(options: KubeApiServerOptions = {}) {
+    this.#host = options.host ?? '127.0.0.1';
     this.#token = options.token ?? 'ecnet-test-token';
     this.#strict = options.strict ?? false;
     this.#requireNamespaces = this.#strict || (options.requireNamespaces ?? true);
@@ -200,9 +204,9 @@ export class KubeApiServer {
   async listen(): Promise<this> {
     await new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject);
-      this.#server.listen(0, '127.0.0.1', () => resolve());
+      this.#server.listen(0, this.#host, () => resolve());
     });
-    this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+    this.#url = `http://${this.#host}:${(this.#server.address() as AddressInfo).port}`;
     return this;
   }
 
