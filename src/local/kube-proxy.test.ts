@@ -44,4 +44,13 @@ describe("kube-proxy's rules for a node of ecnet local", () => {
     expect(rules).not.toContain('10.96.0.3');
     expect(rules).toContain('ip daddr 10.96.0.0/16 meta l4proto tcp reject with tcp reset');
   });
+
+  it('writes only checked addresses and ports (a hostile slice or Service cannot inject rules)', () => {
+    const bad = slice('a', [['10.41.0.9; flush ruleset', true], ['10.41.0.300', true], ['10.41.0.7', true]]);
+    bad.ports = [{ name: 'http', port: '8080; flush ruleset' as unknown as number, protocol: 'TCP' }];
+    const r = kubeProxyRuleset({ services: [svc('a', '10.96.0.1'), svc('b', '10.96.0.2; flush ruleset')], endpointSlices: [bad], nodeIp: '10.0.2.4', serviceCidr: '10.96.0.0/16' });
+    expect(r).not.toContain('flush ruleset');
+    expect(r).not.toContain('10.41.0.300');
+    expect(r).not.toContain('dnat');
+  });
 });

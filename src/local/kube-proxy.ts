@@ -17,7 +17,9 @@ export interface KubeProxyInput {
   serviceCidr: string;
 }
 
-const isV4 = (ip: string) => /^\d+\.\d+\.\d+\.\d+$/.test(ip);
+// Everything written into the ruleset is checked first: a Service or EndpointSlice is anyone's to write.
+const isV4 = (ip: unknown): ip is string => typeof ip === 'string' && /^\d{1,3}(\.\d{1,3}){3}$/.test(ip) && ip.split('.').every((o) => Number(o) <= 255);
+const isPort = (p: unknown): p is number => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536;
 
 /** The whole table, replaced atomically by one `nft -f` (it deletes the previous one first). */
 export function kubeProxyRuleset(input: KubeProxyInput): string {
@@ -29,8 +31,8 @@ export function kubeProxyRuleset(input: KubeProxyInput): string {
     if (!ip || ip === 'None' || !isV4(ip)) continue;
     const eps = localEndpoints(s, input.endpointSlices);
     for (const sp of s.spec.ports ?? []) {
-      if ((sp.protocol ?? 'TCP') !== 'TCP') continue; // TCP only, like ecnet's datapath
-      const ready = (eps.get(sp.port) ?? []).filter((e) => isV4(e.ip));
+      if ((sp.protocol ?? 'TCP') !== 'TCP' || !isPort(sp.port)) continue; // TCP only, like ecnet's datapath
+      const ready = (eps.get(sp.port) ?? []).filter((e) => isV4(e.ip) && isPort(e.port));
       if (!ready.length) continue; // no rule: the reset below answers
       const chain = `svc${n++}`;
       const targets = ready.map((_, i) => `${i} : jump ${chain}_${i}`).join(', ');
