@@ -53,4 +53,30 @@ describe("kube-proxy's rules for a node of ecnet local", () => {
     expect(r).not.toContain('10.41.0.300');
     expect(r).not.toContain('dnat');
   });
+
+  it('a Service cannot capture an address outside the service range, nor send to the node, loopback or link-local', () => {
+    const r = kubeProxyRuleset({
+      services: [svc('octal', '012.0.2.6'), svc('gw', '10.0.2.6'), svc('a', '10.96.0.1')],
+      endpointSlices: [slice('octal', [['10.41.0.2', true]]), slice('gw', [['10.41.0.2', true]]), slice('a', [['127.0.0.1', true], ['10.0.2.4', true], ['169.254.1.1', true], ['0.0.0.1', true]])],
+      nodeIp: '10.0.2.4',
+      serviceCidr: '10.96.0.0/16',
+    });
+    expect(r).not.toContain('10.0.2.6');
+    expect(r).not.toContain('012.');
+    expect(r).not.toContain('dnat');
+  });
+
+  it('two Services on one address:port (or two LoadBalancers on one port): the first keeps it, the ruleset stays valid', () => {
+    const r = kubeProxyRuleset({
+      services: [svc('a', '10.96.0.1', 'LoadBalancer'), svc('b', '10.96.0.1'), svc('c', '10.96.0.3', 'LoadBalancer')],
+      endpointSlices: [slice('a', [['10.41.0.2', true]]), slice('b', [['10.41.0.3', true]]), slice('c', [['10.41.0.4', true]])],
+      nodeIp: '10.0.2.4',
+      serviceCidr: '10.96.0.0/16',
+    });
+    // Once per dispatch chain (prerouting, output).
+    expect(r.match(/10\.96\.0\.1 \. 80/g)).toHaveLength(2);
+    expect(r.match(/10\.0\.2\.4 \. 80/g)).toHaveLength(2);
+    expect(r).toContain('10.96.0.3 . 80 : jump svc1');
+    expect(r).not.toContain('10.41.0.3');
+  });
 });

@@ -3,6 +3,7 @@
 // to one of its ready endpoints, and resets one to a ClusterIP without any. ecnet's datapath acts before it:
 // a connect() it redirects never reaches these rules, and what it leaves alone is served here as in any cluster.
 // Pure: resources in, `nft -f` text out.
+import { isIPv4 } from 'node:net';
 import type { Service } from '../api/core.js';
 import { type EndpointSlice, localEndpoints } from '../agent/desired.js';
 
@@ -18,28 +19,43 @@ export interface KubeProxyInput {
 }
 
 // Everything written into the ruleset is checked first: a Service or EndpointSlice is anyone's to write.
-const isV4 = (ip: unknown): ip is string => typeof ip === 'string' && /^\d{1,3}(\.\d{1,3}){3}$/.test(ip) && ip.split('.').every((o) => Number(o) <= 255);
+// Dotted quads only in Node's strict form (nft would read `012.0.2.6` as octal, i.e. 10.0.2.6).
+const isV4 = (ip: unknown): ip is string => typeof ip === 'string' && isIPv4(ip);
 const isPort = (p: unknown): p is number => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536;
+const toInt = (ip: string) => ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+const inCidr = (ip: string, cidr: string) => {
+  const [base, bits] = cidr.split('/');
+  const n = Number(bits);
+  const mask = n === 0 ? 0 : 2 ** 32 - 2 ** (32 - n);
+  return (toInt(ip) & mask) >>> 0 === (toInt(base!) & mask) >>> 0;
+};
+/** An endpoint a Service may send to: not this node's own address, loopback, "this network" or link-local. */
+const endpointAllowed = (ip: string, nodeIp: string) => ip !== nodeIp && !['127.0.0.0/8', '0.0.0.0/8', '169.254.0.0/16'].some((c) => inCidr(ip, c));
 
 /** The whole table, replaced atomically by one `nft -f` (it deletes the previous one first). */
 export function kubeProxyRuleset(input: KubeProxyInput): string {
   const entries: string[] = [];
   const chains: string[] = [];
+  const taken = new Set<string>();
   let n = 0;
   for (const s of [...input.services].sort((a, b) => `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`))) {
     const ip = s.spec.clusterIP;
-    if (!ip || ip === 'None' || !isV4(ip)) continue;
+    // Only ClusterIPs of the service range: a Service must not capture another address (a gateway's, a node's).
+    if (!isV4(ip) || !inCidr(ip, input.serviceCidr)) continue;
     const eps = localEndpoints(s, input.endpointSlices);
     for (const sp of s.spec.ports ?? []) {
       if ((sp.protocol ?? 'TCP') !== 'TCP' || !isPort(sp.port)) continue; // TCP only, like ecnet's datapath
-      const ready = (eps.get(sp.port) ?? []).filter((e) => isV4(e.ip) && isPort(e.port));
+      const ready = (eps.get(sp.port) ?? []).filter((e) => isV4(e.ip) && isPort(e.port) && endpointAllowed(e.ip, input.nodeIp));
       if (!ready.length) continue; // no rule: the reset below answers
+      // One address:port, one Service (the first by namespace/name): a duplicate would fail the whole ruleset.
+      const keys = [`${ip} . ${sp.port}`, ...(s.spec.type === 'LoadBalancer' ? [`${input.nodeIp} . ${sp.port}`] : [])].filter((k) => !taken.has(k));
+      if (!keys.length) continue;
+      for (const k of keys) taken.add(k);
       const chain = `svc${n++}`;
       const targets = ready.map((_, i) => `${i} : jump ${chain}_${i}`).join(', ');
       chains.push(`  chain ${chain} {\n    numgen random mod ${ready.length} vmap { ${targets} }\n  }`);
       for (const [i, e] of ready.entries()) chains.push(`  chain ${chain}_${i} {\n    meta l4proto tcp dnat to ${e.ip}:${e.port}\n  }`);
-      entries.push(`${ip} . ${sp.port} : jump ${chain}`);
-      if (s.spec.type === 'LoadBalancer') entries.push(`${input.nodeIp} . ${sp.port} : jump ${chain}`);
+      for (const k of keys) entries.push(`${k} : jump ${chain}`);
     }
   }
   const dispatch = entries.length ? `    ip daddr . tcp dport vmap { ${entries.join(', ')} }\n` : '';

@@ -71,9 +71,10 @@ class MemberHousekeeper {
   #syncRules(services: Service[], slices: EndpointSlice[]): void {
     const rules = kubeProxyRuleset({ services, endpointSlices: slices, nodeIp: this.node.underlayIp, serviceCidr: defaults.serviceCidr });
     if (rules === this.#lastRules) return;
-    const r = spawnSync('ip', ['netns', 'exec', this.node.nodeNs, 'nft', '-f', '-'], { input: rules, encoding: 'utf8' });
-    if (r.status !== 0) return void this.#log.warn({ node: this.node.nodeNs, stderr: r.stderr }, 'nft failed: Service rules not updated');
+    // Remembered also when nft refuses it: the same ruleset is not tried (and logged) again every second.
     this.#lastRules = rules;
+    const r = spawnSync('ip', ['netns', 'exec', this.node.nodeNs, 'nft', '-f', '-'], { input: rules, encoding: 'utf8' });
+    if (r.status !== 0) this.#log.warn({ node: this.node.nodeNs, stderr: r.stderr }, 'nft refused the Service rules; the previous ones stay');
   }
 
   async #syncSlices(services: (Service & { apiVersion: string })[], pods: (LocalPod & { apiVersion: string })[], slices: EndpointSlice[]): Promise<void> {
