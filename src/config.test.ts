@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, agentConfig, datapathConfig, defaults, ipv6Of, loadConfig } from './config.js';
+import { ConfigError, agentConfig, datapathConfig, defaults, loadConfig, nodeProxyAddresses } from './config.js';
 
 describe('config', () => {
   it('applies flags over environment over defaults', () => {
@@ -32,24 +32,34 @@ describe('config', () => {
   describe('the agent\'s node proxy address', () => {
     const base = { cluster: '/tmp/cluster-2', cgroup: '/sys/fs/cgroup' };
     it('is required: the node\'s own address has no default', () => {
-      expect(() => agentConfig(base, {})).toThrow(/--proxy NODE_IP:15001 is required/);
+      expect(() => agentConfig(base, {})).toThrow(/--proxy NODE_IP\[:15001\] is required/);
       expect(agentConfig({ ...base, proxy: '10.0.2.5:15001' }, {}).load.settings.proxy).toEqual({ ip: '10.0.2.5', port: 15001 });
       expect(agentConfig(base, { ECNET_PROXY: '10.0.2.5:15001' }).load.settings.proxy.ip).toBe('10.0.2.5');
     });
     it('refuses loopback, saying why, unless host-network clients are all it is meant to serve', () => {
-      for (const proxy of ['127.0.0.1:15001', '127.3.0.1:15001']) {
-        expect(() => agentConfig({ ...base, proxy }, {})).toThrow(/loopback address: .* own network namespace/);
+      for (const proxy of ['127.0.0.1:15001', '127.3.0.1:15001', '0.0.0.0:15001', '127.0.0.1']) {
+        expect(() => agentConfig({ ...base, proxy }, {})).toThrow(/loopback \(or unspecified\) address: .* own network namespace/);
       }
+      expect(() => agentConfig({ ...base, proxy: '10.0.2.5', proxy6: '::' }, {})).toThrow(ConfigError);
       expect(() => agentConfig({ ...base, proxy: '10.0.2.5:15001', proxy6: '::1' }, {})).toThrow(ConfigError);
       expect(agentConfig({ ...base, proxy: '127.0.0.1:15001', allowLoopbackProxy: true }, {}).load.settings.proxy.ip).toBe('127.0.0.1');
       expect(agentConfig({ ...base, proxy: '127.0.0.1:15001' }, { ECNET_ALLOW_LOOPBACK_PROXY: '1' }).load.settings.proxy.ip).toBe('127.0.0.1');
     });
     it('--proxy6 takes the IPv6 address of status.hostIPs, and none on a single-stack node', () => {
-      expect(ipv6Of('10.0.2.5,fd00::5')).toBe('fd00::5');
-      expect(ipv6Of('fd00::5')).toBe('fd00::5');
-      expect(ipv6Of('10.0.2.5')).toBeUndefined();
+      const six = (p6: string, p = '10.0.2.5') => nodeProxyAddresses(p, p6).proxy6;
+      expect(six('10.0.2.5,fd00::5')).toBe('fd00::5');
+      expect(six('fd00::5')).toBe('fd00::5');
+      expect(six('10.0.2.5')).toBeUndefined();
+      expect(six('::ffff:10.0.2.5')).toBeUndefined(); // a mapped IPv4 address is the IPv4 one
+      expect(() => six('nonsense')).toThrow(/not an IP address/);
       expect(agentConfig({ ...base, proxy: '10.0.2.5:15001', proxy6: '10.0.2.5,FD00::5' }, {}).load.settings.proxyIp6).toBe('fd00::5');
       expect(agentConfig({ ...base, proxy: '10.0.2.5:15001', proxy6: '10.0.2.5' }, {}).load.settings.proxyIp6).toBeUndefined();
+    });
+    it('a bare IP gets port 15001; on an IPv6-primary node hostIP is IPv6 and the IPv4 one comes from hostIPs', () => {
+      expect(nodeProxyAddresses('10.0.2.5', undefined)).toEqual({ proxy: { ip: '10.0.2.5', port: 15001 }, proxy6: undefined });
+      expect(nodeProxyAddresses('fd00::5', 'fd00::5,10.0.2.5')).toEqual({ proxy: { ip: '10.0.2.5', port: 15001 }, proxy6: 'fd00::5' });
+      expect(nodeProxyAddresses('[fd00::5]:16001', '10.0.2.5')).toEqual({ proxy: { ip: '10.0.2.5', port: 16001 }, proxy6: 'fd00::5' });
+      expect(() => nodeProxyAddresses('fd00::5', 'fd00::5')).toThrow(/IPv6-only nodes are not supported yet/);
     });
   });
 });

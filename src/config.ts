@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { parseEndpoint, normalizeIp } from './bpf/address.js';
+import { formatEndpoint, normalizeIp, parseEndpoint } from './bpf/address.js';
 import type { DatapathSettings } from './bpf/codecs.js';
 import { detectCgroup2 } from './bpf/host.js';
 import { packageRoot } from './paths.js';
@@ -409,27 +409,16 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
     throw new ConfigError(`--cluster-key must be region/zone/group/name (this node's cluster), got ${JSON.stringify(clusterKey)}`);
   }
   const admin = flags.admin ?? env.ECNET_ADMIN ?? agentDefaults.admin;
-  const proxy = flags.proxy ?? env.ECNET_PROXY;
-  if (!proxy) {
+  const proxyText = flags.proxy ?? env.ECNET_PROXY;
+  if (!proxyText) {
     throw new ConfigError(
-      `--proxy NODE_IP:${agentDefaults.proxyPort} is required: the node's own address (status.hostIP in the DaemonSet), which every pod reaches through its default route`,
+      `--proxy NODE_IP[:${agentDefaults.proxyPort}] is required: the node's own address (status.hostIP in the DaemonSet), which every pod reaches through its default route`,
     );
   }
-  const proxy6 = ipv6Of(flags.proxy6 ?? env.ECNET_PROXY6);
   try {
+    const { proxy, proxy6 } = nodeProxyAddresses(proxyText, flags.proxy6 ?? env.ECNET_PROXY6, flags.allowLoopbackProxy ?? truthy(env.ECNET_ALLOW_LOOPBACK_PROXY));
     const { proxy6: _list, ...rest } = flags;
-    const load = loadConfig({ ...rest, proxy, ...(proxy6 ? { proxy6 } : {}) }, { ...env, ECNET_PROXY6: undefined });
-    const allowLoopback = flags.allowLoopbackProxy ?? truthy(env.ECNET_ALLOW_LOOPBACK_PROXY);
-    for (const ip of [load.settings.proxy.ip, load.settings.proxyIp6]) {
-      if (ip !== undefined && isLoopback(ip) && !allowLoopback) {
-        // connect4 rewrites the destination inside the caller's own network namespace: a pod would dial its own
-        // loopback, where no proxy listens (or something else does, e.g. a sidecar).
-        throw new ConfigError(
-          `--proxy ${ip} is a loopback address: the datapath rewrites a connection's destination inside the calling pod's own network namespace, so only host-network clients would reach it. ` +
-            `Give the node's own address (status.hostIP), or --allow-loopback-proxy if only host-network clients are to be served`,
-        );
-      }
-    }
+    const load = loadConfig({ ...rest, proxy: formatEndpoint(proxy), ...(proxy6 ? { proxy6 } : {}) }, { ...env, ECNET_PROXY6: undefined });
     return {
       source,
       datapath: datapathConfig({ ...(flags.bpffs ? { bpffs: flags.bpffs } : {}), ...(flags.cgroup ? { cgroup: flags.cgroup } : {}) }, env),
@@ -447,16 +436,46 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
 
 const truthy = (v: string | undefined): boolean => v !== undefined && /^(1|true|yes)$/i.test(v);
 
-const isLoopback = (ip: string): boolean => /^127\./.test(ip) || ip === '::1' || /^::ffff:127\./i.test(ip);
+/** Addresses a pod cannot reach as its node's: loopback and "any" (both stay inside the pod's own namespace). */
+const notANodeAddress = (ip: string): boolean => /^127\./.test(ip) || ip === '::1' || ip === '0.0.0.0' || ip === '::';
 
 /**
- * `--proxy6`: one IPv6 address, or a comma-separated list of the node's addresses (status.hostIPs, which the
- * downward API gives as `a,b`) of which the IPv6 one is taken. None: IPv6 services are not redirected.
+ * The node proxy's addresses. `--proxy`: IP:PORT, [IPv6]:PORT, or a bare IP (port 15001), normally the node's
+ * status.hostIP. `--proxy6`: an IPv6 address, or the node's address list (status.hostIPs, `a,b`). The IPv4 one
+ * is the proxy (the datapath's connect4 target), the IPv6 one, if any, the proxy6: on an IPv6-primary node
+ * hostIP is the IPv6 address and the IPv4 one comes from the list.
  */
-export function ipv6Of(v: string | undefined): string | undefined {
-  if (v === undefined) return undefined;
-  // A single-stack IPv4 node's status.hostIPs holds no IPv6 address: then there is nothing to listen on.
-  return v.split(',').map((x) => x.trim()).find((x) => x.includes(':'));
+export function nodeProxyAddresses(proxy: string, proxy6: string | undefined, allowLoopback = false): { proxy: { ip: string; port: number }; proxy6: string | undefined } {
+  const bare = (text: string): string | undefined => {
+    try {
+      return normalizeIp(text);
+    } catch {
+      return undefined;
+    }
+  };
+  const first = bare(proxy);
+  const ep = first !== undefined ? { ip: first, port: agentDefaults.proxyPort } : parseEndpoint(proxy);
+  const listed = (proxy6 ?? '').split(',').map((x) => x.trim()).filter(Boolean).map((x) => {
+    const ip = bare(x);
+    if (ip === undefined) throw new ConfigError(`--proxy6: ${JSON.stringify(x)} is not an IP address`);
+    return ip;
+  });
+  const all = [ep.ip, ...listed];
+  const v4 = all.find((ip) => !ip.includes(':'));
+  // A mapped ::ffff:a.b.c.d normalizes to a.b.c.d, so every `:` address here is a real IPv6 one.
+  const v6 = listed.find((ip) => ip.includes(':')) ?? (ep.ip.includes(':') ? ep.ip : undefined);
+  if (v4 === undefined) throw new ConfigError(`--proxy ${proxy}: IPv6-only nodes are not supported yet: the datapath needs the node's IPv4 address`);
+  for (const ip of [v4, v6]) {
+    if (ip !== undefined && notANodeAddress(ip) && !allowLoopback) {
+      // connect4 rewrites the destination inside the caller's own network namespace: a pod would dial its own
+      // loopback, where no proxy listens (or something else does, e.g. a sidecar).
+      throw new ConfigError(
+        `--proxy ${ip} is a loopback (or unspecified) address: the datapath rewrites a connection's destination inside the calling pod's own network namespace, so only host-network clients would reach it. ` +
+          `Give the node's own address (status.hostIP), or --allow-loopback-proxy if only host-network clients are to be served`,
+      );
+    }
+  }
+  return { proxy: { ip: v4, port: ep.port }, proxy6: v6 };
 }
 
 /** The local cluster set's state directory (ECNET_LOCAL_DIR): cluster directories, logs, pids. */

@@ -187,6 +187,8 @@ describe('the agent DaemonSet matches what `ecnet agent` does', () => {
     expect(cfg.load.settings.proxy).toEqual({ ip: '10.0.2.4', port: agentDefaults.proxyPort });
     expect(cfg.load.settings.proxyIp6).toBeUndefined();
     expect(agentConfig(flagsOf(agentArgs(['10.0.2.4', 'fd00::4'])), env).load.settings.proxyIp6).toBe('fd00::4');
+    // An IPv6-primary node: hostIP is the IPv6 address.
+    expect(agentConfig(flagsOf(agentArgs(['fd00::4', '10.0.2.4'])), env).load.settings).toMatchObject({ proxy: { ip: '10.0.2.4', port: 15001 }, proxyIp6: 'fd00::4' });
     const byName = Object.fromEntries(agent.env.map((e: Json) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
     expect(byName).toMatchObject({ NODE_IP: 'status.hostIP', NODE_IPS: 'status.hostIPs' });
     expect(cfg.datapath.bpffs).toBe(defaults.bpffs);

@@ -66,7 +66,7 @@ export function checkCgroup(path: string, points: string[] = mounts().filter((m)
     throw new DatapathError('ECNET_NO_CGROUP2', 'no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)');
   }
   if (!points.some((p) => path === p || path.startsWith(p.endsWith('/') ? p : `${p}/`))) {
-    throw new DatapathError('ECNET_NO_CGROUP2', `${path} is not in a cgroup v2 hierarchy (mounted at ${points.join(', ')})`);
+    throw new DatapathError('ECNET_NO_CGROUP2', `${path} is not in the cgroup v2 hierarchy (mounted at ${points.join(', ')})`);
   }
   if (!existsSync(path) || !statSync(path).isDirectory()) {
     throw new DatapathError('ECNET_NO_CGROUP2', `cgroup ${path} does not exist`);
