@@ -15,12 +15,16 @@ export interface RouteReport {
   localEndpoints: string[];
   /** The candidates in the order a connection would try them now (a fresh draw for ActiveActive). */
   decision: string[];
+  /** Whether the datapath sends this address to the node proxy; when not, kube-proxy serves it (decision `kube-proxy`). */
+  redirected: boolean;
 }
 
 export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number): RouteReport[] {
-  return routes.entries().map(([address, r]) => {
+  const kept = new Set(routes.keptEntries().map(([a]) => a));
+  return [...routes.entries(), ...routes.keptEntries()].map(([address, r]) => {
     const sep = address.lastIndexOf(':');
-    const { candidates } = proxy.decide(address.slice(0, sep), Number(address.slice(sep + 1)));
+    const redirected = !kept.has(address);
+    const { candidates } = redirected ? proxy.decide(address.slice(0, sep), Number(address.slice(sep + 1))) : { candidates: [] };
     return {
       address,
       service: r.service,
@@ -38,7 +42,8 @@ export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number): R
         };
       }),
       localEndpoints: r.localEndpoints.map((e) => `${e.ip}:${e.port}`),
-      decision: candidates.map((c) => (c.kind === 'local' ? 'local' : c.clusterKey)),
+      decision: redirected ? candidates.map((c) => (c.kind === 'local' ? 'local' : c.clusterKey)) : ['kube-proxy'],
+      redirected,
     };
   });
 }

@@ -19,6 +19,7 @@ import { type EndpointSlice, desiredNode, routeKey } from './desired.js';
  */
 export class RouteMap implements RouteTable {
   #routes = new Map<string, Route>();
+  #kept = new Map<string, Route>();
   #retiring = new Map<string, { route: Route; until: number }>();
   readonly #graceMs: number;
   readonly #now: () => number;
@@ -37,7 +38,9 @@ export class RouteMap implements RouteTable {
     return undefined;
   }
 
-  replace(routes: Map<string, Route>): void {
+  /** `kept`: imported addresses left to kube-proxy, shown by `ecnet routes` and never answered. */
+  replace(routes: Map<string, Route>, kept?: Map<string, Route>): void {
+    if (kept) this.#kept = kept;
     const now = this.#now();
     for (const [k, v] of this.#retiring) if (v.until <= now || routes.has(k)) this.#retiring.delete(k);
     for (const [k, route] of this.#routes) if (!routes.has(k)) this.#retiring.set(k, { route, until: now + this.#graceMs });
@@ -46,6 +49,10 @@ export class RouteMap implements RouteTable {
 
   entries(): [string, Route][] {
     return [...this.#routes.entries()];
+  }
+
+  keptEntries(): [string, Route][] {
+    return [...this.#kept.entries()];
   }
 }
 
@@ -84,6 +91,7 @@ export class Agent {
   } | undefined;
   readonly #reconciles: Coalescer;
   #closed = false;
+  #lastProblems = '[]';
   readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined };
 
   constructor(options: AgentOptions) {
@@ -124,9 +132,13 @@ export class Agent {
         services: i.services.list(),
         endpointSlices: i.slices.list(),
       });
-      // Routes first: a redirect must never reach a proxy that does not know it yet.
-      this.#o.routes.replace(d.routes);
+      if (d.problems.length && JSON.stringify(d.problems) !== this.#lastProblems) this.#log.warn({ problems: d.problems }, 'imports left out of the datapath');
+      this.#lastProblems = JSON.stringify(d.problems);
+      // Routes first, old and new together: a redirect must never reach a proxy that does not know it, neither
+      // a new one nor an old one the map still holds if the write below fails. The new set alone once written.
+      this.#o.routes.replace(new Map([...this.#o.routes.entries(), ...d.routes]), d.kept);
       this.#o.redirects.replaceAll(d.redirects.map((r) => ({ ip: r.ip, port: r.port, protocol: 'tcp' as const, id: r.id, disabled: false })));
+      this.#o.routes.replace(d.routes, d.kept);
       this.status.redirects = d.redirects.length;
       this.status.reconciles++;
       this.status.lastError = undefined;
@@ -134,7 +146,7 @@ export class Agent {
     } catch (err) {
       this.status.lastError = (err as Error).message;
       const delay = this.#retry.next();
-      this.#log.warn({ err: (err as Error).message, code: (err as { code?: string }).code, retryMs: delay }, 'reconcile failed; the datapath keeps its previous state');
+      this.#log.warn({ err, retryMs: delay }, 'reconcile failed; the datapath keeps its previous state');
       const t = this.#clock.setTimeout(() => this.trigger(), delay);
       (t as { unref?: () => void }).unref?.();
     }

@@ -105,6 +105,30 @@ describe('a node\'s desired state', () => {
       expect(redirected(node(gtp({ lbType: 'ActiveActive', targets: [{ clusterKey: c1 }, { clusterKey: c3, weight: 0 }] })))).toEqual([]);
     });
 
+    it('a policy that refuses what kube-proxy would serve here is the proxy\'s to enforce: redirected', () => {
+      const c9 = 'default/default/default/cluster-9';
+      expect(redirected(node(gtp({ lbType: 'Locality', targets: [{ clusterKey: c9 }] })))).toEqual(['10.96.0.10:8080']);
+      expect(redirected(node(gtp({ lbType: 'ActiveActive', targets: [{ clusterKey: c1, weight: 0 }, { clusterKey: c3, weight: 0 }] })))).toEqual(['10.96.0.10:8080']);
+      // Nothing here and nothing elsewhere: kube-proxy refuses it as well as the proxy would.
+      expect(redirected(node([], [false]))).toEqual([]);
+    });
+
+    it('an lbType the schema does not know: refused by the proxy, never guessed (redirected, no candidate)', () => {
+      expect(redirected(node(gtp({ lbType: 'Bogus' })))).toEqual(['10.96.0.10:8080']);
+    });
+
+    it('an import that does not hold together is left out alone, with the reason; the others stay', () => {
+      const other = imp(['10.96.0.11']);
+      other.metadata.name = 'other';
+      other.spec.ports[0]!.endpoints[0]!.clusterKey = c3;
+      const broken = exported();
+      (broken.spec.ports[0] as { endpoints: unknown }).endpoints = 'not a list';
+      const policies = [...gtp({ lbType: 'ActiveActive' }), ...gtp({ lbType: 'ActiveActive' }).map((p) => ({ ...p, metadata: { name: 'other', namespace: 'httpbin' } }))];
+      const d = desiredNode({ localCluster: c1, imports: [broken, other], policies: policies as never, services: [service], endpointSlices: [] });
+      expect(redirected(d)).toEqual(['10.96.0.11:8080']);
+      expect(d.problems.map((p) => p.import)).toEqual(['httpbin/httpbin']);
+    });
+
     it('the only exporter is this cluster: nothing elsewhere to send to, whatever the policy', () => {
       const only = imp(['10.96.0.10']);
       only.spec.ports[0]!.endpoints[0]!.clusterKey = c1;

@@ -1,5 +1,6 @@
 // What a node's datapath and proxy must hold, from the resources of its cluster: a ClusterIP:port of an
-// imported service is redirected to the node proxy while its policy may send a connection to another cluster,
+// imported service is redirected to the node proxy while its policy may send a connection to another cluster
+// (or refuses one that kube-proxy would serve here),
 // and the proxy's route for it names the service, the exporting clusters' gateways, the GlobalTrafficPolicy and
 // the service's ready local endpoints. When the policy keeps every connection here (no policy or Locality,
 // with ready local endpoints) the address is left to kube-proxy, as before the service was exported.
@@ -7,7 +8,7 @@
 import type { Service } from '../api/core.js';
 import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flomesh.js';
 import type { Endpoint } from '../gateway/catalog.js';
-import { mayLeaveCluster } from '../policy/plan.js';
+import { needsNodeProxy } from '../policy/plan.js';
 import type { Route } from '../proxy/proxy.js';
 
 /** discovery.k8s.io/v1 EndpointSlice, the fields read. */
@@ -34,6 +35,8 @@ export interface DesiredNode {
   routes: Map<string, Route>;
   /** `ip:port` → route of imported addresses left to kube-proxy (the policy keeps them in this cluster). */
   kept: Map<string, Route>;
+  /** Imports left out because they (or their policy) could not be read. */
+  problems: { import: string; error: string }[];
 }
 
 export const routeKey = (ip: string, port: number): string => `${ip}:${port}`;
@@ -78,30 +81,42 @@ export function desiredNode(input: {
   const redirects: RedirectEntry[] = [];
   const routes = new Map<string, Route>();
   const kept = new Map<string, Route>();
+  const problems: { import: string; error: string }[] = [];
   for (const imp of input.imports) {
     if (imp.spec.type === 'Headless') continue; // no ClusterIP to redirect
     const k = key(imp.metadata.namespace, imp.metadata.name);
-    const local = localEndpoints(services.get(k), input.endpointSlices);
-    for (const port of imp.spec.ports ?? []) {
-      if ((port.protocol ?? 'TCP') !== 'TCP') continue; // the datapath redirects TCP only (UDP comes later)
-      const route: Route = {
-        service: imp.metadata.name,
-        namespace: imp.metadata.namespace ?? 'default',
-        port: port.port,
-        exporters: port.endpoints.map((e) => ({ clusterKey: e.clusterKey, gateway: { host: e.target.ip || e.target.host, port: e.target.port } })),
-        policy: policies.get(k),
-        localEndpoints: local.get(port.port) ?? [],
-      };
-      const leaves = mayLeaveCluster({ localCluster: input.localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy: route.policy });
-      for (const ip of imp.spec.ips ?? []) {
-        if (!leaves) {
-          kept.set(routeKey(ip, port.port), route);
-          continue;
+    // One import (or its policy) that does not hold together costs only itself, not the node's other services.
+    try {
+      const r = new Map<string, Route>();
+      const kp = new Map<string, Route>();
+      const rd: RedirectEntry[] = [];
+      const local = localEndpoints(services.get(k), input.endpointSlices);
+      for (const port of imp.spec.ports ?? []) {
+        if ((port.protocol ?? 'TCP') !== 'TCP') continue; // the datapath redirects TCP only (UDP comes later)
+        const route: Route = {
+          service: imp.metadata.name,
+          namespace: imp.metadata.namespace ?? 'default',
+          port: port.port,
+          exporters: port.endpoints.map((e) => ({ clusterKey: e.clusterKey, gateway: { host: e.target.ip || e.target.host, port: e.target.port } })),
+          policy: policies.get(k),
+          localEndpoints: local.get(port.port) ?? [],
+        };
+        const leaves = needsNodeProxy({ localCluster: input.localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy: route.policy });
+        for (const ip of imp.spec.ips ?? []) {
+          if (!leaves) {
+            kp.set(routeKey(ip, port.port), route);
+            continue;
+          }
+          rd.push({ ip, port: port.port, id: fnv1a(`${k}:${port.port}`) });
+          r.set(routeKey(ip, port.port), route);
         }
-        redirects.push({ ip, port: port.port, id: fnv1a(`${k}:${port.port}`) });
-        routes.set(routeKey(ip, port.port), route);
       }
+      redirects.push(...rd);
+      for (const [a, b] of r) routes.set(a, b);
+      for (const [a, b] of kp) kept.set(a, b);
+    } catch (err) {
+      problems.push({ import: k, error: (err as Error).message });
     }
   }
-  return { redirects, routes, kept };
+  return { redirects, routes, kept, problems };
 }

@@ -120,7 +120,7 @@ export function agentCommand(): Command {
 
 export function routesCommand(): Command {
   return new Command('routes')
-    .description("each redirected service, its targets with their health, and the policy's decision now (from the agent)")
+    .description("each imported service address, its targets with their health, and the policy's decision now (kube-proxy: not redirected) (from the agent)")
     .option('--admin <ip:port>', 'the agent admin endpoint', agentDefaults.admin)
     .option('-o, --output <format>', 'table or json', 'table')
     .action(async (flags: { admin: string; output: string }) => {

@@ -65,7 +65,7 @@ function weightedOrder(list: Weighted[], random: () => number): Candidate[] {
 /** The candidates, in the order to try them. */
 export function plan(input: PlanInput, isHealthy: IsHealthy, random: () => number = Math.random): Candidate[] {
   const lbType = input.policy?.lbType ?? 'Locality';
-  const targets = input.policy?.targets ?? [];
+  const targets = Array.isArray(input.policy?.targets) ? input.policy.targets : [];
   const exporter = new Map(input.exporters.map((e) => [e.clusterKey, e]));
   const local: Weighted = { candidate: { kind: 'local' }, weight: DEFAULT_WEIGHT, healthy: true };
   const remote = (key: ClusterKey, weight = DEFAULT_WEIGHT): Weighted | undefined => {
@@ -104,15 +104,23 @@ export function plan(input: PlanInput, isHealthy: IsHealthy, random: () => numbe
       }
       return healthyFirst(ordered).map((w) => w.candidate);
     }
+    default:
+      // An lbType the schema does not know (a source that does not validate): refuse rather than guess.
+      return [];
   }
 }
 
 /**
- * Whether the policy may ever send a connection of this service to another cluster (any gateway healthy or
- * not). When it cannot, the node leaves the ClusterIP to kube-proxy: an exporting cluster's own callers
- * never depend on ecnet while its policy keeps them at home.
+ * Whether connections to this service need the node proxy: the policy may send one to another cluster (any
+ * gateway healthy or not), or it refuses connections that kube-proxy would hand to local endpoints (a
+ * Locality target that does not export the service, every weight 0). Otherwise — the policy answers exactly
+ * "here" (no policy or Locality, with local endpoints), or nothing and there is nothing here either — the node
+ * leaves the ClusterIP to kube-proxy: an exporting cluster's own callers never depend on ecnet while its policy
+ * keeps them at home.
  */
-export function mayLeaveCluster(input: PlanInput): boolean {
+export function needsNodeProxy(input: PlanInput): boolean {
   // Every weight drawn and every gateway healthy: the union of what any connection could try.
-  return plan(input, () => true, () => 0).some((c) => c.kind === 'remote');
+  const all = plan(input, () => true, () => 0);
+  if (all.some((c) => c.kind === 'remote')) return true;
+  return !all.length && input.localEndpoints;
 }
