@@ -18,7 +18,7 @@ import { type Component, generatedConfigMaps, planProcess, readManifest, readWor
 import { hostsText } from '../src/local/endpoints.js';
 import { kubeProxyRuleset } from '../src/local/kube-proxy.js';
 import { createNode, createPod, createUnderlay, deleteNetns, hostsFile } from '../src/local/net.js';
-import { type MemberTopology, member } from '../src/local/topology.js';
+import { type MemberTopology, member, pod } from '../src/local/topology.js';
 import { packageRoot } from '../src/paths.js';
 import { Kinds, type KubeObject } from '../src/sources/source.js';
 import { describeKernel } from './helpers/describe-kernel.js';
@@ -130,8 +130,8 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
 
   beforeAll(async () => {
     const underlay = `${PREFIX}-underlay`;
+    netns.push(underlay); // listed before it is made: a failure part-way still removes it
     createUnderlay(underlay);
-    netns.push(underlay);
     execFileSync('ip', ['-n', underlay, 'addr', 'add', `${API_IP}/24`, 'dev', 'br0']);
     // The API servers listen on the underlay, where the nodes reach them.
     hub = await inNetns(underlay, () => new KubeApiServer({ host: API_IP, bookmarkIntervalMs: 500 }).listen());
@@ -140,8 +140,8 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
     for (const n of ['ecnet-system']) hub.put(ns(n));
     for (const [i, name] of ['cluster-1', 'cluster-2'].entries()) {
       const t = member(name, i, PREFIX);
-      createNode(t);
       netns.push(t.nodeNs);
+      createNode(t);
       const api = await inNetns(underlay, () => new KubeApiServer({ host: API_IP, bookmarkIntervalMs: 500 }).listen());
       const kubeconfig = join(work, `${name}.kubeconfig`);
       writeFileSync(kubeconfig, api.kubeconfig);
@@ -149,8 +149,8 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
       mkdirSync(cgroup, { recursive: true });
       // The gateway is a pod (slot 2) behind its LoadBalancer Service on the node's address.
       const gwName = `ecnet-gateway-${name}`;
+      netns.push(pod(t, 2).ns);
       const gw = createPod(t, 2, gwName);
-      netns.push(gw.ns);
       const c: Cluster = { t, api, kubeconfig, cgroup, pins: join(pinRoot, name), gateway: { name: gwName, ns: gw.ns, ip: gw.ip } };
       clusters.set(name, c);
       for (const n of ['ecnet-system', 'httpbin', 'default']) api.put(ns(n));
@@ -171,22 +171,22 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
     const c1 = clusters.get('cluster-1')!;
     const c2 = clusters.get('cluster-2')!;
     // httpbin in cluster-1, exported; cluster-2 sends its calls there (ActiveActive over the exporters).
+    netns.push(pod(c1.t, 3).ns);
     const backend = createPod(c1.t, 3, 'httpbin-1');
-    netns.push(backend.ns);
     start('httpbin-1', [process.execPath, '-e', SERVER], { ns: backend.ns, env: { HOSTNAME: 'httpbin-1' } });
     c1.api.put({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'httpbin', namespace: 'httpbin' }, spec: { clusterIP: '10.96.100.2', selector: { app: 'httpbin' }, ports: [{ name: 'http', port: 8080, targetPort: 8080 }] } } as unknown as KubeObject);
     c1.api.put(slice('httpbin', 'httpbin', [backend.ip], { name: 'http', port: 8080 }));
     c1.api.put({ apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceExport', metadata: { name: 'httpbin', namespace: 'httpbin' }, spec: { serviceAccountName: '*', rules: [{ portNumber: 8080, path: '/httpbin', pathType: 'Prefix' }] } } as unknown as KubeObject);
     c2.api.put({ apiVersion: 'flomesh.io/v1alpha1', kind: 'GlobalTrafficPolicy', metadata: { name: 'httpbin', namespace: 'httpbin' }, spec: { lbType: 'ActiveActive' } } as unknown as KubeObject);
     // A plain Service of cluster-2 that nothing imports: kube-proxy's.
+    netns.push(pod(c2.t, 3).ns);
     const plain = createPod(c2.t, 3, 'plain-1');
-    netns.push(plain.ns);
     start('plain-1', [process.execPath, '-e', SERVER], { ns: plain.ns, env: { HOSTNAME: 'plain-1' } });
     c2.api.put({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'plain', namespace: 'default' }, spec: { clusterIP: '10.96.100.1', selector: { app: 'plain' }, ports: [{ name: 'http', port: 8080, targetPort: 8080 }] } } as unknown as KubeObject);
     c2.api.put(slice('plain', 'default', [plain.ip], { name: 'http', port: 8080 }));
     plainIp = (c2.api.object<Service & KubeObject>(Kinds.Service, 'default', 'plain')!.spec.clusterIP)!;
+    netns.push(pod(c2.t, 4).ns);
     const cl = createPod(c2.t, 4, 'curl');
-    netns.push(cl.ns);
     client = { ns: cl.ns, cgroup: join(c2.cgroup, 'curl') };
     mkdirSync(client.cgroup);
     for (const c of clusters.values()) syncRules(c);
@@ -219,6 +219,14 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
       await new Promise((r) => setTimeout(r, 200));
     }
     if (!derived?.spec.clusterIP) throw new Error(`no import of httpbin in cluster-2 after 30 s\n${logs()}`);
+    // ... and cluster-2's agent redirects it (its admin /routes, from the node).
+    const address = `${derived.spec.clusterIP}:8080`;
+    for (;;) {
+      const r = spawnSync('ip', ['netns', 'exec', c2.t.nodeNs, 'curl', '-s', '-m', '1', 'http://127.0.0.1:15000/routes'], { encoding: 'utf8' });
+      if (r.status === 0 && (JSON.parse(r.stdout || '[]') as { address: string; redirected: boolean }[]).some((x) => x.address === address && x.redirected)) break;
+      if (Date.now() > end) throw new Error(`cluster-2's agent does not redirect ${address} after 30 s\n${logs()}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
     syncRules(c2);
     writeFileSync(hostsFile(cl.ns), hostsText({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'curl', namespace: 'default' }, status: { podIP: cl.ip } }, c2.api.objects<Service & KubeObject>(Kinds.Service)));
   }, 90_000);

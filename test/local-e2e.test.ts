@@ -156,24 +156,27 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     const stop = `${result}.stop`;
     scratch.push(result, stop);
     // Sequential new connections until the stop file appears; every failure is counted with its code.
-    const client = `const http=require('http'),fs=require('fs');const c={ok:0,fail:0,errors:{},from:{}};
-const go=()=>{if(fs.existsSync(${JSON.stringify(stop)})){fs.writeFileSync(${JSON.stringify(result)},JSON.stringify(c));process.exit(0)}
+    const client = `const http=require('http'),fs=require('fs');const c={ok:0,fail:0,errors:{},from:{},started:Date.now()};
+const go=()=>{if(fs.existsSync(${JSON.stringify(stop)})){c.seconds=(Date.now()-c.started)/1000;fs.writeFileSync(${JSON.stringify(result)},JSON.stringify(c));process.exit(0)}
 http.get({host:${JSON.stringify(ip)},port:8080,agent:false,timeout:3000},r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>{c.ok++;c.from[b.trim()]=(c.from[b.trim()]||0)+1;setImmediate(go)})})
 .on('timeout',function(){this.destroy(new Error('ETIMEDOUT'))}).on('error',e=>{c.fail++;c.errors[e.code||e.message]=(c.errors[e.code||e.message]||0)+1;setImmediate(go)})};go()`;
     ecnet('local', 'run', '--cluster', 'cluster-1', '--namespace', 'loop', '--labels', 'app=loop', '--name', 'loop', '--', process.execPath, '-e', client);
     const node1 = 'ecnet-l-cluster-1';
-    /** Whether cluster-1's agent redirects the echo ClusterIP now (its routes: redirected addresses only). */
-    const redirected = () => {
+    /** cluster-1's agent's view of the echo ClusterIP now: its policy and whether it redirects it (ecnet routes). */
+    const route = () => {
       const r = spawnSync('ip', ['netns', 'exec', node1, process.execPath, cli, 'routes', '-o', 'json'], { encoding: 'utf8', env });
-      return (JSON.parse(r.stdout || '[]') as { address: string }[]).some((x) => x.address === `${ip}:8080`);
+      return (JSON.parse(r.stdout || '[]') as { address: string; policy: string; redirected: boolean }[]).find((x) => x.address === `${ip}:8080`);
     };
-    const until = async (what: string, ok: () => boolean) => {
-      const end = Date.now() + 10_000;
-      while (!ok()) {
-        if (Date.now() > end) throw new Error(`no ${what} after 10 s`);
+    /** Waits until the agent's view is `want` (undefined: no route), then lets the loop run a second in that state. */
+    const until = async (what: string, want: { policy: string; redirected: boolean } | undefined) => {
+      const end = Date.now() + 15_000;
+      for (;;) {
+        const now = route();
+        if (want === undefined ? now === undefined : now?.policy === want.policy && now.redirected === want.redirected) break;
+        if (Date.now() > end) throw new Error(`${what}: the agent says ${JSON.stringify(now)} after 15 s`);
         await new Promise((r) => setTimeout(r, 100));
       }
-      await new Promise((r) => setTimeout(r, 1000)); // the loop runs a while in this state
+      await new Promise((r) => setTimeout(r, 1000));
     };
     const policy = (spec: string) => {
       writeFileSync(manifests, `apiVersion: flomesh.io/v1alpha1\nkind: GlobalTrafficPolicy\nmetadata: {name: echo, namespace: loop}\nspec: ${spec}\n`);
@@ -184,28 +187,27 @@ http.get({host:${JSON.stringify(ip)},port:8080,agent:false,timeout:3000},r=>{let
       writeFileSync(manifests, 'apiVersion: flomesh.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: echo, namespace: loop}\nspec: {}\n');
       ecnet('local', 'apply', '--cluster', c, '-f', manifests);
     }
-    await until('import of echo in cluster-1', () => /echo\s+ClusterSetIP/.test(ecnet('local', 'get', 'simp', '-n', 'loop', '--cluster', 'cluster-1')));
-    expect(redirected(), 'exported, no policy: kube-proxy serves it').toBe(false);
+    // Exported by cluster-1 and cluster-3: the import reaches cluster-1, and kube-proxy keeps serving it.
+    await until('exported, no policy', { policy: 'Locality (no policy)', redirected: false });
     policy('{lbType: Locality}');
-    await until('Locality', () => true);
-    expect(redirected(), 'Locality with local endpoints').toBe(false);
+    await until('Locality', { policy: 'Locality', redirected: false });
     policy('{lbType: ActiveActive}');
-    await until('redirect under ActiveActive', redirected);
+    await until('ActiveActive', { policy: 'ActiveActive', redirected: true });
     policy('{lbType: FailOver, targets: [{clusterKey: default/default/default/cluster-3}]}');
-    await until('FailOver', () => true);
-    expect(redirected(), 'FailOver with another target').toBe(true);
+    await until('FailOver', { policy: 'FailOver', redirected: true });
     ecnet('local', 'delete', '--cluster', 'cluster-1', '-n', 'loop', 'gtp', 'echo');
-    await until('no redirect without a policy', () => !redirected());
+    await until('no policy again', { policy: 'Locality (no policy)', redirected: false });
     for (const c of ['cluster-1', 'cluster-3']) ecnet('local', 'delete', '--cluster', c, '-n', 'loop', 'sexp', 'echo');
-    await until('import gone', () => !/echo/.test(ecnet('local', 'get', 'simp', '-n', 'loop', '--cluster', 'cluster-1')));
+    await until('export deleted', undefined);
     writeFileSync(stop, '');
     const end = Date.now() + 10_000;
     while (!existsSync(result) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
-    const counts = JSON.parse(readFileSync(result, 'utf8')) as { ok: number; fail: number; errors: Record<string, number>; from: Record<string, number> };
+    const counts = JSON.parse(readFileSync(result, 'utf8')) as { ok: number; fail: number; errors: Record<string, number>; from: Record<string, number>; seconds: number };
     console.log(`exporting-cluster loop: ${JSON.stringify(counts)}`);
     expect(counts.errors).toEqual({});
     expect(counts.fail).toBe(0);
-    expect(counts.ok).toBeGreaterThan(500);
+    // The loop ran all along (a rate, not a count: the machine may be busy).
+    expect(counts.ok / counts.seconds).toBeGreaterThan(10);
     // ActiveActive really went through the node proxy: some answers came from cluster-3.
     expect(counts.from['echo-cluster-3'] ?? 0).toBeGreaterThan(0);
   }, 90_000);
@@ -235,5 +237,6 @@ http.get({host:${JSON.stringify(ip)},port:8080,agent:false,timeout:3000},r=>{let
       expect(out).toMatch(/demo done in [\d.]+ s/);
       expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/ecnet-l-/);
     }
-  });
+    // Two demos of ~15 s each, more on a busy machine.
+  }, 120_000);
 });

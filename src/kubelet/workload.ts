@@ -102,6 +102,8 @@ export function planProcess(w: Workload, o: PlanOptions): ProcessPlan {
   const env = resolveEnv(c, o.pod, { ...(o.configMaps ? { configMaps: o.configMaps } : {}), ...(o.secrets ? { secrets: o.secrets } : {}) });
   const mounts = hostMounts(w.pod, c);
   const swapPath = (p: string) => {
+    // A container path that climbs out (`..`) would leave the mount, and the node's directory with it.
+    if (o.hostPath && p.split('/').includes('..')) throw new KubeletError(`${c.name}: argument path ${p} leaves its mount`);
     const h = o.hostPath && onHost(p, mounts);
     return h ? o.hostPath!(h) : p;
   };

@@ -132,6 +132,7 @@ export class ClusterSet {
       for (const c of ['gateway', 'agent'] as const) {
         const started = await this.#startComponent(member(m, i), c, state);
         state.pids[`${m}-${c}`] = started.pid;
+        writeFileSync(this.#stateFile, JSON.stringify(state)); // so that `down` finds it if a later start fails
         probes.push([`${m}-${c}`, started.pid, started.urls, member(m, i).nodeNs]);
       }
     }
@@ -147,6 +148,7 @@ export class ClusterSet {
   /** Host paths of the manifests' hostPath volumes, for one node: its own cgroup subtree and pin directory. */
   #hostPath(t: MemberTopology): (path: string) => string {
     return (p: string) => {
+      if (p.split('/').includes('..')) throw new LocalError(`daemonset/ mounts host path ${p}, which leaves its directory`);
       for (const [host, local] of [['/sys/fs/cgroup', join(this.#cgroupRoot, t.name)], ['/sys/fs/bpf', join(BPFFS, t.name)]] as const) {
         if (p === host || p.startsWith(`${host}/`)) return local + p.slice(host.length);
       }
