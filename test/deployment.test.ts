@@ -14,7 +14,7 @@ import type { EndpointSlice } from '../src/agent/desired.js';
 import { Datapath } from '../src/bpf/datapath.js';
 import { detectCgroup2 } from '../src/bpf/host.js';
 import { setNetns } from '../src/bpf/libc.js';
-import { type Component, generatedConfigMaps, planProcess, readManifest, readWorkload } from '../src/kubelet/workload.js';
+import { type Component, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../src/kubelet/workload.js';
 import { hostsText } from '../src/local/endpoints.js';
 import { kubeProxyRuleset } from '../src/local/kube-proxy.js';
 import { createNode, createPod, createUnderlay, deleteNetns, hostsFile } from '../src/local/net.js';
@@ -86,13 +86,8 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
     return planProcess(w, {
       pod: { name: podName, namespace: w.namespace, nodeName: c ? `${c.t.name}-node` : 'hub-node', hostIP: c?.t.underlayIp ?? API_IP, podIP, labels: w.labels },
       configMaps: { ...generatedConfigMaps(), ...(c ? { 'ecnet-cluster': { clusterKey: key(c.t.name) } } : {}) },
-      // Host paths: this node's own cgroup subtree and pin directory.
-      hostPath: (p) => {
-        if (!c) throw new Error(`controller mounts host path ${p}`);
-        if (p === '/sys/fs/cgroup' || p.startsWith('/sys/fs/cgroup/')) return c.cgroup + p.slice('/sys/fs/cgroup'.length);
-        if (p === '/sys/fs/bpf' || p.startsWith('/sys/fs/bpf/')) return c.pins + p.slice('/sys/fs/bpf'.length);
-        throw new Error(`unexpected host path ${p}`);
-      },
+      // Host paths: this node's own cgroup subtree and pin directory (the controller mounts none).
+      hostPath: hostPathsUnder(c ? { '/sys/fs/cgroup': c.cgroup, '/sys/fs/bpf': c.pins } : {}),
       source: ['--kubeconfig', kubeconfig],
     });
   };

@@ -124,3 +124,19 @@ export function planProcess(w: Workload, o: PlanOptions): ProcessPlan {
   }
   return { argv, env: Object.fromEntries(env), hostNetwork: Boolean(w.pod.hostNetwork), probes, container: c };
 }
+
+/**
+ * A `hostPath` mapper for a node whose host directories live elsewhere on this machine: `roots` maps each host
+ * directory the manifests mount (e.g. /sys/fs/cgroup) to the node's own; any other host path is refused, and
+ * so is one that climbs out with `..`.
+ */
+export function hostPathsUnder(roots: Record<string, string>): (path: string) => string {
+  return (p: string) => {
+    if (!p.split('/').includes('..')) {
+      for (const [host, local] of Object.entries(roots)) {
+        if (p === host || p.startsWith(`${host}/`)) return local + p.slice(host.length);
+      }
+    }
+    throw new KubeletError(`the manifests mount host path ${p}, which this node does not have (it has ${Object.keys(roots).join(', ')})`);
+  };
+}

@@ -17,7 +17,7 @@ import type { Service } from '../api/core.js';
 import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, hostsText } from './endpoints.js';
 import { createNode, createPod, createUnderlay, deleteNetns, hostsFile, netnsExists, sweepNetns } from './net.js';
 import { pidAlive } from './supervisor.js';
-import { type Component, type ProcessPlan, generatedConfigMaps, planProcess, readManifest, readWorkload } from '../kubelet/workload.js';
+import { type Component, type ProcessPlan, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../kubelet/workload.js';
 import { HUB, type MemberTopology, member, pod } from './topology.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
@@ -145,17 +145,6 @@ export class ClusterSet {
     }
   }
 
-  /** Host paths of the manifests' hostPath volumes, for one node: its own cgroup subtree and pin directory. */
-  #hostPath(t: MemberTopology): (path: string) => string {
-    return (p: string) => {
-      if (p.split('/').includes('..')) throw new LocalError(`daemonset/ mounts host path ${p}, which leaves its directory`);
-      for (const [host, local] of [['/sys/fs/cgroup', join(this.#cgroupRoot, t.name)], ['/sys/fs/bpf', join(BPFFS, t.name)]] as const) {
-        if (p === host || p.startsWith(`${host}/`)) return local + p.slice(host.length);
-      }
-      throw new LocalError(`daemonset/ mounts host path ${p}, which a node of ecnet local does not have`);
-    };
-  }
-
   /** The process the kubelet would start for `component` on this member's node. */
   #plan(t: MemberTopology, component: Component, podName: string, podIP: string): ProcessPlan {
     const w = readWorkload(component);
@@ -163,7 +152,8 @@ export class ClusterSet {
       pod: { name: podName, namespace: w.namespace, nodeName: `${t.name}-node`, hostIP: t.underlayIp, podIP, labels: w.labels, ...(w.serviceAccountName ? { serviceAccountName: w.serviceAccountName } : {}) },
       // What the per-cluster overlay does: this member's key.
       configMaps: { ...generatedConfigMaps(), 'ecnet-cluster': { clusterKey: `default/default/default/${t.name}` } },
-      hostPath: this.#hostPath(t),
+      // Host paths of the manifests' hostPath volumes: this node's own cgroup subtree and pin directory.
+      hostPath: hostPathsUnder({ '/sys/fs/cgroup': join(this.#cgroupRoot, t.name), '/sys/fs/bpf': join(BPFFS, t.name) }),
       source: ['--cluster', join(this.clustersDir, t.name)],
     });
   }
