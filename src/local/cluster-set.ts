@@ -6,7 +6,7 @@
 // `down` removes everything up and run made, found by name, so it also cleans after a crash.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Datapath } from '../bpf/datapath.js';
 import { detectCgroup2 } from '../bpf/host.js';
@@ -60,6 +60,13 @@ export class ClusterSet {
     this.#cgroupRoot = join(cg, 'ecnet-local');
   }
 
+  /** Replaces the state file in one rename: the supervisor and other commands read it meanwhile. */
+  #save(state: SetState): void {
+    const tmp = `${this.#stateFile}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(state));
+    renameSync(tmp, this.#stateFile);
+  }
+
   state(): SetState | undefined {
     return existsSync(this.#stateFile) ? (JSON.parse(readFileSync(this.#stateFile, 'utf8')) as SetState) : undefined;
   }
@@ -107,7 +114,7 @@ export class ClusterSet {
       hub.destroy();
     }
     const state: SetState = { members, pids: {} };
-    writeFileSync(this.#stateFile, JSON.stringify(state));
+    this.#save(state);
     progress('underlay 10.0.2.0/24');
     createUnderlay();
     for (const [i, m] of members.entries()) {
@@ -126,17 +133,17 @@ export class ClusterSet {
       mkdirSync(join(this.#cgroupRoot, m, name), { recursive: true });
       state.gateways[m] = { name, netns: ns, ip };
     }
-    writeFileSync(this.#stateFile, JSON.stringify(state));
+    this.#save(state);
     const probes: [string, number, string[], string][] = [];
     for (const [i, m] of members.entries()) {
       for (const c of ['gateway', 'agent'] as const) {
         const started = await this.#startComponent(member(m, i), c, state);
         state.pids[`${m}-${c}`] = started.pid;
-        writeFileSync(this.#stateFile, JSON.stringify(state)); // so that `down` finds it if a later start fails
+        this.#save(state); // so that `down` finds it if a later start fails
         probes.push([`${m}-${c}`, started.pid, started.urls, member(m, i).nodeNs]);
       }
     }
-    writeFileSync(this.#stateFile, JSON.stringify(state));
+    this.#save(state);
     await this.#waitLog('supervisor', state.pids.supervisor, /controller|watching/);
     progress(`supervisor running (pid ${state.pids.supervisor})`);
     for (const [name, pid, urls, nodeNs] of probes) {
@@ -233,7 +240,7 @@ export class ClusterSet {
     const since = existsSync(file) ? readFileSync(file, 'utf8').length : 0;
     const { pid, urls } = await this.#startComponent(t, component, s);
     s.pids[name] = pid;
-    writeFileSync(this.#stateFile, JSON.stringify(s));
+    this.#save(s);
     await this.#waitProbes(name, pid, urls, t.nodeNs, since);
     return pid;
   }
