@@ -5,7 +5,7 @@
 // cgroup below the one the agent attaches to; the node does kube-proxy's job with nftables. A manifest that
 // cannot carry an ordinary pod's connection (e.g. a loopback --proxy) fails here. Root only.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -14,7 +14,7 @@ import type { EndpointSlice } from '../src/agent/desired.js';
 import { Datapath } from '../src/bpf/datapath.js';
 import { detectCgroup2 } from '../src/bpf/host.js';
 import { setNetns } from '../src/bpf/libc.js';
-import { type Component, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../src/kubelet/workload.js';
+import { type Component, type ProcessPlan, asUser, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../src/kubelet/workload.js';
 import { hostsText } from '../src/local/endpoints.js';
 import { kubeProxyRuleset } from '../src/local/kube-proxy.js';
 import { createNode, createPod, createUnderlay, deleteNetns, hostsFile } from '../src/local/net.js';
@@ -58,6 +58,7 @@ interface Cluster {
 
 describeKernel('deployment shape: agent, gateway and controller as daemonset/ starts them, pods behind nodes', () => {
   const work = mkdtempSync(join(tmpdir(), 'ecnet-deploy-'));
+  chmodSync(work, 0o755); // the gateway and the controller run as uid 65532 and read their kubeconfigs here
   const cgroupRoot = join(detectCgroup2() ?? '/nonexistent', `ecnet-deploy-${sfx}`);
   const pinRoot = `/sys/fs/bpf/ecnet-deploy-${sfx}`;
   const netns: string[] = [];
@@ -69,9 +70,12 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
   let plainIp = '';
 
   /** Starts `cmd` in the background (its own process group), in a network namespace and a cgroup, logging to a file. */
-  const start = (name: string, cmd: string[], where: { ns: string; cgroup?: string; env?: Record<string, string> }) => {
+  const start = (name: string, cmd: string[], where: { ns: string; cgroup?: string; env?: Record<string, string>; as?: ProcessPlan }) => {
     const log = openSync(join(work, `${name}.log`), 'a');
-    const argv = ['nsenter', `--net=/run/netns/${where.ns}`, ...cmd];
+    // As the manifest's securityContext says (gateway and controller: uid 65532), once in its namespace.
+    const user = where.as ? asUser(where.as, cmd, [cli, ...cmd.filter((a) => a.endsWith('.kubeconfig'))]) : { argv: cmd };
+    if (user.warning) console.warn(`deployment.test.ts: ${name} ${user.warning}`);
+    const argv = ['nsenter', `--net=/run/netns/${where.ns}`, ...user.argv];
     const full = where.cgroup ? ['sh', '-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', where.cgroup, ...argv] : argv;
     const child = spawn(full[0]!, full.slice(1), { detached: true, stdio: ['ignore', log, log], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...where.env } });
     closeSync(log);
@@ -190,16 +194,18 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
     const hubKubeconfig = join(work, 'hub.kubeconfig');
     writeFileSync(hubKubeconfig, hub.kubeconfig);
     const controller = planFor('controller', undefined, 'ecnet-controller-0', API_IP, hubKubeconfig);
-    start('controller', [process.execPath, cli, ...controller.argv], { ns: underlay, env: controller.env });
+    expect(controller.user.uid).not.toBe(0);
+    start('controller', [process.execPath, cli, ...controller.argv], { ns: underlay, env: controller.env, as: controller });
     for (const c of clusters.values()) {
       const agent = planFor('agent', c, `ecnet-agent-${c.t.name}`, c.t.underlayIp, c.kubeconfig);
       expect(agent.hostNetwork).toBe(true);
-      start(`${c.t.name}-agent`, [process.execPath, cli, ...agent.argv], { ns: c.t.nodeNs, env: agent.env });
+      start(`${c.t.name}-agent`, [process.execPath, cli, ...agent.argv], { ns: c.t.nodeNs, env: agent.env, as: agent });
       const gateway = planFor('gateway', c, c.gateway.name, c.gateway.ip, c.kubeconfig);
       expect(gateway.hostNetwork).toBe(false);
       const gwCgroup = join(c.cgroup, c.gateway.name);
       mkdirSync(gwCgroup);
-      start(`${c.t.name}-gateway`, [process.execPath, cli, ...gateway.argv], { ns: c.gateway.ns, cgroup: gwCgroup, env: gateway.env });
+      expect(gateway.user.uid).not.toBe(0);
+      start(`${c.t.name}-gateway`, [process.execPath, cli, ...gateway.argv], { ns: c.gateway.ns, cgroup: gwCgroup, env: gateway.env, as: gateway });
       for (const p of [...agent.probes.map((x) => ({ ...x, who: 'agent' })), ...gateway.probes.map((x) => ({ ...x, who: 'gateway' }))]) {
         probes.push({ what: `${c.t.name} ${p.who} ${p.kind}Probe`, url: p.url, nodeNs: c.t.nodeNs });
       }

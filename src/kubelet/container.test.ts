@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type ContainerSpec, KubeletError, expand, hostMounts, onHost, probeUrl, resolveArgs, resolveEnv } from './container.js';
+import { type ContainerSpec, KubeletError, expand, hostMounts, onHost, probeUrl, resolveArgs, resolveEnv, runAs } from './container.js';
 
 const pod = { name: 'ecnet-agent-x', namespace: 'ecnet-system', nodeName: 'n1', hostIP: '10.0.2.4', hostIPs: ['10.0.2.4', 'fd00::4'], podIP: '10.0.2.4', labels: { app: 'a' } };
 
@@ -49,5 +49,12 @@ describe('what the kubelet makes of a container', () => {
     expect(probeUrl({ httpGet: { port: 'tunnel', path: '/healthz' } }, c, { ...pod, podIP: '10.41.0.2' })).toBe('http://10.41.0.2:8080/healthz');
     expect(probeUrl({ httpGet: { host: '127.0.0.1', port: 15000, path: '/healthz' } }, c, pod)).toBe('http://127.0.0.1:15000/healthz');
     expect(() => probeUrl({ httpGet: { port: 'admin' } }, c, pod)).toThrow(/names no port/);
+  });
+
+  it('runs as the container\'s user over the pod\'s, root when neither says', () => {
+    const c: ContainerSpec = { name: 'c' };
+    expect(runAs({ containers: [c] }, c)).toEqual({ uid: 0, gid: 0 });
+    expect(runAs({ containers: [c], securityContext: { runAsUser: 65532, runAsGroup: 65532 } }, c)).toEqual({ uid: 65532, gid: 65532 });
+    expect(runAs({ containers: [c], securityContext: { runAsUser: 65532 } }, { ...c, securityContext: { runAsUser: 0 } })).toEqual({ uid: 0, gid: 0 });
   });
 });

@@ -15,6 +15,12 @@ export interface ContainerSpec {
   startupProbe?: Probe;
   readinessProbe?: Probe;
   livenessProbe?: Probe;
+  securityContext?: SecurityContext;
+}
+
+export interface SecurityContext {
+  runAsUser?: number;
+  runAsGroup?: number;
 }
 
 export interface EnvVar {
@@ -37,6 +43,7 @@ export interface Probe {
 
 export interface PodSpec {
   hostNetwork?: boolean;
+  securityContext?: SecurityContext;
   containers: ContainerSpec[];
   volumes?: { name: string; hostPath?: { path: string } }[];
 }
@@ -161,4 +168,11 @@ export function probeUrl(p: Probe, c: ContainerSpec, pod: PodFacts): string | un
   if (port === undefined) throw new KubeletError(`probe port ${JSON.stringify(g.port)} names no port of container ${c.name}`);
   const host = g.host ?? pod.podIP;
   return `${(g.scheme ?? 'HTTP').toLowerCase()}://${host.includes(':') ? `[${host}]` : host}:${port}${g.path ?? '/'}`;
+}
+
+/** The user and group the container runs as (the container's securityContext over the pod's; root when unset). */
+export function runAs(pod: PodSpec, c: ContainerSpec): { uid: number; gid: number } {
+  const uid = c.securityContext?.runAsUser ?? pod.securityContext?.runAsUser ?? 0;
+  const gid = c.securityContext?.runAsGroup ?? pod.securityContext?.runAsGroup ?? 0;
+  return { uid, gid };
 }

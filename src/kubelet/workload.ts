@@ -3,11 +3,12 @@
 // are swapped, and only these: paths under hostPath mounts become the caller's host paths (a node of
 // `ecnet local` keeps its pins and cgroups in its own directories), and `--in-cluster` becomes the caller's
 // resource source (a local directory, or a kubeconfig of a test API server).
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { packageRoot } from '../paths.js';
-import { type ContainerSpec, type KeyedData, KubeletError, type PodFacts, type PodSpec, hostMounts, onHost, probeUrl, resolveArgs, resolveEnv } from './container.js';
+import { type ContainerSpec, type KeyedData, KubeletError, type PodFacts, type PodSpec, hostMounts, onHost, probeUrl, resolveArgs, resolveEnv, runAs } from './container.js';
 
 export const MANIFESTS_DIR = join(packageRoot, 'daemonset');
 
@@ -80,6 +81,8 @@ export interface ProcessPlan {
   argv: string[];
   env: Record<string, string>;
   hostNetwork: boolean;
+  /** The securityContext's user and group (0: root). */
+  user: { uid: number; gid: number };
   /** httpGet probes by kind, as URLs the kubelet would request. */
   probes: { kind: 'startup' | 'readiness' | 'liveness'; url: string }[];
   container: ContainerSpec;
@@ -122,7 +125,7 @@ export function planProcess(w: Workload, o: PlanOptions): ProcessPlan {
     const url = p && probeUrl(p, c, o.pod);
     if (url) probes.push({ kind, url });
   }
-  return { argv, env: Object.fromEntries(env), hostNetwork: Boolean(w.pod.hostNetwork), probes, container: c };
+  return { argv, env: Object.fromEntries(env), hostNetwork: Boolean(w.pod.hostNetwork), user: runAs(w.pod, c), probes, container: c };
 }
 
 /**
@@ -139,4 +142,18 @@ export function hostPathsUnder(roots: Record<string, string>): (path: string) =>
     }
     throw new KubeletError(`the manifests mount host path ${p}, which this node does not have (it has ${Object.keys(roots).join(', ')})`);
   };
+}
+
+/**
+ * The command that runs `argv` as the plan's user (setpriv, util-linux), or `argv` itself for root. `readable`:
+ * paths the process must read; when that user cannot (the checkout under a private home), the process stays
+ * root and `warning` says why, rather than failing for a reason no cluster has.
+ */
+export function asUser(plan: ProcessPlan, argv: string[], readable: string[]): { argv: string[]; warning?: string } {
+  const { uid, gid } = plan.user;
+  if (uid === 0) return { argv };
+  const drop = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--no-new-privs'];
+  const check = spawnSync(drop[0]!, [...drop.slice(1), 'sh', '-c', 'for p; do test -r "$p" || exit 1; done', 'sh', ...readable]);
+  if (check.status !== 0) return { argv, warning: `runs as root, not uid ${uid} as its manifest says: uid ${uid} cannot read ${readable.join(' or ')}` };
+  return { argv: [...drop, ...argv] };
 }

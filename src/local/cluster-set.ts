@@ -17,7 +17,7 @@ import type { Service } from '../api/core.js';
 import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, hostsText } from './endpoints.js';
 import { createNode, createPod, createUnderlay, deleteNetns, hostsFile, netnsExists, sweepNetns } from './net.js';
 import { pidAlive } from './supervisor.js';
-import { type Component, type ProcessPlan, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../kubelet/workload.js';
+import { type Component, type ProcessPlan, asUser, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../kubelet/workload.js';
 import { HUB, type MemberTopology, member, pod } from './topology.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
@@ -79,17 +79,19 @@ export class ClusterSet {
   }
 
   /** Starts `ecnet ARGS` in the background: in a network namespace and cgroup if given, with only `env` (and PATH) when given. */
-  #start(name: string, args: string[], where: { netns?: string; cgroup?: string; env?: Record<string, string> } = {}): number {
+  #start(name: string, args: string[], where: { netns?: string; cgroup?: string; env?: Record<string, string>; as?: { plan: ProcessPlan; readable: string[] } } = {}): { pid: number; warning?: string } {
     mkdirSync(this.#runDir, { recursive: true });
     const log = openSync(join(this.#runDir, `${name}.log`), 'a');
-    let argv = where.netns ? ['nsenter', `--net=/run/netns/${where.netns}`, process.execPath, cli, ...args] : [process.execPath, cli, ...args];
+    // As the manifest's securityContext says (the gateway is uid 65532), once in its namespace and cgroup.
+    const user = where.as ? asUser(where.as.plan, [process.execPath, cli, ...args], where.as.readable) : { argv: [process.execPath, cli, ...args] };
+    let argv = where.netns ? ['nsenter', `--net=/run/netns/${where.netns}`, ...user.argv] : user.argv;
     // Into the pod's cgroup before anything runs (the agent's programs see its connects), as `run` does.
     if (where.cgroup) argv = ['sh', '-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', where.cgroup, ...argv];
     const env = where.env ? { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...where.env } : process.env;
     const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log], env });
     closeSync(log);
     child.unref();
-    return child.pid!;
+    return { pid: child.pid!, ...(user.warning ? { warning: user.warning } : {}) };
   }
 
   async up(members: string[], progress: (line: string) => void): Promise<void> {
@@ -123,7 +125,7 @@ export class ClusterSet {
       mkdirSync(join(this.#cgroupRoot, m), { recursive: true });
       progress(`${m}: node ${t.underlayIp}, pods ${t.podPrefix}.0/24`);
     }
-    state.pids.supervisor = this.#start('supervisor', ['local', 'supervise', '--state', this.stateDir]);
+    state.pids.supervisor = this.#start('supervisor', ['local', 'supervise', '--state', this.stateDir]).pid;
     state.gateways = {};
     for (const [i, m] of members.entries()) {
       const t = member(m, i);
@@ -139,6 +141,7 @@ export class ClusterSet {
       for (const c of ['gateway', 'agent'] as const) {
         const started = await this.#startComponent(member(m, i), c, state);
         state.pids[`${m}-${c}`] = started.pid;
+        if (started.warning) progress(`${m}-${c} ${started.warning}`);
         this.#save(state); // so that `down` finds it if a later start fails
         probes.push([`${m}-${c}`, started.pid, started.urls, member(m, i).nodeNs]);
       }
@@ -166,17 +169,19 @@ export class ClusterSet {
   }
 
   /** Starts a member's agent (in the node's namespace) or gateway (in its pod); returns the pid and probe URLs. */
-  async #startComponent(t: MemberTopology, component: 'gateway' | 'agent', state: SetState): Promise<{ pid: number; urls: string[] }> {
+  async #startComponent(t: MemberTopology, component: 'gateway' | 'agent', state: SetState): Promise<{ pid: number; urls: string[]; warning?: string }> {
     const gw = state.gateways?.[t.name];
     if (component === 'agent') {
       const w = readWorkload('agent');
       if (!w.pod.hostNetwork) throw new LocalError('the agent DaemonSet is not hostNetwork: ecnet local runs it in the node\'s network namespace');
       const plan = this.#plan(t, 'agent', `ecnet-agent-${t.name}`, t.underlayIp);
-      return { pid: this.#start(`${t.name}-agent`, plan.argv, { netns: t.nodeNs, env: plan.env }), urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url) };
+      const started = this.#start(`${t.name}-agent`, plan.argv, { netns: t.nodeNs, env: plan.env, as: { plan, readable: [cli, join(this.clustersDir, t.name)] } });
+      return { ...started, urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url) };
     }
     if (!gw) throw new LocalError(`${t.name} has no gateway pod (run \`ecnet local down\` and \`up\` again)`);
     const plan = this.#plan(t, 'gateway', gw.name, gw.ip);
-    const pid = this.#start(`${t.name}-gateway`, plan.argv, { netns: gw.netns, env: plan.env, cgroup: join(this.#cgroupRoot, t.name, gw.name) });
+    const started = this.#start(`${t.name}-gateway`, plan.argv, { netns: gw.netns, env: plan.env, cgroup: join(this.#cgroupRoot, t.name, gw.name), as: { plan, readable: [cli, join(this.clustersDir, t.name)] } });
+    const pid = started.pid;
     const w = readWorkload('gateway');
     const src = new LocalSource({ dir: join(this.clustersDir, t.name), watch: false });
     try {
@@ -193,7 +198,7 @@ export class ClusterSet {
     } finally {
       src.destroy();
     }
-    return { pid, urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url) };
+    return { ...started, urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url) };
   }
 
   /** The supervisor is ready once it says so in its log. */
