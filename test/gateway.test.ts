@@ -34,6 +34,17 @@ async function httpBackend(name: string): Promise<number> {
   return (s.address() as { port: number }).port;
 }
 
+/** A backend that answers every request with `answer`, as it is (a hostile or broken HTTP server). */
+async function rawBackend(answer: string): Promise<number> {
+  const s = createServer((c) => {
+    c.on('error', () => undefined);
+    c.once('data', () => c.end(answer));
+  });
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return (s.address() as { port: number }).port;
+}
+
 /** Sends raw bytes and collects what comes back until the gateway closes. */
 function raw(port: number, bytes: string | Buffer, waitMs = 3000): Promise<string> {
   return new Promise((resolve) => {
@@ -77,6 +88,7 @@ describe.each([
     const a = await backend('a');
     const b = await backend('b');
     const web = await httpBackend('web');
+    const badStatus = await rawBackend('HTTP/1.1 050 Weird\r\ncontent-length: 0\r\n\r\n');
     const refused = await backend('gone');
     await new Promise<void>((r) => servers.pop()!.close(() => r())); // its port now refuses
     const services: LocalService[] = [
@@ -94,6 +106,22 @@ describe.each([
         name: 'web',
         ports: new Map([[80, [{ ip: '127.0.0.1', port: web }]]]),
         export: { loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 80, path: '/shop', pathType: 'Prefix' }], pathRewrite: { from: '/shop', to: '/api' } },
+      },
+      // What a tenant may write: rewrites to paths no request can carry, and a backend with a status of 050.
+      ...[
+        ['space', '/a b'],
+        ['wide', '/\u0100'],
+      ].map(([name, to]) => ({
+        namespace: 'hostile',
+        name: name!,
+        ports: new Map([[80, [{ ip: '127.0.0.1', port: web }]]]),
+        export: { loadBalancer: 'RoundRobinLoadBalancer' as const, rules: [{ portNumber: 80, path: `/${name}`, pathType: 'Prefix' as const }], pathRewrite: { from: `/${name}`, to: to! } },
+      })),
+      {
+        namespace: 'hostile',
+        name: 'status',
+        ports: new Map([[80, [{ ip: '127.0.0.1', port: badStatus }]]]),
+        export: { loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 80, path: '/status', pathType: 'Prefix' }] },
       },
     ];
     gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog(services), connectTimeoutMs: 500, headerTimeoutMs: 1000, kernelSplice });
@@ -142,6 +170,15 @@ describe.each([
     expect(ingress.stdout).toBe('web GET /api/items?x=1\n');
     const notRule = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${gwPort}/shopping`]);
     expect(notRule.stdout).toBe('404');
+    expect((await run('curl', ['-s', `http://127.0.0.1:${gwPort}/healthz`])).stdout).toBe('ok\n');
+  });
+
+  it('an ingress rule rewriting to an impossible path, or a backend status of 050, gets a 502 and the gateway lives on', async () => {
+    const code = async (path: string) => (await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${gwPort}${path}`])).stdout;
+    expect(await code('/space/x')).toBe('502');
+    expect(await code('/wide/x')).toBe('502');
+    expect(await code('/status')).toBe('502');
+    expect((await run('curl', ['-s', `http://127.0.0.1:${gwPort}/shop/items`])).stdout).toBe('web GET /api/items\n');
     expect((await run('curl', ['-s', `http://127.0.0.1:${gwPort}/healthz`])).stdout).toBe('ok\n');
   });
 

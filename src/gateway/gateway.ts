@@ -75,8 +75,22 @@ export class Gateway {
     this.#log = options.logger ?? componentLogger('gateway');
     // A TLS gateway's tunnels are all TLS: their bytes must pass through Node, no splicer is needed.
     this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice && !options.tls), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
-    server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => void this.#tunnel(req, socket, head));
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => this.#request(req, res));
+    // Nothing a client or a backend sends may end the process: whatever escapes a handler closes that connection.
+    server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) =>
+      void this.#tunnel(req, socket, head).catch((err: unknown) => {
+        this.#log.error({ err }, 'tunnel failed unexpectedly; connection closed');
+        socket.destroy();
+      }),
+    );
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      try {
+        this.#request(req, res);
+      } catch (err) {
+        this.#log.error({ err }, 'request failed unexpectedly');
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n');
+        else res.destroy();
+      }
+    });
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       // Malformed, oversized or too slow request heads: answered if the socket still can be, then closed.
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
@@ -173,10 +187,30 @@ export class Gateway {
     }
     const ep = endpoints[this.#rotate(`ingress ${m.service.namespace}/${m.service.name}:${m.port}`, endpoints.length)]!;
     this.stats.ingress++;
-    const up = request({ host: ep.ip, port: ep.port, method: req.method, path: m.path, headers: req.headers, agent: false }, (upRes) => {
-      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      upRes.pipe(res);
-    });
+    const fail = (status: number, why: string) => {
+      this.#count(status);
+      res.writeHead(status, { 'content-type': 'text/plain' }).end(`${why}\n`);
+    };
+    let up: ReturnType<typeof request>;
+    try {
+      up = request({ host: ep.ip, port: ep.port, method: req.method, path: m.path, headers: req.headers, agent: false }, (upRes) => {
+        // A backend's status line of 000-099 (or anything Node will not send on) is the backend's fault: 502.
+        const code = upRes.statusCode ?? 0;
+        try {
+          if (code < 100 || code > 999) throw new RangeError(`status ${code}`);
+          res.writeHead(code, upRes.headers);
+        } catch (err) {
+          upRes.destroy();
+          return void fail(502, `endpoint ${ep.ip}:${ep.port} answered what cannot be passed on: ${(err as Error).message}`);
+        }
+        upRes.on('error', () => res.destroy());
+        upRes.pipe(res);
+      });
+    } catch (err) {
+      // The export's pathRewrite made a path no HTTP request can carry (a space, a character above 0xff).
+      this.#log.warn({ err, service: `${m.service.namespace}/${m.service.name}`, path: m.path }, 'ingress rule rewrites to an invalid path');
+      return void fail(502, `the ingress rule of ${m.service.namespace}/${m.service.name} rewrites to an invalid path`);
+    }
     up.on('error', (err) => {
       if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' }).end(`endpoint ${ep.ip}:${ep.port}: ${err.message}\n`);
       else res.destroy();
