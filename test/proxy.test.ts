@@ -133,7 +133,12 @@ describeKernel('node proxy over the datapath, through gateways', () => {
     dir = mkdtempSync(join(tmpdir(), 'ecnet-agent-'));
     writeFileSync(
       join(dir, 'import.yaml'),
-      `apiVersion: flomesh.io/v1alpha1
+      `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 8080}]}
+---
+apiVersion: flomesh.io/v1alpha1
 kind: ServiceImport
 metadata: {name: web, namespace: shop}
 spec:

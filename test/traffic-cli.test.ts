@@ -61,7 +61,13 @@ spec: {}
     );
     writeFileSync(
       join(root, 'cluster-2', 'web-import.yaml'),
-      `apiVersion: flomesh.io/v1alpha1
+      `# The derived Service the controller makes in an importing cluster: the import's ClusterIP is its own.
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 8080}]}
+---
+apiVersion: flomesh.io/v1alpha1
 kind: ServiceImport
 metadata: {name: web, namespace: shop}
 spec:

@@ -59,6 +59,8 @@ export class RouteMap implements RouteTable {
 /** What the agent needs of the datapath (Datapath.services). */
 export interface RedirectSet {
   replaceAll(entries: Iterable<ServiceEntry>): unknown;
+  /** How many entries it holds at most; what does not fit is left out by desiredNode's rule. */
+  readonly capacity?: number;
 }
 
 export interface AgentOptions {
@@ -76,6 +78,8 @@ export interface AgentStatus {
   redirects: number;
   reconciles: number;
   lastError: string | undefined;
+  /** Imports left out, with the reason: the node is degraded, not down (the probes still pass). */
+  degraded: { import: string; error: string }[];
 }
 
 export class Agent {
@@ -92,7 +96,7 @@ export class Agent {
   readonly #reconciles: Coalescer;
   #closed = false;
   #lastProblems = '[]';
-  readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined };
+  readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined, degraded: [] };
 
   constructor(options: AgentOptions) {
     this.#o = options;
@@ -131,9 +135,11 @@ export class Agent {
         policies: i.policies.list(),
         services: i.services.list(),
         endpointSlices: i.slices.list(),
+        ...(this.#o.redirects.capacity !== undefined ? { capacity: this.#o.redirects.capacity } : {}),
       });
       if (d.problems.length && JSON.stringify(d.problems) !== this.#lastProblems) this.#log.warn({ problems: d.problems }, 'imports left out of the datapath');
       this.#lastProblems = JSON.stringify(d.problems);
+      this.status.degraded = d.problems;
       // Routes first, old and new together: a redirect must never reach a proxy that does not know it, neither
       // a new one nor an old one the map still holds if the write below fails. The new set alone once written.
       this.#o.routes.replace(new Map([...this.#o.routes.entries(), ...d.routes]), d.kept);

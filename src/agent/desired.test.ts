@@ -42,7 +42,7 @@ describe('a node\'s desired state', () => {
       localCluster: 'default/default/default/cluster-2',
       imports: [imp(['10.96.0.10'])],
       policies: [{ apiVersion: 'flomesh.io/v1alpha1', kind: 'GlobalTrafficPolicy', metadata: { name: 'httpbin', namespace: 'httpbin' }, spec: { lbType: 'ActiveActive' } }],
-      services: [],
+      services: [service],
       endpointSlices: [],
     });
     expect(d.redirects.map((r) => `${r.ip}:${r.port}`)).toEqual(['10.96.0.10:8080']);
@@ -60,6 +60,50 @@ describe('a node\'s desired state', () => {
     const base = { localCluster: 'x/x/x/x', policies: [], services: [], endpointSlices: [] };
     expect(desiredNode({ ...base, imports: [imp(undefined)] }).redirects).toEqual([]);
     expect(desiredNode({ ...base, imports: [imp(['10.96.0.10'], { type: 'Headless' })] }).redirects).toEqual([]);
+  });
+
+  it("only this cluster's ClusterIP of the same-named Service is redirected; never the cluster's own machinery", () => {
+    const aa = (ns: string, name: string) => ({ apiVersion: 'flomesh.io/v1alpha1' as const, kind: 'GlobalTrafficPolicy' as const, metadata: { name, namespace: ns }, spec: { lbType: 'ActiveActive' as const } });
+    // An import claiming the API server's address and another team's VIP besides its own.
+    const greedy = imp(['10.96.0.10', '10.96.0.1', '10.96.99.99']);
+    const d = desiredNode({ localCluster: 'default/default/default/cluster-2', imports: [greedy], policies: [aa('httpbin', 'httpbin')], services: [service], endpointSlices: [] });
+    expect(d.redirects.map((r) => r.ip)).toEqual(['10.96.0.10']);
+    expect(d.problems[0]!.error).toMatch(/10\.96\.0\.1, 10\.96\.99\.99 are not the ClusterIP of Service httpbin\/httpbin/);
+    // No Service of that name here: nothing.
+    expect(desiredNode({ localCluster: 'default/default/default/cluster-2', imports: [imp(['10.96.0.10'])], policies: [aa('httpbin', 'httpbin')], services: [], endpointSlices: [] }).redirects).toEqual([]);
+    for (const [ns, name] of [['default', 'kubernetes'], ['kube-system', 'kube-dns']] as const) {
+      const i = imp(['10.96.0.1']);
+      i.metadata = { name, namespace: ns };
+      const own: Service = { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 8080 }] } };
+      const m = desiredNode({ localCluster: 'default/default/default/cluster-2', imports: [i], policies: [aa(ns, name)], services: [own], endpointSlices: [] });
+      expect(m.redirects).toEqual([]);
+      expect(m.problems[0]!.error).toMatch(/cluster's own Service/);
+    }
+  });
+
+  it('what the datapath cannot take is left out by a stated rule, never the whole set: one ip:port once, IPs only, up to capacity', () => {
+    const aa = (name: string) => ({ apiVersion: 'flomesh.io/v1alpha1' as const, kind: 'GlobalTrafficPolicy' as const, metadata: { name, namespace: 'httpbin' }, spec: { lbType: 'ActiveActive' as const } });
+    const named = (name: string, ip: string): [ServiceImport, Service] => {
+      const i = imp([ip]);
+      i.metadata.name = name;
+      return [i, { ...service, metadata: { name, namespace: 'httpbin' }, spec: { ...service.spec, clusterIP: ip } }];
+    };
+    const all = [named('a', '10.96.0.1'), named('b', '10.96.0.1'), named('c', 'not-an-ip'), named('d', '10.96.0.4'), named('e', '10.96.0.5')];
+    const d = desiredNode({
+      localCluster: 'default/default/default/cluster-2',
+      imports: all.map(([i]) => i).reverse(),
+      policies: ['a', 'b', 'c', 'd', 'e'].map(aa),
+      services: all.map(([, s]) => s),
+      endpointSlices: [],
+      capacity: 2,
+    });
+    expect(d.redirects.map((r) => r.ip)).toEqual(['10.96.0.1', '10.96.0.4']);
+    expect(d.routes.get('10.96.0.1:8080')!.service).toBe('a');
+    expect(d.problems.map((p) => `${p.import}: ${p.error}`)).toEqual([
+      'httpbin/b: 10.96.0.1:8080 is redirected for httpbin/a already: left out',
+      'httpbin/c: not-an-ip is not an IP address: not redirected',
+      'httpbin/e: the datapath holds 2 redirects: 10.96.0.5:8080 left out',
+    ]);
   });
 
   it('local endpoints: ready ones only, with the target port the slices name', () => {
@@ -124,7 +168,8 @@ describe('a node\'s desired state', () => {
       const broken = exported();
       (broken.spec.ports[0] as { endpoints: unknown }).endpoints = 'not a list';
       const policies = [...gtp({ lbType: 'ActiveActive' }), ...gtp({ lbType: 'ActiveActive' }).map((p) => ({ ...p, metadata: { name: 'other', namespace: 'httpbin' } }))];
-      const d = desiredNode({ localCluster: c1, imports: [broken, other], policies: policies as never, services: [service], endpointSlices: [] });
+      const otherService = { ...service, metadata: { name: 'other', namespace: 'httpbin' }, spec: { ...service.spec, clusterIP: '10.96.0.11' } };
+      const d = desiredNode({ localCluster: c1, imports: [broken, other], policies: policies as never, services: [service, otherService], endpointSlices: [] });
       expect(redirected(d)).toEqual(['10.96.0.11:8080']);
       expect(d.problems.map((p) => p.import)).toEqual(['httpbin/httpbin']);
     });

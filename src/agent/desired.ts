@@ -5,9 +5,11 @@
 // the service's ready local endpoints. When the policy keeps every connection here (no policy or Locality,
 // with ready local endpoints) the address is left to kube-proxy, as before the service was exported.
 // Pure: resources in, desired state out.
-import type { Service } from '../api/core.js';
+import { isIP } from 'node:net';
+import { type Service, clusterIPsOf } from '../api/core.js';
 import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flomesh.js';
 import type { Endpoint } from '../gateway/catalog.js';
+import { isClusterMachinery } from '../api/protected.js';
 import { needsNodeProxy } from '../policy/plan.js';
 import type { Route } from '../proxy/proxy.js';
 
@@ -74,6 +76,8 @@ export function desiredNode(input: {
   policies: GlobalTrafficPolicy[];
   services: Service[];
   endpointSlices: EndpointSlice[];
+  /** How many redirects the datapath holds (its map's capacity); default: no limit. */
+  capacity?: number;
 }): DesiredNode {
   const key = (ns: string | undefined, name: string) => `${ns ?? 'default'}/${name}`;
   const policies = new Map(input.policies.map((p) => [key(p.metadata.namespace, p.metadata.name), p.spec]));
@@ -82,15 +86,28 @@ export function desiredNode(input: {
   const routes = new Map<string, Route>();
   const kept = new Map<string, Route>();
   const problems: { import: string; error: string }[] = [];
-  for (const imp of input.imports) {
+  // In namespace/name order: when two imports claim one ip:port, or more than fit, the rule below is stable.
+  const imports = [...input.imports].sort((a, b) => key(a.metadata.namespace, a.metadata.name).localeCompare(key(b.metadata.namespace, b.metadata.name)));
+  for (const imp of imports) {
     if (imp.spec.type === 'Headless') continue; // no ClusterIP to redirect
     const k = key(imp.metadata.namespace, imp.metadata.name);
+    if (isClusterMachinery(imp.metadata.namespace, imp.metadata.name)) {
+      problems.push({ import: k, error: "the cluster's own Service (the API server's, or kube-system): never redirected" });
+      continue;
+    }
+    // Only this cluster's own ClusterIP of the same-named Service (the derived Service, or the exporter's own):
+    // an import must not take over any other address (another team's VIP, an external database).
+    const svc = services.get(k);
+    const own = new Set(svc ? clusterIPsOf(svc) : []);
+    const ips = (Array.isArray(imp.spec.ips) ? imp.spec.ips : []).filter((ip) => own.has(ip));
+    const foreign = (Array.isArray(imp.spec.ips) ? imp.spec.ips : []).filter((ip) => !own.has(ip));
+    if (foreign.length) problems.push({ import: k, error: `spec.ips ${foreign.join(', ')} ${foreign.length > 1 ? 'are' : 'is'} not the ClusterIP of Service ${k} in this cluster: not redirected` });
     // One import (or its policy) that does not hold together costs only itself, not the node's other services.
     try {
       const r = new Map<string, Route>();
       const kp = new Map<string, Route>();
       const rd: RedirectEntry[] = [];
-      const local = localEndpoints(services.get(k), input.endpointSlices);
+      const local = localEndpoints(svc, input.endpointSlices);
       for (const port of imp.spec.ports ?? []) {
         if ((port.protocol ?? 'TCP') !== 'TCP') continue; // the datapath redirects TCP only (UDP comes later)
         const route: Route = {
@@ -102,7 +119,7 @@ export function desiredNode(input: {
           localEndpoints: local.get(port.port) ?? [],
         };
         const leaves = needsNodeProxy({ localCluster: input.localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy: route.policy });
-        for (const ip of imp.spec.ips ?? []) {
+        for (const ip of ips) {
           if (!leaves) {
             kp.set(routeKey(ip, port.port), route);
             continue;
@@ -111,9 +128,19 @@ export function desiredNode(input: {
           r.set(routeKey(ip, port.port), route);
         }
       }
-      redirects.push(...rd);
-      for (const [a, b] of r) routes.set(a, b);
-      for (const [a, b] of kp) kept.set(a, b);
+      // What the datapath can take: each ip:port once (the first import in namespace/name order keeps it), IP
+      // addresses only, at most `capacity` entries; the rest is left out and reported, never the whole set.
+      for (const e of rd) {
+        const rk = routeKey(e.ip, e.port);
+        if (!isIP(e.ip)) problems.push({ import: k, error: `${e.ip} is not an IP address: not redirected` });
+        else if (routes.has(rk)) problems.push({ import: k, error: `${rk} is redirected for ${routes.get(rk)!.namespace}/${routes.get(rk)!.service} already: left out` });
+        else if (redirects.length >= (input.capacity ?? Infinity)) problems.push({ import: k, error: `the datapath holds ${input.capacity} redirects: ${rk} left out` });
+        else {
+          redirects.push(e);
+          routes.set(rk, r.get(rk)!);
+        }
+      }
+      for (const [a, b] of kp) if (!kept.has(a)) kept.set(a, b);
     } catch (err) {
       problems.push({ import: k, error: (err as Error).message });
     }

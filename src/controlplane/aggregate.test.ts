@@ -101,6 +101,17 @@ describe('aggregation', () => {
     expect(out.get('cluster-3')!.imports.has('httpbin/httpbin')).toBe(false);
   });
 
+  it("the cluster's own machinery (default/kubernetes, kube-system) is never exported", () => {
+    const api: ServiceExport = { ...exp('2026-01-01T00:00:00Z'), metadata: { name: 'kubernetes', namespace: 'default', creationTimestamp: '2026-01-01T00:00:00Z' } };
+    const dns: ServiceExport = { ...exp('2026-01-01T00:00:00Z'), metadata: { name: 'kube-dns', namespace: 'kube-system', creationTimestamp: '2026-01-01T00:00:00Z' } };
+    const own = (name: string, namespace: string): Service => ({ ...svc([{ port: 443 }], {}, name), metadata: { name, namespace } });
+    const out = aggregate([member(1, [api, dns], [own('kubernetes', 'default'), own('kube-dns', 'kube-system')]), member(2, [], [])]);
+    expect(out.get('cluster-2')!.imports.size).toBe(0);
+    for (const k of ['default/kubernetes', 'kube-system/kube-dns']) {
+      expect(out.get('cluster-1')!.exportConditions.get(k)![0]).toMatchObject({ type: 'Valid', status: 'False', reason: 'ClusterMachinery' });
+    }
+  });
+
   it("an ecnet-derived Service is never taken for the member's own (no export loop)", () => {
     const derived = svc([{ port: 80 }], {}, 'httpbin', { 'app.kubernetes.io/managed-by': 'ecnet-controller' });
     const out = aggregate([member(2, [exp('2026-01-01T00:00:00Z')], [derived])]);

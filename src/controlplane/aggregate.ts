@@ -5,6 +5,7 @@
 // and the older definition keeps the traffic.
 import { isIP } from 'node:net';
 import { type Service, type ServicePort, clusterIPsOf } from '../api/core.js';
+import { isClusterMachinery } from '../api/protected.js';
 import type { ClusterKey, ImportEndpoint, ImportPort, ServiceExport, ServiceImportSpec } from '../api/flomesh.js';
 import { MANAGED_BY, MANAGED_BY_LABEL } from '../sources/source.js';
 
@@ -80,6 +81,9 @@ const portLabel = (p: ServicePort) => `${p.name ? `${p.name} ` : ''}${p.port}/${
 
 function validity(member: MemberView, exp: ServiceExport, service: Service | undefined): ConditionState {
   const what = `${exp.metadata.namespace ?? 'default'}/${exp.metadata.name}`;
+  if (isClusterMachinery(exp.metadata.namespace, exp.metadata.name)) {
+    return { type: 'Valid', status: 'False', reason: 'ClusterMachinery', message: `${what} is the cluster's own (the API server's Service, or kube-system), which ecnet never exports` };
+  }
   if (!service) return { type: 'Valid', status: 'False', reason: 'NoService', message: `no Service ${what} in ${member.key}` };
   if (service.spec.type === 'ExternalName') {
     return { type: 'Valid', status: 'False', reason: 'InvalidServiceType', message: `Service ${what} is of type ExternalName, which cannot be exported` };

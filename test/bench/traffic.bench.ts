@@ -94,7 +94,12 @@ kind: ServiceExport
 metadata: {name: ${name}, namespace: bench}
 spec: {}
 `;
-    const imp = (name: string, ip: string, port: number) => `apiVersion: flomesh.io/v1alpha1
+    const imp = (name: string, ip: string, port: number) => `apiVersion: v1
+kind: Service
+metadata: {name: ${name}, namespace: bench}
+spec: {clusterIP: ${ip}, ports: [{name: tcp, port: ${port}}]}
+---
+apiVersion: flomesh.io/v1alpha1
 kind: ServiceImport
 metadata: {name: ${name}, namespace: bench}
 spec:
