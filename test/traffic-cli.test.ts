@@ -50,7 +50,7 @@ spec: {ports: [{name: http, port: 8080}], selector: {app: web}}
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
-endpoints: [{addresses: [127.0.0.21], conditions: {ready: true}}]
+endpoints: [{addresses: [10.250.0.21], conditions: {ready: true}}]
 ports: [{name: http, port: 9100, protocol: TCP}]
 ---
 apiVersion: flomesh.io/v1alpha1
@@ -80,14 +80,15 @@ metadata: {name: web, namespace: shop}
 spec: {lbType: FailOver, targets: [{clusterKey: default/default/default/cluster-1}]}
 `,
     );
-    ns = makeNetns(['10.96.0.0/16']);
+    // 10.250.0.0/24: the backend's address, local but not loopback (the gateway never dials loopback endpoints).
+    ns = makeNetns(['10.96.0.0/16', '10.250.0.0/24']);
     ns.enter();
     cg = makeCgroup();
     backend = createServer({ allowHalfOpen: true }, (c) => {
       c.on('data', () => undefined);
       c.on('end', () => c.end('web in cluster-1\n'));
     });
-    await new Promise<void>((r) => backend!.listen(9100, '127.0.0.21', r));
+    await new Promise<void>((r) => backend!.listen(9100, '10.250.0.21', r));
     start('gateway', ['gateway', '--cluster', join(root, 'cluster-1'), '--listen', '127.0.0.11:18081']);
     start('agent', ['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15011', '--allow-loopback-proxy', '--admin', '127.0.0.1:15010']);
     await until('the agent healthy', () => fetch('http://127.0.0.1:15010/healthz').then((r) => r.ok, () => false));

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Service } from '../api/core.js';
 import type { ServiceImport } from '../api/flomesh.js';
-import { type EndpointSlice, desiredNode, localEndpoints } from './desired.js';
+import { type EndpointSlice, desiredNode, dialable, localEndpoints } from './desired.js';
 
 const imp = (ips: string[] | undefined, extra: Partial<ServiceImport['spec']> = {}): ServiceImport => ({
   apiVersion: 'flomesh.io/v1alpha1',
@@ -104,6 +104,18 @@ describe('a node\'s desired state', () => {
       'httpbin/c: not-an-ip is not an IP address: not redirected',
       'httpbin/e: the datapath holds 2 redirects: 10.96.0.5:8080 left out',
     ]);
+  });
+
+  it('endpoints anyone can write never open a way in: no names, FQDN slices, loopback, link-local or denied addresses, no bad ports', () => {
+    for (const ip of ['localhost', 'metadata.google.internal', '127.0.0.1', '127.9.9.9', '0.0.0.0', '169.254.169.254', '::1', '::', 'fe80::1', '::ffff:127.0.0.1', '10.0.2.4']) {
+      expect(dialable(ip, new Set(['10.0.2.4'])), ip).toBe(false);
+    }
+    for (const ip of ['10.42.0.7', 'fd00::7', '192.168.1.1']) expect(dialable(ip), ip).toBe(true);
+    const hostile: EndpointSlice = { ...slice([true]), endpoints: [{ addresses: ['localhost', '127.0.0.1', '169.254.169.254', '10.42.0.9'] }] };
+    expect(localEndpoints(service, [hostile]).get(8080)).toEqual([{ ip: '10.42.0.9', port: 9080 }]);
+    expect(localEndpoints(service, [{ ...hostile, addressType: 'FQDN' }]).get(8080)).toEqual([]);
+    expect(localEndpoints(service, [{ ...hostile, ports: [{ name: 'http', port: 70000, protocol: 'TCP' }] }]).get(8080)).toEqual([]);
+    expect(localEndpoints(service, [hostile], new Set(['10.42.0.9'])).get(8080)).toEqual([]);
   });
 
   it('local endpoints: ready ones only, with the target port the slices name', () => {

@@ -5,7 +5,7 @@
 // the service's ready local endpoints. When the policy keeps every connection here (no policy or Locality,
 // with ready local endpoints) the address is left to kube-proxy, as before the service was exported.
 // Pure: resources in, desired state out.
-import { isIP } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 import { type Service, clusterIPsOf } from '../api/core.js';
 import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flomesh.js';
 import type { Endpoint } from '../gateway/catalog.js';
@@ -18,6 +18,8 @@ export interface EndpointSlice {
   apiVersion: 'discovery.k8s.io/v1';
   kind: 'EndpointSlice';
   metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  /** IPv4, IPv6 or FQDN; FQDN slices are never dialled (a name would be resolved by whoever dials it). */
+  addressType?: string;
   endpoints?: { addresses: string[]; conditions?: { ready?: boolean } }[];
   ports?: { name?: string; port?: number; protocol?: string }[];
 }
@@ -49,20 +51,35 @@ function fnv1a(s: string): number {
   return h;
 }
 
+/**
+ * Whether an EndpointSlice address may be dialled: an IP address (never a name, which would be resolved), and
+ * not loopback, unspecified or link-local (a metadata service), nor one of `denied` (the dialling node's own):
+ * an endpoint anyone can write must not open a way to what only the node itself should reach.
+ */
+export function dialable(ip: unknown, denied: ReadonlySet<string> = new Set()): ip is string {
+  if (typeof ip !== 'string' || !isIP(ip) || denied.has(ip)) return false;
+  const v4 = isIPv4(ip) ? ip : /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
+  if (v4 !== undefined) return !/^(127|0)\./.test(v4) && !/^169\.254\./.test(v4);
+  const low = ip.toLowerCase();
+  return low !== '::1' && low !== '::' && !/^fe[89ab][0-9a-f]:/.test(low);
+}
+
 /** Ready endpoints of a local Service, per service port (resolving the target port through the slices' port names). */
-export function localEndpoints(service: Service | undefined, slices: EndpointSlice[]): Map<number, Endpoint[]> {
+export function localEndpoints(service: Service | undefined, slices: EndpointSlice[], denied?: ReadonlySet<string>): Map<number, Endpoint[]> {
   const out = new Map<number, Endpoint[]>();
   if (!service) return out;
-  const mine = slices.filter((s) => s.metadata.labels?.[SERVICE_NAME_LABEL] === service.metadata.name && s.metadata.namespace === service.metadata.namespace);
+  const mine = slices.filter(
+    (s) => s.metadata.labels?.[SERVICE_NAME_LABEL] === service.metadata.name && s.metadata.namespace === service.metadata.namespace && (s.addressType === undefined || s.addressType === 'IPv4' || s.addressType === 'IPv6'),
+  );
   for (const sp of service.spec.ports ?? []) {
     if ((sp.protocol ?? 'TCP') !== 'TCP') continue;
     const eps: Endpoint[] = [];
     for (const slice of mine) {
       const p = (slice.ports ?? []).find((x) => (x.name ?? '') === (sp.name ?? '') && (x.protocol ?? 'TCP') === 'TCP');
-      if (p?.port === undefined) continue;
+      if (!p || !Number.isInteger(p.port) || p.port! < 1 || p.port! > 65535) continue;
       for (const e of slice.endpoints ?? []) {
         if (e.conditions?.ready === false) continue;
-        for (const ip of e.addresses) eps.push({ ip, port: p.port });
+        for (const ip of Array.isArray(e.addresses) ? e.addresses : []) if (dialable(ip, denied)) eps.push({ ip, port: p.port! });
       }
     }
     out.set(sp.port, eps);

@@ -1,19 +1,20 @@
 // The gateway's catalog kept in sync with its cluster: Services, their EndpointSlices and ServiceExports,
 // rebuilt (debounced) after each change and swapped whole, so a lookup always sees one consistent snapshot.
+import { networkInterfaces } from 'node:os';
 import type { Service } from '../api/core.js';
 import type { ServiceExport } from '../api/flomesh.js';
 import { type EndpointSlice, localEndpoints } from '../agent/desired.js';
 import { type Informer, Kinds, type Source } from '../sources/source.js';
 import type { Catalog, LocalService } from './catalog.js';
 
-/** A catalog from resources (pure). */
-export function catalogFrom(services: Service[], slices: EndpointSlice[], exports: ServiceExport[]): Map<string, LocalService> {
+/** A catalog from resources (pure). `denied`: addresses never dialled (the gateway's own). */
+export function catalogFrom(services: Service[], slices: EndpointSlice[], exports: ServiceExport[], denied?: ReadonlySet<string>): Map<string, LocalService> {
   const exported = new Map(exports.map((e) => [`${e.metadata.namespace ?? 'default'}/${e.metadata.name}`, e.spec ?? {}]));
   const out = new Map<string, LocalService>();
   for (const s of services) {
     const namespace = s.metadata.namespace ?? 'default';
     const key = `${namespace}/${s.metadata.name}`;
-    out.set(key, { namespace, name: s.metadata.name, ports: localEndpoints(s, slices), export: exported.get(key) as ServiceExport['spec'] | undefined });
+    out.set(key, { namespace, name: s.metadata.name, ports: localEndpoints(s, slices, denied), export: exported.get(key) as ServiceExport['spec'] | undefined });
   }
   return out;
 }
@@ -22,6 +23,9 @@ export class LiveCatalog implements Catalog {
   #services = new Map<string, LocalService>();
   #informers: [Informer<Service>, Informer<EndpointSlice & { apiVersion: string }>, Informer<ServiceExport>] | undefined;
   #timer: NodeJS.Timeout | undefined;
+  // The gateway's own addresses (its pod's, or the node's for a hostNetwork one): an EndpointSlice naming one
+  // would let a tunnel from outside reach what listens on the gateway's host (a kubelet, a local admin port).
+  readonly #own = new Set(Object.values(networkInterfaces()).flatMap((a) => (a ?? []).map((x) => x.address)));
 
   /** Starts watching; resolves once the first catalog is built. */
   async start(source: Source, debounceMs = 20): Promise<void> {
@@ -45,7 +49,7 @@ export class LiveCatalog implements Catalog {
   #rebuild(): void {
     if (!this.#informers) return;
     const [services, slices, exports] = this.#informers;
-    this.#services = catalogFrom(services.list(), slices.list(), exports.list());
+    this.#services = catalogFrom(services.list(), slices.list(), exports.list(), this.#own);
   }
 
   get(namespace: string, name: string): LocalService | undefined {

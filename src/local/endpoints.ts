@@ -36,6 +36,7 @@ export function desiredSlices(services: Service[], pods: LocalPod[], alive: (p: 
       apiVersion: 'discovery.k8s.io/v1',
       kind: 'EndpointSlice',
       metadata: { name: `${s.metadata.name}${SLICE_SUFFIX}`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: s.metadata.name } },
+      addressType: 'IPv4',
       endpoints: members.map((p) => ({ addresses: [p.status!.podIP!], conditions: { ready: alive(p) } })),
       ports: (s.spec.ports ?? []).map((p) => ({
         ...(p.name ? { name: p.name } : {}),

@@ -58,7 +58,7 @@ async function main(): Promise<void> {
   const servers: Server[] = [];
   const children: ChildProcess[] = [];
   try {
-    ns = makeNetns(['10.96.0.0/16']);
+    ns = makeNetns(['10.96.0.0/16', '10.250.0.0/24']);
     ns.enter();
     cg = makeCgroup();
     // Backends: a sink that answers with the byte count, and an echo.
@@ -73,7 +73,7 @@ async function main(): Promise<void> {
       c.on('error', () => undefined);
     });
     for (const [s, port] of [[sink, 9301], [echo, 9302]] as const) {
-      await new Promise<void>((r) => s.listen(port, '127.0.0.21', 4096, r));
+      await new Promise<void>((r) => s.listen(port, '10.250.0.21', 4096, r));
       servers.push(s);
     }
     mkdirSync(join(root, 'cluster-1'));
@@ -86,7 +86,7 @@ spec: {ports: [{name: tcp, port: ${port}}], selector: {app: ${name}}}
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: ${name}-1, namespace: bench, labels: {kubernetes.io/service-name: ${name}}}
-endpoints: [{addresses: [127.0.0.21], conditions: {ready: true}}]
+endpoints: [{addresses: [10.250.0.21], conditions: {ready: true}}]
 ports: [{name: tcp, port: ${backend}, protocol: TCP}]
 ---
 apiVersion: flomesh.io/v1alpha1
@@ -129,7 +129,7 @@ spec: {lbType: ActiveActive}
     }
     const agentPid = agent.pid!;
 
-    const direct = { sink: '127.0.0.21:9301', echo: '127.0.0.21:9302' };
+    const direct = { sink: '10.250.0.21:9301', echo: '10.250.0.21:9302' };
     const viaEcnet = { sink: '10.96.0.51:8081', echo: '10.96.0.52:8082' };
     const r: Record<string, { direct: number[]; ecnet: number[] }> = {};
     const add = (k: string, which: 'direct' | 'ecnet', v: number) => ((r[k] ??= { direct: [], ecnet: [] })[which].push(v));
