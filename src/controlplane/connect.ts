@@ -32,7 +32,8 @@ export function memberConnector(options: ConnectorOptions): MemberConnector {
     if (c.spec.kubeconfig || c.spec.kubeconfigSecretRef) {
       // Loaded on first use (see sources/open.ts).
       const { createKubernetesSource } = await import('../sources/kubernetes.js');
-      return createKubernetesSource({ kubeconfig: c.spec.kubeconfig ?? (await kubeconfigFromSecret(options.hub, c)) });
+      // Written by whoever may write Clusters or that Secret: inline credentials only (no exec, no files).
+      return createKubernetesSource({ kubeconfig: c.spec.kubeconfig ?? (await kubeconfigFromSecret(options.hub, c)), inlineOnly: true });
     }
     if (options.clustersDir !== undefined) {
       return new LocalSource({ dir: join(options.clustersDir, c.metadata.name), ...(options.serviceCidr ? { serviceCidr: options.serviceCidr } : {}) });

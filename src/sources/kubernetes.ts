@@ -22,6 +22,7 @@ import {
   type SourceErrorCode,
   type WatchEventType,
 } from './source.js';
+import { checkInlineKubeconfig } from './inline-kubeconfig.js';
 
 export interface KubernetesSourceOptions {
   /** Kubeconfig YAML text (e.g. inline from a Cluster resource). Wins over the options below. */
@@ -31,6 +32,11 @@ export interface KubernetesSourceOptions {
   inCluster?: boolean;
   /** Context to use instead of the kubeconfig's current-context. */
   context?: string;
+  /**
+   * The kubeconfig text comes from a resource others can write (a Cluster, a Secret): inline credentials only,
+   * no exec or auth-provider plugin, no file; and no line of it in an error (see inline-kubeconfig.ts).
+   */
+  inlineOnly?: boolean;
   clock?: Clock;
   /** Delays between informer restarts. */
   backoff?: BackoffOptions;
@@ -112,12 +118,18 @@ export function loadKubeConfig(o: KubernetesSourceOptions): KubeConfig {
           : 'the default kubeconfig';
   const invalid = (message: string, cause?: unknown) =>
     new SourceError('ECNET_SOURCE_INVALID', `cannot use ${from}: ${message}`, cause === undefined ? undefined : { cause });
+  if (o.inlineOnly) {
+    if (o.kubeconfig === undefined) throw invalid('only an inline kubeconfig is accepted here');
+    checkInlineKubeconfig(o.kubeconfig);
+  }
   try {
     if (o.kubeconfig !== undefined) kc.loadFromString(o.kubeconfig);
     else if (o.kubeconfigPath !== undefined) kc.loadFromFile(o.kubeconfigPath);
     else if (o.inCluster) kc.loadFromCluster();
     else kc.loadFromDefault();
   } catch (err) {
+    // An inline kubeconfig's parse error quotes its text (a Secret's content): not passed on.
+    if (o.inlineOnly) throw invalid('it does not load as a kubeconfig');
     throw invalid(errorMessage(err), err);
   }
   if (o.context !== undefined) {
