@@ -32,7 +32,9 @@ static __always_inline struct ecnet_svc_value *match_service(struct bpf_sock_add
 	svc = bpf_map_lookup_elem(&ecnet_services, key);
 	if (!svc || (svc->flags & ECNET_SVC_F_DISABLED))
 		return NULL;
-	/* The proxy's own upstream sockets carry the mark: redirecting them would loop. */
+	/* The proxy's own upstream sockets carry the mark: redirecting them would loop. A loop guard, not a
+	 * boundary: any process with CAP_NET_ADMIN (or CAP_NET_RAW since Linux 5.17) can set it, and then reaches
+	 * only the ClusterIP itself, i.e. what kube-proxy serves there (a derived Service has no endpoints). */
 	sk = ctx->sk;
 	if (sk && ecnet_cfg.proxy_mark && (sk->mark & ecnet_cfg.proxy_mark) == ecnet_cfg.proxy_mark) {
 		stat_inc(ECNET_STAT_SKIPPED_MARK);
