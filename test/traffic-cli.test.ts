@@ -92,6 +92,16 @@ spec: {lbType: FailOver, targets: [{clusterKey: default/default/default/cluster-
     start('gateway', ['gateway', '--cluster', join(root, 'cluster-1'), '--listen', '127.0.0.11:18081']);
     start('agent', ['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15011', '--allow-loopback-proxy', '--admin', '127.0.0.1:15010']);
     await until('the agent healthy', () => fetch('http://127.0.0.1:15010/healthz').then((r) => r.ok, () => false));
+    // The gateway is a process of its own: the agent's first active check may run before it listens and mark it
+    // unhealthy (a client then meets a gateway not yet there). Wait until the agent itself sees it healthy.
+    await until('the gateway serving', () => fetch('http://127.0.0.11:18081/healthz').then((r) => r.ok, () => false));
+    await until('the agent seeing the gateway healthy', () =>
+      fetch('http://127.0.0.1:15010/routes').then(
+        (r) => r.json().then((routes: { targets: { healthy: boolean }[] }[]) => routes.length > 0 && routes.every((x) => x.targets.every((t) => t.healthy))),
+        () => false,
+      ),
+      20_000,
+    );
   });
   afterAll(async () => {
     for (const c of children) c.kill('SIGKILL');
