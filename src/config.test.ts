@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, agentConfig, datapathConfig, defaults, loadConfig, nodeProxyAddresses } from './config.js';
 
@@ -61,5 +64,17 @@ describe('config', () => {
       expect(nodeProxyAddresses('[fd00::5]:16001', '10.0.2.5')).toEqual({ proxy: { ip: '10.0.2.5', port: 16001 }, proxy6: 'fd00::5' });
       expect(() => nodeProxyAddresses('fd00::5', 'fd00::5')).toThrow(/IPv6-only nodes are not supported yet/);
     });
+  });
+
+  it('an agent with TLS must have the CA that verifies gateways (no silent "encrypted, not authenticated")', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ecnet-tls-cfg-'));
+    try {
+      for (const f of ['cert', 'key', 'ca']) writeFileSync(join(dir, f), f);
+      const base = { cluster: '/tmp/cluster-2', cgroup: '/sys/fs/cgroup', proxy: '10.0.2.5', tlsCert: join(dir, 'cert'), tlsKey: join(dir, 'key') };
+      expect(() => agentConfig(base, {})).toThrow(/--tls-ca is needed to verify the gateways/);
+      expect(agentConfig({ ...base, tlsCa: join(dir, 'ca') }, {}).tls).toEqual({ cert: 'cert', key: 'key', ca: 'ca' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -311,11 +311,13 @@ export interface TlsConfig {
 }
 
 /** The PEM contents, or undefined when no TLS is configured; `needCert`: a server must have one. */
-export function tlsConfig(flags: TlsFlags, needCert: boolean, env: NodeJS.ProcessEnv = process.env): TlsConfig | undefined {
+export function tlsConfig(flags: TlsFlags, needCert: boolean, env: NodeJS.ProcessEnv = process.env, needCa = false): TlsConfig | undefined {
   const files = { cert: flags.tlsCert ?? env.ECNET_TLS_CERT, key: flags.tlsKey ?? env.ECNET_TLS_KEY, ca: flags.tlsCa ?? env.ECNET_TLS_CA };
   if (!files.cert && !files.key && !files.ca) return undefined;
   if (Boolean(files.cert) !== Boolean(files.key)) throw new ConfigError('--tls-cert and --tls-key go together');
   if (needCert && !files.cert) throw new ConfigError('a TLS gateway needs --tls-cert and --tls-key');
+  // Encrypting to a gateway nobody verified protects from nothing: the agent needs the CA that signed them.
+  if (needCa && !files.ca) throw new ConfigError('--tls-ca is needed to verify the gateways (TLS without it would accept any certificate)');
   const out: TlsConfig = {};
   for (const [k, path] of Object.entries(files) as [keyof TlsConfig, string | undefined][]) {
     if (!path) continue;
@@ -425,7 +427,7 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       load,
       clusterKey,
       admin: parseEndpoint(admin),
-      tls: tlsConfig(flags, false, env),
+      tls: tlsConfig(flags, false, env, true),
       splice: spliceMode(flags.splice, env),
     };
   } catch (cause) {

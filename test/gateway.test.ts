@@ -252,6 +252,29 @@ describe('gateway with mTLS', () => {
     await expect(open(undefined)).rejects.toBeDefined();
   });
 
+  it("the gateway's certificate is checked against the address dialled, also through the proxy's own (marked) socket", async () => {
+    const tls = { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey };
+    const via = (host: string) =>
+      openTunnel({
+        gateway: { host, port: gw!.address.port },
+        target: { service: 'web', namespace: 'shop', port: 80 },
+        sourceCluster: 'default/default/default/cluster-2',
+        timeoutMs: 3000,
+        tls,
+        // As the proxy does: its own socket (it carries the datapath's skip mark there).
+        connect: (h, p) => connect({ host: h, port: p }),
+      });
+    const ok = await via('127.0.0.1'); // the certificate names IP 127.0.0.1
+    ok.destroy();
+    // Same gateway reached as 127.0.0.2 (also loopback): the certificate does not name it.
+    const gw2 = await Gateway.start({ host: '127.0.0.2', port: gw!.address.port, catalog: staticCatalog([]), tls: { cert: certs.gwCert, key: certs.gwKey, ca: certs.ca } });
+    try {
+      await expect(via('127.0.0.2')).rejects.toMatchObject({ message: expect.stringMatching(/IP: 127\.0\.0\.2 is not in the cert's list/) });
+    } finally {
+      await gw2.close(0);
+    }
+  });
+
   it('curl speaks it too (an HTTPS proxy with client certificates)', async () => {
     const r = await run('curl', [
       '-s',

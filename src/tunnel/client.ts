@@ -24,13 +24,17 @@ export function gatewayConnection(host: string, port: number, connect: ((h: stri
   if (!tls) return connect ? () => connect(host, port) : undefined;
   return () =>
     tlsConnect({
-      ...(connect ? { socket: connect(host, port) } : { host, port }),
+      // `host` also with a socket of our own: without it Node checks the certificate against "localhost".
+      ...(connect ? { socket: connect(host, port) } : {}),
+      host,
+      port,
+      // SNI for a name; an IP address is checked against the certificate's IP SANs.
       ...(isIP(host) ? {} : { servername: host }),
       ...(tls.ca ? { ca: tls.ca } : {}),
       ...(tls.cert ? { cert: tls.cert } : {}),
       ...(tls.key ? { key: tls.key } : {}),
-      // Without a CA there is nothing to verify against: encrypted, not authenticated (say so in config).
-      rejectUnauthorized: Boolean(tls.ca),
+      // Always verified: the agent's configuration refuses TLS without a CA (see tlsConfig).
+      rejectUnauthorized: true,
     });
 }
 
