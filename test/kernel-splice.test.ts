@@ -7,6 +7,7 @@ import { type AddressInfo, type Server, type Socket, connect, createServer } fro
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { KernelSplicer, type SpliceEnd } from '../src/bpf/kernel-splice.js';
+import { socketError } from '../src/bpf/libc.js';
 import { packageRoot } from '../src/paths.js';
 import { type Spliced, splice } from '../src/tunnel/splice.js';
 
@@ -48,7 +49,7 @@ describeBuilt('kernel splice', () => {
   };
 
   /** Accepts clients and splices each to a fresh connection to `upstream` once `ready` says so. */
-  const relay = async (upstream: number, idleMs = 60_000, ready: (up: Socket) => Promise<void> = async () => undefined): Promise<Relay> => {
+  const relay = async (upstream: number, idleMs = 60_000, ready: (up: Socket) => Promise<void> = async () => undefined, kernel = true): Promise<Relay> => {
     const r: Relay = {
       port: 0,
       ends: [],
@@ -62,7 +63,7 @@ describeBuilt('kernel splice', () => {
       const up = connect({ host: '127.0.0.1', port: upstream, allowHalfOpen: true });
       up.once('connect', async () => {
         await ready(up);
-        r.pairs.push(splice(c, up, idleMs, (end) => r.ends.push(end!), splicer));
+        r.pairs.push(splice(c, up, idleMs, (end) => r.ends.push(end ?? { errno: 0, reason: 'stream', aToB: 0, bToA: 0 }), kernel ? splicer : undefined));
       });
     });
     servers.push(s);
@@ -76,7 +77,12 @@ describeBuilt('kernel splice', () => {
     const chunks: Buffer[] = [];
     c.on('data', (d: Buffer) => chunks.push(d));
     const done = new Promise<{ data: Buffer; error?: Error }>((resolve) => {
-      c.on('end', () => resolve({ data: Buffer.concat(chunks) }));
+      c.on('end', () => {
+        // libuv reports a reset that arrives after a partial read as end of stream: the socket's error tells.
+        const fd = (c as unknown as { _handle?: { fd?: number } })._handle?.fd;
+        const errno = typeof fd === 'number' && fd >= 0 ? socketError(fd) : 0;
+        resolve({ data: Buffer.concat(chunks), ...(errno ? { error: new Error(errno === 104 ? 'ECONNRESET (seen at end of stream)' : `errno ${errno}`) } : {}) });
+      });
       c.on('error', (error) => resolve({ data: Buffer.concat(chunks), error }));
       c.on('close', () => resolve({ data: Buffer.concat(chunks) }));
     });
@@ -149,14 +155,46 @@ describeBuilt('kernel splice', () => {
     expect(r.pairs[0]!.mode).toBe('kernel');
   });
 
-  it('closes both sockets of a pair idle for idleMs (ETIMEDOUT)', async () => {
+  it('resets both sockets of a pair idle for idleMs (ETIMEDOUT): a cut stream never looks complete', async () => {
     const quiet = await server(() => undefined);
     const r = await relay(quiet, 1_000);
     const { done } = client(r.port);
     const t0 = Date.now();
-    await done;
+    expect((await done).error?.message).toMatch(/ECONNRESET/);
     expect(Date.now() - t0).toBeLessThan(5_000);
     expect((await r.ended(1))[0]!.reason).toBe('ETIMEDOUT');
+  });
+
+  describe('as streams (TLS tunnels, or no splicer)', () => {
+    it('an upstream reset mid-stream resets the client: it never sees a normal end after part of the bytes', async () => {
+      // Answers a request with part of a long reply, then resets.
+      const rude = await server((c) => c.once('data', () => c.write(randomBytes(200_000), () => c.resetAndDestroy())));
+      const r = await relay(rude, 60_000, async () => undefined, false);
+      const { socket, done } = client(r.port);
+      socket.write('GET');
+      const got = await done;
+      expect(r.pairs[0]!.mode).toBe('stream');
+      expect(got.error?.message).toMatch(/ECONNRESET/);
+      expect(got.data.length).toBeLessThan(200_000);
+    });
+
+    it('the idle limit resets both sides', async () => {
+      const quiet = await server(() => undefined);
+      const r = await relay(quiet, 500, async () => undefined, false);
+      const { done } = client(r.port);
+      expect((await done).error?.message).toMatch(/ECONNRESET/);
+    });
+
+    it('a complete exchange still ends normally, every byte delivered', async () => {
+      const echo = await server((c) => c.pipe(c));
+      const r = await relay(echo, 60_000, async () => undefined, false);
+      const payload = randomBytes(1 << 20);
+      const { socket, done } = client(r.port);
+      socket.end(payload);
+      const got = await done;
+      expect(got.error).toBeUndefined();
+      expect(sha(got.data)).toBe(sha(payload));
+    });
   });
 
   it('ends the pair when one side resets, and resets the other (a cut stream never looks complete)', async () => {
@@ -200,7 +238,9 @@ describeBuilt('kernel splice', () => {
     while (splicer.stats().pairs < 1_000) await new Promise((res) => setTimeout(res, 20));
     expect(splicer.stats().pipes).toBeLessThanOrEqual(4);
     splicer.destroy();
-    await Promise.all(clients.map((c) => c.done));
+    // Aborted: every client is reset, none sees a normal end.
+    const results = await Promise.all(clients.map((c) => c.done));
+    expect(results.filter((x) => !/ECONNRESET/.test(x.error?.message ?? ''))).toEqual([]);
     const ends = await r.ended(1_000);
     expect(new Set(ends.map((e) => e.reason))).toEqual(new Set(['ECANCELED']));
   });

@@ -431,9 +431,9 @@ void Splicer::Finish(uint64_t id, int err) {
   if (it == pairs_.end()) return;
   std::unique_ptr<SplicePair> p = std::move(it->second);
   pairs_.erase(it);
-  // A socket error cuts the stream: the other peer is reset too, so it cannot take a cut stream for a
-  // complete one. An idle limit or an abort closes normally.
-  bool reset = err != 0 && err != ETIMEDOUT && err != ECANCELED;
+  // Any end but both directions finished cuts the stream (a socket error, the idle limit, an abort): both
+  // peers are reset, so neither can take a cut stream for a complete one, whatever was left in the pipes.
+  bool reset = err != 0;
   for (int& fd : p->fd) {
     epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
     if (reset) {

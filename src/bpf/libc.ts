@@ -32,6 +32,7 @@ const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_MARK = 36;
 const SO_COOKIE = 57;
+const SO_ERROR = 4;
 
 /** socket(family, SOCK_STREAM|SOCK_CLOEXEC, 0); the caller owns the fd. */
 export function tcpSocket(family: number): number {
@@ -52,6 +53,18 @@ export function socketCookie(fd: number): bigint {
   len.writeUInt32LE(8);
   call('getsockopt', [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.U8Array], [fd, SOL_SOCKET, SO_COOKIE, v, len]);
   return v.readBigUInt64LE(0);
+}
+
+/**
+ * getsockopt(SO_ERROR): the socket's pending error (an errno, 0 for none), cleared by reading it. libuv reports
+ * a reset that arrives after a partial read as a plain end of stream; this tells the two apart.
+ */
+export function socketError(fd: number): number {
+  const v = Buffer.alloc(4);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(4);
+  call('getsockopt', [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.U8Array], [fd, SOL_SOCKET, SO_ERROR, v, len]);
+  return v.readInt32LE(0);
 }
 
 /** close(fd) for an fd nothing else owns yet. */

@@ -7,6 +7,7 @@
 import type { Server, Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { KernelSplicer, type SpliceEnd, type SplicedPair } from '../bpf/kernel-splice.js';
+import { socketError } from '../bpf/libc.js';
 import type { Logger } from '../logger.js';
 
 /** A pair being spliced. */
@@ -24,23 +25,47 @@ export function splice(a: Socket, b: Socket, idleMs: number, onClose: (end?: Spl
 
 function spliceStreams(a: Socket, b: Socket, idleMs: number, onClose: () => void): Spliced {
   let done = false;
-  const close = () => {
+  const end = (cut: boolean) => {
     if (done) return;
     done = true;
-    a.destroy();
-    b.destroy();
+    // A pair that ends other than by both directions finishing (an error, a reset, the idle limit, destroy)
+    // is reset on both sides: a cut stream must never end like a complete one.
+    for (const s of [a, b]) {
+      if (cut && !s.destroyed) s.resetAndDestroy();
+      else s.destroy();
+    }
     onClose();
   };
+  let closed = 0;
   for (const s of [a, b]) {
+    // Before pipe() passes the end on as a FIN: an "end" that was a reset (libuv reports one arriving after a
+    // partial read as end of stream) cuts the pair instead.
+    s.prependListener('end', () => {
+      if (wasReset(s)) end(true);
+    });
     s.setNoDelay(true);
-    s.setTimeout(idleMs, close);
-    s.on('error', close);
-    s.on('close', close);
+    s.setTimeout(idleMs, () => end(true));
+    s.on('error', () => end(true));
+    // A socket closes cleanly once both its directions are done; the other may still be writing what it
+    // was given, so the pair ends cleanly only when both have.
+    s.on('close', (hadError: boolean) => (hadError ? end(true) : ++closed === 2 && end(false)));
   }
   a.pipe(b);
   b.pipe(a);
   a.resume();
-  return { mode: 'stream', destroy: close };
+  return { mode: 'stream', destroy: () => end(true) };
+}
+
+/** Whether the socket's end of stream was really a reset (its pending error says so). */
+function wasReset(s: Socket): boolean {
+  const fd = handleOf(s)?.fd ?? handleOf((s as unknown as { _parent?: Socket })._parent ?? s)?.fd;
+  if (typeof fd !== 'number' || fd < 0) return false;
+  try {
+    const err = socketError(fd);
+    return err !== 0;
+  } catch {
+    return false;
+  }
 }
 
 interface StreamHandle {
