@@ -34,6 +34,18 @@ async function httpBackend(name: string): Promise<number> {
   return (s.address() as { port: number }).port;
 }
 
+/** An HTTP server that reads the whole body and answers with its length. */
+async function httpSink(): Promise<number> {
+  const s = createHttpServer((req, res) => {
+    let n = 0;
+    req.on('data', (d: Buffer) => (n += d.length));
+    req.on('end', () => res.end(`got ${n}\n`));
+  });
+  servers.push(s as unknown as Server);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return (s.address() as { port: number }).port;
+}
+
 /** A backend that answers every request with `answer`, as it is (a hostile or broken HTTP server). */
 async function rawBackend(answer: string): Promise<number> {
   const s = createServer((c) => {
@@ -89,6 +101,15 @@ describe.each([
     const b = await backend('b');
     const web = await httpBackend('web');
     const badStatus = await rawBackend('HTTP/1.1 050 Weird\r\ncontent-length: 0\r\n\r\n');
+    const silentServer = createServer((c) => {
+      // accepts, then says nothing (and lets go after a while, so that the suite can close it)
+      c.on('error', () => undefined);
+      c.setTimeout(5_000, () => c.destroy());
+    });
+    servers.push(silentServer);
+    await new Promise<void>((r) => silentServer.listen(0, '127.0.0.1', r));
+    const silent = (silentServer.address() as { port: number }).port;
+    const sink = await httpSink();
     const refused = await backend('gone');
     await new Promise<void>((r) => servers.pop()!.close(() => r())); // its port now refuses
     const services: LocalService[] = [
@@ -118,13 +139,25 @@ describe.each([
         export: { loadBalancer: 'RoundRobinLoadBalancer' as const, rules: [{ portNumber: 80, path: `/${name}`, pathType: 'Prefix' as const }], pathRewrite: { from: `/${name}`, to: to! } },
       })),
       {
+        namespace: 'slow',
+        name: 'silent',
+        ports: new Map([[80, [{ ip: '127.0.0.1', port: silent }]]]),
+        export: { loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 80, path: '/silent', pathType: 'Prefix' }] },
+      },
+      {
+        namespace: 'slow',
+        name: 'upload',
+        ports: new Map([[80, [{ ip: '127.0.0.1', port: sink }]]]),
+        export: { loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 80, path: '/upload', pathType: 'Prefix' }] },
+      },
+      {
         namespace: 'hostile',
         name: 'status',
         ports: new Map([[80, [{ ip: '127.0.0.1', port: badStatus }]]]),
         export: { loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 80, path: '/status', pathType: 'Prefix' }] },
       },
     ];
-    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog(services), connectTimeoutMs: 500, headerTimeoutMs: 1000, kernelSplice });
+    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog(services), connectTimeoutMs: 500, headerTimeoutMs: 1000, ingressIdleMs: 1000, kernelSplice });
     gwPort = gw.address.port;
   });
   afterAll(async () => {
@@ -180,6 +213,28 @@ describe.each([
     expect(await code('/status')).toBe('502');
     expect((await run('curl', ['-s', `http://127.0.0.1:${gwPort}/shop/items`])).stdout).toBe('web GET /api/items\n');
     expect((await run('curl', ['-s', `http://127.0.0.1:${gwPort}/healthz`])).stdout).toBe('ok\n');
+  });
+
+  it('ingress: a slow upload that keeps moving gets through; an upstream that says nothing gets a 504', async () => {
+    // 12 chunks 250 ms apart: 3 s in all, three times the idle limit, never idle that long.
+    const upload = await new Promise<string>((resolve, reject) => {
+      const c = connect(gwPort, '127.0.0.1');
+      let out = '';
+      c.on('data', (d) => (out += d.toString()));
+      c.on('close', () => resolve(out));
+      c.on('error', reject);
+      c.write('POST /upload HTTP/1.1\r\nhost: gw\r\ncontent-length: 12000\r\nconnection: close\r\n\r\n');
+      let i = 0;
+      const t = setInterval(() => {
+        c.write(Buffer.alloc(1000, 97));
+        if (++i === 12) clearInterval(t);
+      }, 250);
+    });
+    expect(upload).toMatch(/^HTTP\/1\.1 200[\s\S]*got 12000/);
+    const started = Date.now();
+    const silent = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${gwPort}/silent`]);
+    expect(silent.stdout).toBe('504');
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 
   it('garbage, oversized heads and slow clients are answered or closed, and never stop other tunnels', async () => {

@@ -15,6 +15,8 @@ export interface LocalService {
   ports: Map<number, Endpoint[]>;
   /** The ServiceExport's spec, undefined when the service is not exported. */
   export: ServiceExportSpec | undefined;
+  /** When it was exported (the ServiceExport's creationTimestamp): the older export keeps a shared ingress path. */
+  exportedAt?: string;
 }
 
 /** The local services, as the agent last saw them. */

@@ -26,6 +26,8 @@ export interface GatewayOptions {
   tls?: TunnelTls;
   /** Move the bytes of plain-TCP tunnels in the kernel (splice(2) on the addon's thread) rather than through streams. */
   kernelSplice?: boolean;
+  /** An ingress request (its body, or its upstream's answer) with no byte for this long is cut; default 60 s. */
+  ingressIdleMs?: number;
   logger?: Logger;
 }
 
@@ -62,6 +64,7 @@ export class Gateway {
   readonly #server: Server;
   readonly #catalog: Catalog;
   readonly #connectTimeoutMs: number;
+  readonly #ingressIdleMs: number;
   readonly #log: Logger;
   readonly #tunnels: Tunnels;
   readonly #next = new Map<string, number>();
@@ -72,6 +75,7 @@ export class Gateway {
     this.#server = server;
     this.#catalog = options.catalog;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
+    this.#ingressIdleMs = options.ingressIdleMs ?? 60_000;
     this.#log = options.logger ?? componentLogger('gateway');
     // A TLS gateway's tunnels are all TLS: their bytes must pass through Node, no splicer is needed.
     this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice && !options.tls), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
@@ -106,7 +110,9 @@ export class Gateway {
     const http = {
       maxHeaderSize: MAX_HEADER_BYTES,
       headersTimeout: headerTimeout,
-      requestTimeout: headerTimeout * 2,
+      // No limit on a whole request (a slow upload is not an attack); heads are bounded above, bodies by the
+      // ingress idle limit.
+      requestTimeout: 0,
       // How often the server looks for request heads past their timeout (Node's default is 30 s).
       connectionsCheckingInterval: 500,
     };
@@ -179,6 +185,15 @@ export class Gateway {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`no ingress rule matches ${url.split('?')[0]}\n`);
       return;
     }
+    if ('refused' in m) {
+      this.#count(m.refused);
+      res.writeHead(m.refused, { 'content-type': 'text/plain' }).end(`${m.reason}\n`);
+      return;
+    }
+    // A body may take long (an upload), but not stall: an idle limit rather than a limit on the whole request.
+    req.socket.setTimeout(this.#ingressIdleMs, () => req.socket.destroy());
+    // Once the request is in, waiting is the upstream's limit (below), not the client's.
+    req.once('end', () => req.socket.setTimeout(0));
     const endpoints = m.service.ports.get(m.port) ?? [];
     if (!endpoints.length) {
       this.#count(503);
@@ -205,6 +220,12 @@ export class Gateway {
         }
         upRes.on('error', () => res.destroy());
         upRes.pipe(res);
+      });
+      // An upstream that accepts and then says nothing gets a 504, not a request held forever.
+      up.setTimeout(this.#ingressIdleMs, () => {
+        if (!res.headersSent) fail(504, `endpoint ${ep.ip}:${ep.port} did not answer within ${this.#ingressIdleMs} ms`);
+        else res.destroy();
+        up.destroy();
       });
     } catch (err) {
       // The export's pathRewrite made a path no HTTP request can carry (a space, a character above 0xff).

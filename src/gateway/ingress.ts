@@ -1,6 +1,8 @@
 // The ServiceExport HTTP ingress rules ("ingress rules are created for the service", as the seed says): a plain
 // HTTP request to the gateway whose path matches an exported service's rule goes to that service, with the
-// export's pathRewrite applied. Pure.
+// export's pathRewrite applied. The path space is shared by every team that exports: a namespace that claimed
+// a path first keeps every request its rules match, so a newer export elsewhere cannot carve a path out of it
+// (team B's Exact /api/login inside team A's Prefix /api). Pure.
 import type { LocalService } from './catalog.js';
 
 export interface IngressMatch {
@@ -10,6 +12,8 @@ export interface IngressMatch {
   path: string;
 }
 
+export type IngressResult = IngressMatch | { refused: 400; reason: string } | undefined;
+
 function matches(pathname: string, rule: { path?: string; pathType: 'Exact' | 'Prefix' }): number {
   const p = rule.path ?? '/';
   if (rule.pathType === 'Exact') return pathname === p ? p.length + 1 : -1;
@@ -18,24 +22,51 @@ function matches(pathname: string, rule: { path?: string; pathType: 'Exact' | 'P
   return pathname === base || pathname.startsWith(`${base}/`) || base === '' ? base.length : -1;
 }
 
-/** The longest matching rule over all exported services (Exact beats Prefix of the same length). */
-export function matchIngress(services: Iterable<LocalService>, url: string): IngressMatch | undefined {
+/** Whether a path climbs (`.` or `..` segments, also percent-encoded): never forwarded, whatever a backend makes of it. */
+function climbs(pathname: string): boolean {
+  return pathname.split('/').some((seg) => {
+    let s = seg;
+    try {
+      s = decodeURIComponent(seg);
+    } catch {
+      // an invalid escape is the backend's to refuse; it cannot be a dot segment
+    }
+    return s === '.' || s === '..';
+  });
+}
+
+const older = (a: LocalService, b: LocalService): boolean => {
+  const ta = a.exportedAt ?? '';
+  const tb = b.exportedAt ?? '';
+  return ta !== tb ? ta < tb : `${a.namespace}/${a.name}` < `${b.namespace}/${b.name}`;
+};
+
+/**
+ * The rule a request goes to: among every matching rule, the namespace of the oldest export that matches owns
+ * the request, and within it the longest match wins (Exact beats Prefix of the same length).
+ */
+export function matchIngress(services: Iterable<LocalService>, url: string): IngressResult {
   const q = url.indexOf('?');
   const pathname = q < 0 ? url : url.slice(0, q);
   const query = q < 0 ? '' : url.slice(q);
-  let best: { score: number; match: IngressMatch } | undefined;
+  if (climbs(pathname)) return { refused: 400, reason: 'a path with . or .. segments is not forwarded' };
+  const found: { score: number; service: LocalService; port: number }[] = [];
   for (const service of services) {
     const exp = service.export;
     for (const rule of exp?.rules ?? []) {
       if (rule.path === undefined) continue;
       const score = matches(pathname, rule);
-      if (score < 0 || (best && best.score >= score)) continue;
+      if (score < 0) continue;
       const port = rule.portNumber ?? [...service.ports.keys()][0];
       if (port === undefined) continue;
-      const from = exp?.pathRewrite?.from;
-      const rewritten = from && pathname.startsWith(from) ? `${exp.pathRewrite?.to ?? ''}${pathname.slice(from.length)}` : pathname;
-      best = { score, match: { service, port, path: `${rewritten.startsWith('/') ? '' : '/'}${rewritten}${query}` } };
+      found.push({ score, service, port });
     }
   }
-  return best?.match;
+  if (!found.length) return undefined;
+  const owner = found.reduce((a, b) => (older(b.service, a.service) ? b : a)).service.namespace;
+  const best = found.filter((f) => f.service.namespace === owner).reduce((a, b) => (b.score > a.score ? b : a));
+  const exp = best.service.export;
+  const from = exp?.pathRewrite?.from;
+  const rewritten = from && pathname.startsWith(from) ? `${exp.pathRewrite?.to ?? ''}${pathname.slice(from.length)}` : pathname;
+  return { service: best.service, port: best.port, path: `${rewritten.startsWith('/') ? '' : '/'}${rewritten}${query}` };
 }

@@ -9,12 +9,19 @@ import type { Catalog, LocalService } from './catalog.js';
 
 /** A catalog from resources (pure). `denied`: addresses never dialled (the gateway's own). */
 export function catalogFrom(services: Service[], slices: EndpointSlice[], exports: ServiceExport[], denied?: ReadonlySet<string>): Map<string, LocalService> {
-  const exported = new Map(exports.map((e) => [`${e.metadata.namespace ?? 'default'}/${e.metadata.name}`, e.spec ?? {}]));
+  const exported = new Map(exports.map((e) => [`${e.metadata.namespace ?? 'default'}/${e.metadata.name}`, e]));
   const out = new Map<string, LocalService>();
   for (const s of services) {
     const namespace = s.metadata.namespace ?? 'default';
     const key = `${namespace}/${s.metadata.name}`;
-    out.set(key, { namespace, name: s.metadata.name, ports: localEndpoints(s, slices, denied), export: exported.get(key) as ServiceExport['spec'] | undefined });
+    const e = exported.get(key);
+    out.set(key, {
+      namespace,
+      name: s.metadata.name,
+      ports: localEndpoints(s, slices, denied),
+      export: e ? ((e.spec ?? {}) as ServiceExport['spec']) : undefined,
+      ...(e?.metadata.creationTimestamp ? { exportedAt: e.metadata.creationTimestamp } : {}),
+    });
   }
   return out;
 }
