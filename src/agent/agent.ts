@@ -10,7 +10,7 @@ import type { Route, RouteTable } from '../proxy/proxy.js';
 import { Backoff, type Clock, systemClock } from '../sources/backoff.js';
 import { Coalescer } from '../sources/coalescer.js';
 import { type Informer, Kinds, type Source } from '../sources/source.js';
-import { type EndpointSlice, desiredNode, routeKey } from './desired.js';
+import { type DesiredMemo, type EndpointSlice, desiredNode, routeKey } from './desired.js';
 
 /**
  * The proxy's routes, replaced as a whole by each reconcile. A route whose redirect was just removed is still
@@ -96,6 +96,7 @@ export class Agent {
   readonly #reconciles: Coalescer;
   #closed = false;
   #lastProblems = '[]';
+  readonly #memo: DesiredMemo = new Map();
   readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined, degraded: [] };
 
   constructor(options: AgentOptions) {
@@ -136,6 +137,7 @@ export class Agent {
         services: i.services.list(),
         endpointSlices: i.slices.list(),
         ...(this.#o.redirects.capacity !== undefined ? { capacity: this.#o.redirects.capacity } : {}),
+        memo: this.#memo,
       });
       if (d.problems.length && JSON.stringify(d.problems) !== this.#lastProblems) this.#log.warn({ problems: d.problems }, 'imports left out of the datapath');
       this.#lastProblems = JSON.stringify(d.problems);

@@ -64,11 +64,29 @@ export function dialable(ip: unknown, denied: ReadonlySet<string> = new Set()): 
   return low !== '::1' && low !== '::' && !/^fe[89ab][0-9a-f]:/.test(low);
 }
 
-/** Ready endpoints of a local Service, per service port (resolving the target port through the slices' port names). */
-export function localEndpoints(service: Service | undefined, slices: EndpointSlice[], denied?: ReadonlySet<string>): Map<number, Endpoint[]> {
+/** EndpointSlices by `namespace/service-name` (their label): one pass, so a rebuild is not services × slices. */
+export function slicesByService(slices: EndpointSlice[]): Map<string, EndpointSlice[]> {
+  const out = new Map<string, EndpointSlice[]>();
+  for (const s of slices) {
+    const name = s.metadata.labels?.[SERVICE_NAME_LABEL];
+    if (name === undefined) continue;
+    const k = `${s.metadata.namespace ?? 'default'}/${name}`;
+    const list = out.get(k);
+    if (list) list.push(s);
+    else out.set(k, [s]);
+  }
+  return out;
+}
+
+/**
+ * Ready endpoints of a local Service, per service port (resolving the target port through the slices' port
+ * names). `slices`: all of them, or the index of slicesByService.
+ */
+export function localEndpoints(service: Service | undefined, slices: EndpointSlice[] | Map<string, EndpointSlice[]>, denied?: ReadonlySet<string>): Map<number, Endpoint[]> {
   const out = new Map<number, Endpoint[]>();
   if (!service) return out;
-  const mine = slices.filter(
+  const candidates = Array.isArray(slices) ? slices : (slices.get(`${service.metadata.namespace ?? 'default'}/${service.metadata.name}`) ?? []);
+  const mine = candidates.filter(
     (s) => s.metadata.labels?.[SERVICE_NAME_LABEL] === service.metadata.name && s.metadata.namespace === service.metadata.namespace && (s.addressType === undefined || s.addressType === 'IPv4' || s.addressType === 'IPv6'),
   );
   for (const sp of service.spec.ports ?? []) {
@@ -95,6 +113,8 @@ export function desiredNode(input: {
   endpointSlices: EndpointSlice[];
   /** How many redirects the datapath holds (its map's capacity); default: no limit. */
   capacity?: number;
+  /** Kept between calls (the agent's): imports whose inputs did not change are not computed again. */
+  memo?: DesiredMemo;
 }): DesiredNode {
   const key = (ns: string | undefined, name: string) => `${ns ?? 'default'}/${name}`;
   const policies = new Map(input.policies.map((p) => [key(p.metadata.namespace, p.metadata.name), p.spec]));
@@ -103,64 +123,98 @@ export function desiredNode(input: {
   const routes = new Map<string, Route>();
   const kept = new Map<string, Route>();
   const problems: { import: string; error: string }[] = [];
+  const sliceIndex = slicesByService(input.endpointSlices);
   // In namespace/name order: when two imports claim one ip:port, or more than fit, the rule below is stable.
-  const imports = [...input.imports].sort((a, b) => key(a.metadata.namespace, a.metadata.name).localeCompare(key(b.metadata.namespace, b.metadata.name)));
+  // (Keys computed once, compared by code unit: localeCompare in a sort of 10k is most of a reconcile.)
+  const imports = input.imports.map((i) => [key(i.metadata.namespace, i.metadata.name), i] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, i]) => i);
+  const seen = new Set<string>();
   for (const imp of imports) {
     if (imp.spec.type === 'Headless') continue; // no ClusterIP to redirect
     const k = key(imp.metadata.namespace, imp.metadata.name);
-    if (isClusterMachinery(imp.metadata.namespace, imp.metadata.name)) {
-      problems.push({ import: k, error: "the cluster's own Service (the API server's, or kube-system): never redirected" });
-      continue;
-    }
-    // Only this cluster's own ClusterIP of the same-named Service (the derived Service, or the exporter's own):
-    // an import must not take over any other address (another team's VIP, an external database).
     const svc = services.get(k);
-    const own = new Set(svc ? clusterIPsOf(svc) : []);
-    const ips = (Array.isArray(imp.spec.ips) ? imp.spec.ips : []).filter((ip) => own.has(ip));
-    const foreign = (Array.isArray(imp.spec.ips) ? imp.spec.ips : []).filter((ip) => !own.has(ip));
-    if (foreign.length) problems.push({ import: k, error: `spec.ips ${foreign.join(', ')} ${foreign.length > 1 ? 'are' : 'is'} not the ClusterIP of Service ${k} in this cluster: not redirected` });
-    // One import (or its policy) that does not hold together costs only itself, not the node's other services.
-    try {
-      const r = new Map<string, Route>();
-      const kp = new Map<string, Route>();
-      const rd: RedirectEntry[] = [];
-      const local = localEndpoints(svc, input.endpointSlices);
-      for (const port of imp.spec.ports ?? []) {
-        if ((port.protocol ?? 'TCP') !== 'TCP') continue; // the datapath redirects TCP only (UDP comes later)
-        const route: Route = {
-          service: imp.metadata.name,
-          namespace: imp.metadata.namespace ?? 'default',
-          port: port.port,
-          exporters: port.endpoints.map((e) => ({ clusterKey: e.clusterKey, gateway: { host: e.target.ip || e.target.host, port: e.target.port } })),
-          policy: policies.get(k),
-          localEndpoints: local.get(port.port) ?? [],
-        };
-        const leaves = needsNodeProxy({ localCluster: input.localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy: route.policy });
-        for (const ip of ips) {
-          if (!leaves) {
-            kp.set(routeKey(ip, port.port), route);
-            continue;
-          }
-          rd.push({ ip, port: port.port, id: fnv1a(`${k}:${port.port}`) });
-          r.set(routeKey(ip, port.port), route);
-        }
-      }
-      // What the datapath can take: each ip:port once (the first import in namespace/name order keeps it), IP
-      // addresses only, at most `capacity` entries; the rest is left out and reported, never the whole set.
-      for (const e of rd) {
-        const rk = routeKey(e.ip, e.port);
-        if (!isIP(e.ip)) problems.push({ import: k, error: `${e.ip} is not an IP address: not redirected` });
-        else if (routes.has(rk)) problems.push({ import: k, error: `${rk} is redirected for ${routes.get(rk)!.namespace}/${routes.get(rk)!.service} already: left out` });
-        else if (redirects.length >= (input.capacity ?? Infinity)) problems.push({ import: k, error: `the datapath holds ${input.capacity} redirects: ${rk} left out` });
-        else {
-          redirects.push(e);
-          routes.set(rk, r.get(rk)!);
-        }
-      }
-      for (const [a, b] of kp) if (!kept.has(a)) kept.set(a, b);
-    } catch (err) {
-      problems.push({ import: k, error: (err as Error).message });
+    const policy = policies.get(k);
+    const slices = sliceIndex.get(k) ?? [];
+    // Unchanged inputs (informers replace an object when it changes): the last answer, not a new one.
+    const deps = [imp, policy, svc, input.localCluster, ...slices];
+    let part = input.memo?.get(k);
+    if (!part || part.deps.length !== deps.length || part.deps.some((d, i) => d !== deps[i])) {
+      part = { deps, ...importPart(k, imp, svc, policy, slices, input.localCluster) };
+      input.memo?.set(k, part);
     }
+    seen.add(k);
+    problems.push(...part.problems);
+    // What the datapath can take: each ip:port once (the first import in namespace/name order keeps it), IP
+    // addresses only, at most `capacity` entries; the rest is left out and reported, never the whole set.
+    for (const e of part.redirects) {
+      const rk = routeKey(e.ip, e.port);
+      if (!isIP(e.ip)) problems.push({ import: k, error: `${e.ip} is not an IP address: not redirected` });
+      else if (routes.has(rk)) problems.push({ import: k, error: `${rk} is redirected for ${routes.get(rk)!.namespace}/${routes.get(rk)!.service} already: left out` });
+      else if (redirects.length >= (input.capacity ?? Infinity)) problems.push({ import: k, error: `the datapath holds ${input.capacity} redirects: ${rk} left out` });
+      else {
+        redirects.push(e);
+        routes.set(rk, part.routes.get(rk)!);
+      }
+    }
+    for (const [a, b] of part.kept) if (!kept.has(a)) kept.set(a, b);
   }
+  if (input.memo) for (const k of input.memo.keys()) if (!seen.has(k)) input.memo.delete(k);
   return { redirects, routes, kept, problems };
+}
+
+interface ImportPart {
+  redirects: RedirectEntry[];
+  routes: Map<string, Route>;
+  kept: Map<string, Route>;
+  problems: { import: string; error: string }[];
+}
+
+/** Per import: the inputs its part was computed from, and the part. */
+export type DesiredMemo = Map<string, ImportPart & { deps: unknown[] }>;
+
+/** One import's redirects, routes and kept addresses, or its problems; never throws. */
+function importPart(k: string, imp: ServiceImport, svc: Service | undefined, policy: GlobalTrafficPolicy['spec'] | undefined, slices: EndpointSlice[], localCluster: ClusterKey): ImportPart {
+  const out: ImportPart = { redirects: [], routes: new Map(), kept: new Map(), problems: [] };
+  const [namespace, name] = [imp.metadata.namespace, imp.metadata.name];
+  if (isClusterMachinery(namespace, name)) {
+    out.problems.push({ import: k, error: "the cluster's own Service (the API server's, or kube-system): never redirected" });
+    return out;
+  }
+  // Only this cluster's own ClusterIP of the same-named Service (the derived Service, or the exporter's own):
+  // an import must not take over any other address (another team's VIP, an external database).
+  const own = new Set(svc ? clusterIPsOf(svc) : []);
+  const all = Array.isArray(imp.spec.ips) ? imp.spec.ips : [];
+  const ips = all.filter((ip) => own.has(ip));
+  const foreign = all.filter((ip) => !own.has(ip));
+  if (foreign.length) out.problems.push({ import: k, error: `spec.ips ${foreign.join(', ')} ${foreign.length > 1 ? 'are' : 'is'} not the ClusterIP of Service ${k} in this cluster: not redirected` });
+  // One import (or its policy) that does not hold together costs only itself, not the node's other services.
+  try {
+    const local = localEndpoints(svc, slices);
+    const redirects: RedirectEntry[] = [];
+    const routes = new Map<string, Route>();
+    const kept = new Map<string, Route>();
+    for (const port of imp.spec.ports ?? []) {
+      if ((port.protocol ?? 'TCP') !== 'TCP') continue; // the datapath redirects TCP only (UDP comes later)
+      const route: Route = {
+        service: name,
+        namespace: namespace ?? 'default',
+        port: port.port,
+        exporters: port.endpoints.map((e) => ({ clusterKey: e.clusterKey, gateway: { host: e.target.ip || e.target.host, port: e.target.port } })),
+        policy,
+        localEndpoints: local.get(port.port) ?? [],
+      };
+      const leaves = needsNodeProxy({ localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy });
+      for (const ip of ips) {
+        if (!leaves) {
+          kept.set(routeKey(ip, port.port), route);
+          continue;
+        }
+        redirects.push({ ip, port: port.port, id: fnv1a(`${k}:${port.port}`) });
+        routes.set(routeKey(ip, port.port), route);
+      }
+    }
+    Object.assign(out, { redirects, routes, kept });
+  } catch (err) {
+    out.problems.push({ import: k, error: (err as Error).message });
+  }
+  return out;
 }

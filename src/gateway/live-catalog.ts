@@ -3,7 +3,7 @@
 import { networkInterfaces } from 'node:os';
 import type { Service } from '../api/core.js';
 import type { ServiceExport } from '../api/flomesh.js';
-import { type EndpointSlice, localEndpoints } from '../agent/desired.js';
+import { type EndpointSlice, localEndpoints, slicesByService } from '../agent/desired.js';
 import { type Informer, Kinds, type Source } from '../sources/source.js';
 import type { Catalog, LocalService } from './catalog.js';
 
@@ -11,6 +11,7 @@ import type { Catalog, LocalService } from './catalog.js';
 export function catalogFrom(services: Service[], slices: EndpointSlice[], exports: ServiceExport[], denied?: ReadonlySet<string>): Map<string, LocalService> {
   const exported = new Map(exports.map((e) => [`${e.metadata.namespace ?? 'default'}/${e.metadata.name}`, e]));
   const out = new Map<string, LocalService>();
+  const index = slicesByService(slices);
   for (const s of services) {
     const namespace = s.metadata.namespace ?? 'default';
     const key = `${namespace}/${s.metadata.name}`;
@@ -18,7 +19,7 @@ export function catalogFrom(services: Service[], slices: EndpointSlice[], export
     out.set(key, {
       namespace,
       name: s.metadata.name,
-      ports: localEndpoints(s, slices, denied),
+      ports: localEndpoints(s, index, denied),
       export: e ? ((e.spec ?? {}) as ServiceExport['spec']) : undefined,
       ...(e?.metadata.creationTimestamp ? { exportedAt: e.metadata.creationTimestamp } : {}),
     });

@@ -5,7 +5,7 @@
 // Pure: resources in, `nft -f` text out.
 import { isIPv4 } from 'node:net';
 import type { Service } from '../api/core.js';
-import { type EndpointSlice, localEndpoints } from '../agent/desired.js';
+import { type EndpointSlice, localEndpoints, slicesByService } from '../agent/desired.js';
 
 export const KUBE_PROXY_TABLE = 'ecnet_kube_proxy';
 
@@ -37,12 +37,13 @@ export function kubeProxyRuleset(input: KubeProxyInput): string {
   const entries: string[] = [];
   const chains: string[] = [];
   const taken = new Set<string>();
+  const index = slicesByService(input.endpointSlices);
   let n = 0;
   for (const s of [...input.services].sort((a, b) => `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`))) {
     const ip = s.spec.clusterIP;
     // Only ClusterIPs of the service range: a Service must not capture another address (a gateway's, a node's).
     if (!isV4(ip) || !inCidr(ip, input.serviceCidr)) continue;
-    const eps = localEndpoints(s, input.endpointSlices);
+    const eps = localEndpoints(s, index);
     for (const sp of s.spec.ports ?? []) {
       if ((sp.protocol ?? 'TCP') !== 'TCP' || !isPort(sp.port)) continue; // TCP only, like ecnet's datapath
       const ready = (eps.get(sp.port) ?? []).filter((e) => isV4(e.ip) && isPort(e.port) && endpointAllowed(e.ip, input.nodeIp));
