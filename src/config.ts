@@ -7,6 +7,7 @@ import { formatEndpoint, normalizeIp, parseEndpoint } from './bpf/address.js';
 import type { DatapathSettings } from './bpf/codecs.js';
 import { detectCgroup2 } from './bpf/host.js';
 import { packageRoot } from './paths.js';
+import type { ConnectionLimits } from './tunnel/limits.js';
 
 export const defaults = {
   /** Pin directory of maps and links on bpffs. */
@@ -343,8 +344,24 @@ export function spliceMode(flag: string | undefined, env: NodeJS.ProcessEnv): Sp
   throw new ConfigError(`--splice must be kernel or stream, got ${JSON.stringify(v)}`);
 }
 
+/** --max-connections and --max-connections-per-source of the agent's proxy and the gateway. */
+export interface LimitFlags {
+  maxConnections?: string;
+  maxConnectionsPerSource?: string;
+}
+
+/** Connection limits from flags or ECNET_MAX_CONNECTIONS / ECNET_MAX_CONNECTIONS_PER_SOURCE; unset: the defaults. */
+export function limitsConfig(flags: LimitFlags, env: NodeJS.ProcessEnv): Partial<ConnectionLimits> {
+  const total = flags.maxConnections ?? env.ECNET_MAX_CONNECTIONS;
+  const perSource = flags.maxConnectionsPerSource ?? env.ECNET_MAX_CONNECTIONS_PER_SOURCE;
+  return {
+    ...(total !== undefined ? { total: parseIntFlag('--max-connections', total, 1, 1 << 24) } : {}),
+    ...(perSource !== undefined ? { perSource: parseIntFlag('--max-connections-per-source', perSource, 1, 1 << 24) } : {}),
+  };
+}
+
 /** Flags of `ecnet gateway`. */
-export interface GatewayFlags extends SourceFlags, TlsFlags {
+export interface GatewayFlags extends SourceFlags, TlsFlags, LimitFlags {
   listen?: string;
   splice?: string;
 }
@@ -354,6 +371,7 @@ export interface GatewayConfig {
   listen: { ip: string; port: number };
   tls: TlsConfig | undefined;
   splice: SpliceMode;
+  limits: Partial<ConnectionLimits>;
 }
 
 export const gatewayDefaults = {
@@ -364,7 +382,7 @@ export const gatewayDefaults = {
 export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
   const listen = flags.listen ?? env.ECNET_GATEWAY_LISTEN ?? gatewayDefaults.listen;
   try {
-    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls: tlsConfig(flags, true, env), splice: spliceMode(flags.splice, env) };
+    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls: tlsConfig(flags, true, env), splice: spliceMode(flags.splice, env), limits: limitsConfig(flags, env) };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;
     throw new ConfigError(`--listen: ${(cause as Error).message}`, { cause });
@@ -372,7 +390,7 @@ export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = proc
 }
 
 /** Flags of `ecnet agent`. */
-export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags {
+export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags, LimitFlags {
   bpffs?: string;
   cgroup?: string;
   clusterKey?: string;
@@ -398,6 +416,8 @@ export interface AgentConfig {
   /** TLS to the gateways (client certificate for mTLS). */
   tls: TlsConfig | undefined;
   splice: SpliceMode;
+  /** The node proxy's connection limits. */
+  limits: Partial<ConnectionLimits>;
 }
 
 const CLUSTER_KEY = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?){3}$/;
@@ -429,6 +449,7 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       admin: parseEndpoint(admin),
       tls: tlsConfig(flags, false, env, true),
       splice: spliceMode(flags.splice, env),
+      limits: limitsConfig(flags, env),
     };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;

@@ -347,3 +347,47 @@ describe('gateway with mTLS', () => {
     expect(r.stdout).toBe('web-tls GET /x\n');
   });
 });
+
+describe('gateway under a flood from one source', () => {
+  let gw: Gateway | undefined;
+  const held: Socket[] = [];
+  let echoPort = 0;
+  beforeAll(async () => {
+    echoPort = await backend('echo');
+    gw = await Gateway.start({
+      host: '127.0.0.1',
+      port: 0,
+      catalog: staticCatalog([{ namespace: 'ns', name: 'echo', ports: new Map([[80, [{ ip: '127.0.0.1', port: echoPort }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } }]),
+      limits: { total: 1_000, perSource: 300 },
+    });
+  });
+  afterAll(async () => {
+    for (const s of held) s.destroy();
+    await gw?.close(100);
+    await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+  });
+
+  it('holds the per-source limit through 2,000 tunnels from one address, resets the rest at once, and still serves another source', async () => {
+    const heapBefore = process.memoryUsage().heapUsed;
+    const open = (localAddress: string) =>
+      new Promise<'tunnel' | 'reset'>((resolve) => {
+        const c = connect({ port: gw!.address.port, host: '127.0.0.1', localAddress });
+        held.push(c);
+        c.on('error', () => resolve('reset'));
+        c.on('close', () => resolve('reset'));
+        c.on('data', (d) => {
+          if (d.toString().startsWith('HTTP/1.1 200')) resolve('tunnel');
+        });
+        c.write('CONNECT echo.ns.svc.clusterset.local:80 HTTP/1.1\r\nhost: echo.ns.svc.clusterset.local:80\r\n\r\n');
+      });
+    const results: string[] = [];
+    for (let i = 0; i < 2_000; i += 100) results.push(...(await Promise.all(Array.from({ length: 100 }, () => open('127.0.0.1')))));
+    const tunnels = results.filter((r) => r === 'tunnel').length;
+    expect(tunnels).toBe(300);
+    expect(gw!.stats.limited).toBe(1_700);
+    // Another source (another node's proxy) is still served while the first holds its 300.
+    expect(await open('127.0.0.9')).toBe('tunnel');
+    // 301 held tunnels and 1,700 refusals cost the gateway little memory (a bound, not a measurement).
+    expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(64 << 20);
+  }, 60_000);
+});

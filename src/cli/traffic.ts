@@ -35,6 +35,12 @@ function tlsOptions(cmd: Command): Command {
     .option('--tls-ca <file>', 'PEM CA: the gateway requires client certificates it signed; the agent verifies gateways with it');
 }
 
+function limitOptions(cmd: Command): Command {
+  return cmd
+    .option('--max-connections <n>', 'open connections at most; more are reset at once (default 16384)')
+    .option('--max-connections-per-source <n>', 'open connections from one source address at most (default 4096)');
+}
+
 function sourceOptions(cmd: Command): Command {
   return cmd
     .option('--cluster <dir>', 'this cluster as a local directory (or a name under --clusters-dir)')
@@ -45,7 +51,7 @@ function sourceOptions(cmd: Command): Command {
 }
 
 export function gatewayCommand(): Command {
-  return tlsOptions(sourceOptions(new Command('gateway')))
+  return limitOptions(tlsOptions(sourceOptions(new Command('gateway'))))
     .description("the cluster's entry: tunnels for exported services to ready local endpoints, ingress rules, /healthz")
     .option('--listen <ip:port>', `where to listen (default ${gatewayDefaults.listen})`)
     .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
@@ -54,7 +60,7 @@ export function gatewayCommand(): Command {
       const source = await openSource(cfg.source);
       const catalog = new LiveCatalog();
       await catalog.start(source);
-      const gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', ...(cfg.tls ? { tls: cfg.tls } : {}) });
+      const gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', limits: cfg.limits, ...(cfg.tls ? { tls: cfg.tls } : {}) });
       process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}\n`);
       await untilSignal(async () => {
         await gw.close();
@@ -65,7 +71,7 @@ export function gatewayCommand(): Command {
 }
 
 export function agentCommand(): Command {
-  return tlsOptions(sourceOptions(new Command('agent')))
+  return limitOptions(tlsOptions(sourceOptions(new Command('agent'))))
     .description('the node agent: loads the datapath, keeps its redirects and the proxy routes in step with the cluster, runs the node proxy')
     .option('--cluster-key <key>', "this node's cluster, region/zone/group/name (local mode: default/default/default/<directory name>)")
     .option('--proxy <ip:port>', `the node proxy's address: the node's own IP (status.hostIP), port ${agentDefaults.proxyPort}; every pod must reach it`)
@@ -93,6 +99,7 @@ export function agentCommand(): Command {
         originalDestination: (s) => dp.takeOriginalDestination(s),
         connect,
         kernelSplice: cfg.splice === 'kernel',
+        limits: cfg.limits,
         ...(cfg.tls ? { tls: cfg.tls } : {}),
       });
       const source = await openSource(cfg.source);

@@ -6,6 +6,7 @@
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse, createServer, request } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import { type AddressInfo, type Socket, connect } from 'node:net';
+import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, type TunnelTls, parseAuthority } from '../tunnel/protocol.js';
 import { type Catalog, type Endpoint, decide } from './catalog.js';
@@ -28,6 +29,8 @@ export interface GatewayOptions {
   kernelSplice?: boolean;
   /** An ingress request (its body, or its upstream's answer) with no byte for this long is cut; default 60 s. */
   ingressIdleMs?: number;
+  /** Connection limits (total, per source address: a node's proxy); see tunnel/limits.ts for the defaults. */
+  limits?: Partial<ConnectionLimits>;
   logger?: Logger;
 }
 
@@ -38,6 +41,8 @@ export interface GatewayStats {
   kernelSpliced: number;
   refused: Record<number, number>;
   ingress: number;
+  /** Reset at once: a connection limit was reached (total, or the source's own). */
+  limited: number;
 }
 
 function reply(socket: Socket, status: number, reason: string): void {
@@ -68,7 +73,8 @@ export class Gateway {
   readonly #log: Logger;
   readonly #tunnels: Tunnels;
   readonly #next = new Map<string, number>();
-  readonly stats: GatewayStats = { tunnels: 0, active: 0, kernelSpliced: 0, refused: {}, ingress: 0 };
+  readonly stats: GatewayStats = { tunnels: 0, active: 0, kernelSpliced: 0, refused: {}, ingress: 0, limited: 0 };
+  readonly #limiter: ConnectionLimiter;
   #closed = false;
 
   private constructor(options: GatewayOptions, server: Server) {
@@ -79,6 +85,15 @@ export class Gateway {
     this.#log = options.logger ?? componentLogger('gateway');
     // A TLS gateway's tunnels are all TLS: their bytes must pass through Node, no splicer is needed.
     this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice && !options.tls), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
+    this.#limiter = new ConnectionLimiter(options.limits);
+    // Before the HTTP parser sees a byte: over a limit, the connection is reset.
+    // (A TLS server emits 'connection' with the TCP socket, before the handshake.)
+    server.prependListener('connection', (s: Socket) => {
+      if (this.#limiter.admit(s)) return;
+      this.stats.limited++;
+      s.on('error', () => undefined);
+      s.resetAndDestroy();
+    });
     // Nothing a client or a backend sends may end the process: whatever escapes a handler closes that connection.
     server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) =>
       void this.#tunnel(req, socket, head).catch((err: unknown) => {

@@ -11,6 +11,7 @@ import { HealthBook } from '../policy/health.js';
 import { type Candidate, type Exporter, plan } from '../policy/plan.js';
 import { openTunnel } from '../tunnel/client.js';
 import { STATUS, TunnelError, type TunnelTls } from '../tunnel/protocol.js';
+import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
 import { Tunnels, connectWithin, listen } from '../tunnel/splice.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
@@ -47,6 +48,8 @@ export interface ProxyOptions {
   idleTimeoutMs?: number;
   /** Move the bytes of plain-TCP tunnels in the kernel (splice(2) on the addon's thread) rather than through streams. */
   kernelSplice?: boolean;
+  /** Connection limits (total, per client address); see tunnel/limits.ts for the defaults. */
+  limits?: Partial<ConnectionLimits>;
   /** Draws for weighted choices; default: a low-discrepancy sequence per route (see #draws). */
   random?: () => number;
   now?: () => number;
@@ -63,9 +66,11 @@ export interface ProxyStats {
   active: number;
   /** Of `proxied`, how many moved their bytes in the kernel. */
   kernelSpliced: number;
+  /** Reset at once: a connection limit was reached (total, or the client's own). */
+  limited: number;
 }
 
-type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6'>> & { health: HealthBook; tls?: TunnelTls; random?: () => number };
+type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6' | 'limits'>> & { health: HealthBook; tls?: TunnelTls; random?: () => number };
 
 export class NodeProxy {
   readonly #server: Server;
@@ -75,7 +80,8 @@ export class NodeProxy {
   readonly #conns: Tunnels;
   readonly #next = new Map<string, number>();
   readonly #sequence = new Map<string, number>();
-  readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0 };
+  readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0, limited: 0 };
+  readonly #limiter: ConnectionLimiter;
   #closed = false;
 
   private constructor(options: ProxyOptions, server: Server, server6: Server | undefined) {
@@ -92,8 +98,17 @@ export class NodeProxy {
     } as Settings;
     this.#log = options.logger ?? componentLogger('proxy');
     this.#conns = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: this.#o.idleTimeoutMs, log: this.#log, counts: this.stats });
-    server.on('connection', (s) => void this.#accept(s));
-    server6?.on('connection', (s) => void this.#accept(s));
+    this.#limiter = new ConnectionLimiter(options.limits);
+    const onConnection = (s: Socket) => {
+      if (!this.#limiter.admit(s)) {
+        this.stats.limited++;
+        s.on('error', () => undefined);
+        return void s.resetAndDestroy();
+      }
+      void this.#accept(s);
+    };
+    server.on('connection', onConnection);
+    server6?.on('connection', onConnection);
   }
 
   static async start(options: ProxyOptions): Promise<NodeProxy> {
