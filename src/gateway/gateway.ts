@@ -251,6 +251,11 @@ export class Gateway {
       if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' }).end(`endpoint ${ep.ip}:${ep.port}: ${err.message}\n`);
       else res.destroy();
     });
+    // A client gone before its answer (reset, or half-closed: the HTTP server does not wait on those) takes
+    // its upstream request with it, rather than leaving it open until the idle limit.
+    res.once('close', () => {
+      if (!res.writableFinished) up.destroy();
+    });
     req.pipe(up);
   }
 
