@@ -46,13 +46,18 @@ export function setMark(fd: number, mark: number): void {
   call('setsockopt', [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.I32], [fd, SOL_SOCKET, SO_MARK, v, 4]);
 }
 
+/** getsockopt(SOL_SOCKET, name) into a buffer of `size` bytes. */
+function socketOption(fd: number, name: number, size: number): Buffer {
+  const v = Buffer.alloc(size);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(size);
+  call('getsockopt', [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.U8Array], [fd, SOL_SOCKET, name, v, len]);
+  return v;
+}
+
 /** getsockopt(SO_COOKIE): the kernel's id of a socket, as the BPF programs see it. */
 export function socketCookie(fd: number): bigint {
-  const v = Buffer.alloc(8);
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(8);
-  call('getsockopt', [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.U8Array], [fd, SOL_SOCKET, SO_COOKIE, v, len]);
-  return v.readBigUInt64LE(0);
+  return socketOption(fd, SO_COOKIE, 8).readBigUInt64LE(0);
 }
 
 /**
@@ -60,11 +65,7 @@ export function socketCookie(fd: number): bigint {
  * a reset that arrives after a partial read as a plain end of stream; this tells the two apart.
  */
 export function socketError(fd: number): number {
-  const v = Buffer.alloc(4);
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(4);
-  call('getsockopt', [DataType.I32, DataType.I32, DataType.I32, DataType.U8Array, DataType.U8Array], [fd, SOL_SOCKET, SO_ERROR, v, len]);
-  return v.readInt32LE(0);
+  return socketOption(fd, SO_ERROR, 4).readInt32LE(0);
 }
 
 /** close(fd) for an fd nothing else owns yet. */
