@@ -97,6 +97,7 @@ export class Agent {
   #closed = false;
   #lastProblems = '[]';
   readonly #memo: DesiredMemo = new Map();
+  #reported = new Set<string>();
   readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined, degraded: [] };
 
   constructor(options: AgentOptions) {
@@ -142,6 +143,7 @@ export class Agent {
       if (d.problems.length && JSON.stringify(d.problems) !== this.#lastProblems) this.#log.warn({ problems: d.problems }, 'imports left out of the datapath');
       this.#lastProblems = JSON.stringify(d.problems);
       this.status.degraded = d.problems;
+      this.#report(d.problems, i.imports.list());
       // Routes first, old and new together: a redirect must never reach a proxy that does not know it, neither
       // a new one nor an old one the map still holds if the write below fails. The new set alone once written.
       this.#o.routes.replace(new Map([...this.#o.routes.entries(), ...d.routes]), d.kept);
@@ -158,6 +160,17 @@ export class Agent {
       const t = this.#clock.setTimeout(() => this.trigger(), delay);
       (t as { unref?: () => void }).unref?.();
     }
+  }
+
+  /** A Warning Event on each import when a problem of it first appears (not on every reconcile). */
+  #report(problems: { import: string; error: string }[], imports: ServiceImport[]): void {
+    const now = new Set(problems.map((p) => `${p.import}\n${p.error}`));
+    const byKey = new Map(imports.map((i) => [`${i.metadata.namespace ?? 'default'}/${i.metadata.name}`, i]));
+    for (const p of problems) {
+      const imp = byKey.get(p.import);
+      if (imp && !this.#reported.has(`${p.import}\n${p.error}`)) void this.#o.source.event(imp, { type: 'Warning', reason: 'NotRedirected', message: p.error });
+    }
+    this.#reported = now;
   }
 
   /** Stops watching; the datapath keeps what was written (a restarted agent takes over). */

@@ -1,0 +1,52 @@
+// The agent against an in-memory API server (the real client-node): an import it must leave out (addresses
+// that are not its Service's ClusterIP) gets a Warning Event, once, and the node's other imports are still
+// redirected; /healthz-style status says degraded. No privileges: the datapath is a stand-in set here.
+import { afterAll, beforeAll, expect, it, describe } from 'vitest';
+import { Agent, RouteMap } from '../src/agent/agent.js';
+import type { ServiceEntry } from '../src/bpf/services.js';
+import { createKubernetesSource } from '../src/sources/kubernetes.js';
+import { Kinds, type KubeObject, type Source } from '../src/sources/source.js';
+import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
+
+const svc = (name: string, clusterIP: string) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' }, spec: { clusterIP, ports: [{ name: 'http', port: 80 }] } }) as unknown as KubeObject;
+const imp = (name: string, ips: string[]) =>
+  ({
+    apiVersion: 'flomesh.io/v1alpha1',
+    kind: 'ServiceImport',
+    metadata: { name, namespace: 'shop' },
+    spec: { type: 'ClusterSetIP', ips, ports: [{ port: 80, protocol: 'TCP', endpoints: [{ clusterKey: 'default/default/default/cluster-1', target: { host: '10.0.2.4', ip: '10.0.2.4', port: 80, path: '/' } }] }] },
+  }) as unknown as KubeObject;
+const aa = (name: string) => ({ apiVersion: 'flomesh.io/v1alpha1', kind: 'GlobalTrafficPolicy', metadata: { name, namespace: 'shop' }, spec: { lbType: 'ActiveActive' } }) as unknown as KubeObject;
+
+describe('agent: an import left out is reported, the others stay', () => {
+  let server: KubeApiServer;
+  let source: Source;
+  let agent: Agent;
+  let written: ServiceEntry[] = [];
+  beforeAll(async () => {
+    server = await startKubeApiServer({ bookmarkIntervalMs: 100 });
+    server.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } } as KubeObject);
+    for (const o of [svc('web', '10.96.0.10'), svc('db', '10.96.0.11'), imp('web', ['10.96.0.10']), imp('db', ['10.96.0.11', '10.96.0.1']), aa('web'), aa('db')]) server.put(o);
+    source = createKubernetesSource({ kubeconfig: server.kubeconfig });
+    agent = new Agent({ source, localCluster: 'default/default/default/cluster-2', redirects: { replaceAll: (e) => (written = [...e]) }, routes: new RouteMap(), debounceMs: 5 });
+    await agent.start();
+  });
+  afterAll(async () => {
+    await agent?.close();
+    await source?.close();
+    await server?.close();
+  });
+
+  it('redirects both own addresses, leaves the API server address out, and says so once in a Warning Event', async () => {
+    expect(written.map((e) => e.ip).sort()).toEqual(['10.96.0.10', '10.96.0.11']);
+    expect(agent.status.degraded).toEqual([{ import: 'shop/db', error: expect.stringMatching(/10\.96\.0\.1 is not the ClusterIP of Service shop\/db/) }]);
+    const end = Date.now() + 5000;
+    while (!server.objects(Kinds.Event, 'shop').length && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    const events = server.objects<KubeObject & { reason?: string; involvedObject?: { name?: string; kind?: string }; type?: string }>(Kinds.Event, 'shop');
+    expect(events.map((e) => [e.type, e.reason, e.involvedObject?.kind, e.involvedObject?.name])).toEqual([['Warning', 'NotRedirected', 'ServiceImport', 'db']]);
+    // Another reconcile with the same problem: no second Event.
+    agent.trigger();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(server.objects(Kinds.Event, 'shop')).toHaveLength(1);
+  });
+});
