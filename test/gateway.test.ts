@@ -280,10 +280,20 @@ describe('gateway with mTLS', () => {
     dir = mkdtempSync(join(tmpdir(), 'ecnet-tls-'));
     certs = makeCerts(dir);
     web = await httpBackend('web-tls');
+    const rude = createServer((c) => {
+      c.on('error', () => undefined);
+      c.once('data', () => c.resetAndDestroy());
+    });
+    servers.push(rude);
+    await new Promise<void>((r) => rude.listen(0, '127.0.0.1', r));
     gw = await Gateway.start({
       host: '127.0.0.1',
       port: 0,
-      catalog: staticCatalog([{ namespace: 'shop', name: 'web', ports: new Map([[80, [{ ip: '127.0.0.1', port: web }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } }]),
+      idleTimeoutMs: 1_000,
+      catalog: staticCatalog([
+        { namespace: 'shop', name: 'web', ports: new Map([[80, [{ ip: '127.0.0.1', port: web }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
+        { namespace: 'shop', name: 'rude', ports: new Map([[80, [{ ip: '127.0.0.1', port: (rude.address() as { port: number }).port }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
+      ]),
       tls: { cert: certs.gwCert, key: certs.gwKey, ca: certs.ca },
     });
   });
@@ -305,6 +315,23 @@ describe('gateway with mTLS', () => {
     expect(reply).toMatch(/web-tls GET \/t/);
     await expect(open({ ca: certs.ca })).rejects.toMatchObject({ code: 'ECNET_TUNNEL_UNREACHABLE' });
     await expect(open(undefined)).rejects.toBeDefined();
+  });
+
+  it('a TLS tunnel cut by its backend, or idle past the limit, is reset and the gateway lives on', async () => {
+    const tls = { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey };
+    const ended = (s: Socket) => new Promise<void>((r) => (s.on('error', () => r()), s.on('close', () => r())));
+    const rude = await openTunnel({ gateway: { host: '127.0.0.1', port: gw!.address.port }, target: { service: 'rude', namespace: 'shop', port: 80 }, sourceCluster: 'default/default/default/cluster-2', timeoutMs: 3000, tls });
+    rude.write('x');
+    await ended(rude);
+    const idle = await open(tls);
+    await ended(idle); // the idle limit (1 s)
+    const s = await open(tls);
+    s.write('GET /after HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n');
+    expect(await new Promise<string>((r) => {
+      let out = '';
+      s.on('data', (d) => (out += d.toString()));
+      s.on('end', () => r(out));
+    })).toMatch(/web-tls GET \/after/);
   });
 
   it("the gateway's certificate is checked against the address dialled, also through the proxy's own (marked) socket", async () => {

@@ -7,7 +7,7 @@
 import type { Server, Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { KernelSplicer, type SpliceEnd, type SplicedPair } from '../bpf/kernel-splice.js';
-import { socketError } from '../bpf/libc.js';
+import { setLingerZero, socketError } from '../bpf/libc.js';
 import type { Logger } from '../logger.js';
 
 /** A pair being spliced. */
@@ -31,7 +31,7 @@ function spliceStreams(a: Socket, b: Socket, idleMs: number, onClose: () => void
     // A pair that ends other than by both directions finishing (an error, a reset, the idle limit, destroy)
     // is reset on both sides: a cut stream must never end like a complete one.
     for (const s of [a, b]) {
-      if (cut && !s.destroyed) s.resetAndDestroy();
+      if (cut && !s.destroyed) resetSocket(s);
       else s.destroy();
     }
     onClose();
@@ -54,6 +54,21 @@ function spliceStreams(a: Socket, b: Socket, idleMs: number, onClose: () => void
   b.pipe(a);
   a.resume();
   return { mode: 'stream', destroy: () => end(true) };
+}
+
+/**
+ * Closes a socket with a reset. A TLS socket has no resetAndDestroy (it throws): its TCP descriptor gets
+ * SO_LINGER 0 and is then destroyed, which resets just the same. Never throws.
+ */
+export function resetSocket(s: Socket): void {
+  try {
+    if (!(s instanceof TLSSocket)) return void s.resetAndDestroy();
+    const fd = handleOf(s)?.fd;
+    if (typeof fd === 'number' && fd >= 0) setLingerZero(fd);
+  } catch {
+    // not a socket we can reset any more: a close is what is left
+  }
+  s.destroy();
 }
 
 /** Whether the socket's end of stream was really a reset (its pending error says so). */
