@@ -24,6 +24,16 @@ describe("a member's kubeconfig: inline credentials only", () => {
     expect(() => checkInlineKubeconfig(kubeconfig('    token: a', 'server: https://x\n    certificate-authority: /etc/ca.pem'))).toThrow(/clusters\[0\]\.cluster\.certificate-authority/);
   });
 
+  it('nothing hides behind YAML: merge keys, aliases, token-file, proxy-url, unknown fields', () => {
+    const merged = `apiVersion: v1\nclusters:\n- name: c\n  cluster: {server: 'https://x'}\nusers:\n- name: u\n  user:\n    <<: {exec: {command: /bin/sh, apiVersion: client.authentication.k8s.io/v1}}\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n`;
+    expect(() => checkInlineKubeconfig(merged)).toThrow(/users\[0\]\.user\.exec/);
+    const aliased = `plugin: &p {exec: {command: /bin/sh}}\nusers:\n- name: u\n  user: *p\n`;
+    expect(() => checkInlineKubeconfig(aliased)).toThrow(/kubeconfig\.plugin|users\[0\]\.user\.exec/);
+    expect(() => checkInlineKubeconfig(kubeconfig('    token-file: /var/run/secrets/kubernetes.io/serviceaccount/token'))).toThrow(/token-file: a token file/);
+    expect(() => checkInlineKubeconfig(kubeconfig('    token: a', 'server: https://x\n    proxy-url: http://evil'))).toThrow(/proxy-url/);
+    expect(() => checkInlineKubeconfig(kubeconfig('    Exec: {command: x}'))).toThrow(/Exec: not an inline credential field/);
+  });
+
   it('a kubeconfig that does not parse is refused without quoting it (a Secret\'s content stays out of status and logs)', () => {
     const secret = 'token: SUPERSECRET-1234\n  : : [unbalanced';
     let message = '';

@@ -22,7 +22,7 @@ import {
   type SourceErrorCode,
   type WatchEventType,
 } from './source.js';
-import { checkInlineKubeconfig } from './inline-kubeconfig.js';
+import { inlineKubeconfig } from './inline-kubeconfig.js';
 
 export interface KubernetesSourceOptions {
   /** Kubeconfig YAML text (e.g. inline from a Cluster resource). Wins over the options below. */
@@ -118,16 +118,16 @@ export function loadKubeConfig(o: KubernetesSourceOptions): KubeConfig {
           : 'the default kubeconfig';
   const invalid = (message: string, cause?: unknown) =>
     new SourceError('ECNET_SOURCE_INVALID', `cannot use ${from}: ${message}`, cause === undefined ? undefined : { cause });
-  if (o.inlineOnly) {
-    if (o.kubeconfig === undefined) throw invalid('only an inline kubeconfig is accepted here');
-    checkInlineKubeconfig(o.kubeconfig);
-  }
+  if (o.inlineOnly && o.kubeconfig === undefined) throw invalid('only an inline kubeconfig is accepted here');
   try {
-    if (o.kubeconfig !== undefined) kc.loadFromString(o.kubeconfig);
+    // Inline-only: never client-node's loader (plugins, files, merge keys); the allowlisted fields alone.
+    if (o.inlineOnly) kc.loadFromOptions(inlineKubeconfig(o.kubeconfig!));
+    else if (o.kubeconfig !== undefined) kc.loadFromString(o.kubeconfig);
     else if (o.kubeconfigPath !== undefined) kc.loadFromFile(o.kubeconfigPath);
     else if (o.inCluster) kc.loadFromCluster();
     else kc.loadFromDefault();
   } catch (err) {
+    if (err instanceof SourceError) throw err; // the allowlist's refusal, which quotes nothing
     // An inline kubeconfig's parse error quotes its text (a Secret's content): not passed on.
     if (o.inlineOnly) throw invalid('it does not load as a kubeconfig');
     throw invalid(errorMessage(err), err);
