@@ -2,6 +2,7 @@
 // rebuilt (debounced) after each change and swapped whole, so a lookup always sees one consistent snapshot.
 import { networkInterfaces } from 'node:os';
 import type { Service } from '../api/core.js';
+import { isClusterMachinery } from '../api/protected.js';
 import type { ServiceExport } from '../api/flomesh.js';
 import { type EndpointSlice, localEndpoints, slicesByService } from '../agent/desired.js';
 import { type Informer, Kinds, type Source } from '../sources/source.js';
@@ -14,6 +15,9 @@ export function catalogFrom(services: Service[], slices: EndpointSlice[], export
   const index = slicesByService(slices);
   for (const s of services) {
     const namespace = s.metadata.namespace ?? 'default';
+    // The cluster's own machinery (the API server, kube-system) is never reachable through the gateway,
+    // whatever export someone with rights in `default` writes.
+    if (isClusterMachinery(namespace, s.metadata.name)) continue;
     const key = `${namespace}/${s.metadata.name}`;
     const e = exported.get(key);
     out.set(key, {
