@@ -107,7 +107,12 @@ describe('a node\'s desired state', () => {
   });
 
   it('endpoints anyone can write never open a way in: no names, FQDN slices, loopback, link-local or denied addresses, no bad ports', () => {
-    for (const ip of ['localhost', 'metadata.google.internal', '127.0.0.1', '127.9.9.9', '0.0.0.0', '169.254.169.254', '::1', '::', 'fe80::1', '::ffff:127.0.0.1', '10.0.2.4']) {
+    for (const ip of [
+      'localhost', 'metadata.google.internal', '127.0.0.1', '127.9.9.9', '0.0.0.0', '169.254.169.254', '::1', '::', 'fe80::1', '::ffff:127.0.0.1', '10.0.2.4',
+      // other spellings of the same
+      '::ffff:7f00:1', '0:0:0:0:0:ffff:7f00:1', '0:0:0:0:0:0:0:1', '::0:1', '::0', '0::', '::1%lo', '::ffff:0:0', '::ffff:a9fe:a9fe', '::ffff:a00:204', '::7f00:1',
+      '64:ff9b::7f00:1', 'fd00:ec2::254', 'ff02::1', 'fe80::1%eth0',
+    ]) {
       expect(dialable(ip, new Set(['10.0.2.4'])), ip).toBe(false);
     }
     for (const ip of ['10.42.0.7', 'fd00::7', '192.168.1.1']) expect(dialable(ip), ip).toBe(true);
