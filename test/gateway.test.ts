@@ -215,6 +215,31 @@ describe.each([
     expect((await run('curl', ['-s', `http://127.0.0.1:${gwPort}/healthz`])).stdout).toBe('ok\n');
   });
 
+  it('ingress: many requests on one keep-alive connection add no listener each (no leak per request)', async () => {
+    const { Agent: HttpAgent, get } = await import('node:http');
+    const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      for (let i = 0; i < 30; i++) {
+        const body = await new Promise<string>((resolve, reject) =>
+          get({ host: '127.0.0.1', port: gwPort, path: '/shop/items', agent }, (res) => {
+            let b = '';
+            res.on('data', (d) => (b += d));
+            res.on('end', () => resolve(b));
+          }).on('error', reject),
+        );
+        expect(body).toBe('web GET /api/items\n');
+      }
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((w) => w === 'MaxListenersExceededWarning')).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      agent.destroy();
+    }
+  });
+
   it('ingress: a slow upload that keeps moving gets through; an upstream that says nothing gets a 504', async () => {
     // 12 chunks 250 ms apart: 3 s in all, three times the idle limit, never idle that long.
     const upload = await new Promise<string>((resolve, reject) => {

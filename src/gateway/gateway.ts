@@ -70,6 +70,7 @@ export class Gateway {
   readonly #catalog: Catalog;
   readonly #connectTimeoutMs: number;
   readonly #ingressIdleMs: number;
+  readonly #idleWatched = new WeakSet<Socket>();
   readonly #log: Logger;
   readonly #tunnels: Tunnels;
   readonly #next = new Map<string, number>();
@@ -206,9 +207,15 @@ export class Gateway {
       return;
     }
     // A body may take long (an upload), but not stall: an idle limit rather than a limit on the whole request.
-    req.socket.setTimeout(this.#ingressIdleMs, () => req.socket.destroy());
+    // One 'timeout' listener per connection, not per request (a keep-alive client sends thousands).
+    const sock = req.socket;
+    if (!this.#idleWatched.has(sock)) {
+      this.#idleWatched.add(sock);
+      sock.on('timeout', () => sock.destroy());
+    }
+    sock.setTimeout(this.#ingressIdleMs);
     // Once the request is in, waiting is the upstream's limit (below), not the client's.
-    req.once('end', () => req.socket.setTimeout(0));
+    req.once('end', () => sock.setTimeout(0));
     const endpoints = m.service.ports.get(m.port) ?? [];
     if (!endpoints.length) {
       this.#count(503);

@@ -35,5 +35,12 @@ describe('ingress rules over a shared path space', () => {
   it('paths with . or .. segments (also percent-encoded) are refused, not forwarded', () => {
     for (const url of ['/api/../admin', '/api/%2e%2e/admin', '/api/./x', '/api/%2E%2E']) expect(matchIngress([teamA], url)).toMatchObject({ refused: 400 });
     expect(who([teamA], '/api/a..b')).toBe('team-a/api /api/a..b');
+    // What a backend might decode into a climb: encoded slash or backslash, a backslash, double encoding.
+    for (const url of ['/api/..%2fadmin', '/api/%2e%2e%2fadmin', '/api/..\\admin', '/api/%252e%252e/admin']) expect(matchIngress([teamA], url), url).toMatchObject({ refused: 400 });
+    // A rewrite replaces whole segments, and what it makes is checked again.
+    const strip = svc('team-a', 'strip', '2026-01-01T00:00:00Z', [{ path: '/api', pathType: 'Prefix' }], { from: '/api', to: '' });
+    expect(who([strip], '/api/x')).toBe('team-a/strip /x');
+    const dots = svc('team-a', 'dots', '2026-01-01T00:00:00Z', [{ path: '/d', pathType: 'Prefix' }], { from: '/d', to: '/..' });
+    expect(matchIngress([dots], '/d/etc')).toMatchObject({ refused: 400 });
   });
 });

@@ -22,8 +22,12 @@ function matches(pathname: string, rule: { path?: string; pathType: 'Exact' | 'P
   return pathname === base || pathname.startsWith(`${base}/`) || base === '' ? base.length : -1;
 }
 
-/** Whether a path climbs (`.` or `..` segments, also percent-encoded): never forwarded, whatever a backend makes of it. */
+/**
+ * Whether a path climbs or could be made to: `.` or `..` segments (also percent-encoded), and anything a backend
+ * might decode into a separator or a dot (an encoded slash or backslash, a backslash, a double encoding).
+ */
 function climbs(pathname: string): boolean {
+  if (/%2f|%5c|%25|\\/i.test(pathname)) return true;
   return pathname.split('/').some((seg) => {
     let s = seg;
     try {
@@ -67,6 +71,12 @@ export function matchIngress(services: Iterable<LocalService>, url: string): Ing
   const best = found.filter((f) => f.service.namespace === owner).reduce((a, b) => (b.score > a.score ? b : a));
   const exp = best.service.export;
   const from = exp?.pathRewrite?.from;
-  const rewritten = from && pathname.startsWith(from) ? `${exp.pathRewrite?.to ?? ''}${pathname.slice(from.length)}` : pathname;
-  return { service: best.service, port: best.port, path: `${rewritten.startsWith('/') ? '' : '/'}${rewritten}${query}` };
+  // The rewrite replaces whole segments only (from /api: /api and /api/x, not /api..), and what it makes is
+  // checked again.
+  const base = from?.endsWith('/') ? from.slice(0, -1) : from;
+  const rewrites = base !== undefined && (pathname === base || pathname.startsWith(`${base}/`));
+  const rewritten = rewrites ? `${exp?.pathRewrite?.to ?? ''}${pathname.slice(base!.length)}` : pathname;
+  const path = `${rewritten.startsWith('/') ? '' : '/'}${rewritten}`;
+  if (climbs(path)) return { refused: 400, reason: 'the rewritten path has . or .. segments' };
+  return { service: best.service, port: best.port, path: `${path}${query}` };
 }
