@@ -98,6 +98,7 @@ export class Agent {
   #lastProblems = '[]';
   readonly #memo: DesiredMemo = new Map();
   #reported = new Set<string>();
+  readonly #lastEvent = new Map<string, number>();
   readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined, degraded: [] };
 
   constructor(options: AgentOptions) {
@@ -162,14 +163,25 @@ export class Agent {
     }
   }
 
-  /** A Warning Event on each import when a problem of it first appears (not on every reconcile). */
+  /**
+   * A Warning Event on each import when a problem of it first appears: not on every reconcile, at most once an
+   * hour per import (an import whose addresses keep changing must not flood the API server from every node),
+   * and at most 20 per reconcile.
+   */
   #report(problems: { import: string; error: string }[], imports: ServiceImport[]): void {
     const now = new Set(problems.map((p) => `${p.import}\n${p.error}`));
     const byKey = new Map(imports.map((i) => [`${i.metadata.namespace ?? 'default'}/${i.metadata.name}`, i]));
+    const t = this.#clock.now();
+    let sent = 0;
     for (const p of problems) {
       const imp = byKey.get(p.import);
-      if (imp && !this.#reported.has(`${p.import}\n${p.error}`)) void this.#o.source.event(imp, { type: 'Warning', reason: 'NotRedirected', message: p.error });
+      const last = this.#lastEvent.get(p.import);
+      if (!imp || this.#reported.has(`${p.import}\n${p.error}`) || (last !== undefined && t - last < 3_600_000) || sent >= 20) continue;
+      sent++;
+      this.#lastEvent.set(p.import, t);
+      void this.#o.source.event(imp, { type: 'Warning', reason: 'NotRedirected', message: p.error });
     }
+    for (const [k, at] of this.#lastEvent) if (t - at >= 3_600_000) this.#lastEvent.delete(k);
     this.#reported = now;
   }
 

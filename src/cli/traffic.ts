@@ -38,7 +38,7 @@ function tlsOptions(cmd: Command): Command {
 function limitOptions(cmd: Command): Command {
   return cmd
     .option('--max-connections <n>', 'open connections at most; more are reset at once (default 16384)')
-    .option('--max-connections-per-source <n>', 'open connections from one source address at most (default 4096)');
+    .option('--max-connections-per-source <n>', 'open connections from one source (an IPv4 address, an IPv6 /64) at most (default 1024)');
 }
 
 function sourceOptions(cmd: Command): Command {

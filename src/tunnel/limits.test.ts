@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { ConnectionLimiter } from './limits.js';
+import { ConnectionLimiter, sourceOf } from './limits.js';
 
 const sock = (remoteAddress: string) => Object.assign(new EventEmitter(), { remoteAddress });
 
@@ -17,5 +17,14 @@ describe('ConnectionLimiter', () => {
     expect(l.admit(sock('10.42.0.4'))).toBe(true);
     expect(l.refused).toBe(2);
     expect(l.open).toBe(3);
+  });
+
+  it('counts an IPv6 client by its /64 and a mapped IPv4 client as its IPv4 address', () => {
+    expect(sourceOf('2001:db8:1:2:aaaa::1')).toBe(sourceOf('2001:db8:1:2:bbbb::9'));
+    expect(sourceOf('2001:db8:1:3::1')).not.toBe(sourceOf('2001:db8:1:2::1'));
+    expect(sourceOf('::ffff:10.42.0.2')).toBe('10.42.0.2');
+    const l = new ConnectionLimiter({ total: 10, perSource: 1 });
+    expect(l.admit(sock('2001:db8::1'))).toBe(true);
+    expect(l.admit(sock('2001:db8::2'))).toBe(false);
   });
 });

@@ -5,11 +5,23 @@
 export interface ConnectionLimits {
   /** Open connections at most (default 16,384). */
   total: number;
-  /** Open connections from one source address at most (default 4,096). */
+  /** Open connections from one source at most (default 1,024): an IPv4 address, or an IPv6 /64. */
   perSource: number;
 }
 
-export const defaultLimits: ConnectionLimits = { total: 16_384, perSource: 4_096 };
+// Sixteen sources at their limit before the total is: a few hostile pods cannot take the whole node.
+export const defaultLimits: ConnectionLimits = { total: 16_384, perSource: 1_024 };
+
+/** The source a connection counts against: its IPv4 address, or its IPv6 /64 (one host holds a whole /64). */
+export function sourceOf(address: string | undefined): string {
+  const a = (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+  if (!a.includes(':')) return a;
+  const [head, tail] = a.includes('::') ? a.split('::') : [a, undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const full = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  return `${full.slice(0, 4).map((x) => parseInt(x, 16).toString(16)).join(':')}::/64`;
+}
 
 /** The counts behind the limits; `admit` takes a slot and frees it when the socket closes. */
 export class ConnectionLimiter {
@@ -29,7 +41,7 @@ export class ConnectionLimiter {
 
   /** Whether `socket` may stay; if so its slot is freed when it closes. */
   admit(socket: { remoteAddress?: string | undefined; once(event: 'close', cb: () => void): unknown }): boolean {
-    const source = socket.remoteAddress ?? '';
+    const source = sourceOf(socket.remoteAddress);
     const mine = this.#bySource.get(source) ?? 0;
     if (this.#open >= this.#limits.total || mine >= this.#limits.perSource) {
       this.refused++;
