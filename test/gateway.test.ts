@@ -442,4 +442,28 @@ describe('gateway under a flood from one source', () => {
     // 301 held tunnels and 1,700 refusals cost the gateway little memory (a bound, not a measurement).
     expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(64 << 20);
   }, 60_000);
+
+  it('a tunnel moved into the kernel splicer frees its slot when it ends: 150 one after the other under a limit of 20', async () => {
+    const spliced = await Gateway.start({
+      host: '127.0.0.1',
+      port: 0,
+      kernelSplice: true,
+      catalog: staticCatalog([{ namespace: 'ns', name: 'echo', ports: new Map([[80, [{ ip: '127.0.0.1', port: echoPort }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } }]),
+      limits: { perSource: 20 },
+    });
+    try {
+      for (let i = 0; i < 150; i++) {
+        const s = await openTunnel({ gateway: { host: '127.0.0.1', port: spliced.address.port }, target: { service: 'echo', namespace: 'ns', port: 80 }, sourceCluster: 'c', timeoutMs: 3000 });
+        await new Promise<void>((r) => {
+          s.once('data', () => s.end());
+          s.on('close', () => r());
+          s.on('error', () => r());
+        });
+      }
+      expect(spliced.stats.kernelSpliced).toBe(150);
+      expect(spliced.stats.limited).toBe(0);
+    } finally {
+      await spliced.close(100);
+    }
+  }, 60_000);
 });

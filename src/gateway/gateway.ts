@@ -186,7 +186,7 @@ export class Gateway {
     this.stats.tunnels++;
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (head.length) up.socket.write(head);
-    this.#tunnels.add(socket, up.socket);
+    this.#tunnels.add(socket, up.socket, () => this.#limiter.release(socket));
   }
 
   #request(req: IncomingMessage, res: ServerResponse): void {

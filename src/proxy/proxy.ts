@@ -174,7 +174,7 @@ export class NodeProxy {
         return void client.destroy();
       }
       this.stats.proxied++;
-      this.#conns.add(client, upstream);
+      this.#conns.add(client, upstream, () => this.#limiter.release(client));
       return;
     }
     this.stats.refused++;

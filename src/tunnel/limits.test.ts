@@ -27,4 +27,16 @@ describe('ConnectionLimiter', () => {
     expect(l.admit(sock('2001:db8::1'))).toBe(true);
     expect(l.admit(sock('2001:db8::2'))).toBe(false);
   });
+
+  it('release() frees a slot once, also when the socket lost its listeners (a pair handed to the kernel)', () => {
+    const l = new ConnectionLimiter({ total: 10, perSource: 1 });
+    const a = sock('10.42.0.2');
+    expect(l.admit(a)).toBe(true);
+    a.removeAllListeners();
+    l.release(a);
+    l.release(a);
+    expect(l.open).toBe(0);
+    expect(l.admit(sock('10.42.0.2'))).toBe(true);
+    expect(l.open).toBe(1);
+  });
 });

@@ -27,6 +27,7 @@ export function sourceOf(address: string | undefined): string {
 export class ConnectionLimiter {
   readonly #limits: ConnectionLimits;
   readonly #bySource = new Map<string, number>();
+  readonly #release = new WeakMap<object, () => void>();
   #open = 0;
   /** Connections refused because a limit was reached. */
   refused = 0;
@@ -49,12 +50,25 @@ export class ConnectionLimiter {
     }
     this.#open++;
     this.#bySource.set(source, mine + 1);
-    socket.once('close', () => {
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
       this.#open--;
       const n = (this.#bySource.get(source) ?? 1) - 1;
       if (n > 0) this.#bySource.set(source, n);
       else this.#bySource.delete(source);
-    });
+    };
+    this.#release.set(socket, release);
+    socket.once('close', release);
     return true;
+  }
+
+  /**
+   * Frees the slot of an admitted socket now (idempotent). A pair handed to the kernel splicer loses its
+   * sockets' listeners at the hand-over, so its end frees the slot through this, not through 'close'.
+   */
+  release(socket: object): void {
+    this.#release.get(socket)?.();
   }
 }

@@ -183,12 +183,13 @@ export class Tunnels {
     this.#counts = o.counts;
   }
 
-  /** Splices a and b until both are done. */
-  add(a: Socket, b: Socket): void {
+  /** Splices a and b until both are done; then `onEnd` (e.g. a connection limit's release). */
+  add(a: Socket, b: Socket, onEnd?: () => void): void {
     this.#counts.active++;
     const pair = splice(a, b, this.#idleMs, () => {
       this.#counts.active--;
       this.#pairs.delete(pair);
+      onEnd?.();
     }, this.#splicer, this.#log);
     if (pair.mode === 'kernel') this.#counts.kernelSpliced++;
     this.#pairs.add(pair);
