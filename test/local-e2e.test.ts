@@ -104,7 +104,7 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     const end = Date.now() + 15_000;
     let out = '';
     while (Date.now() < end) {
-      const r = spawnSync(process.execPath, [cli, 'local', 'exec', '--cluster', 'cluster-2', '--', 'redis-benchmark', '-h', 'redis.cache', '-p', '6379', '-n', '2000', '-c', '10', '-t', 'set,get,incr,lpush', '-q'], { encoding: 'utf8', env });
+      const r = spawnSync(process.execPath, [cli, 'local', 'exec', '--cluster', 'cluster-2', '--', 'redis-benchmark', '-h', 'redis.cache', '-p', '6379', '-n', '2000', '-c', '10', '-t', 'set,get,incr,lpush', '-q'], { encoding: 'utf8', env, timeout: 30_000 });
       out = `${r.stdout}${r.stderr}`;
       if (r.status === 0 && /LPUSH: [\d.]+ requests per second/.test(out)) break;
       spawnSync('sleep', ['0.3']);
