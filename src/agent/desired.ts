@@ -7,7 +7,7 @@
 // Pure: resources in, desired state out.
 import { isIP, isIPv4 } from 'node:net';
 import { type Service, clusterIPsOf } from '../api/core.js';
-import { normalizeIp } from '../bpf/address.js';
+import { ipBytes, readAddress } from '../bpf/address.js';
 import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flomesh.js';
 import type { Endpoint } from '../gateway/catalog.js';
 import { isClusterMachinery } from '../api/protected.js';
@@ -54,42 +54,28 @@ function fnv1a(s: string): number {
 
 /**
  * Whether an EndpointSlice address may be dialled: an IP address (never a name, which would be resolved), and
- * not loopback, unspecified or link-local (a metadata service), nor one of `denied` (the dialling node's own):
+ * not loopback, unspecified or link-local (a metadata service), nor one of `denied` (canonical addresses, the
+ * dialling node's own):
  * an endpoint anyone can write must not open a way to what only the node itself should reach.
  */
 export function dialable(ip: unknown, denied: ReadonlySet<string> = new Set()): ip is string {
-  // A zone (fe80::1%eth0) or anything but a plain address: no. Then the canonical form, so that no spelling of
-  // an address (::ffff:7f00:1, 0:0:0:0:0:0:0:1) slips past the checks below.
+  // A zone (fe80::1%eth0) or anything but a plain address: no. Then the bytes and their canonical text, so that
+  // no spelling of an address (::ffff:7f00:1, 0:0:0:0:0:0:0:1) slips past the checks below.
   if (typeof ip !== 'string' || ip.includes('%') || !isIP(ip)) return false;
-  let canonical: string;
+  let b: Buffer;
   try {
-    canonical = normalizeIp(ip);
+    b = ipBytes(ip);
   } catch {
     return false;
   }
-  if (denied.has(canonical) || [...denied].some((d) => canonicalOrSelf(d) === canonical)) return false;
-  if (isIPv4(canonical)) return !/^(127|0)\./.test(canonical) && !/^169\.254\./.test(canonical);
-  const g = groups(canonical);
-  if (g.slice(0, 6).every((x) => x === 0)) return false; // ::/96: ::, ::1, and the old IPv4-compatible forms
-  if (g[0] === 0x64 && g[1] === 0xff9b) return false; // NAT64: any IPv4 address, through the node's NAT64
-  if ((g[0]! & 0xffc0) === 0xfe80 || (g[0]! & 0xff00) === 0xff00) return false; // link-local, multicast
+  const canonical = readAddress(b, 0);
+  if (denied.has(canonical)) return false;
+  if (isIPv4(canonical)) return b[12] !== 127 && b[12] !== 0 && !(b[12] === 169 && b[13] === 254);
+  const w0 = b.readUInt16BE(0);
+  if (b.subarray(0, 12).every((x) => x === 0)) return false; // ::/96: ::, ::1, and the old IPv4-compatible forms
+  if (w0 === 0x64 && b.readUInt16BE(2) === 0xff9b) return false; // NAT64: any IPv4 address, through the node's NAT64
+  if ((w0 & 0xffc0) === 0xfe80 || (w0 & 0xff00) === 0xff00) return false; // link-local, multicast
   return canonical !== 'fd00:ec2::254'; // a cloud's IPv6 metadata address
-}
-
-const canonicalOrSelf = (ip: string): string => {
-  try {
-    return normalizeIp(ip);
-  } catch {
-    return ip;
-  }
-};
-
-/** The eight 16-bit groups of an IPv6 address. */
-function groups(ip: string): number[] {
-  const [head, tail] = ip.includes('::') ? ip.split('::') : [ip, undefined];
-  const h = head ? head.split(':').map((x) => parseInt(x, 16)) : [];
-  const t = tail ? tail.split(':').map((x) => parseInt(x, 16)) : [];
-  return tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill(0), ...t];
 }
 
 /** EndpointSlices by `namespace/service-name` (their label): one pass, so a rebuild is not services × slices. */

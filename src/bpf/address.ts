@@ -112,11 +112,16 @@ export function readAddress(buf: Buffer, offset: number): string {
   return `${hex(w.slice(0, best))}::${hex(w.slice(best + bestLen))}`;
 }
 
-/** Normalizes IP text ("::ffff:10.0.0.1" → "10.0.0.1", "0:0::1" → "::1"). Throws ECNET_BAD_ADDRESS. */
-export function normalizeIp(ip: string): string {
+/** The 16 bytes of an address (IPv4 as ::ffff:a.b.c.d). Throws ECNET_BAD_ADDRESS. */
+export function ipBytes(ip: string): Buffer {
   const b = Buffer.alloc(16);
   writeAddress(ip, b, 0);
-  return readAddress(b, 0);
+  return b;
+}
+
+/** Normalizes IP text ("::ffff:10.0.0.1" → "10.0.0.1", "0:0::1" → "::1"). Throws ECNET_BAD_ADDRESS. */
+export function normalizeIp(ip: string): string {
+  return readAddress(ipBytes(ip), 0);
 }
 
 /** A port number 1..65535, else ECNET_BAD_ADDRESS. */

@@ -1,6 +1,7 @@
 // The gateway's catalog kept in sync with its cluster: Services, their EndpointSlices and ServiceExports,
 // rebuilt (debounced) after each change and swapped whole, so a lookup always sees one consistent snapshot.
 import { networkInterfaces } from 'node:os';
+import { normalizeIp } from '../bpf/address.js';
 import type { Service } from '../api/core.js';
 import { isClusterMachinery } from '../api/protected.js';
 import type { ServiceExport } from '../api/flomesh.js';
@@ -37,7 +38,8 @@ export class LiveCatalog implements Catalog {
   #timer: NodeJS.Timeout | undefined;
   // The gateway's own addresses (its pod's, or the node's for a hostNetwork one): an EndpointSlice naming one
   // would let a tunnel from outside reach what listens on the gateway's host (a kubelet, a local admin port).
-  readonly #own = new Set(Object.values(networkInterfaces()).flatMap((a) => (a ?? []).map((x) => x.address)));
+  // Canonical once here, so that each endpoint's check is one lookup.
+  readonly #own = new Set(Object.values(networkInterfaces()).flatMap((a) => (a ?? []).flatMap((x) => { try { return [normalizeIp(x.address)]; } catch { return []; } })));
 
   /** Starts watching; resolves once the first catalog is built. */
   async start(source: Source, debounceMs = 20): Promise<void> {

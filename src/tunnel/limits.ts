@@ -1,6 +1,8 @@
 // Connection limits of the node proxy and the gateway: at most `total` open at once, and at most `perSource`
 // from one source address (a pod at the proxy, a node's proxy at the gateway), so one client cannot exhaust
 // the descriptors and memory that every other client shares. Over a limit a connection is reset at once.
+import { type Socket, isIPv4 } from 'node:net';
+import { ipBytes, readAddress } from '../bpf/address.js';
 
 export interface ConnectionLimits {
   /** Open connections at most (default 16,384). */
@@ -14,13 +16,16 @@ export const defaultLimits: ConnectionLimits = { total: 16_384, perSource: 1_024
 
 /** The source a connection counts against: its IPv4 address, or its IPv6 /64 (one host holds a whole /64). */
 export function sourceOf(address: string | undefined): string {
-  const a = (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
-  if (!a.includes(':')) return a;
-  const [head, tail] = a.includes('::') ? a.split('::') : [a, undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const full = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-  return `${full.slice(0, 4).map((x) => parseInt(x, 16).toString(16)).join(':')}::/64`;
+  let b: Buffer;
+  try {
+    b = ipBytes(address ?? '');
+  } catch {
+    return address ?? '';
+  }
+  const canonical = readAddress(b, 0);
+  if (isIPv4(canonical)) return canonical;
+  b.fill(0, 8);
+  return `${readAddress(b, 0)}/64`;
 }
 
 /** The counts behind the limits; `admit` takes a slot and frees it when the socket closes. */
@@ -38,6 +43,14 @@ export class ConnectionLimiter {
 
   get open(): number {
     return this.#open;
+  }
+
+  /** Admits `socket`, or resets it at once and returns false (the components count those). */
+  admitOrReset(socket: Socket): boolean {
+    if (this.admit(socket)) return true;
+    socket.on('error', () => undefined);
+    socket.resetAndDestroy();
+    return false;
   }
 
   /** Whether `socket` may stay; if so its slot is freed when it closes. */
