@@ -90,10 +90,7 @@ export class Gateway {
     // Before the HTTP parser sees a byte: over a limit, the connection is reset.
     // (A TLS server emits 'connection' with the TCP socket, before the handshake.)
     server.prependListener('connection', (s: Socket) => {
-      if (this.#limiter.admit(s)) return;
-      this.stats.limited++;
-      s.on('error', () => undefined);
-      s.resetAndDestroy();
+      if (!this.#limiter.admitOrReset(s)) this.stats.limited++;
     });
     // Nothing a client or a backend sends may end the process: whatever escapes a handler closes that connection.
     server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) =>

@@ -6,6 +6,7 @@
 import { isIPv4 } from 'node:net';
 import type { Service } from '../api/core.js';
 import { type EndpointSlice, localEndpoints, slicesByService } from '../agent/desired.js';
+import { cidrContains, parseCidr } from '../sources/clusterip.js';
 
 export const KUBE_PROXY_TABLE = 'ecnet_kube_proxy';
 
@@ -22,15 +23,6 @@ export interface KubeProxyInput {
 // Dotted quads only in Node's strict form (nft would read `012.0.2.6` as octal, i.e. 10.0.2.6).
 const isV4 = (ip: unknown): ip is string => typeof ip === 'string' && isIPv4(ip);
 const isPort = (p: unknown): p is number => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536;
-const toInt = (ip: string) => ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
-const inCidr = (ip: string, cidr: string) => {
-  const [base, bits] = cidr.split('/');
-  const n = Number(bits);
-  const mask = n === 0 ? 0 : 2 ** 32 - 2 ** (32 - n);
-  return (toInt(ip) & mask) >>> 0 === (toInt(base!) & mask) >>> 0;
-};
-/** An endpoint a Service may send to: not this node's own address, loopback, "this network" or link-local. */
-const endpointAllowed = (ip: string, nodeIp: string) => ip !== nodeIp && !['127.0.0.0/8', '0.0.0.0/8', '169.254.0.0/16'].some((c) => inCidr(ip, c));
 
 /** The whole table, replaced atomically by one `nft -f` (it deletes the previous one first). */
 export function kubeProxyRuleset(input: KubeProxyInput): string {
@@ -38,15 +30,18 @@ export function kubeProxyRuleset(input: KubeProxyInput): string {
   const chains: string[] = [];
   const taken = new Set<string>();
   const index = slicesByService(input.endpointSlices);
+  const range = parseCidr(input.serviceCidr);
+  const node = new Set([input.nodeIp]);
   let n = 0;
   for (const s of [...input.services].sort((a, b) => `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`))) {
     const ip = s.spec.clusterIP;
     // Only ClusterIPs of the service range: a Service must not capture another address (a gateway's, a node's).
-    if (!isV4(ip) || !inCidr(ip, input.serviceCidr)) continue;
-    const eps = localEndpoints(s, index);
+    if (!isV4(ip) || !cidrContains(range, ip)) continue;
+    // Endpoints as dialable() allows them, and never the node itself.
+    const eps = localEndpoints(s, index, node);
     for (const sp of s.spec.ports ?? []) {
       if ((sp.protocol ?? 'TCP') !== 'TCP' || !isPort(sp.port)) continue; // TCP only, like ecnet's datapath
-      const ready = (eps.get(sp.port) ?? []).filter((e) => isV4(e.ip) && isPort(e.port) && endpointAllowed(e.ip, input.nodeIp));
+      const ready = (eps.get(sp.port) ?? []).filter((e) => isV4(e.ip));
       if (!ready.length) continue; // no rule: the reset below answers
       // One address:port, one Service (the first by namespace/name): a duplicate would fail the whole ruleset.
       const keys = [`${ip} . ${sp.port}`, ...(s.spec.type === 'LoadBalancer' ? [`${input.nodeIp} . ${sp.port}`] : [])].filter((k) => !taken.has(k));

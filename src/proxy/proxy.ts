@@ -100,12 +100,8 @@ export class NodeProxy {
     this.#conns = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: this.#o.idleTimeoutMs, log: this.#log, counts: this.stats });
     this.#limiter = new ConnectionLimiter(options.limits);
     const onConnection = (s: Socket) => {
-      if (!this.#limiter.admit(s)) {
-        this.stats.limited++;
-        s.on('error', () => undefined);
-        return void s.resetAndDestroy();
-      }
-      void this.#accept(s);
+      if (this.#limiter.admitOrReset(s)) void this.#accept(s);
+      else this.stats.limited++;
     };
     server.on('connection', onConnection);
     server6?.on('connection', onConnection);

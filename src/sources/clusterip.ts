@@ -21,6 +21,12 @@ export function parseCidr(text: string): Cidr {
   return { base: addr - (addr % size), size, text };
 }
 
+/** Whether dotted-quad `ip` is in the range. */
+export function cidrContains(cidr: Cidr, ip: string): boolean {
+  const n = ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+  return n >= cidr.base && n < cidr.base + cidr.size;
+}
+
 const toIp = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
 
 function fnv1a(s: string): number {
