@@ -327,6 +327,25 @@ describeKernel('datapath: the services map at scale', () => {
     expect(dp.services.replaceAll(next)).toMatchObject({ added: 0, updated: 0, removed: 0 });
   });
 
+  it('apply writes a change without reading the map, all or nothing, and keeps count against the capacity', () => {
+    dp.services.replaceAll(entries(10_000));
+    // 10 removed, 10 added, 10 with a new id, 10 unchanged.
+    const removes = entries(10).map(({ ip, port, protocol }) => ({ ip, port, protocol }));
+    const upserts = [...entries(10, 40_000), ...entries(10, 10).map((e) => ({ ...e, id: e.id + 7 })), ...entries(10, 20)];
+    expect(dp.services.apply(upserts, removes)).toEqual({ added: 10, updated: 10, removed: 10, unchanged: 10 });
+    const got = new Map(dp.services.list().map((e) => [`${e.ip}:${e.port}`, e.id]));
+    expect(got.size).toBe(10_000);
+    for (const e of upserts) expect(got.get(`${e.ip}:${e.port}`)).toBe(e.id);
+    for (const e of removes) expect(got.has(`${e.ip}:${e.port}`)).toBe(false);
+    // A bad entry anywhere: nothing written.
+    const before = dp.services.list();
+    expect(() => dp.services.apply([...entries(5, 50_000), { ...svc('10.96.0.1', 0), id: 1, disabled: false }], removes)).toThrow(DatapathError);
+    // More than the map holds: refused before any write.
+    const room = dp.services.capacity - 10_000;
+    expect(() => dp.services.apply(entries(room + 1, 60_000), [])).toThrow(/do not fit/);
+    expect(dp.services.list()).toEqual(before);
+  });
+
   it('a replaceAll that fails validation at its last entry leaves the 10,000 untouched', () => {
     const before = dp.services.list();
     const next = [...entries(9_999, 30_000), { ...svc('10.96.0.1', 0), id: 1, disabled: false }];

@@ -24,6 +24,8 @@ const BPF_ANY = 0;
 /** Lookups and programming of the redirect set (the ecnet_services map). */
 export class ServiceTable {
   readonly #map: () => NativeMap;
+  /** Entries in the map as of the last replaceAll and the applies since (undefined: not known). */
+  #count: number | undefined;
   /** `map` returns the services map (and throws once its owner is closed). */
   constructor(map: () => NativeMap) {
     this.#map = map;
@@ -37,6 +39,7 @@ export class ServiceTable {
   set(key: ServiceKey, value: ServiceValue): void {
     const k = encodeRedirectable(key);
     const v = serviceValueCodec.encode(value);
+    this.#count = undefined;
     try {
       this.#map().update(k, v, BPF_ANY);
     } catch (cause) {
@@ -46,6 +49,7 @@ export class ServiceTable {
 
   /** Stops redirecting `key`; false if it was not there. */
   delete(key: ServiceKey): boolean {
+    this.#count = undefined;
     return this.#map().delete(serviceKeyCodec.encode(key));
   }
 
@@ -111,6 +115,7 @@ export class ServiceTable {
         );
       }
     } catch (cause) {
+      this.#count = undefined;
       const err = mapError(cause, `replace ${desired.size} services`, capacity);
       try {
         this.#restore(map, removed, upserts);
@@ -123,7 +128,58 @@ export class ServiceTable {
       }
       throw err;
     }
+    this.#count = desired.size;
     return { added, updated: upserts.length - added, removed: removed.length, unchanged: desired.size - upserts.length };
+  }
+
+  /**
+   * Writes a change of the redirect set: `upserts` added or updated, `removes` deleted; the rest of the map is
+   * not read (a reconcile of one service at 10,000 costs its own entries, not a dump of the map). The same
+   * contract as replaceAll: validated and checked against the capacity before the first write, and a kernel
+   * error part-way restores what was there before it is thrown.
+   */
+  apply(upserts: readonly ServiceEntry[], removes: readonly ServiceKey[]): ReplaceReport {
+    const map = this.#map();
+    const ks = serviceKeyCodec.size;
+    const vs = serviceValueCodec.size;
+    const ups = upserts.map((e) => ({ key: encodeRedirectable(e), value: serviceValueCodec.encode(e) }));
+    const seen = new Set(ups.map((u) => u.key.toString('latin1')));
+    if (seen.size !== ups.length) throw new DatapathError('ECNET_BAD_INPUT', 'a service is listed twice in one change');
+    const gone = removes.map((k) => serviceKeyCodec.encode(k)).filter((k) => !seen.has(k.toString('latin1')));
+    // What is there now, for the count and for a restore.
+    const removed = gone.flatMap((key) => {
+      const value = map.lookup(key);
+      return value ? [{ key, value: Buffer.from(value.subarray(0, vs)) }] : [];
+    });
+    const writes = ups.flatMap((u) => {
+      const old = map.lookup(u.key)?.subarray(0, vs);
+      return old && old.equals(u.value) ? [] : [{ ...u, old: old ? Buffer.from(old) : undefined }];
+    });
+    const added = writes.filter((w) => !w.old).length;
+    const capacity = map.info().maxEntries;
+    const count = this.#count;
+    if (count !== undefined && count - removed.length + added > capacity) {
+      throw new DatapathError('ECNET_MAP_FULL', `${added} more services do not fit in ${MAP_NAMES.services} (capacity ${capacity}); nothing was changed`);
+    }
+    try {
+      if (removed.length) map.deleteBatch(Buffer.concat(removed.map((r) => r.key), removed.length * ks), removed.length);
+      if (writes.length) {
+        map.updateBatch(Buffer.concat(writes.map((w) => w.key), writes.length * ks), Buffer.concat(writes.map((w) => w.value), writes.length * vs), writes.length, BPF_ANY);
+      }
+    } catch (cause) {
+      this.#count = undefined;
+      const err = mapError(cause, `change ${writes.length + removed.length} services`, capacity);
+      try {
+        this.#restore(map, removed, writes);
+      } catch (restoreCause) {
+        throw new DatapathError('ECNET_MAP_UPDATE', `${err.message}; restoring the previous services also failed (${(restoreCause as Error).message}): the map may hold a mix of both`, {
+          cause: new AggregateError([cause, restoreCause]),
+        });
+      }
+      throw err;
+    }
+    if (count !== undefined) this.#count = count - removed.length + added;
+    return { added, updated: writes.length - added, removed: removed.length, unchanged: ups.length - writes.length };
   }
 
   #restore(
