@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Service } from '../src/api/core.js';
-import type { EndpointSlice } from '../src/agent/desired.js';
+import type { EndpointSlice } from '../src/api/core.js';
 import { Datapath } from '../src/bpf/datapath.js';
 import { detectCgroup2 } from '../src/bpf/host.js';
 import { setNetns } from '../src/bpf/libc.js';

@@ -2,18 +2,21 @@
 // cluster → the redirect set in the datapath (written as a diff) and the proxy's route table. Nothing is
 // written before every informer has listed once, so a restarted agent leaves the pinned datapath as it is
 // until it knows better; a failed write is retried with backoff. One reconcile at a time.
-import type { Service } from '../api/core.js';
+import type { EndpointSlice, Service } from '../api/core.js';
 import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flomesh.js';
 import type { ServiceEntry } from '../bpf/services.js';
+import type { ServiceKey } from '../bpf/codecs.js';
+import { SliceIndex } from '../endpoints/slices.js';
 import { type Logger, componentLogger } from '../logger.js';
 import type { Route, RouteTable } from '../proxy/proxy.js';
 import { Backoff, type Clock, systemClock } from '../sources/backoff.js';
 import { Coalescer } from '../sources/coalescer.js';
-import { type Informer, Kinds, type Source } from '../sources/source.js';
-import { type DesiredMemo, type EndpointSlice, desiredNode, routeKey } from './desired.js';
+import { type Informer, Kinds, type Source, type WatchEvent, objectKey } from '../sources/source.js';
+import { NodePlan, type RedirectEntry, routeKey } from './desired.js';
 
 /**
- * The proxy's routes, replaced as a whole by each reconcile. A route whose redirect was just removed is still
+ * The proxy's routes, replaced as a whole by each reconcile (after `add` of the new ones, before the datapath
+ * is written). A route whose redirect was just removed is still
  * answered for `graceMs`: a connect() rewritten by the datapath an instant before the removal reaches the
  * proxy after it, and must not be reset for that.
  */
@@ -21,6 +24,8 @@ export class RouteMap implements RouteTable {
   #routes = new Map<string, Route>();
   #kept = new Map<string, Route>();
   #retiring = new Map<string, { route: Route; until: number }>();
+  /** Added ahead of the next replace. */
+  readonly #adding = new Map<string, Route>();
   readonly #graceMs: number;
   readonly #now: () => number;
 
@@ -31,7 +36,7 @@ export class RouteMap implements RouteTable {
 
   lookup(ip: string, port: number): Route | undefined {
     const key = routeKey(ip, port);
-    const r = this.#routes.get(key);
+    const r = this.#adding.get(key) ?? this.#routes.get(key);
     if (r) return r;
     const old = this.#retiring.get(key);
     if (old && old.until > this.#now()) return old.route;
@@ -40,11 +45,38 @@ export class RouteMap implements RouteTable {
 
   /** `kept`: imported addresses left to kube-proxy, shown by `ecnet routes` and never answered. */
   replace(routes: Map<string, Route>, kept?: Map<string, Route>): void {
-    if (kept) this.#kept = kept;
+    if (kept) this.#kept = new Map(kept);
     const now = this.#now();
     for (const [k, v] of this.#retiring) if (v.until <= now || routes.has(k)) this.#retiring.delete(k);
     for (const [k, route] of this.#routes) if (!routes.has(k)) this.#retiring.set(k, { route, until: now + this.#graceMs });
-    this.#routes = routes;
+    this.#routes = new Map(routes);
+    this.#adding.clear();
+  }
+
+  /** Routes answered from now on, ahead of a replace that keeps them. */
+  add(routes: Iterable<[string, Route]>): void {
+    for (const [k, r] of routes) this.#adding.set(k, r);
+  }
+
+  /** One route, added or changed. */
+  set(key: string, route: Route): void {
+    this.#routes.set(key, route);
+    this.#adding.delete(key);
+    this.#retiring.delete(key);
+  }
+
+  /** One route removed: answered for the grace period still. */
+  retire(key: string): void {
+    const route = this.#routes.get(key);
+    if (!route) return;
+    this.#routes.delete(key);
+    this.#retiring.set(key, { route, until: this.#now() + this.#graceMs });
+  }
+
+  /** One kept route (left to kube-proxy), or its removal. */
+  keep(key: string, route: Route | undefined): void {
+    if (route) this.#kept.set(key, route);
+    else this.#kept.delete(key);
   }
 
   entries(): [string, Route][] {
@@ -58,7 +90,10 @@ export class RouteMap implements RouteTable {
 
 /** What the agent needs of the datapath (Datapath.services). */
 export interface RedirectSet {
+  /** The map holds exactly `entries` afterwards (at start, and after a failed write). */
   replaceAll(entries: Iterable<ServiceEntry>): unknown;
+  /** A change only: what one reconcile of a few services writes (all or nothing, as replaceAll). */
+  apply?(upserts: readonly ServiceEntry[], removes: readonly ServiceKey[]): unknown;
   /** How many entries it holds at most; what does not fit is left out by desiredNode's rule. */
   readonly capacity?: number;
 }
@@ -96,7 +131,12 @@ export class Agent {
   readonly #reconciles: Coalescer;
   #closed = false;
   #lastProblems = '[]';
-  readonly #memo: DesiredMemo = new Map();
+  #plan: NodePlan | undefined;
+  readonly #slices = new SliceIndex();
+  /** namespace/name of what changed since the last reconcile (an import and its inputs share the key). */
+  readonly #dirty = new Set<string>();
+  /** `ip:port` → the id the datapath holds for it as last written; undefined: unknown (at start, after a failed write). */
+  #written: Map<string, number> | undefined;
   #reported = new Set<string>();
   readonly #lastEvent = new Map<string, number>();
   readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined, degraded: [] };
@@ -110,14 +150,21 @@ export class Agent {
 
   /** Starts the informers; resolves after the first reconcile. */
   async start(): Promise<void> {
-    const trigger = () => this.trigger();
-    const opts = { onEvent: trigger, onHealth: trigger };
+    const changed = (e: WatchEvent) => {
+      this.#dirty.add(objectKey(e.object));
+      this.trigger();
+    };
+    const sliceChanged = (e: WatchEvent<EndpointSlice & { apiVersion: string }>) => {
+      for (const k of e.type === 'deleted' ? this.#slices.delete(e.object) : this.#slices.set(e.object)) this.#dirty.add(k);
+      this.trigger();
+    };
+    const health = () => this.trigger();
     const src = this.#o.source;
     this.#informers = {
-      imports: src.informer<ServiceImport>(Kinds.ServiceImport, opts),
-      policies: src.informer<GlobalTrafficPolicy>(Kinds.GlobalTrafficPolicy, opts),
-      services: src.informer<Service>(Kinds.Service, opts),
-      slices: src.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, opts),
+      imports: src.informer<ServiceImport>(Kinds.ServiceImport, { onEvent: changed, onHealth: health }),
+      policies: src.informer<GlobalTrafficPolicy>(Kinds.GlobalTrafficPolicy, { onEvent: changed, onHealth: health }),
+      services: src.informer<Service>(Kinds.Service, { onEvent: changed, onHealth: health }),
+      slices: src.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, { onEvent: sliceChanged, onHealth: health }),
     };
     await Promise.all(Object.values(this.#informers).map((i) => i.synced));
     this.status.synced = true;
@@ -128,29 +175,30 @@ export class Agent {
     if (this.status.synced) this.#reconciles.trigger();
   }
 
+  /** Recomputes what changed, merges, and writes the difference to the proxy's routes and the datapath. */
   #reconcile(): void {
     if (this.#closed || !this.#informers) return;
     try {
       const i = this.#informers;
-      const d = desiredNode({
-        localCluster: this.#o.localCluster,
-        imports: i.imports.list(),
-        policies: i.policies.list(),
-        services: i.services.list(),
-        endpointSlices: i.slices.list(),
-        ...(this.#o.redirects.capacity !== undefined ? { capacity: this.#o.redirects.capacity } : {}),
-        memo: this.#memo,
-      });
-      if (d.problems.length && JSON.stringify(d.problems) !== this.#lastProblems) this.#log.warn({ problems: d.problems }, 'imports left out of the datapath');
-      this.#lastProblems = JSON.stringify(d.problems);
-      this.status.degraded = d.problems;
-      this.#report(d.problems, i.imports.list());
-      // Routes first, old and new together: a redirect must never reach a proxy that does not know it, neither
-      // a new one nor an old one the map still holds if the write below fails. The new set alone once written.
-      this.#o.routes.replace(new Map([...this.#o.routes.entries(), ...d.routes]), d.kept);
-      this.#o.redirects.replaceAll(d.redirects.map((r) => ({ ip: r.ip, port: r.port, protocol: 'tcp' as const, id: r.id, disabled: false })));
-      this.#o.routes.replace(d.routes, d.kept);
-      this.status.redirects = d.redirects.length;
+      if (!this.#plan) {
+        this.#plan = new NodePlan(this.#o.localCluster, this.#o.redirects.capacity);
+        for (const imp of i.imports.list()) this.#dirty.add(objectKey(imp));
+      }
+      for (const k of this.#dirty) {
+        const slash = k.indexOf('/');
+        const [ns, name] = [k.slice(0, slash), k.slice(slash + 1)];
+        this.#plan.update(k, { import: i.imports.get(name, ns), service: i.services.get(name, ns), policy: i.policies.get(name, ns), slices: this.#slices.of(k) });
+      }
+      this.#dirty.clear();
+      const plan = this.#plan;
+      const problems = plan.problems();
+      const text = JSON.stringify(problems);
+      if (problems.length && text !== this.#lastProblems) this.#log.warn({ problems }, 'imports left out of the datapath');
+      this.#lastProblems = text;
+      this.status.degraded = problems;
+      this.#report(problems);
+      this.#write(plan);
+      this.status.redirects = plan.size;
       this.status.reconciles++;
       this.status.lastError = undefined;
       this.#retry.reset();
@@ -164,17 +212,61 @@ export class Agent {
   }
 
   /**
+   * Routes first: a redirect must never reach a proxy that does not know it, neither a new one nor an old one
+   * the map still holds if the write fails. Then the datapath: the whole set when what it holds is not known
+   * (at start, after a failed write) or when the capacity rule is in play, else only what changed. Removed
+   * routes last, and answered for the grace period still.
+   */
+  #write(plan: NodePlan): void {
+    const entry = (r: RedirectEntry): ServiceEntry => ({ ip: r.ip, port: r.port, protocol: 'tcp', id: r.id, disabled: false });
+    const changes = plan.takeChanges();
+    const set = this.#o.redirects;
+    const written = this.#written;
+    this.#written = undefined; // until the write below succeeds
+    if (!written || changes.all || !set.apply) {
+      const routes = plan.routes();
+      const redirects = plan.redirects();
+      this.#o.routes.add(routes);
+      set.replaceAll(redirects.map(entry));
+      this.#o.routes.replace(routes, plan.kept());
+      this.#written = new Map(redirects.map((r) => [routeKey(r.ip, r.port), r.id]));
+      return;
+    }
+    const upserts: RedirectEntry[] = [];
+    const removes: ServiceKey[] = [];
+    for (const rk of changes.redirects) {
+      const now = plan.get(rk);
+      if (now) {
+        this.#o.routes.set(rk, now.route);
+        if (written.get(rk) !== now.entry.id) upserts.push(now.entry);
+      } else if (written.has(rk)) {
+        const colon = rk.lastIndexOf(':');
+        removes.push({ ip: rk.slice(0, colon), port: Number(rk.slice(colon + 1)), protocol: 'tcp' });
+      }
+    }
+    if (upserts.length || removes.length) set.apply(upserts.map(entry), removes);
+    for (const r of upserts) written.set(routeKey(r.ip, r.port), r.id);
+    for (const r of removes) {
+      written.delete(routeKey(r.ip, r.port));
+      this.#o.routes.retire(routeKey(r.ip, r.port));
+    }
+    for (const rk of changes.redirects) if (!plan.get(rk)) this.#o.routes.retire(rk);
+    for (const rk of changes.kept) this.#o.routes.keep(rk, plan.keptRoute(rk));
+    this.#written = written;
+  }
+
+  /**
    * A Warning Event on each import when a problem of it first appears: not on every reconcile, at most once an
    * hour per import (an import whose addresses keep changing must not flood the API server from every node),
    * and at most 20 per reconcile.
    */
-  #report(problems: { import: string; error: string }[], imports: ServiceImport[]): void {
+  #report(problems: { import: string; error: string }[]): void {
     const now = new Set(problems.map((p) => `${p.import}\n${p.error}`));
-    const byKey = new Map(imports.map((i) => [`${i.metadata.namespace ?? 'default'}/${i.metadata.name}`, i]));
     const t = this.#clock.now();
     let sent = 0;
     for (const p of problems) {
-      const imp = byKey.get(p.import);
+      const slash = p.import.indexOf('/');
+      const imp = this.#informers?.imports.get(p.import.slice(slash + 1), p.import.slice(0, slash));
       const last = this.#lastEvent.get(p.import);
       if (!imp || this.#reported.has(`${p.import}\n${p.error}`) || (last !== undefined && t - last < 3_600_000) || sent >= 20) continue;
       sent++;

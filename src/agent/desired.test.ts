@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Service } from '../api/core.js';
 import type { ServiceImport } from '../api/flomesh.js';
-import { type EndpointSlice, desiredNode, dialable, localEndpoints } from './desired.js';
+import type { EndpointSlice } from '../api/core.js';
+import { dialable } from '../endpoints/dialable.js';
+import { localEndpoints } from '../endpoints/slices.js';
+import { desiredNode } from './desired.js';
 
 const imp = (ips: string[] | undefined, extra: Partial<ServiceImport['spec']> = {}): ServiceImport => ({
   apiVersion: 'flomesh.io/v1alpha1',

@@ -4,28 +4,15 @@
 // and the proxy's route for it names the service, the exporting clusters' gateways, the GlobalTrafficPolicy and
 // the service's ready local endpoints. When the policy keeps every connection here (no policy or Locality,
 // with ready local endpoints) the address is left to kube-proxy, as before the service was exported.
-// Pure: resources in, desired state out.
-import { isIP, isIPv4 } from 'node:net';
-import { type Service, clusterIPsOf } from '../api/core.js';
-import { ipBytes, readAddress } from '../bpf/address.js';
+// Pure: resources in, desired state out. NodePlan keeps the answer per import, so that a change costs the
+// imports it touches and one cheap merge, not a pass over every resource of the cluster.
+import { isIP } from 'node:net';
+import { type EndpointSlice, type Service, clusterIPsOf } from '../api/core.js';
 import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flomesh.js';
-import type { Endpoint } from '../gateway/catalog.js';
 import { isClusterMachinery } from '../api/protected.js';
+import { localEndpoints, slicesByService } from '../endpoints/slices.js';
 import { needsNodeProxy } from '../policy/plan.js';
 import type { Route } from '../proxy/proxy.js';
-
-/** discovery.k8s.io/v1 EndpointSlice, the fields read. */
-export interface EndpointSlice {
-  apiVersion: 'discovery.k8s.io/v1';
-  kind: 'EndpointSlice';
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
-  /** IPv4, IPv6 or FQDN; FQDN slices are never dialled (a name would be resolved by whoever dials it). */
-  addressType?: string;
-  endpoints?: { addresses: string[]; conditions?: { ready?: boolean } }[];
-  ports?: { name?: string; port?: number; protocol?: string }[];
-}
-
-export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 
 export interface RedirectEntry {
   ip: string;
@@ -52,73 +39,186 @@ function fnv1a(s: string): number {
   return h;
 }
 
-/**
- * Whether an EndpointSlice address may be dialled: an IP address (never a name, which would be resolved), and
- * not loopback, unspecified or link-local (a metadata service), nor one of `denied` (canonical addresses, the
- * dialling node's own):
- * an endpoint anyone can write must not open a way to what only the node itself should reach.
- */
-export function dialable(ip: unknown, denied: ReadonlySet<string> = new Set()): ip is string {
-  // A zone (fe80::1%eth0) or anything but a plain address: no. Then the bytes and their canonical text, so that
-  // no spelling of an address (::ffff:7f00:1, 0:0:0:0:0:0:0:1) slips past the checks below.
-  if (typeof ip !== 'string' || ip.includes('%') || !isIP(ip)) return false;
-  let b: Buffer;
-  try {
-    b = ipBytes(ip);
-  } catch {
-    return false;
-  }
-  const canonical = readAddress(b, 0);
-  if (denied.has(canonical)) return false;
-  if (isIPv4(canonical)) return b[12] !== 127 && b[12] !== 0 && !(b[12] === 169 && b[13] === 254);
-  const w0 = b.readUInt16BE(0);
-  if (b.subarray(0, 12).every((x) => x === 0)) return false; // ::/96: ::, ::1, and the old IPv4-compatible forms
-  if (w0 === 0x64 && b.readUInt16BE(2) === 0xff9b) return false; // NAT64: any IPv4 address, through the node's NAT64
-  if ((w0 & 0xffc0) === 0xfe80 || (w0 & 0xff00) === 0xff00) return false; // link-local, multicast
-  return canonical !== 'fd00:ec2::254'; // a cloud's IPv6 metadata address
+/** What one import contributes, computed from its own inputs (the same namespace/name of each kind). */
+export interface ImportInputs {
+  import: ServiceImport | undefined;
+  service: Service | undefined;
+  policy: GlobalTrafficPolicy | undefined;
+  slices: EndpointSlice[];
 }
 
-/** EndpointSlices by `namespace/service-name` (their label): one pass, so a rebuild is not services × slices. */
-export function slicesByService(slices: EndpointSlice[]): Map<string, EndpointSlice[]> {
-  const out = new Map<string, EndpointSlice[]>();
-  for (const s of slices) {
-    const name = s.metadata.labels?.[SERVICE_NAME_LABEL];
-    if (name === undefined) continue;
-    const k = `${s.metadata.namespace ?? 'default'}/${name}`;
-    const list = out.get(k);
-    if (list) list.push(s);
-    else out.set(k, [s]);
-  }
-  return out;
+type Problem = { import: string; error: string };
+
+/** An import's ask for one ip:port. */
+interface Claim {
+  key: string;
+  entry: RedirectEntry;
+  route: Route;
 }
 
+interface ImportPart {
+  claims: Claim[];
+  kept: Map<string, Route>;
+  /** Its own problems (not those of sharing an address with another import). */
+  problems: Problem[];
+}
+
+/** What changed since the last takeChanges(): `all` when the rule of capacity is in play (everything may move). */
+export interface PlanChanges {
+  all: boolean;
+  /** ip:port whose redirect (or route) may have changed. */
+  redirects: Set<string>;
+  /** ip:port whose kept route may have changed. */
+  kept: Set<string>;
+}
+
+const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
 /**
- * Ready endpoints of a local Service, per service port (resolving the target port through the slices' port
- * names). `slices`: all of them, or the index of slicesByService.
+ * The node's desired state kept one import at a time: `update` recomputes one `namespace/name` from its inputs
+ * and re-files its claims, so a change costs that import, not the node's 10,000. The rules that need every import
+ * are kept per address: each ip:port once (the first import in namespace/name order keeps it; the others are
+ * reported), and at most `capacity` addresses (the first ones in namespace/name order; the rest is left out and
+ * reported, never the whole set). Pure.
  */
-export function localEndpoints(service: Service | undefined, slices: EndpointSlice[] | Map<string, EndpointSlice[]>, denied?: ReadonlySet<string>): Map<number, Endpoint[]> {
-  const out = new Map<number, Endpoint[]>();
-  if (!service) return out;
-  const candidates = Array.isArray(slices) ? slices : (slices.get(`${service.metadata.namespace ?? 'default'}/${service.metadata.name}`) ?? []);
-  const mine = candidates.filter(
-    (s) => s.metadata.labels?.[SERVICE_NAME_LABEL] === service.metadata.name && s.metadata.namespace === service.metadata.namespace && (s.addressType === undefined || s.addressType === 'IPv4' || s.addressType === 'IPv6'),
-  );
-  for (const sp of service.spec.ports ?? []) {
-    if ((sp.protocol ?? 'TCP') !== 'TCP') continue;
-    const eps: Endpoint[] = [];
-    for (const slice of mine) {
-      const p = (slice.ports ?? []).find((x) => (x.name ?? '') === (sp.name ?? '') && (x.protocol ?? 'TCP') === 'TCP');
-      if (!p || !Number.isInteger(p.port) || p.port! < 1 || p.port! > 65535) continue;
-      for (const e of slice.endpoints ?? []) {
-        if (e.conditions?.ready === false) continue;
-        for (const ip of Array.isArray(e.addresses) ? e.addresses : []) if (dialable(ip, denied)) eps.push({ ip, port: p.port! });
+export class NodePlan {
+  readonly #localCluster: ClusterKey;
+  readonly #capacity: number;
+  readonly #parts = new Map<string, ImportPart>();
+  /** ip:port → the imports asking for it, in namespace/name order: the first one has it. */
+  readonly #claims = new Map<string, Claim[]>();
+  readonly #kept = new Map<string, { key: string; route: Route }[]>();
+  #changes: PlanChanges = { all: true, redirects: new Set(), kept: new Set() };
+  /** Over capacity: the addresses that fit (computed when asked, until the next update). */
+  #admitted: Set<string> | undefined;
+  #problems: Problem[] | undefined;
+  /** Imports with problems of their own, and addresses asked for by more than one import. */
+  readonly #troubled = new Set<string>();
+  readonly #contested = new Set<string>();
+
+  constructor(localCluster: ClusterKey, capacity = Infinity) {
+    this.#localCluster = localCluster;
+    this.#capacity = capacity;
+  }
+
+  update(key: string, inputs: ImportInputs): void {
+    const imp = inputs.import;
+    const old = this.#parts.get(key);
+    // Headless: no ClusterIP to redirect.
+    const next = imp && imp.spec.type !== 'Headless' ? importPart(key, imp, inputs.service, inputs.policy?.spec, inputs.slices, this.#localCluster) : undefined;
+    if (!old && !next) return;
+    this.#problems = undefined;
+    this.#admitted = undefined;
+    for (const c of old?.claims ?? []) this.#unfile(this.#claims, routeKey(c.entry.ip, c.entry.port), key, this.#changes.redirects, this.#contested);
+    for (const rk of old?.kept.keys() ?? []) this.#unfile(this.#kept, rk, key, this.#changes.kept);
+    this.#troubled.delete(key);
+    if (next?.problems.length) this.#troubled.add(key);
+    if (next) {
+      this.#parts.set(key, next);
+      for (const c of next.claims) this.#file(this.#claims, routeKey(c.entry.ip, c.entry.port), c, this.#changes.redirects, this.#contested);
+      for (const [rk, route] of next.kept) this.#file(this.#kept, rk, { key, route }, this.#changes.kept);
+    } else this.#parts.delete(key);
+    if (this.#claims.size > this.#capacity || (old && this.#claims.size + old.claims.length > this.#capacity)) this.#changes.all = true;
+  }
+
+  #unfile<T extends { key: string }>(index: Map<string, T[]>, rk: string, key: string, changed: Set<string>, contested?: Set<string>): void {
+    const list = index.get(rk)?.filter((c) => c.key !== key);
+    if (list?.length) index.set(rk, list);
+    else index.delete(rk);
+    if ((list?.length ?? 0) < 2) contested?.delete(rk);
+    changed.add(rk);
+  }
+
+  #file<T extends { key: string }>(index: Map<string, T[]>, rk: string, claim: T, changed: Set<string>, contested?: Set<string>): void {
+    const list = index.get(rk);
+    if (!list) index.set(rk, [claim]);
+    else if (!list.some((c) => c.key === claim.key)) {
+      index.set(rk, [...list, claim].sort((a, b) => byCodeUnit(a.key, b.key)));
+      contested?.add(rk);
+    }
+    changed.add(rk);
+  }
+
+  /** The addresses that fit, when more are asked for than the datapath holds; undefined when all fit. */
+  #fits(): Set<string> | undefined {
+    if (this.#claims.size <= this.#capacity) return undefined;
+    if (this.#admitted) return this.#admitted;
+    const admitted = new Set<string>();
+    for (const k of [...this.#parts.keys()].sort(byCodeUnit)) {
+      for (const c of this.#parts.get(k)!.claims) {
+        const rk = routeKey(c.entry.ip, c.entry.port);
+        if (admitted.size < this.#capacity && this.#claims.get(rk)![0]!.key === k) admitted.add(rk);
       }
     }
-    out.set(sp.port, eps);
+    this.#admitted = admitted;
+    return admitted;
   }
-  return out;
+
+  /** The redirect of `ip:port` and its route, if it is redirected. */
+  get(rk: string): { entry: RedirectEntry; route: Route } | undefined {
+    const c = this.#claims.get(rk)?.[0];
+    const fits = this.#fits();
+    return c && (!fits || fits.has(rk)) ? c : undefined;
+  }
+
+  keptRoute(rk: string): Route | undefined {
+    return this.#kept.get(rk)?.[0]?.route;
+  }
+
+  /** Every redirect, in namespace/name order. */
+  redirects(): RedirectEntry[] {
+    const out: RedirectEntry[] = [];
+    for (const k of [...this.#parts.keys()].sort(byCodeUnit)) {
+      for (const c of this.#parts.get(k)!.claims) if (this.get(routeKey(c.entry.ip, c.entry.port)) === c) out.push(c.entry);
+    }
+    return out;
+  }
+
+  routes(): Map<string, Route> {
+    const out = new Map<string, Route>();
+    for (const rk of this.#claims.keys()) {
+      const w = this.get(rk);
+      if (w) out.set(rk, w.route);
+    }
+    return out;
+  }
+
+  kept(): Map<string, Route> {
+    return new Map([...this.#kept].map(([rk, list]) => [rk, list[0]!.route]));
+  }
+
+  get size(): number {
+    return Math.min(this.#claims.size, this.#capacity);
+  }
+
+  /** Imports (or their addresses) left out, and why, in namespace/name order (then by the text). */
+  problems(): Problem[] {
+    if (this.#problems) return this.#problems;
+    const out: Problem[] = [];
+    for (const k of this.#troubled) out.push(...this.#parts.get(k)!.problems);
+    for (const rk of this.#contested) {
+      const [first, ...rest] = this.#claims.get(rk)!;
+      for (const c of rest) out.push({ import: c.key, error: `${rk} is redirected for ${first!.route.namespace}/${first!.route.service} already: left out` });
+    }
+    const fits = this.#fits();
+    if (fits) for (const [rk, [first]] of this.#claims) if (!fits.has(rk)) out.push({ import: first!.key, error: `the datapath holds ${this.#capacity} redirects: ${rk} left out` });
+    this.#problems = out.sort((a, b) => byCodeUnit(a.import, b.import) || byCodeUnit(a.error, b.error));
+    return this.#problems;
+  }
+
+  /** What changed since the last call (everything, the first time). */
+  takeChanges(): PlanChanges {
+    const c = this.#changes;
+    this.#changes = { all: false, redirects: new Set(), kept: new Set() };
+    return c;
+  }
+
+  result(): DesiredNode {
+    return { redirects: this.redirects(), routes: this.routes(), kept: this.kept(), problems: this.problems() };
+  }
 }
 
+/** The whole computation at once (tests, the CLI): every import through one NodePlan. */
 export function desiredNode(input: {
   localCluster: ClusterKey;
   imports: ServiceImport[];
@@ -127,67 +227,22 @@ export function desiredNode(input: {
   endpointSlices: EndpointSlice[];
   /** How many redirects the datapath holds (its map's capacity); default: no limit. */
   capacity?: number;
-  /** Kept between calls (the agent's): imports whose inputs did not change are not computed again. */
-  memo?: DesiredMemo;
 }): DesiredNode {
-  const key = (ns: string | undefined, name: string) => `${ns ?? 'default'}/${name}`;
-  const policies = new Map(input.policies.map((p) => [key(p.metadata.namespace, p.metadata.name), p.spec]));
-  const services = new Map(input.services.map((s) => [key(s.metadata.namespace, s.metadata.name), s]));
-  const redirects: RedirectEntry[] = [];
-  const routes = new Map<string, Route>();
-  const kept = new Map<string, Route>();
-  const problems: { import: string; error: string }[] = [];
-  const sliceIndex = slicesByService(input.endpointSlices);
-  // In namespace/name order: when two imports claim one ip:port, or more than fit, the rule below is stable.
-  // (Keys computed once, compared by code unit: localeCompare in a sort of 10k is most of a reconcile.)
-  const imports = input.imports.map((i) => [key(i.metadata.namespace, i.metadata.name), i] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, i]) => i);
-  const seen = new Set<string>();
-  for (const imp of imports) {
-    if (imp.spec.type === 'Headless') continue; // no ClusterIP to redirect
-    const k = key(imp.metadata.namespace, imp.metadata.name);
-    const svc = services.get(k);
-    const policy = policies.get(k);
-    const slices = sliceIndex.get(k) ?? [];
-    // Unchanged inputs (informers replace an object when it changes): the last answer, not a new one.
-    const deps = [imp, policy, svc, input.localCluster, ...slices];
-    let part = input.memo?.get(k);
-    if (!part || part.deps.length !== deps.length || part.deps.some((d, i) => d !== deps[i])) {
-      part = { deps, ...importPart(k, imp, svc, policy, slices, input.localCluster) };
-      input.memo?.set(k, part);
-    }
-    seen.add(k);
-    problems.push(...part.problems);
-    // What the datapath can take: each ip:port once (the first import in namespace/name order keeps it), IP
-    // addresses only, at most `capacity` entries; the rest is left out and reported, never the whole set.
-    for (const e of part.redirects) {
-      const rk = routeKey(e.ip, e.port);
-      if (!isIP(e.ip)) problems.push({ import: k, error: `${e.ip} is not an IP address: not redirected` });
-      else if (routes.has(rk)) problems.push({ import: k, error: `${rk} is redirected for ${routes.get(rk)!.namespace}/${routes.get(rk)!.service} already: left out` });
-      else if (redirects.length >= (input.capacity ?? Infinity)) problems.push({ import: k, error: `the datapath holds ${input.capacity} redirects: ${rk} left out` });
-      else {
-        redirects.push(e);
-        routes.set(rk, part.routes.get(rk)!);
-      }
-    }
-    for (const [a, b] of part.kept) if (!kept.has(a)) kept.set(a, b);
+  const key = (o: { metadata: { namespace?: string; name: string } }) => `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;
+  const policies = new Map(input.policies.map((p) => [key(p), p]));
+  const services = new Map(input.services.map((s) => [key(s), s]));
+  const slices = slicesByService(input.endpointSlices);
+  const plan = new NodePlan(input.localCluster, input.capacity);
+  for (const imp of input.imports) {
+    const k = key(imp);
+    plan.update(k, { import: imp, service: services.get(k), policy: policies.get(k), slices: slices.get(k) ?? [] });
   }
-  if (input.memo) for (const k of input.memo.keys()) if (!seen.has(k)) input.memo.delete(k);
-  return { redirects, routes, kept, problems };
+  return plan.result();
 }
 
-interface ImportPart {
-  redirects: RedirectEntry[];
-  routes: Map<string, Route>;
-  kept: Map<string, Route>;
-  problems: { import: string; error: string }[];
-}
-
-/** Per import: the inputs its part was computed from, and the part. */
-export type DesiredMemo = Map<string, ImportPart & { deps: unknown[] }>;
-
-/** One import's redirects, routes and kept addresses, or its problems; never throws. */
+/** One import's claims, routes and kept addresses, or its problems; never throws. */
 function importPart(k: string, imp: ServiceImport, svc: Service | undefined, policy: GlobalTrafficPolicy['spec'] | undefined, slices: EndpointSlice[], localCluster: ClusterKey): ImportPart {
-  const out: ImportPart = { redirects: [], routes: new Map(), kept: new Map(), problems: [] };
+  const out: ImportPart = { claims: [], kept: new Map(), problems: [] };
   const [namespace, name] = [imp.metadata.namespace, imp.metadata.name];
   if (isClusterMachinery(namespace, name)) {
     out.problems.push({ import: k, error: "the cluster's own Service (the API server's, or kube-system): never redirected" });
@@ -197,14 +252,17 @@ function importPart(k: string, imp: ServiceImport, svc: Service | undefined, pol
   // an import must not take over any other address (another team's VIP, an external database).
   const own = new Set(svc ? clusterIPsOf(svc) : []);
   const all = Array.isArray(imp.spec.ips) ? imp.spec.ips : [];
-  const ips = all.filter((ip) => own.has(ip));
   const foreign = all.filter((ip) => !own.has(ip));
   if (foreign.length) out.problems.push({ import: k, error: `spec.ips ${foreign.join(', ')} ${foreign.length > 1 ? 'are' : 'is'} not the ClusterIP of Service ${k} in this cluster: not redirected` });
+  const ips: string[] = [];
+  for (const ip of all.filter((x) => own.has(x))) {
+    if (typeof ip === 'string' && isIP(ip)) ips.push(ip);
+    else out.problems.push({ import: k, error: `${String(ip)} is not an IP address: not redirected` });
+  }
   // One import (or its policy) that does not hold together costs only itself, not the node's other services.
   try {
     const local = localEndpoints(svc, slices);
-    const redirects: RedirectEntry[] = [];
-    const routes = new Map<string, Route>();
+    const claims: Claim[] = [];
     const kept = new Map<string, Route>();
     for (const port of imp.spec.ports ?? []) {
       if ((port.protocol ?? 'TCP') !== 'TCP') continue; // the datapath redirects TCP only (UDP comes later)
@@ -218,15 +276,11 @@ function importPart(k: string, imp: ServiceImport, svc: Service | undefined, pol
       };
       const leaves = needsNodeProxy({ localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy });
       for (const ip of ips) {
-        if (!leaves) {
-          kept.set(routeKey(ip, port.port), route);
-          continue;
-        }
-        redirects.push({ ip, port: port.port, id: fnv1a(`${k}:${port.port}`) });
-        routes.set(routeKey(ip, port.port), route);
+        if (!leaves) kept.set(routeKey(ip, port.port), route);
+        else claims.push({ key: k, entry: { ip, port: port.port, id: fnv1a(`${k}:${port.port}`) }, route });
       }
     }
-    Object.assign(out, { redirects, routes, kept });
+    Object.assign(out, { claims, kept });
   } catch (err) {
     out.problems.push({ import: k, error: (err as Error).message });
   }

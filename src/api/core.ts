@@ -1,4 +1,4 @@
-// The few core/v1 fields ecnet reads of Kubernetes' own kinds (Service, Namespace, Secret). Only what is used.
+// The few fields ecnet reads of Kubernetes' own kinds (Service, Namespace, Secret, EndpointSlice). Only what is used.
 import type { ObjectMeta } from './flomesh.js';
 
 export interface ServicePort {
@@ -40,6 +40,26 @@ export interface Secret {
   /** base64 values */
   data?: Record<string, string>;
   stringData?: Record<string, string>;
+}
+
+/** discovery.k8s.io/v1 EndpointSlice, the fields read. */
+export interface EndpointSlice {
+  apiVersion: 'discovery.k8s.io/v1';
+  kind: 'EndpointSlice';
+  metadata: ObjectMeta;
+  /** IPv4, IPv6 or FQDN; FQDN slices are never dialled (a name would be resolved by whoever dials it). */
+  addressType?: string;
+  endpoints?: { addresses: string[]; conditions?: { ready?: boolean } }[];
+  ports?: { name?: string; port?: number; protocol?: string }[];
+}
+
+/** The label that ties an EndpointSlice to its Service. */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+/** An address and port to dial: a ready endpoint of a service port. */
+export interface Endpoint {
+  ip: string;
+  port: number;
 }
 
 /** A Service's ClusterIP(s) as the API server reports them; empty for headless and ExternalName services. */

@@ -1,12 +1,9 @@
 // What a gateway knows of its own cluster's services, and what it answers a tunnel request with. Pure: the
 // catalog is a snapshot the agent keeps up to date (Services, their ready endpoints, ServiceExports).
+import type { Endpoint } from '../api/core.js';
 import type { ServiceExportSpec } from '../api/flomesh.js';
 import { STATUS, type ServiceTarget } from '../tunnel/protocol.js';
 
-export interface Endpoint {
-  ip: string;
-  port: number;
-}
 
 export interface LocalService {
   namespace: string;
@@ -23,12 +20,16 @@ export interface LocalService {
 export interface Catalog {
   get(namespace: string, name: string): LocalService | undefined;
   all(): Iterable<LocalService>;
+  /** The exported services with ingress path rules: what a plain HTTP request is matched against. */
+  withIngress(): Iterable<LocalService>;
 }
+
+export const hasIngress = (s: LocalService): boolean => (s.export?.rules ?? []).some((r) => r.path !== undefined);
 
 /** A catalog over a fixed list (tests, and the agent's snapshots). */
 export function staticCatalog(services: LocalService[]): Catalog {
   const byKey = new Map(services.map((s) => [`${s.namespace}/${s.name}`, s]));
-  return { get: (ns, name) => byKey.get(`${ns}/${name}`), all: () => byKey.values() };
+  return { get: (ns, name) => byKey.get(`${ns}/${name}`), all: () => byKey.values(), withIngress: () => [...byKey.values()].filter(hasIngress) };
 }
 
 export type Decision = { status: 200; endpoints: Endpoint[] } | { status: number; reason: string };

@@ -9,7 +9,8 @@ import { type AddressInfo, type Socket, connect } from 'node:net';
 import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, type TunnelTls, parseAuthority } from '../tunnel/protocol.js';
-import { type Catalog, type Endpoint, decide } from './catalog.js';
+import type { Endpoint } from '../api/core.js';
+import { type Catalog, decide } from './catalog.js';
 import { Tunnels, connectWithin, listen } from '../tunnel/splice.js';
 import { matchIngress } from './ingress.js';
 
@@ -192,7 +193,7 @@ export class Gateway {
       res.writeHead(this.#closed ? 503 : 200, { 'content-type': 'text/plain' }).end(this.#closed ? 'closing\n' : 'ok\n');
       return;
     }
-    const m = matchIngress(this.#catalog.all(), url);
+    const m = matchIngress(this.#catalog.withIngress(), url);
     if (!m) {
       this.#count(404);
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`no ingress rule matches ${url.split('?')[0]}\n`);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Service } from '../api/core.js';
 import type { ServiceExport } from '../api/flomesh.js';
-import type { EndpointSlice } from '../agent/desired.js';
+import type { EndpointSlice } from '../api/core.js';
 import { decide, staticCatalog } from './catalog.js';
 import { catalogFrom } from './live-catalog.js';
 

@@ -1,39 +1,53 @@
-// The gateway's catalog kept in sync with its cluster: Services, their EndpointSlices and ServiceExports,
-// rebuilt (debounced) after each change and swapped whole, so a lookup always sees one consistent snapshot.
+// The gateway's catalog kept in sync with its cluster: Services, their EndpointSlices and ServiceExports.
 import { networkInterfaces } from 'node:os';
 import { normalizeIp } from '../bpf/address.js';
 import type { Service } from '../api/core.js';
 import { isClusterMachinery } from '../api/protected.js';
 import type { ServiceExport } from '../api/flomesh.js';
-import { type EndpointSlice, localEndpoints, slicesByService } from '../agent/desired.js';
-import { type Informer, Kinds, type Source } from '../sources/source.js';
-import type { Catalog, LocalService } from './catalog.js';
+import type { EndpointSlice } from '../api/core.js';
+import { SliceIndex, localEndpoints, slicesByService } from '../endpoints/slices.js';
+import { type Informer, Kinds, type Source, type WatchEvent, objectKey } from '../sources/source.js';
+import { type Catalog, type LocalService, hasIngress } from './catalog.js';
+
+/** One service's catalog entry from its resources (pure); undefined when it is not a service here. */
+export function localService(service: Service | undefined, slices: EndpointSlice[], exp: ServiceExport | undefined, denied?: ReadonlySet<string>): LocalService | undefined {
+  if (!service) return undefined;
+  const namespace = service.metadata.namespace ?? 'default';
+  // The cluster's own machinery (the API server, kube-system) is never reachable through the gateway,
+  // whatever export someone with rights in `default` writes.
+  if (isClusterMachinery(namespace, service.metadata.name)) return undefined;
+  return {
+    namespace,
+    name: service.metadata.name,
+    ports: localEndpoints(service, slices, denied),
+    export: exp ? ((exp.spec ?? {}) as ServiceExport['spec']) : undefined,
+    ...(exp?.metadata.creationTimestamp ? { exportedAt: exp.metadata.creationTimestamp } : {}),
+  };
+}
 
 /** A catalog from resources (pure). `denied`: addresses never dialled (the gateway's own). */
 export function catalogFrom(services: Service[], slices: EndpointSlice[], exports: ServiceExport[], denied?: ReadonlySet<string>): Map<string, LocalService> {
-  const exported = new Map(exports.map((e) => [`${e.metadata.namespace ?? 'default'}/${e.metadata.name}`, e]));
-  const out = new Map<string, LocalService>();
+  const key = (o: { metadata: { namespace?: string; name: string } }) => `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;
+  const exported = new Map(exports.map((e) => [key(e), e]));
   const index = slicesByService(slices);
+  const out = new Map<string, LocalService>();
   for (const s of services) {
-    const namespace = s.metadata.namespace ?? 'default';
-    // The cluster's own machinery (the API server, kube-system) is never reachable through the gateway,
-    // whatever export someone with rights in `default` writes.
-    if (isClusterMachinery(namespace, s.metadata.name)) continue;
-    const key = `${namespace}/${s.metadata.name}`;
-    const e = exported.get(key);
-    out.set(key, {
-      namespace,
-      name: s.metadata.name,
-      ports: localEndpoints(s, index, denied),
-      export: e ? ((e.spec ?? {}) as ServiceExport['spec']) : undefined,
-      ...(e?.metadata.creationTimestamp ? { exportedAt: e.metadata.creationTimestamp } : {}),
-    });
+    const entry = localService(s, index.get(key(s)) ?? [], exported.get(key(s)), denied);
+    if (entry) out.set(key(s), entry);
   }
   return out;
 }
 
+/**
+ * The catalog kept in sync with the cluster one service at a time: each event marks its `namespace/name`, and a
+ * rebuild (debounced) recomputes those entries only, so a change costs its own service, not the cluster's
+ * 10,000. A rebuild runs in one turn of the event loop: a lookup sees the catalog before it or after it.
+ */
 export class LiveCatalog implements Catalog {
-  #services = new Map<string, LocalService>();
+  readonly #services = new Map<string, LocalService>();
+  readonly #ingress = new Map<string, LocalService>();
+  readonly #slices = new SliceIndex();
+  readonly #dirty = new Set<string>();
   #informers: [Informer<Service>, Informer<EndpointSlice & { apiVersion: string }>, Informer<ServiceExport>] | undefined;
   #timer: NodeJS.Timeout | undefined;
   // The gateway's own addresses (its pod's, or the node's for a hostNetwork one): an EndpointSlice naming one
@@ -43,27 +57,45 @@ export class LiveCatalog implements Catalog {
 
   /** Starts watching; resolves once the first catalog is built. */
   async start(source: Source, debounceMs = 20): Promise<void> {
-    const rebuild = () => {
-      if (this.#timer) return;
+    const schedule = () => {
+      if (this.#timer || !this.#informers) return;
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
         this.#rebuild();
       }, debounceMs);
     };
-    const opts = { onEvent: rebuild };
+    const changed = (e: WatchEvent) => {
+      this.#dirty.add(objectKey(e.object));
+      schedule();
+    };
+    const sliceChanged = (e: WatchEvent<EndpointSlice & { apiVersion: string }>) => {
+      for (const k of e.type === 'deleted' ? this.#slices.delete(e.object) : this.#slices.set(e.object)) this.#dirty.add(k);
+      schedule();
+    };
     this.#informers = [
-      source.informer<Service>(Kinds.Service, opts),
-      source.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, opts),
-      source.informer<ServiceExport>(Kinds.ServiceExport, opts),
+      source.informer<Service>(Kinds.Service, { onEvent: changed }),
+      source.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, { onEvent: sliceChanged }),
+      source.informer<ServiceExport>(Kinds.ServiceExport, { onEvent: changed }),
     ];
     await Promise.all(this.#informers.map((i) => i.synced));
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#rebuild();
   }
 
   #rebuild(): void {
     if (!this.#informers) return;
-    const [services, slices, exports] = this.#informers;
-    this.#services = catalogFrom(services.list(), slices.list(), exports.list(), this.#own);
+    const [services, , exports] = this.#informers;
+    for (const k of this.#dirty) {
+      const slash = k.indexOf('/');
+      const [ns, name] = [k.slice(0, slash), k.slice(slash + 1)];
+      const entry = localService(services.get(name, ns), this.#slices.of(k), exports.get(name, ns), this.#own);
+      if (entry) this.#services.set(k, entry);
+      else this.#services.delete(k);
+      if (entry && hasIngress(entry)) this.#ingress.set(k, entry);
+      else this.#ingress.delete(k);
+    }
+    this.#dirty.clear();
   }
 
   get(namespace: string, name: string): LocalService | undefined {
@@ -72,6 +104,10 @@ export class LiveCatalog implements Catalog {
 
   all(): Iterable<LocalService> {
     return this.#services.values();
+  }
+
+  withIngress(): Iterable<LocalService> {
+    return this.#ingress.values();
   }
 
   close(): void {

@@ -1,8 +1,7 @@
 // What Kubernetes' endpoints controller and DNS do, for a local cluster: the EndpointSlice of each Service
 // from the running pods its selector matches, and the names pods resolve (a hosts file per pod). Pure.
 import type { Service } from '../api/core.js';
-import type { EndpointSlice } from '../agent/desired.js';
-import { SERVICE_NAME_LABEL } from '../agent/desired.js';
+import { type EndpointSlice, SERVICE_NAME_LABEL } from '../api/core.js';
 
 /** A pod as `ecnet local run` records it. */
 export interface LocalPod {

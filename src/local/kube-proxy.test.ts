@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Service } from '../api/core.js';
-import type { EndpointSlice } from '../agent/desired.js';
+import type { EndpointSlice } from '../api/core.js';
 import { kubeProxyRuleset } from './kube-proxy.js';
 
 const svc = (name: string, clusterIP: string, type?: Service['spec']['type']): Service => ({

@@ -5,7 +5,8 @@
 // Pure: resources in, `nft -f` text out.
 import { isIPv4 } from 'node:net';
 import type { Service } from '../api/core.js';
-import { type EndpointSlice, localEndpoints, slicesByService } from '../agent/desired.js';
+import type { EndpointSlice } from '../api/core.js';
+import { localEndpoints, slicesByService } from '../endpoints/slices.js';
 import { cidrContains, parseCidr } from '../sources/clusterip.js';
 
 export const KUBE_PROXY_TABLE = 'ecnet_kube_proxy';

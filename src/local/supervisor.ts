@@ -11,7 +11,7 @@ import { componentLogger } from '../logger.js';
 import { LocalSource } from '../sources/local.js';
 import { Kinds } from '../sources/source.js';
 import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, SLICE_SUFFIX, desiredSlices, hostsText } from './endpoints.js';
-import type { EndpointSlice } from '../agent/desired.js';
+import type { EndpointSlice } from '../api/core.js';
 import { defaults } from '../config.js';
 import { kubeProxyRuleset } from './kube-proxy.js';
 import { hostsFile } from './net.js';

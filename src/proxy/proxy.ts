@@ -5,7 +5,7 @@
 // one unseen; the client sees an error (a reset) only when none is left, or at once when there is no route.
 import { type AddressInfo, type Server, type Socket, connect as netConnect, createServer } from 'node:net';
 import type { ClusterKey, GlobalTrafficPolicySpec } from '../api/flomesh.js';
-import type { Endpoint } from '../gateway/catalog.js';
+import type { Endpoint } from '../api/core.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { HealthBook } from '../policy/health.js';
 import { type Candidate, type Exporter, plan } from '../policy/plan.js';

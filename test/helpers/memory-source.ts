@@ -1,0 +1,85 @@
+// A Source held in memory, for benchmarks and tests of what sits above the Source interface (the agent's and
+// the gateway's reconcilers) at sizes an API server in a test would take minutes to serve. Informers behave as
+// the real ones do: the initial list as `added` events once synced, then one event per change, after the cache.
+// Writes of status and Events are accepted and dropped. Not a stand-in for the sources' own tests.
+import { type ApplyOptions, type EventNote, type Informer, type InformerOptions, type KindRef, type KubeObject, type Source, objectKey } from '../../src/sources/source.js';
+
+export class MemorySource implements Source {
+  readonly description = 'memory';
+  readonly #objects = new Map<string, Map<string, KubeObject>>();
+  readonly #watchers = new Set<{ kind: string; onEvent: (type: 'added' | 'updated' | 'deleted', o: KubeObject) => void }>();
+
+  #store(kind: string): Map<string, KubeObject> {
+    let m = this.#objects.get(kind);
+    if (!m) this.#objects.set(kind, (m = new Map()));
+    return m;
+  }
+
+  /** Creates or replaces an object (a new object each time, as informers hand them out), and tells informers. */
+  put(o: KubeObject): void {
+    const store = this.#store(o.kind);
+    const type = store.has(objectKey(o)) ? 'updated' : 'added';
+    store.set(objectKey(o), o);
+    for (const w of this.#watchers) if (w.kind === o.kind) w.onEvent(type, o);
+  }
+
+  remove(o: KubeObject): void {
+    const store = this.#store(o.kind);
+    const old = store.get(objectKey(o));
+    if (!old) return;
+    store.delete(objectKey(o));
+    for (const w of this.#watchers) if (w.kind === o.kind) w.onEvent('deleted', old);
+  }
+
+  informer<T extends KubeObject = KubeObject>(kind: KindRef, options: InformerOptions<T> = {}): Informer<T> {
+    const store = this.#store(kind.kind);
+    let synced = false;
+    const watcher = { kind: kind.kind, onEvent: (type: 'added' | 'updated' | 'deleted', object: KubeObject) => synced && options.onEvent?.({ type, object: object as T }) };
+    this.#watchers.add(watcher);
+    const ready = Promise.resolve().then(() => {
+      synced = true;
+      for (const o of store.values()) options.onEvent?.({ type: 'added', object: o as T });
+    });
+    const key = (name: string, namespace?: string) => (kind.namespaced && namespace ? `${namespace}/${name}` : name);
+    return {
+      kind,
+      synced: ready,
+      get isSynced() {
+        return synced;
+      },
+      healthy: true,
+      lastError: undefined,
+      list: (namespace?: string) => [...store.values()].filter((o) => !namespace || o.metadata.namespace === namespace) as T[],
+      get: (name: string, namespace?: string) => store.get(key(name, namespace)) as T | undefined,
+      close: () => void this.#watchers.delete(watcher),
+    };
+  }
+
+  async list<T extends KubeObject = KubeObject>(kind: KindRef, namespace?: string): Promise<T[]> {
+    return [...this.#store(kind.kind).values()].filter((o) => !namespace || o.metadata.namespace === namespace) as T[];
+  }
+
+  async get<T extends KubeObject = KubeObject>(kind: KindRef, name: string, namespace?: string): Promise<T | undefined> {
+    return this.#store(kind.kind).get(namespace ? `${namespace}/${name}` : name) as T | undefined;
+  }
+
+  async apply<T extends KubeObject = KubeObject>(object: T, _options: ApplyOptions): Promise<T> {
+    this.put(object);
+    return object;
+  }
+
+  async delete(kind: KindRef, name: string, namespace?: string): Promise<boolean> {
+    const o = this.#store(kind.kind).get(namespace ? `${namespace}/${name}` : name);
+    if (o) this.remove(o);
+    return o !== undefined;
+  }
+
+  async writeStatus(): Promise<void> {}
+  async event(_object: KubeObject, _note: EventNote): Promise<void> {}
+  async close(): Promise<void> {
+    this.#watchers.clear();
+  }
+  destroy(): void {
+    this.#watchers.clear();
+  }
+}
