@@ -6,29 +6,12 @@ import { join } from 'node:path';
 import { formatEndpoint, normalizeIp, parseEndpoint } from './bpf/address.js';
 import type { DatapathSettings } from './bpf/codecs.js';
 import { detectCgroup2 } from './bpf/host.js';
-import { packageRoot } from './paths.js';
 import type { ConnectionLimits } from './tunnel/limits.js';
+import { EcnetError } from './errors.js';
+import { defaults, leaderElectionDefaults } from './defaults.js';
 
-export const defaults = {
-  /** Pin directory of maps and links on bpffs. */
-  bpffs: '/sys/fs/bpf/ecnet',
-  /** SO_MARK bit(s) the node proxy sets on its upstream sockets; the datapath never redirects those. */
-  proxyMark: 0x1000,
-  /** Compiled BPF objects (npm run build:bpf). */
-  objectDir: join(packageRoot, 'build', 'bpf'),
-  /** Commands print their own results; logs are for what goes wrong (ECNET_LOG_LEVEL=info for more). */
-  logLevel: 'warn',
-  /** Local mode: one directory per cluster under this one (ECNET_CLUSTERS_DIR). */
-  clustersDir: '/var/lib/ecnet/clusters',
-  /** Local mode: the control-plane cluster's directory name under clustersDir. */
-  hubName: 'control-plane',
-  /** ClusterIPs the local source allocates (ECNET_SERVICE_CIDR); every cluster may use the same range. */
-  serviceCidr: '10.96.0.0/16',
-  /** How long an unreachable member keeps its exports before the controller withdraws them. */
-  memberTimeoutMs: 120_000,
-  /** Full controller pass without events, repairing what changed behind its back. */
-  resyncMs: 30_000,
-} as const;
+export { defaults, leaderElectionDefaults };
+
 
 export type OutputFormat = 'table' | 'json';
 
@@ -49,11 +32,9 @@ export interface DatapathConfig {
   output: OutputFormat;
 }
 
-export class ConfigError extends Error {
-  readonly code = 'ECNET_CONFIG' as const;
+export class ConfigError extends EcnetError<'ECNET_CONFIG'> {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'ConfigError';
+    super('ECNET_CONFIG', message, options);
   }
 }
 
@@ -202,6 +183,8 @@ export function sourceConfig(flags: SourceFlags, env: NodeJS.ProcessEnv = proces
 /** Flags of `ecnet controller`. */
 export interface ControllerFlags {
   clustersDir?: string;
+  controlPlane?: string;
+  /** The former name of --control-plane, still accepted. */
   hub?: string;
   kubeconfig?: string;
   context?: string;
@@ -217,15 +200,6 @@ export interface ControllerFlags {
   leaderElectRetryPeriod?: string;
 }
 
-export const leaderElectionDefaults = {
-  /** The install's namespace (daemonset/namespace); in a pod, POD_NAMESPACE wins. */
-  namespace: 'ecnet-system',
-  name: 'ecnet-controller',
-  /** client-go's defaults. */
-  leaseDurationMs: 15_000,
-  renewDeadlineMs: 10_000,
-  retryPeriodMs: 2_000,
-} as const;
 
 /** One coordination.k8s.io/v1 Lease in the control-plane cluster; only its holder writes. */
 export interface LeaderElectionConfig {
@@ -240,7 +214,7 @@ export interface LeaderElectionConfig {
 
 export interface ControllerConfig {
   /** The control-plane cluster, where Cluster resources live. */
-  hub: SourceConfig;
+  controlPlane: SourceConfig;
   /** Local mode: members without a kubeconfig are the directories named like their Cluster here. */
   clustersDir: string | undefined;
   serviceCidr: string;
@@ -250,13 +224,13 @@ export interface ControllerConfig {
   leaderElection: LeaderElectionConfig | undefined;
 }
 
-function leaderElectionConfig(flags: ControllerFlags, hub: SourceConfig, env: NodeJS.ProcessEnv): LeaderElectionConfig | undefined {
+function leaderElectionConfig(flags: ControllerFlags, controlPlane: SourceConfig, env: NodeJS.ProcessEnv): LeaderElectionConfig | undefined {
   if (!flags.leaderElect) {
     const stray = (['leaderElectNamespace', 'leaderElectName', 'leaderElectIdentity', 'leaderElectLeaseDuration', 'leaderElectRenewDeadline', 'leaderElectRetryPeriod'] as const).find((k) => flags[k] !== undefined);
     if (stray) throw new ConfigError(`--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --leader-elect`);
     return undefined;
   }
-  if (hub.kind !== 'kubernetes') throw new ConfigError('--leader-elect needs a Kubernetes control-plane cluster (--kubeconfig or --in-cluster): the lease lives there');
+  if (controlPlane.kind !== 'kubernetes') throw new ConfigError('--leader-elect needs a Kubernetes control-plane cluster (--kubeconfig or --in-cluster): the lease lives there');
   const d = leaderElectionDefaults;
   const ms = (name: string, v: string | undefined, fallback: number) => (v === undefined ? fallback : parseDuration(name, v));
   const cfg: LeaderElectionConfig = {
@@ -279,16 +253,16 @@ export function controllerConfig(flags: ControllerFlags, env: NodeJS.ProcessEnv 
   const serviceCidr = env.ECNET_SERVICE_CIDR ?? defaults.serviceCidr;
   const kube = Boolean(flags.kubeconfig || flags.inCluster || (!flags.clustersDir && !env.ECNET_CLUSTERS_DIR && env.KUBECONFIG));
   const clustersDir = kube ? flags.clustersDir : clustersDirOf(flags, env);
-  const hub: SourceConfig = kube
+  const controlPlane: SourceConfig = kube
     ? { kind: 'kubernetes', kubeconfigPath: flags.kubeconfig ?? env.KUBECONFIG, context: flags.context, inCluster: Boolean(flags.inCluster) }
-    : { kind: 'local', dir: clusterDir(flags.hub ?? defaults.hubName, clustersDir!), serviceCidr };
+    : { kind: 'local', dir: clusterDir(flags.controlPlane ?? flags.hub ?? defaults.controlPlaneName, clustersDir!), serviceCidr };
   return {
-    hub,
+    controlPlane,
     clustersDir,
     serviceCidr,
     memberTimeoutMs: flags.memberTimeout === undefined ? defaults.memberTimeoutMs : parseDuration('--member-timeout', flags.memberTimeout),
     resyncMs: flags.resync === undefined ? defaults.resyncMs : parseDuration('--resync', flags.resync),
-    leaderElection: leaderElectionConfig(flags, hub, env),
+    leaderElection: leaderElectionConfig(flags, controlPlane, env),
   };
 }
 

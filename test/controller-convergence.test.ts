@@ -77,8 +77,8 @@ describe('controller convergence over random event sequences (local mode)', () =
         await userSource('control-plane').apply(cluster(m, MEMBERS.indexOf(m) + 1), { manager: 'test' });
         registered.add(m);
       }
-      const hub = new LocalSource({ dir: join(root, 'control-plane'), rescanMs: 500 });
-      const controller = new Controller({ hub, connect: memberConnector({ hub, clustersDir: root }), memberTimeoutMs: 60_000, resyncMs: 1_000, debounceMs: 5 });
+      const controlPlane = new LocalSource({ dir: join(root, 'control-plane'), rescanMs: 500 });
+      const controller = new Controller({ controlPlane, connect: memberConnector({ controlPlane, clustersDir: root }), memberTimeoutMs: 60_000, resyncMs: 1_000, debounceMs: 5 });
       const log: string[] = [];
       try {
         await controller.start();
@@ -174,7 +174,7 @@ describe('controller convergence over random event sequences (local mode)', () =
         expect(log.some((l) => l.startsWith('export'))).toBe(true);
       } finally {
         await controller.close();
-        hub.destroy();
+        controlPlane.destroy();
         for (const s of user.values()) s.destroy();
       }
     });

@@ -76,7 +76,7 @@ describe('ecnet controller against Kubernetes API servers', () => {
       } as Cluster);
     }
     hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 300, jitter: 0.2 } });
-    controller = new Controller({ hub, connect: memberConnector({ hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: 500, debounceMs: 5 });
+    controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: 500, debounceMs: 5 });
     await controller.start();
   });
   afterAll(async () => {
@@ -218,7 +218,7 @@ describe('a controller (re)starting while the hub blips and a member is slow del
     hubServer.failNext(3, 503);
     m2.failNext(1_000_000, 503);
     hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 200, jitter: 0.2 } });
-    controller = new Controller({ hub, connect: memberConnector({ hub, clustersDir: undefined }), memberTimeoutMs: 20_000, resyncMs: 300, debounceMs: 5 });
+    controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 20_000, resyncMs: 300, debounceMs: 5 });
     await controller.start();
     await until('m1 Managed', () => hubServer.object<Cluster>(Kinds.Cluster, undefined, 'm1')?.status?.conditions?.some((c: Condition) => c.type === 'Managed' && c.status === 'True'));
     await new Promise((r) => setTimeout(r, 1000));

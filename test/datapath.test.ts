@@ -8,8 +8,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { connKeyCodec, origDstCodec, serviceKeyCodec, serviceValueCodec, settingsCodec } from '../src/bpf/codecs.js';
 import { Datapath, type DatapathOptions } from '../src/bpf/datapath.js';
 import { DatapathError } from '../src/bpf/errors.js';
-import { loadNative } from '../src/bpf/native.js';
-import { cookieOf, connectMarked } from '../src/bpf/sockets.js';
+import { loadNative } from '../src/native/addon.js';
+import { cookieOf, connectMarked } from '../src/native/sockets.js';
 import { defaults } from '../src/config.js';
 import {
   type TestCgroup,

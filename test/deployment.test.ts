@@ -13,7 +13,7 @@ import type { Service } from '../src/api/core.js';
 import type { EndpointSlice } from '../src/api/core.js';
 import { Datapath } from '../src/bpf/datapath.js';
 import { detectCgroup2 } from '../src/bpf/host.js';
-import { setNetns } from '../src/bpf/libc.js';
+import { setNetns } from '../src/native/libc.js';
 import { type Component, type ProcessPlan, asUser, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../src/kubelet/workload.js';
 import { hostsText } from '../src/local/endpoints.js';
 import { kubeProxyRuleset } from '../src/local/kube-proxy.js';

@@ -6,8 +6,8 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { KernelSplicer, type SpliceEnd } from '../src/bpf/kernel-splice.js';
-import { socketError } from '../src/bpf/libc.js';
+import { KernelSplicer, type SpliceEnd } from '../src/native/kernel-splice.js';
+import { socketError } from '../src/native/libc.js';
 import { packageRoot } from '../src/paths.js';
 import { type Spliced, splice } from '../src/tunnel/splice.js';
 

@@ -2,7 +2,7 @@
 // in-memory API server: sync, events, bookmarks, recovery from drops, 410 and failing lists, writes with
 // conflict retries, events, and shutdown without leftover timers or watches.
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { Clock } from '../src/sources/backoff.js';
+import type { Clock } from '../src/util/time.js';
 import { createKubernetesSource, type KubernetesSourceOptions } from '../src/sources/kubernetes.js';
 import { Kinds, SourceError, type KindRef, type KubeObject, type Source, type WatchEvent } from '../src/sources/source.js';
 import { startKubeApiServer, type KubeApiServer, type KubeApiServerOptions, type RecordedRequest } from './helpers/kube-api-server.js';

@@ -5,7 +5,7 @@ import { KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, controllerConfig, leaderElectionDefaults } from '../src/config.js';
 import { LeaderElector, type LeaseClient, kubernetesLeaseClient } from '../src/controlplane/leader.js';
-import type { Clock } from '../src/sources/backoff.js';
+import type { Clock } from '../src/util/time.js';
 import type { KindRef, KubeObject } from '../src/sources/source.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
 

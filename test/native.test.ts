@@ -2,9 +2,9 @@
 // handles are freed once, close() twice is harmless, use after close throws.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Datapath } from '../src/bpf/datapath.js';
-import { BpfError } from '../src/bpf/errors.js';
+import { BpfError } from '../src/native/errors.js';
 import { pinPaths } from '../src/bpf/loader.js';
-import { loadNative } from '../src/bpf/native.js';
+import { loadNative } from '../src/native/addon.js';
 import { defaults } from '../src/config.js';
 import { describeKernel } from './helpers/describe-kernel.js';
 import { type TestCgroup, cleanupAll, makeCgroup, makePinDir } from './helpers/host.js';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Datapath } from '../src/bpf/datapath.js';
-import { connectMarked } from '../src/bpf/sockets.js';
+import { connectMarked } from '../src/native/sockets.js';
 import { defaults } from '../src/config.js';
 import { staticCatalog } from '../src/gateway/catalog.js';
 import { Gateway } from '../src/gateway/gateway.js';

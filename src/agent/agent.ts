@@ -9,8 +9,9 @@ import type { ServiceKey } from '../bpf/codecs.js';
 import { SliceIndex } from '../endpoints/slices.js';
 import { type Logger, componentLogger } from '../logger.js';
 import type { Route, RouteTable } from '../proxy/proxy.js';
-import { Backoff, type Clock, systemClock } from '../sources/backoff.js';
-import { Coalescer } from '../sources/coalescer.js';
+import { Backoff } from '../util/backoff.js';
+import { type Clock, systemClock } from '../util/time.js';
+import { Coalescer } from '../util/coalescer.js';
 import { type Informer, Kinds, type Source, type WatchEvent, objectKey } from '../sources/source.js';
 import { NodePlan, type RedirectEntry, routeKey } from './desired.js';
 
@@ -284,7 +285,7 @@ export class Agent {
 
   destroy(err?: Error): void {
     if (this.#closed) return;
-    if (err) this.#log.error({ err: err.message }, 'agent aborted');
+    if (err) this.#log.error({ err }, 'agent aborted');
     this.#closed = true;
     void this.#reconciles.close();
     for (const i of Object.values(this.#informers ?? {})) i.close();

@@ -12,6 +12,7 @@ import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flom
 import { isClusterMachinery } from '../api/protected.js';
 import { localEndpoints, slicesByService } from '../endpoints/slices.js';
 import { needsNodeProxy } from '../policy/plan.js';
+import { fnv1a } from '../util/hash.js';
 import type { Route } from '../proxy/proxy.js';
 
 export interface RedirectEntry {
@@ -32,12 +33,6 @@ export interface DesiredNode {
 }
 
 export const routeKey = (ip: string, port: number): string => `${ip}:${port}`;
-
-function fnv1a(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-}
 
 /** What one import contributes, computed from its own inputs (the same namespace/name of each kind). */
 export interface ImportInputs {

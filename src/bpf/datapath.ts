@@ -30,7 +30,7 @@ import {
   pinPaths,
   uninstall,
 } from './loader.js';
-import { type NativeBinding, type NativeMap, loadNative } from './native.js';
+import { type NativeBinding, type NativeMap, loadNative } from '../native/addon.js';
 
 /** Where to pin, where to attach, what to load, and with which settings (the loader's options). */
 export type DatapathOptions = InstallOptions;

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node
 import { release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { DatapathError } from './errors.js';
-import { mountBpffs } from './libc.js';
+import { mountBpffs } from '../native/libc.js';
 
 /** Oldest kernel with everything the programs use (cgroup bpf_link, sock_release cookies, batch ops). */
 export const MIN_KERNEL: readonly [number, number] = [5, 10];

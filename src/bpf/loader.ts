@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { type DatapathSettings, settingsCodec, u32Key } from './codecs.js';
 import { DatapathError } from './errors.js';
 import { cgroupId, checkCgroup, checkKernel, checkRoot, ensureBpffs } from './host.js';
-import { type NativeBinding, type NativeObject, loadNative } from './native.js';
+import { type NativeBinding, type NativeObject, loadNative } from '../native/addon.js';
 
 /** The compiled objects, one per hook (bpf/NAME.bpf.c → NAME.bpf.o). */
 export const OBJECT_NAMES = ['sock_connect', 'sock_getpeername', 'sockops', 'sock_release'] as const;

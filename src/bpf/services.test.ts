@@ -2,8 +2,9 @@
 // to fail part-way (the real map cannot be made to, short of memory pressure). Kernel behaviour itself is
 // covered by test/datapath.test.ts.
 import { describe, expect, it } from 'vitest';
-import { BpfError, DatapathError } from './errors.js';
-import type { NativeMap } from './native.js';
+import { BpfError } from '../native/errors.js';
+import { DatapathError } from './errors.js';
+import type { NativeMap } from '../native/addon.js';
 import { type ServiceEntry, ServiceTable } from './services.js';
 
 class FakeMap implements NativeMap {

@@ -6,9 +6,10 @@ import {
   serviceKeyCodec,
   serviceValueCodec,
 } from './codecs.js';
-import { BpfError, DatapathError } from './errors.js';
+import { BpfError } from '../native/errors.js';
+import { DatapathError } from './errors.js';
 import { MAP_NAMES } from './loader.js';
-import type { NativeMap } from './native.js';
+import type { NativeMap } from '../native/addon.js';
 
 export interface ServiceEntry extends ServiceKey, ServiceValue {}
 

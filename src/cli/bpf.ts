@@ -7,10 +7,11 @@ import { Datapath, type DatapathStatus, type MapDump } from '../bpf/datapath.js'
 import { DatapathError } from '../bpf/errors.js';
 import { MAP_NAMES } from '../bpf/loader.js';
 import { type DatapathConfig, type DatapathFlags, type ListenFlags, type LoadFlags, datapathConfig, defaults, listenConfig, loadConfig, serviceIdFlag } from '../config.js';
-import { componentLogger } from '../logger.js';
+import { componentLogger, type Logger } from '../logger.js';
+// Made when used: the CLI sets the log level after this module loads.
+const log = (): Logger => componentLogger('cli');
 import { table } from './table.js';
 
-const log = componentLogger('cli');
 
 function out(text: string): void {
   process.stdout.write(`${text}\n`);
@@ -87,7 +88,7 @@ function renderDump(d: MapDump): string {
 
 /** Runs `fn` with a handle on the loaded datapath, closing it afterwards. */
 function withDatapath<T>(cfg: DatapathConfig, fn: (dp: Datapath) => T): T {
-  const dp = Datapath.openPinned(cfg.bpffs, log);
+  const dp = Datapath.openPinned(cfg.bpffs, log());
   try {
     return fn(dp);
   } finally {
@@ -131,13 +132,13 @@ function serveOriginalDestinations(dp: Datapath, proxy: { ip: string; port: numb
       process.off('SIGINT', stop).off('SIGTERM', stop);
       resolve();
     });
-    server.listen(proxy.port, proxy.ip, () => log.info({ proxy }, 'listening'));
+    server.listen(proxy.port, proxy.ip, () => componentLogger('cli').info({ proxy }, 'listening'));
   });
 }
 
 /** `ecnet bpf unload`, also `ecnet uninstall`. */
 export function unload(cfg: DatapathConfig): void {
-  const r = Datapath.uninstall(cfg.bpffs, log);
+  const r = Datapath.uninstall(cfg.bpffs, log());
   if (cfg.output === 'json') out(json(r));
   else out(r.detached.length || r.unpinned.length ? `detached ${r.detached.length} programs, removed ${r.unpinned.length} map pins` : `nothing loaded at ${cfg.bpffs}`);
 }
@@ -166,7 +167,7 @@ export function bpfCommand(): Command {
         objectDir: cfg.objectDir,
         settings: load.settings,
         ...(load.maxServices !== undefined ? { capacity: { services: load.maxServices } } : {}),
-        logger: log,
+        logger: log(),
       });
       try {
         const programs = dp.installed?.programs ?? [];
@@ -218,7 +219,7 @@ export function bpfCommand(): Command {
     .action(async (flags: ListenFlags, cmd: Command) => {
       const cfg = config(cmd);
       const listen = listenConfig(flags);
-      const dp = Datapath.openPinned(cfg.bpffs, log);
+      const dp = Datapath.openPinned(cfg.bpffs, log());
       await serveOriginalDestinations(dp, listen.proxy, listen.count, cfg.output === 'json').finally(() => dp.close());
     });
 

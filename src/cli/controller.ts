@@ -1,4 +1,5 @@
-// `ecnet controller`: the hub, until SIGINT/SIGTERM (then it drains: writes in flight finish).
+// `ecnet controller`: the control-plane cluster, until SIGINT/SIGTERM (then it drains: writes in flight finish).
+import { untilSignal } from '../util/process.js';
 import { Command } from 'commander';
 import { ConfigError, type ControllerConfig, type ControllerFlags, controllerConfig, leaderElectionDefaults } from '../config.js';
 import type { LeaderElector } from '../controlplane/leader.js';
@@ -10,8 +11,9 @@ import { openSource } from '../sources/open.js';
 export function controllerCommand(): Command {
   return new Command('controller')
     .description('turn ServiceExports in member clusters into ServiceImports (and derived Services) in all of them')
-    .option('--clusters-dir <dir>', 'local mode: one directory per cluster; the hub is <dir>/control-plane')
-    .option('--hub <dir>', 'local mode: the control-plane cluster directory (or its name under --clusters-dir)')
+    .option('--clusters-dir <dir>', 'local mode: one directory per cluster; the control-plane cluster is <dir>/control-plane')
+    .option('--control-plane <dir>', 'local mode: the control-plane cluster directory (or its name under --clusters-dir)')
+    .option('--hub <dir>', 'the former name of --control-plane')
     .option('--kubeconfig <file>', 'the control-plane cluster is a Kubernetes API server')
     .option('--context <name>', 'kubeconfig context')
     .option('--in-cluster', 'use the service account of the pod it runs in')
@@ -29,11 +31,7 @@ export function controllerCommand(): Command {
       const log = componentLogger('controller');
       // Watchers and timers do not hold the process open (they are unref'd so one-shot commands can exit):
       // this does, until a signal, also while the control-plane cluster is not readable yet.
-      const keepAlive = setInterval(() => undefined, 1 << 30);
-      const stopped = new Promise<string>((resolve) => {
-        process.once('SIGINT', () => resolve('SIGINT'));
-        process.once('SIGTERM', () => resolve('SIGTERM'));
-      });
+      const { signal: stopped, release } = untilSignal();
       let elector: LeaderElector | undefined;
       try {
         if (cfg.leaderElection) {
@@ -49,15 +47,15 @@ export function controllerCommand(): Command {
         // A leader that lost its lease stops writing and exits non-zero (its pod restarts and campaigns again).
         const lost = elector ? elector.lost.then((err) => Promise.reject(err)) : new Promise<never>(() => undefined);
         lost.catch(() => undefined);
-        const hub = await openSource(cfg.hub);
+        const controlPlane = await openSource(cfg.controlPlane);
         const controller = new Controller({
-          hub,
-          connect: memberConnector({ hub, clustersDir: cfg.clustersDir, serviceCidr: cfg.serviceCidr }),
+          controlPlane,
+          connect: memberConnector({ controlPlane, clustersDir: cfg.clustersDir, serviceCidr: cfg.serviceCidr }),
           memberTimeoutMs: cfg.memberTimeoutMs,
           resyncMs: cfg.resyncMs,
           logger: log,
         });
-        process.stderr.write(`ecnet controller: watching ${hub.description}\n`);
+        process.stderr.write(`ecnet controller: watching ${controlPlane.description}\n`);
         // A signal while the control-plane cluster is still being read stops as cleanly as later.
         const started = controller.start();
         started.catch(() => undefined); // rejects only when closed before the first list, i.e. on a signal
@@ -66,25 +64,25 @@ export function controllerCommand(): Command {
           log.info({ signal }, 'stopping');
         } finally {
           await controller.close();
-          await hub.close();
+          await controlPlane.close();
         }
       } finally {
         // After the last write: the next leader need not wait for the lease to expire.
         await elector?.close();
-        clearInterval(keepAlive);
+        release();
       }
     });
 }
 
 async function leaderElector(cfg: ControllerConfig): Promise<LeaderElector> {
   const le = cfg.leaderElection!;
-  if (cfg.hub.kind !== 'kubernetes') throw new ConfigError('--leader-elect needs a Kubernetes control-plane cluster');
+  if (cfg.controlPlane.kind !== 'kubernetes') throw new ConfigError('--leader-elect needs a Kubernetes control-plane cluster');
   // Loaded only with --leader-elect: client-node is slow to import.
   const [{ LeaderElector, kubernetesLeaseClient }, { loadKubeConfig }] = await Promise.all([import('../controlplane/leader.js'), import('../sources/kubernetes.js')]);
   const kc = loadKubeConfig({
-    ...(cfg.hub.inCluster ? { inCluster: true } : {}),
-    ...(cfg.hub.kubeconfigPath ? { kubeconfigPath: cfg.hub.kubeconfigPath } : {}),
-    ...(cfg.hub.context ? { context: cfg.hub.context } : {}),
+    ...(cfg.controlPlane.inCluster ? { inCluster: true } : {}),
+    ...(cfg.controlPlane.kubeconfigPath ? { kubeconfigPath: cfg.controlPlane.kubeconfigPath } : {}),
+    ...(cfg.controlPlane.context ? { context: cfg.controlPlane.context } : {}),
   });
   return new LeaderElector({ client: kubernetesLeaseClient(kc), ...le, logger: componentLogger('leader-election') });
 }

@@ -6,13 +6,16 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { localStateDir } from '../config.js';
 import { packageRoot } from '../paths.js';
+import { EcnetError } from '../errors.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
 const examples = join(packageRoot, 'examples');
 const SERVER = "require('http').createServer((q, s) => s.end(process.env.HOSTNAME + '\\n')).listen(8080)";
 
-class StepError extends Error {
-  readonly code = 'ECNET_DEMO_STEP' as const;
+class StepError extends EcnetError<'ECNET_DEMO_STEP'> {
+  constructor(message: string) {
+    super('ECNET_DEMO_STEP', message);
+  }
 }
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);

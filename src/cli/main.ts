@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The `ecnet` command. Each subcommand lives in its own module; errors end here as one line and an exit code.
 import { Command, CommanderError } from 'commander';
-import { showCauses } from '../config.js';
+import { logLevel, showCauses } from '../config.js';
+import { setLogLevel } from '../logger.js';
+import { EcnetError } from '../errors.js';
 import { type DatapathFlags, datapathConfig } from '../config.js';
 import { crdsCommand, validateCommand } from './api.js';
 import { bpfCommand, unload } from './bpf.js';
@@ -34,16 +36,28 @@ program
   .option('-o, --output <format>', 'table or json', 'table')
   .action((flags: DatapathFlags) => unload(datapathConfig(flags)));
 
+/**
+ * An EcnetError is a failure the command expected and explains: one line with its code (and its causes with
+ * ECNET_DEBUG=1), as is a system call's refusal. Anything else is a bug in ecnet: printed with its stack.
+ */
 function fail(err: unknown): never {
   if (err instanceof CommanderError) process.exit(err.exitCode);
-  const e = err as Error & { code?: string; cause?: unknown };
-  const code = e.code ? ` [${e.code}]` : '';
-  process.stderr.write(`ecnet: ${e.message}${code}\n`);
-  if (showCauses() && e.cause) process.stderr.write(`caused by: ${String((e.cause as Error).stack ?? e.cause)}\n`);
+  if (err instanceof EcnetError) {
+    process.stderr.write(`ecnet: ${err.message} [${err.code}]\n`);
+    for (let c = err.cause; showCauses() && c !== undefined; c = (c as { cause?: unknown }).cause) {
+      process.stderr.write(`caused by: ${String((c as Error).stack ?? c)}\n`);
+    }
+  } else if (typeof (err as NodeJS.ErrnoException)?.code === 'string' && (err as NodeJS.ErrnoException).syscall) {
+    // The system said no (a file that is not there, a port in use): its own words are the explanation.
+    process.stderr.write(`ecnet: ${(err as Error).message} [${(err as NodeJS.ErrnoException).code}]\n`);
+  } else {
+    process.stderr.write(`ecnet: internal error: ${String((err as Error)?.stack ?? err)}\n`);
+  }
   process.exit(1);
 }
 
 try {
+  setLogLevel(logLevel());
   await program.parseAsync(process.argv);
 } catch (err) {
   fail(err);

@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { Agent, RouteMap } from '../agent/agent.js';
 import { type RouteReport, startAdmin } from '../agent/admin.js';
 import { Datapath } from '../bpf/datapath.js';
-import { connectMarked } from '../bpf/sockets.js';
+import { connectMarked } from '../native/sockets.js';
 import { type AgentFlags, ConfigError, type GatewayFlags, agentConfig, agentDefaults, gatewayConfig, gatewayDefaults } from '../config.js';
 import { Gateway } from '../gateway/gateway.js';
 import { LiveCatalog } from '../gateway/live-catalog.js';
@@ -12,19 +12,16 @@ import { HealthChecks } from '../proxy/health-checks.js';
 import { NodeProxy } from '../proxy/proxy.js';
 import { openSource } from '../sources/open.js';
 import { table } from './table.js';
+import { untilSignal } from '../util/process.js';
 
 /** Runs until SIGINT/SIGTERM (the process is held open meanwhile), then `stop`. */
-async function untilSignal(stop: () => Promise<void>): Promise<void> {
-  const keepAlive = setInterval(() => undefined, 1 << 30);
-  const signal = await new Promise<string>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-  });
-  componentLogger('cli').info({ signal }, 'stopping');
+async function runUntilSignal(stop: () => Promise<void>): Promise<void> {
+  const { signal, release } = untilSignal();
+  componentLogger('cli').info({ signal: await signal }, 'stopping');
   try {
     await stop();
   } finally {
-    clearInterval(keepAlive);
+    release();
   }
 }
 
@@ -62,7 +59,7 @@ export function gatewayCommand(): Command {
       await catalog.start(source);
       const gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', limits: cfg.limits, ...(cfg.tls ? { tls: cfg.tls } : {}) });
       process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}\n`);
-      await untilSignal(async () => {
+      await runUntilSignal(async () => {
         await gw.close();
         catalog.close();
         await source.close();
@@ -114,7 +111,7 @@ export function agentCommand(): Command {
       checks.start();
       const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy);
       process.stderr.write(`ecnet agent: ${cfg.clusterKey}, proxy ${proxy.address.host}:${proxy.address.port}, admin ${cfg.admin.ip}:${cfg.admin.port}, ${source.description}\n`);
-      await untilSignal(async () => {
+      await runUntilSignal(async () => {
         admin.close();
         checks.close();
         await agent.close();

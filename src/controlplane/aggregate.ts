@@ -8,6 +8,7 @@ import { type Service, type ServicePort, clusterIPsOf } from '../api/core.js';
 import { isClusterMachinery } from '../api/protected.js';
 import type { ClusterKey, ImportEndpoint, ImportPort, ServiceExport, ServiceImportSpec } from '../api/flomesh.js';
 import { MANAGED_BY, MANAGED_BY_LABEL } from '../sources/source.js';
+import { isRecord } from '../util/objects.js';
 
 /** What the controller knows of one member: its identity, gateway and last known exports and services. */
 export interface MemberView {
@@ -170,7 +171,6 @@ function endpointOf(c: Candidate, port: number): ImportEndpoint {
   return { clusterKey: c.member.key, target: { host: gw.host, ip: isIP(gw.host) ? gw.host : '', port: gw.port, path: pathFor(c.export, port) } };
 }
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const PROTOCOLS = new Set(['TCP', 'UDP', 'SCTP']);
 
 /**

@@ -10,17 +10,17 @@ import type { MemberConnector } from './members.js';
 
 export interface ConnectorOptions {
   /** The control-plane cluster (Secrets holding member kubeconfigs are read there). */
-  hub: Source;
+  controlPlane: Source;
   /** Local mode: the directory holding one directory per cluster. Undefined: members need a kubeconfig. */
   clustersDir: string | undefined;
   /** Passed to local member sources. */
   serviceCidr?: string;
 }
 
-async function kubeconfigFromSecret(hub: Source, c: Cluster): Promise<string> {
+async function kubeconfigFromSecret(controlPlane: Source, c: Cluster): Promise<string> {
   const ref = c.spec.kubeconfigSecretRef!;
   const key = ref.key || 'kubeconfig';
-  const secret = await hub.get<Secret>(Kinds.Secret, ref.name, ref.namespace);
+  const secret = await controlPlane.get<Secret>(Kinds.Secret, ref.name, ref.namespace);
   if (!secret) throw new SourceError('ECNET_SOURCE_NOT_FOUND', `Cluster ${c.metadata.name}: Secret ${ref.namespace}/${ref.name} not found`);
   const text = secret.stringData?.[key] ?? (secret.data?.[key] !== undefined ? Buffer.from(secret.data[key], 'base64').toString('utf8') : undefined);
   if (!text) throw new SourceError('ECNET_SOURCE_INVALID', `Cluster ${c.metadata.name}: Secret ${ref.namespace}/${ref.name} has no key ${JSON.stringify(key)}`);
@@ -33,7 +33,7 @@ export function memberConnector(options: ConnectorOptions): MemberConnector {
       // Loaded on first use (see sources/open.ts).
       const { createKubernetesSource } = await import('../sources/kubernetes.js');
       // Written by whoever may write Clusters or that Secret: inline credentials only (no exec, no files).
-      return createKubernetesSource({ kubeconfig: c.spec.kubeconfig ?? (await kubeconfigFromSecret(options.hub, c)), inlineOnly: true });
+      return createKubernetesSource({ kubeconfig: c.spec.kubeconfig ?? (await kubeconfigFromSecret(options.controlPlane, c)), inlineOnly: true });
     }
     if (options.clustersDir !== undefined) {
       return new LocalSource({ dir: join(options.clustersDir, c.metadata.name), ...(options.serviceCidr ? { serviceCidr: options.serviceCidr } : {}) });

@@ -1,4 +1,4 @@
-// The hub: reads Cluster resources, watches exports and services in every member, and keeps in every member
+// The control-plane cluster: reads Cluster resources, watches exports and services in every member, and keeps in every member
 // the ServiceImports (and derived Services) that a fresh aggregation of the current state asks for.
 //
 // One reconcile pass at a time, for all members: aggregation is cheap next to the writes, and a single pass
@@ -7,11 +7,13 @@
 // Nothing is removed on a partial view: until every member known at start has been read once (or has been
 // unreachable for memberTimeoutMs), the controller does not write imports, and an unreachable member keeps its
 // last known exports for memberTimeoutMs before they are dropped.
+import { CONTROLLER_NAME, defaults } from '../defaults.js';
 import { type Service, clusterIPsOf } from '../api/core.js';
 import type { Cluster, Condition, ServiceExport, ServiceImport } from '../api/flomesh.js';
 import { type Logger, componentLogger } from '../logger.js';
-import { Backoff, type Clock, systemClock } from '../sources/backoff.js';
-import { Coalescer } from '../sources/coalescer.js';
+import { Backoff } from '../util/backoff.js';
+import { type Clock, rfc3339 as iso, systemClock } from '../util/time.js';
+import { Coalescer } from '../util/coalescer.js';
 import {
   Kinds,
   type Informer,
@@ -31,7 +33,7 @@ import { Member, type MemberConnector, clusterKeyOf, credentialsOf } from './mem
 
 export interface ControllerOptions {
   /** The control-plane cluster, where the Cluster resources are. */
-  hub: Source;
+  controlPlane: Source;
   connect: MemberConnector;
   /** How long an unreachable member keeps its exports (and how long the start waits for a member). */
   memberTimeoutMs?: number;
@@ -45,7 +47,7 @@ export interface ControllerOptions {
   logger?: Logger;
 }
 
-export const MANAGER = 'ecnet-controller';
+export const MANAGER = CONTROLLER_NAME;
 const managedLabels = { [MANAGED_BY_LABEL]: MANAGED_BY };
 
 /** The part of a view that concerns the services in scope (all when undefined). */
@@ -63,10 +65,9 @@ function withDefaults(c: Cluster): Cluster {
   return { ...c, spec: { ...spec, region: spec.region ?? 'default', zone: spec.zone ?? 'default', group: spec.group ?? 'default', gatewayPort: spec.gatewayPort ?? 80 } };
 }
 
-const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 export class Controller {
-  readonly #hub: Source;
+  readonly #controlPlane: Source;
   readonly #connect: MemberConnector;
   readonly #timeout: number;
   readonly #resyncMs: number;
@@ -96,10 +97,10 @@ export class Controller {
   passes = 0;
 
   constructor(options: ControllerOptions) {
-    this.#hub = options.hub;
+    this.#controlPlane = options.controlPlane;
     this.#connect = options.connect;
-    this.#timeout = options.memberTimeoutMs ?? 120_000;
-    this.#resyncMs = options.resyncMs ?? 30_000;
+    this.#timeout = options.memberTimeoutMs ?? defaults.memberTimeoutMs;
+    this.#resyncMs = options.resyncMs ?? defaults.resyncMs;
     this.#debounceMs = options.debounceMs ?? 10;
     this.#concurrency = options.concurrency ?? 32;
     this.#clock = options.clock ?? systemClock;
@@ -107,17 +108,17 @@ export class Controller {
     this.#passes = new Coalescer(() => this.#safePass(), this.#debounceMs, this.#clock);
   }
 
-  /** Starts watching the hub's Cluster resources; resolves once they are listed. */
+  /** Starts watching the control-plane cluster's Cluster resources; resolves once they are listed. */
   async start(): Promise<void> {
     this.#startedAt = this.#clock.now();
-    this.#clusters = this.#hub.informer<Cluster>(Kinds.Cluster, {
+    this.#clusters = this.#controlPlane.informer<Cluster>(Kinds.Cluster, {
       onEvent: (e) => {
-        this.#inflight.delete(`hub|Cluster|${e.object.metadata.name}`);
+        this.#inflight.delete(`control-plane|Cluster|${e.object.metadata.name}`);
         this.#full = true;
         this.trigger();
       },
       onHealth: (err) => {
-        if (err) this.#log.warn({ err: err.message }, 'control-plane source unreachable');
+        if (err) this.#log.warn({ err }, 'control-plane source unreachable');
         this.#full = true;
         this.trigger();
       },
@@ -209,7 +210,7 @@ export class Controller {
     let version = this.#secretVersions.get(c.metadata.name);
     if (look || version === undefined) {
       try {
-        const secret = await this.#hub.get(Kinds.Secret, ref.name, ref.namespace);
+        const secret = await this.#controlPlane.get(Kinds.Secret, ref.name, ref.namespace);
         version = secret?.metadata.resourceVersion ?? 'absent';
       } catch {
         version ??= 'unknown';
@@ -352,7 +353,7 @@ export class Controller {
           await w();
         } catch (err) {
           failures++;
-          this.#log.warn({ err: (err as Error).message, code: (err as SourceError).code }, 'write failed');
+          this.#log.warn({ err }, 'write failed');
         }
       }
     };
@@ -526,9 +527,9 @@ export class Controller {
       const have = (m.cluster.status?.conditions ?? []) as Condition[];
       if (!conditionsDiffer(have, [cond])) continue;
       const next = mergeConditions(have, [cond], now);
-      this.#once(`hub|Cluster|${m.name}`, `status:${canonical(cond)}`, writes, async () => {
-        await this.#hub.writeStatus(Kinds.Cluster, m.name, undefined, { conditions: next });
-        // The hub's own informer reports the write; until then the memo holds it.
+      this.#once(`control-plane|Cluster|${m.name}`, `status:${canonical(cond)}`, writes, async () => {
+        await this.#controlPlane.writeStatus(Kinds.Cluster, m.name, undefined, { conditions: next });
+        // The control-plane cluster's own informer reports the write; until then the memo holds it.
       });
     }
   }
@@ -546,7 +547,7 @@ export class Controller {
 
   destroy(err?: Error): void {
     if (this.#closed) return;
-    if (err) this.#log.error({ err: err.message }, 'controller aborted');
+    if (err) this.#log.error({ err }, 'controller aborted');
     this.#closed = true;
     void this.#passes.close();
     this.#clock.clearTimeout(this.#resync);

@@ -6,18 +6,12 @@
 // resourceVersion they read, so two candidates can never both win one round.
 import { CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
 import { type Logger, componentLogger } from '../logger.js';
-import { type Clock, systemClock } from '../sources/backoff.js';
+import { type Clock, systemClock } from '../util/time.js';
+import { EcnetError } from '../errors.js';
 
 export type LeaderElectionErrorCode = 'ECNET_LEADER_LOST' | 'ECNET_LEADER_CLOSED' | 'ECNET_LEADER_CONFLICT' | 'ECNET_LEADER_API' | 'ECNET_LEADER_TIMEOUT';
 
-export class LeaderElectionError extends Error {
-  readonly code: LeaderElectionErrorCode;
-  constructor(code: LeaderElectionErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'LeaderElectionError';
-    this.code = code;
-  }
-}
+export class LeaderElectionError extends EcnetError<LeaderElectionErrorCode> {}
 
 /** The three Lease calls the elector makes. A write that lost a race rejects with ECNET_LEADER_CONFLICT. */
 export interface LeaseClient {
@@ -154,7 +148,7 @@ export class LeaderElector {
 
   /** Stops at once, without touching the lease (it expires after leaseDuration). */
   destroy(err?: Error): void {
-    if (err) this.#log.warn({ err: err.message }, 'leader election destroyed');
+    if (err) this.#log.warn({ err }, 'leader election destroyed');
     this.#stop(new LeaderElectionError('ECNET_LEADER_CLOSED', 'leader election destroyed', err ? { cause: err } : undefined));
   }
 
@@ -169,7 +163,7 @@ export class LeaderElector {
 
   #lose(why: LeaderElectionError): void {
     if (!this.#leading) return;
-    this.#log.error({ err: why.message }, 'leadership lost');
+    this.#log.error({ err: why }, 'leadership lost');
     this.#stop(why);
     this.#resolveLost(why);
   }
@@ -183,8 +177,8 @@ export class LeaderElector {
         if (this.#stopped) break;
         const e = err as LeaderElectionError;
         // A conflict is the normal outcome of a race with another candidate.
-        if (e.code === 'ECNET_LEADER_CONFLICT') this.#log.debug({ err: e.message }, 'lease attempt lost a race');
-        else this.#log.warn({ err: e.message }, 'lease attempt failed');
+        if (e.code === 'ECNET_LEADER_CONFLICT') this.#log.debug({ err: e }, 'lease attempt lost a race');
+        else this.#log.warn({ err: e }, 'lease attempt failed');
       }
       if (this.#stopped) break;
       const now = this.#clock.now();
@@ -266,7 +260,7 @@ export class LeaderElector {
       this.#log.info('lease released');
     } catch (err) {
       // It expires by itself after leaseDuration.
-      this.#log.warn({ err: (err as Error).message }, 'could not release the lease');
+      this.#log.warn({ err }, 'could not release the lease');
     }
   }
 

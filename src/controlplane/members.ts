@@ -1,9 +1,10 @@
-// One member cluster as the hub sees it: the source its Cluster resource points to, the informers the
+// One member cluster as the control-plane cluster sees it: the source its Cluster resource points to, the informers the
 // controller reads there, and what it last knew of the member's exports (kept while the member is unreachable).
 import type { Service } from '../api/core.js';
 import type { Cluster, ClusterKey, ServiceExport, ServiceImport } from '../api/flomesh.js';
 import type { Logger } from '../logger.js';
-import { Backoff, type Clock } from '../sources/backoff.js';
+import { Backoff } from '../util/backoff.js';
+import type { Clock } from '../util/time.js';
 import { type Informer, Kinds, type KubeObject, type Source, type WatchEvent } from '../sources/source.js';
 import { canonical } from './conditions.js';
 
@@ -56,7 +57,7 @@ export class Member {
       this.connectError = undefined;
       this.source = source;
       const onHealth = (err: Error | undefined) => {
-        if (err) log.warn({ member: this.name, err: err.message }, 'member unreachable; keeping its last known exports');
+        if (err) log.warn({ member: this.name, err }, 'member unreachable; keeping its last known exports');
         else log.info({ member: this.name }, 'member reachable');
         onChange();
       };
@@ -68,7 +69,7 @@ export class Member {
     } catch (err) {
       this.connectError = err as Error;
       const delay = this.#backoff.next();
-      log.warn({ member: this.name, err: (err as Error).message, retryMs: delay }, 'cannot connect to member');
+      log.warn({ member: this.name, err, retryMs: delay }, 'cannot connect to member');
       if (!this.#closed) {
         this.#retry = clock.setTimeout(() => void this.connect(connector, onChange, log, clock), delay);
         (this.#retry as { unref?: () => void }).unref?.();

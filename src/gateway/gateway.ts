@@ -277,7 +277,7 @@ export class Gateway {
   }
 
   destroy(err?: Error): void {
-    if (err) this.#log.error({ err: err.message }, 'gateway aborted');
+    if (err) this.#log.error({ err }, 'gateway aborted');
     this.#closed = true;
     this.#tunnels.destroy();
     this.#server.closeAllConnections();

@@ -3,6 +3,7 @@
 // the host path behind each mount, and the URL of each httpGet probe. `ecnet local` and the deployment-shape
 // tests start ecnet's components through this, so they run with what daemonset/ says, not with a copy of it.
 // Pure.
+import { EcnetError } from '../errors.js';
 
 /** The parts of a pod template and a container that are read. */
 export interface ContainerSpec {
@@ -64,11 +65,9 @@ export interface PodFacts {
   annotations?: Record<string, string>;
 }
 
-export class KubeletError extends Error {
-  readonly code = 'ECNET_KUBELET' as const;
+export class KubeletError extends EcnetError<'ECNET_KUBELET'> {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'KubeletError';
+    super('ECNET_KUBELET', message, options);
   }
 }
 

@@ -3,6 +3,7 @@
 // are swapped, and only these: paths under hostPath mounts become the caller's host paths (a node of
 // `ecnet local` keeps its pins and cgroups in its own directories), and `--in-cluster` becomes the caller's
 // resource source (a local directory, or a kubeconfig of a test API server).
+import { CONTROLLER_NAME } from '../defaults.js';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,7 +18,7 @@ export type Component = 'agent' | 'gateway' | 'controller';
 const WHERE: Record<Component, { file: string; kind: string; name: string }> = {
   agent: { file: 'agent/daemonset.yaml', kind: 'DaemonSet', name: 'ecnet-agent' },
   gateway: { file: 'gateway/deployment.yaml', kind: 'Deployment', name: 'ecnet-gateway' },
-  controller: { file: 'control-plane/deployment.yaml', kind: 'Deployment', name: 'ecnet-controller' },
+  controller: { file: 'control-plane/deployment.yaml', kind: 'Deployment', name: CONTROLLER_NAME },
 };
 
 export interface Workload {

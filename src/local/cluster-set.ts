@@ -18,16 +18,15 @@ import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, hostsText } from './en
 import { createNode, createPod, createUnderlay, deleteNetns, hostsFile, netnsExists, sweepNetns } from './net.js';
 import { pidAlive } from './supervisor.js';
 import { type Component, type ProcessPlan, asUser, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../kubelet/workload.js';
-import { HUB, type MemberTopology, member, pod } from './topology.js';
+import { CONTROL_PLANE, type MemberTopology, member, pod } from './topology.js';
+import { EcnetError } from '../errors.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
 const BPFFS = '/sys/fs/bpf/ecnet-local';
 
-export class LocalError extends Error {
-  readonly code = 'ECNET_LOCAL' as const;
+export class LocalError extends EcnetError<'ECNET_LOCAL'> {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'LocalError';
+    super('ECNET_LOCAL', message, options);
   }
 }
 
@@ -96,15 +95,15 @@ export class ClusterSet {
 
   async up(members: string[], progress: (line: string) => void): Promise<void> {
     if (this.state()) throw new LocalError(`a local cluster set is already up in ${this.stateDir} (\`ecnet local down\` first)`);
-    for (const d of [HUB, ...members]) mkdirSync(join(this.clustersDir, d), { recursive: true });
-    const hub = new LocalSource({ dir: join(this.clustersDir, HUB), watch: false });
+    for (const d of [CONTROL_PLANE, ...members]) mkdirSync(join(this.clustersDir, d), { recursive: true });
+    const controlPlane = new LocalSource({ dir: join(this.clustersDir, CONTROL_PLANE), watch: false });
     const svc = gatewayService();
     try {
       for (const [i, m] of members.entries()) {
         const t = member(m, i);
         // The gateway's Service is a LoadBalancer whose address is the node's: what the Cluster points at.
         const gatewayPort = svc.spec.ports?.[0]?.port ?? 80;
-        await hub.apply({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: m }, spec: { gatewayHost: t.underlayIp, gatewayPort } }, { manager: 'ecnet-local' });
+        await controlPlane.apply({ apiVersion: 'flomesh.io/v1alpha1', kind: 'Cluster', metadata: { name: m }, spec: { gatewayHost: t.underlayIp, gatewayPort } }, { manager: 'ecnet-local' });
         const src = new LocalSource({ dir: join(this.clustersDir, m), watch: false });
         try {
           await src.apply({ ...svc, metadata: { ...svc.metadata } } as never, { manager: 'ecnet-local' });
@@ -113,7 +112,7 @@ export class ClusterSet {
         }
       }
     } finally {
-      hub.destroy();
+      controlPlane.destroy();
     }
     const state: SetState = { members, pids: {} };
     this.#save(state);

@@ -15,7 +15,7 @@ import type { EndpointSlice } from '../api/core.js';
 import { defaults } from '../config.js';
 import { kubeProxyRuleset } from './kube-proxy.js';
 import { hostsFile } from './net.js';
-import { HUB, type MemberTopology, member } from './topology.js';
+import { CONTROL_PLANE, type MemberTopology, member } from './topology.js';
 
 
 /** Whether a process runs: exists and is not a zombie (processes `up` started outlive it and may wait unreaped). */
@@ -93,12 +93,12 @@ class MemberHousekeeper {
 }
 
 export async function supervise(clustersDir: string, members: string[]): Promise<() => Promise<void>> {
-  const hub = new LocalSource({ dir: join(clustersDir, HUB) });
-  const controller = new Controller({ hub, connect: memberConnector({ hub, clustersDir }), memberTimeoutMs: 60_000, resyncMs: 10_000 });
+  const controlPlane = new LocalSource({ dir: join(clustersDir, CONTROL_PLANE) });
+  const controller = new Controller({ controlPlane, connect: memberConnector({ controlPlane, clustersDir }), memberTimeoutMs: 60_000, resyncMs: 10_000 });
   await controller.start();
   for (const [i, m] of members.entries()) new MemberHousekeeper(join(clustersDir, m), member(m, i));
   return async () => {
     await controller.close();
-    hub.destroy();
+    controlPlane.destroy();
   };
 }

@@ -45,4 +45,4 @@ export function pod(m: MemberTopology, slot: number): { ns: string; veth: string
 }
 
 export const DEFAULT_MEMBERS = ['cluster-1', 'cluster-2', 'cluster-3'];
-export const HUB = 'control-plane';
+export const CONTROL_PLANE = 'control-plane';

@@ -187,7 +187,7 @@ export class NodeProxy {
         try {
           return await connectWithin(() => this.#o.connect(ep.ip, ep.port), this.#o.connectTimeoutMs);
         } catch (err) {
-          this.#log.debug({ endpoint: ep, err: (err as Error).message }, 'local endpoint failed');
+          this.#log.debug({ endpoint: ep, err }, 'local endpoint failed');
         }
       }
       return undefined;
@@ -207,7 +207,7 @@ export class NodeProxy {
       const e = err as TunnelError;
       // 403/404 say the service is not there, not that the gateway is sick.
       if (!(e instanceof TunnelError) || e.status === undefined || e.status === STATUS.noEndpoint) this.#o.health.failure(c.clusterKey, this.#o.now());
-      this.#log.info({ cluster: c.clusterKey, err: e.message }, 'tunnel failed; trying the next candidate');
+      this.#log.info({ cluster: c.clusterKey, err: e }, 'tunnel failed; trying the next candidate');
       return undefined;
     }
   }
@@ -243,7 +243,7 @@ export class NodeProxy {
   }
 
   destroy(err?: Error): void {
-    if (err) this.#log.error({ err: err.message }, 'proxy aborted');
+    if (err) this.#log.error({ err }, 'proxy aborted');
     this.#closed = true;
     this.#conns.destroy();
     this.#server.close();

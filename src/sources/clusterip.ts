@@ -2,6 +2,7 @@
 // the Service's name, so two processes allocating at once for different Services rarely collide, and a Service
 // deleted and created again tends to get its old address back. Pure: the caller says which addresses are taken.
 import { SourceError } from './source.js';
+import { fnv1a } from '../util/hash.js';
 
 export interface Cidr {
   base: number;
@@ -28,15 +29,6 @@ export function cidrContains(cidr: Cidr, ip: string): boolean {
 }
 
 const toIp = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-
-function fnv1a(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
 
 /** A free address of the range for `namespace/name` (never the network, the first host or the broadcast address). */
 export function allocateClusterIP(cidr: Cidr, key: string, taken: ReadonlySet<string>): string {

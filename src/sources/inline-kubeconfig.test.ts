@@ -55,7 +55,7 @@ describe("a member's kubeconfig: inline credentials only", () => {
       metadata: { name: 'evil' },
       spec: { gatewayHost: '10.0.2.9', gatewayPort: 80, kubeconfig: kubeconfig(`    exec: {command: touch, args: [${marker}], apiVersion: client.authentication.k8s.io/v1}`) },
     } as unknown as Cluster;
-    const connect = memberConnector({ hub: {} as Source, clustersDir: undefined });
+    const connect = memberConnector({ controlPlane: {} as Source, clustersDir: undefined });
     await expect(connect(cluster)).rejects.toMatchObject({ code: 'ECNET_SOURCE_INVALID', message: expect.stringMatching(/exec credential plugin/) });
     expect(existsSync(marker)).toBe(false);
   });

@@ -4,6 +4,7 @@
 // aliases resolved, and rebuilt from an allowlist — a token, a client certificate and key, a CA, all as data.
 // Any other field is refused by name, and nothing of the text appears in an error (a Secret's content would
 // end up in the Cluster's status and the logs). Pure.
+import { isRecord } from '../util/objects.js';
 import { parse } from 'yaml';
 import { SourceError } from './source.js';
 
@@ -31,7 +32,6 @@ const WHY: Record<string, string> = {
 };
 
 type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const str = (v: unknown, where: string): string | undefined => {
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'string') throw invalid(`${where} is not a string`);
@@ -57,12 +57,12 @@ function entries(doc: Obj, list: 'clusters' | 'users' | 'contexts', inner: 'clus
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) throw invalid(`${list} is not a list`);
   return v.map((e, i) => {
-    if (!isObj(e)) throw invalid(`${list}[${i}] is not a mapping`);
+    if (!isRecord(e)) throw invalid(`${list}[${i}] is not a mapping`);
     checkFields(e, new Set(['name', inner]), `${list}[${i}]`);
     const name = str(e.name, `${list}[${i}].name`);
     if (!name) throw invalid(`${list}[${i}] has no name`);
     const body = e[inner] ?? {};
-    if (!isObj(body)) throw invalid(`${list}[${i}].${inner} is not a mapping`);
+    if (!isRecord(body)) throw invalid(`${list}[${i}].${inner} is not a mapping`);
     checkFields(body, ALLOWED[inner], `${list}[${i}].${inner}`);
     return { name, body };
   });
@@ -79,7 +79,7 @@ export function inlineKubeconfig(text: string): InlineKubeconfig {
     const pos = (err as { linePos?: { line: number; col: number }[] }).linePos?.[0];
     throw invalid(`it is not valid YAML${pos ? ` (line ${pos.line}, column ${pos.col})` : ''}`);
   }
-  if (!isObj(doc)) throw invalid('it is not a YAML mapping');
+  if (!isRecord(doc)) throw invalid('it is not a YAML mapping');
   checkFields(doc, ALLOWED.top, 'kubeconfig');
   const clusters = entries(doc, 'clusters', 'cluster').map(({ name, body: b }, i) => {
     const server = str(b.server, `clusters[${i}].cluster.server`);

@@ -3,11 +3,13 @@
 // error, dropped connection) is restarted here with backoff, keeping the cache. One-shot reads and writes are
 // plain JSON over node:http(s) with the agent and credentials the kubeconfig gives (kc.applyToFetchOptions),
 // so every kind is addressed the same way, by path, and objects stay the JSON the server sent.
+import { isRecord } from '../util/objects.js';
 import { request as httpRequest, STATUS_CODES, type Agent } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import { componentLogger, type Logger } from '../logger.js';
-import { Backoff, defaultBackoff, systemClock, type BackoffOptions, type Clock } from './backoff.js';
+import { Backoff, defaultBackoff, type BackoffOptions } from '../util/backoff.js';
+import { rfc3339, systemClock, type Clock } from '../util/time.js';
 import {
   apiVersionOf,
   Kinds,
@@ -52,7 +54,6 @@ const conflictBackoff: BackoffOptions = { initialMs: 20, maxMs: 500, jitter: 0.5
 const PAGE_SIZE = '500';
 
 type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const errorMessage = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 const groupVersionPath = (k: Pick<KindRef, 'group' | 'version'>) =>
@@ -82,8 +83,8 @@ function codeForStatus(status: number): SourceErrorCode {
 
 /** A non-2xx answer as a SourceError; the cause is the server's Status object (or its text). */
 function httpError(what: string, status: number, body: unknown): SourceError {
-  const reason = isObject(body) && typeof body.reason === 'string' && body.reason ? body.reason : STATUS_CODES[status] ?? 'Error';
-  const detail = isObject(body) && typeof body.message === 'string' ? body.message : typeof body === 'string' ? body.slice(0, 300) : '';
+  const reason = isRecord(body) && typeof body.reason === 'string' && body.reason ? body.reason : STATUS_CODES[status] ?? 'Error';
+  const detail = isRecord(body) && typeof body.message === 'string' ? body.message : typeof body === 'string' ? body.slice(0, 300) : '';
   return new SourceError(codeForStatus(status), `${what}: ${status} ${reason}${detail ? `: ${detail}` : ''}`, {
     status,
     cause: body ?? new Error(`HTTP ${status}`),
@@ -97,9 +98,9 @@ function plainHeaders(init: unknown): Record<string, string> {
   const out: Record<string, string> = {};
   if (Array.isArray(init)) {
     for (const pair of init as unknown[][]) if (typeof pair[0] === 'string') out[pair[0]] = String(pair[1]);
-  } else if (isObject(init) && typeof init.forEach === 'function') {
+  } else if (isRecord(init) && typeof init.forEach === 'function') {
     (init as { forEach(cb: (value: string, name: string) => void): void }).forEach((v, k) => (out[k] = v));
-  } else if (isObject(init)) {
+  } else if (isRecord(init)) {
     for (const [k, v] of Object.entries(init)) out[k] = Array.isArray(v) ? v.join(', ') : String(v);
   }
   return out;
@@ -215,7 +216,7 @@ function bodyForUpdate(desired: KubeObject, current: KubeObject, kind: KindRef):
     if (f !== 'managedFields' && live[f] !== undefined) meta[f] = live[f];
   }
   if (current.status !== undefined) body.status = structuredClone(current.status);
-  if (kind.group === '' && kind.kind === 'Service' && isObject(body.spec) && isObject(current.spec)) {
+  if (kind.group === '' && kind.kind === 'Service' && isRecord(body.spec) && isRecord(current.spec)) {
     keepServiceAllocations(body.spec, current.spec);
   }
   return body;
@@ -230,13 +231,12 @@ function keepServiceAllocations(spec: Json, live: Json): void {
   if (!nodePorts(spec.type) || !nodePorts(live.type) || !Array.isArray(spec.ports) || !Array.isArray(live.ports)) return;
   const protocol = (p: Json) => (typeof p.protocol === 'string' ? p.protocol : 'TCP');
   for (const p of spec.ports) {
-    if (!isObject(p) || p.nodePort !== undefined) continue;
-    const was = live.ports.find((q): q is Json => isObject(q) && q.port === p.port && protocol(q) === protocol(p));
+    if (!isRecord(p) || p.nodePort !== undefined) continue;
+    const was = live.ports.find((q): q is Json => isRecord(q) && q.port === p.port && protocol(q) === protocol(p));
     if (was?.nodePort !== undefined) p.nodePort = was.nodePort;
   }
 }
 
-const rfc3339 = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
 
 class KubernetesSource implements Source {
   readonly description: string;
@@ -329,7 +329,7 @@ class KubernetesSource implements Source {
             !pre &&
             (err.code === 'ECNET_SOURCE_CONFLICT' || (current !== undefined && err.code === 'ECNET_SOURCE_NOT_FOUND'));
           if (!retryable || attempt >= WRITE_ATTEMPTS) throw err;
-          this.#log.debug({ kind: kind.kind, name, namespace, attempt, err: errorMessage(err) }, 'apply: retrying');
+          this.#log.debug({ kind: kind.kind, name, namespace, attempt, err }, 'apply: retrying');
           await this.#sleep(retry.next());
         }
       }
@@ -403,7 +403,7 @@ class KubernetesSource implements Source {
     try {
       await this.#op('event', () => this.#expect('POST', collectionPath(Kinds.Event, namespace), { body: event }));
     } catch (err) {
-      this.#log.warn({ kind: object.kind, name, namespace, reason: note.reason, err: errorMessage(err) }, 'could not record event');
+      this.#log.warn({ kind: object.kind, name, namespace, reason: note.reason, err }, 'could not record event');
     }
   }
 
@@ -420,7 +420,7 @@ class KubernetesSource implements Source {
 
   destroy(err?: Error): void {
     if (this.#abort.signal.aborted) return;
-    if (err) this.#log.warn({ err: errorMessage(err) }, 'kubernetes source destroyed');
+    if (err) this.#log.warn({ err }, 'kubernetes source destroyed');
     this.#closed = true;
     this.#closing ??= Promise.resolve();
     for (const i of [...this.#informers]) i.close();
@@ -444,8 +444,8 @@ class KubernetesSource implements Source {
     const [group, version] = object.apiVersion.includes('/') ? object.apiVersion.split('/', 2) : ['', object.apiVersion];
     const gv = { group: group ?? '', version: version ?? '' };
     const list = await this.#expect('GET', groupVersionPath(gv), {});
-    const resources = isObject(list) && Array.isArray(list.resources) ? list.resources : [];
-    const found = resources.find((r): r is Json => isObject(r) && r.kind === object.kind && typeof r.name === 'string' && !r.name.includes('/'));
+    const resources = isRecord(list) && Array.isArray(list.resources) ? list.resources : [];
+    const found = resources.find((r): r is Json => isRecord(r) && r.kind === object.kind && typeof r.name === 'string' && !r.name.includes('/'));
     if (!found) throw new SourceError('ECNET_SOURCE_INVALID', `apply: the server does not serve kind ${object.kind} in ${object.apiVersion}`);
     const kind: KindRef = { ...gv, kind: object.kind, plural: found.name as string, namespaced: found.namespaced === true };
     this.#learn(kind);
@@ -495,8 +495,8 @@ class KubernetesSource implements Source {
         }
         throw err;
       }
-      const list = isObject(page) ? page : {};
-      const meta = isObject(list.metadata) ? list.metadata : {};
+      const list = isRecord(page) ? page : {};
+      const meta = isRecord(list.metadata) ? list.metadata : {};
       if (!resourceVersion && typeof meta.resourceVersion === 'string') resourceVersion = meta.resourceVersion;
       if (Array.isArray(list.items)) for (const it of list.items) items.push(this.#typed(kind, it));
       next = typeof meta.continue === 'string' && meta.continue ? meta.continue : undefined;
@@ -570,7 +570,7 @@ class KubernetesSource implements Source {
       if (timedOut) {
         throw new SourceError('ECNET_SOURCE_UNREACHABLE', `${what}: no answer within ${this.#requestTimeoutMs} ms`, { cause: err });
       }
-      const code = isObject(err) && typeof err.code === 'string' ? ` (${err.code})` : '';
+      const code = isRecord(err) && typeof err.code === 'string' ? ` (${err.code})` : '';
       throw new SourceError('ECNET_SOURCE_UNREACHABLE', `${what}: ${errorMessage(err)}${code}`, { cause: err });
     } finally {
       this.#clock.clearTimeout(timer);
@@ -665,7 +665,7 @@ class InformerWatch extends Watch {
     const onEvent = (phase: string, obj: unknown, raw?: unknown) => {
       if (h.closed()) return;
       lines++;
-      if (phase === 'ERROR' && isObject(obj) && obj.code !== 410) {
+      if (phase === 'ERROR' && isRecord(obj) && obj.code !== 410) {
         streamError = httpError(`watch ${path}`, typeof obj.code === 'number' ? obj.code : 500, obj);
       }
       callback(phase, obj, raw);
@@ -714,9 +714,9 @@ interface InformerDeps<T extends KubeObject> {
 /** Converts what ListWatch reports (SourceError from our list, HTTP or stream errors from Watch) to a SourceError. */
 function watchError(path: string, err: unknown): SourceError {
   if (err instanceof SourceError) return err;
-  const status = isObject(err) && typeof err.statusCode === 'number' ? err.statusCode : undefined;
+  const status = isRecord(err) && typeof err.statusCode === 'number' ? err.statusCode : undefined;
   if (status !== undefined) return httpError(`watch ${path}`, status, err);
-  const code = isObject(err) ? err.code : undefined;
+  const code = isRecord(err) ? err.code : undefined;
   const message = code === 'ERR_STREAM_PREMATURE_CLOSE' ? 'the connection dropped' : errorMessage(err);
   return new SourceError('ECNET_SOURCE_UNREACHABLE', `watch ${path}: ${message}`, { cause: err });
 }
@@ -815,7 +815,7 @@ class KubeInformer<T extends KubeObject> implements Informer<T> {
     try {
       this.#deps.options.onEvent?.({ type, object: object as unknown as T });
     } catch (err) {
-      this.#log.error({ err: errorMessage(err), type }, 'onEvent threw');
+      this.#log.error({ err, type }, 'onEvent threw');
     }
   }
 
@@ -823,7 +823,7 @@ class KubeInformer<T extends KubeObject> implements Informer<T> {
     try {
       this.#deps.options.onHealth?.(error);
     } catch (err) {
-      this.#log.error({ err: errorMessage(err) }, 'onHealth threw');
+      this.#log.error({ err }, 'onHealth threw');
     }
   }
 
@@ -835,7 +835,7 @@ class KubeInformer<T extends KubeObject> implements Informer<T> {
     this.#healthy = false;
     if (this.#restart === undefined) {
       const delay = this.#backoff.next();
-      this.#log.warn({ err: err.message, attempt: this.#backoff.attempts, retryInMs: delay }, 'informer broken, restarting');
+      this.#log.warn({ err, attempt: this.#backoff.attempts, retryInMs: delay }, 'informer broken, restarting');
       this.#restart = this.#deps.clock.setTimeout(() => {
         this.#restart = undefined;
         if (!this.#closed) this.#start();

@@ -8,6 +8,7 @@
 //  - a file that does not parse, or a flomesh.io object that does not validate, keeps the objects it held before
 //    (as an API server keeps the stored object when an update is refused) and says why in the log.
 // Files are written atomically (temporary file + rename) so a reader never sees half a document.
+import { defaults } from '../defaults.js';
 import { randomUUID } from 'node:crypto';
 import { type FSWatcher, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, watch, writeFileSync } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
@@ -16,7 +17,8 @@ import { Document, parseAllDocuments, stringify } from 'yaml';
 import { formatProblem } from '../api/schema.js';
 import { isFlomesh, validateResource } from '../api/validate.js';
 import { type Logger, componentLogger } from '../logger.js';
-import { Backoff, type Clock, systemClock } from './backoff.js';
+import { Backoff } from '../util/backoff.js';
+import { type Clock, rfc3339, systemClock } from '../util/time.js';
 import { type Cidr, allocateClusterIP, parseCidr } from './clusterip.js';
 import { type LabelMatcher, parseLabelSelector } from './selectors.js';
 import {
@@ -71,7 +73,7 @@ const keyOfObject = (o: KubeObject) => storeKey(groupOf(o.apiVersion), o.kind, o
 const keyOfRef = (k: KindRef, name: string, ns: string | undefined) => storeKey(k.group, k.kind, k.namespaced ? (ns ?? 'default') : undefined, name);
 const sidecarName = (kind: string, ns: string | undefined, name: string) => `${kind.toLowerCase()}.${ns ?? '_'}.${name}.yaml`;
 const isYaml = (f: string) => /\.ya?ml$/.test(f);
-const now = (clock: Clock) => new Date(clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z');
+const now = (clock: Clock) => rfc3339(clock.now());
 const clone = <T>(v: T): T => structuredClone(v);
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
@@ -121,7 +123,7 @@ class DirectoryStore {
 
   constructor(dir: string, options: LocalSourceOptions) {
     this.#dir = dir;
-    this.#cidr = parseCidr(options.serviceCidr ?? '10.96.0.0/16');
+    this.#cidr = parseCidr(options.serviceCidr ?? defaults.serviceCidr);
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger ?? componentLogger('local-source').child({ dir });
     this.#watching = options.watch ?? true;
@@ -177,7 +179,7 @@ class DirectoryStore {
       return;
     }
     this.#error = err;
-    if (err) this.#log.warn({ err: err.message }, 'cluster directory unreadable; keeping the last known objects');
+    if (err) this.#log.warn({ err }, 'cluster directory unreadable; keeping the last known objects');
     else this.#log.info('cluster directory readable again');
     for (const h of [...this.#health]) h(err);
   }
@@ -295,7 +297,7 @@ class DirectoryStore {
       }
       if (isYaml(path)) this.#readFile(path);
     } catch (err) {
-      this.#log.warn({ path, err: (err as Error).message }, 'reading a changed file failed; the rescan retries');
+      this.#log.warn({ path, err }, 'reading a changed file failed; the rescan retries');
     }
   }
 
@@ -325,7 +327,7 @@ class DirectoryStore {
       this.#sidecars.set(name, { value, stamp });
       this.#refreshBySidecar(name);
     } catch (err) {
-      this.#log.warn({ path, err: (err as Error).message }, 'unreadable status file ignored');
+      this.#log.warn({ path, err }, 'unreadable status file ignored');
     }
   }
 
@@ -439,7 +441,7 @@ class DirectoryStore {
       try {
         this.#readFile(path, true, true);
       } catch (err) {
-        this.#log.warn({ path, err: (err as Error).message }, 'second look at a changed file failed');
+        this.#log.warn({ path, err }, 'second look at a changed file failed');
         return;
       }
       const still = this.#files.get(path)?.keys ?? [];

@@ -1,7 +1,9 @@
 // The one interface every component reads and writes resources through. Two implementations: kubernetes
 // (client-node informers against an API server) and local (a directory of YAML per cluster). Nothing above this
 // interface knows which one it runs on.
+import { CONTROLLER_NAME } from '../defaults.js';
 import type { ObjectMeta } from '../api/flomesh.js';
+import { EcnetError } from '../errors.js';
 
 /** Any Kubernetes object, as the API serves it. */
 export interface KubeObject {
@@ -133,18 +135,15 @@ export type SourceErrorCode =
   | 'ECNET_SOURCE_CLOSED'
   | 'ECNET_SOURCE_IO';
 
-export class SourceError extends Error {
-  readonly code: SourceErrorCode;
+export class SourceError extends EcnetError<SourceErrorCode> {
   /** HTTP status for the kubernetes source, when there was one. */
   readonly status: number | undefined;
   constructor(code: SourceErrorCode, message: string, options?: { cause?: unknown; status?: number }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.name = 'SourceError';
-    this.code = code;
+    super(code, message, options);
     this.status = options?.status;
   }
 }
 
 /** Labels ecnet puts on what it creates; it never updates or deletes an object without them. */
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
-export const MANAGED_BY = 'ecnet-controller';
+export const MANAGED_BY = CONTROLLER_NAME;

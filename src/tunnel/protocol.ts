@@ -1,6 +1,7 @@
 // The proxy ↔ gateway wire protocol, shared by both ends: an HTTP/1.1 CONNECT to
 // `<service>.<namespace>.svc.clusterset.local:<port>`, the source cluster in a header, and a status that says
 // why when the answer is not 200 (after which the stream is the application's bytes). `curl -p -x` speaks it.
+import { EcnetError } from '../errors.js';
 
 export const CLUSTERSET_DOMAIN = 'svc.clusterset.local';
 /** The source cluster's key (region/zone/group/name). */
@@ -59,14 +60,11 @@ export function parseAuthority(authority: string): ServiceTarget | { error: stri
 export type TunnelErrorCode = 'ECNET_TUNNEL_REFUSED' | 'ECNET_TUNNEL_UNREACHABLE' | 'ECNET_TUNNEL_TIMEOUT' | 'ECNET_TUNNEL_PROTOCOL';
 
 /** A tunnel that could not be opened. Nothing has reached an application then, so another cluster may be tried. */
-export class TunnelError extends Error {
-  readonly code: TunnelErrorCode;
+export class TunnelError extends EcnetError<TunnelErrorCode> {
   /** The gateway's status, when it answered. */
   readonly status: number | undefined;
   constructor(code: TunnelErrorCode, message: string, options?: { cause?: unknown; status?: number }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.name = 'TunnelError';
-    this.code = code;
+    super(code, message, options);
     this.status = options?.status;
   }
 }

@@ -6,8 +6,8 @@
 // Either way an error or `idleMs` without a byte closes both, and `onClose` runs once.
 import type { Server, Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { KernelSplicer, type SpliceEnd, type SplicedPair } from '../bpf/kernel-splice.js';
-import { setLingerZero, socketError } from '../bpf/libc.js';
+import { KernelSplicer, type SpliceEnd, type SplicedPair } from '../native/kernel-splice.js';
+import { setLingerZero, socketError } from '../native/libc.js';
 import type { Logger } from '../logger.js';
 
 /** A pair being spliced. */
@@ -135,7 +135,7 @@ function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: Sp
     pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, onClose); // it reports each pair's end once
   } catch (err) {
     // No splicer (closed, out of descriptors): the bytes taken go back, and the pair stays streams.
-    log?.debug({ err: (err as Error).message }, 'kernel splice refused: the pair stays streams');
+    log?.debug({ err }, 'kernel splice refused: the pair stays streams');
     for (const [s, taken] of [[a, fromA], [b, fromB]] as const) {
       if (taken) s.unshift(taken);
       // The stream thinks a read is under way (read() started one): let the handle deliver it.
@@ -160,7 +160,7 @@ function openSplicer(log: Logger): KernelSplicer | undefined {
   try {
     return KernelSplicer.open();
   } catch (err) {
-    log.warn({ err: (err as Error).message }, 'kernel splicing unavailable: tunnels move their bytes as streams');
+    log.warn({ err }, 'kernel splicing unavailable: tunnels move their bytes as streams');
     return undefined;
   }
 }

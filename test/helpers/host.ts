@@ -5,7 +5,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdir
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { detectCgroup2 } from '../../src/bpf/host.js';
-import { setNetns as setns } from '../../src/bpf/libc.js';
+import { setNetns as setns } from '../../src/native/libc.js';
 import { packageRoot } from '../../src/paths.js';
 
 export const isRoot = process.geteuid?.() === 0;

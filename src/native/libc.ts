@@ -1,4 +1,4 @@
-// The plain libc calls the datapath needs, through ffi-rs (no C++ wrapper for what is one syscall).
+// The plain libc calls ecnet makes (mount, setns, socket options), through ffi-rs: no C++ wrapper for what is one syscall.
 import { DataType, load, open } from 'ffi-rs';
 import { BpfError } from './errors.js';
 

@@ -1,14 +1,13 @@
 // Kernel splicing of socket pairs: the one owner of an addon Splicer (its thread, pipes and socket dups).
 // The proxy and the gateway hand each established tunnel to it, so bulk bytes never cross into JavaScript.
 import { errnoNames } from './errors.js';
-import { type NativeSplicer, loadNative } from './native.js';
+import { type NativeSplicer, loadNative } from './addon.js';
+import { EcnetError } from '../errors.js';
 
 /** A splicer that could not be opened or could not take a pair (the addon's BpfError is the cause). */
-export class SpliceError extends Error {
-  readonly code = 'ECNET_SPLICE' as const;
+export class SpliceError extends EcnetError<'ECNET_SPLICE'> {
   constructor(message: string, options: { cause: unknown }) {
-    super(message, options);
-    this.name = 'SpliceError';
+    super('ECNET_SPLICE', message, options);
   }
 }
 

@@ -1,6 +1,6 @@
-// One run at a time, coalesced: triggers within `delayMs` make one run, and triggers during a run make one
+// Single flight: one run at a time, coalesced: triggers within `delayMs` make one run, and triggers during a run make one
 // more after it. What the controller's passes and the agent's reconciles both need.
-import type { Clock } from './backoff.js';
+import type { Clock } from './time.js';
 
 export class Coalescer {
   #timer: unknown;

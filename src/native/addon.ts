@@ -1,4 +1,6 @@
-// The raw surface of the native addon (native/), declared once. Only src/bpf/ imports this module.
+// The raw surface of the native addon (native/), declared once: the BPF objects and maps (src/bpf/) and the
+// kernel splicer (kernel-splice.ts) are its only users. src/native/ is the one native boundary: this addon and
+// the plain libc calls made through ffi-rs (libc.ts, sockets.ts).
 // Every failing call throws a BpfError (see errors.ts): { code: 'ECNET_BPF', errno, errnoName, op }.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';

@@ -1,16 +1,4 @@
-// Exponential backoff with full jitter, and the clock it runs on (injected so tests can drive time).
-
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): { unref?(): unknown };
-  clearTimeout(handle: unknown): void;
-}
-
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
+// Exponential backoff with jitter.
 
 export interface BackoffOptions {
   initialMs: number;
