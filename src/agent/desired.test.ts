@@ -115,6 +115,8 @@ describe('a node\'s desired state', () => {
       // other spellings of the same
       '::ffff:7f00:1', '0:0:0:0:0:ffff:7f00:1', '0:0:0:0:0:0:0:1', '::0:1', '::0', '0::', '::1%lo', '::ffff:0:0', '::ffff:a9fe:a9fe', '::ffff:a00:204', '::7f00:1',
       '64:ff9b::7f00:1', 'fd00:ec2::254', 'ff02::1', 'fe80::1%eth0',
+      // IPv4 multicast, reserved, broadcast
+      '224.0.0.1', '239.255.255.250', '240.0.0.1', '255.255.255.255', '::ffff:224.0.0.1',
     ]) {
       expect(dialable(ip, new Set(['10.0.2.4'])), ip).toBe(false);
     }

@@ -21,7 +21,9 @@ export function dialable(ip: unknown, denied: ReadonlySet<string> = new Set()): 
   }
   const canonical = readAddress(b, 0);
   if (denied.has(canonical)) return false;
-  if (isIPv4(canonical)) return b[12] !== 127 && b[12] !== 0 && !(b[12] === 169 && b[13] === 254);
+  // IPv4: not loopback (127/8), "this network" (0/8), link-local (169.254/16), multicast (224/4), reserved and
+  // broadcast (240/4).
+  if (isIPv4(canonical)) return b[12] !== 127 && b[12] !== 0 && !(b[12] === 169 && b[13] === 254) && b[12]! < 224;
   const w0 = b.readUInt16BE(0);
   if (b.subarray(0, 12).every((x) => x === 0)) return false; // ::/96: ::, ::1, and the old IPv4-compatible forms
   if (w0 === 0x64 && b.readUInt16BE(2) === 0xff9b) return false; // NAT64: any IPv4 address, through the node's NAT64

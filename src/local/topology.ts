@@ -2,8 +2,8 @@
 //  - an underlay namespace with a bridge joins the nodes (10.0.2.0/24, as the seed's hosts: cluster-1 is
 //    10.0.2.4, cluster-2 .5, cluster-3 .6); it is the only way between clusters;
 //  - each member has a node namespace (its underlay address is the node's address, status.hostIP: the agent
-//    and its node proxy listen there, as hostNetwork pods do) and pods behind it (10.41.0.0/16 for the first
-//    member, 10.42.0.0/16 for the second …); the node's pod-side address (10.41.0.1) is every pod's next hop,
+//    and its node proxy listen there, as hostNetwork pods do) and pods behind it (10.41.0.0/24 for the first
+//    member, 10.42.0.0/24 for the second …); the node's pod-side address (10.41.0.1) is every pod's next hop,
 //    as a CNI bridge's address is;
 //  - each member's pods live in cgroups under the member's cgroup, where its agent attaches.
 export const PREFIX = 'ecnet-l';
