@@ -78,7 +78,7 @@ async function leaderElector(cfg: ControllerConfig): Promise<LeaderElector> {
   const le = cfg.leaderElection!;
   if (cfg.controlPlane.kind !== 'kubernetes') throw new ConfigError('--leader-elect needs a Kubernetes control-plane cluster');
   // Loaded only with --leader-elect: client-node is slow to import.
-  const [{ LeaderElector, kubernetesLeaseClient }, { loadKubeConfig }] = await Promise.all([import('../controlplane/leader.js'), import('../sources/kubernetes.js')]);
+  const [{ LeaderElector, kubernetesLeaseClient }, { loadKubeConfig }] = await Promise.all([import('../controlplane/leader.js'), import('../sources/kubeconfig.js')]);
   const kc = loadKubeConfig({
     ...(cfg.controlPlane.inCluster ? { inCluster: true } : {}),
     ...(cfg.controlPlane.kubeconfigPath ? { kubeconfigPath: cfg.controlPlane.kubeconfigPath } : {}),
