@@ -7,16 +7,11 @@ import type { ServiceEntry } from '../src/bpf/services.js';
 import { createKubernetesSource } from '../src/sources/kubernetes.js';
 import { Kinds, type KubeObject, type Source } from '../src/sources/source.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
+import { kube, service, serviceImport, trafficPolicy } from './helpers/objects.js';
 
-const svc = (name: string, clusterIP: string) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' }, spec: { clusterIP, ports: [{ name: 'http', port: 80 }] } }) as unknown as KubeObject;
-const imp = (name: string, ips: string[]) =>
-  ({
-    apiVersion: 'flomesh.io/v1alpha1',
-    kind: 'ServiceImport',
-    metadata: { name, namespace: 'shop' },
-    spec: { type: 'ClusterSetIP', ips, ports: [{ port: 80, protocol: 'TCP', endpoints: [{ clusterKey: 'default/default/default/cluster-1', target: { host: '10.0.2.4', ip: '10.0.2.4', port: 80, path: '/' } }] }] },
-  }) as unknown as KubeObject;
-const aa = (name: string) => ({ apiVersion: 'flomesh.io/v1alpha1', kind: 'GlobalTrafficPolicy', metadata: { name, namespace: 'shop' }, spec: { lbType: 'ActiveActive' } }) as unknown as KubeObject;
+const svc = (name: string, clusterIP: string) => kube(service('shop', name, { clusterIP }));
+const imp = (name: string, ips: string[]) => kube(serviceImport('shop', name, { ips, gateways: [{ cluster: 1, ip: '10.0.2.4', port: 80 }] }));
+const aa = (name: string) => kube(trafficPolicy('shop', name));
 
 describe('agent: an import left out is reported, the others stay', () => {
   let server: KubeApiServer;

@@ -5,20 +5,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { EndpointSlice, Service } from '../src/api/core.js';
 import type { ServiceExport } from '../src/api/flomesh.js';
 import { LiveCatalog, catalogFrom } from '../src/gateway/live-catalog.js';
-import type { KubeObject } from '../src/sources/source.js';
 import { MemorySource } from './helpers/memory-source.js';
+import { endpointSlice, kube, service, serviceExport } from './helpers/objects.js';
 
-const svc = (name: string): Service => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' }, spec: { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }] } });
-const slice = (name: string, service: string, ip: string): EndpointSlice => ({
-  apiVersion: 'discovery.k8s.io/v1',
-  kind: 'EndpointSlice',
-  addressType: 'IPv4',
-  metadata: { name, namespace: 'shop', labels: { 'kubernetes.io/service-name': service } },
-  endpoints: [{ addresses: [ip], conditions: { ready: true } }],
-  ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-});
-const exp = (name: string, path?: string) => ({ apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceExport', metadata: { name, namespace: 'shop' }, spec: path ? { rules: [{ portNumber: 80, path, pathType: 'Prefix' }] } : {} }) as unknown as ServiceExport;
-const o = (x: unknown) => x as KubeObject;
+const svc = (name: string) => service('shop', name);
+const slice = (name: string, svcName: string, ip: string) => endpointSlice('shop', svcName, [ip], { name });
+const exp = (name: string, path?: string) => serviceExport('shop', name, path ? { rules: [{ portNumber: 80, path, pathType: 'Prefix' }] } : {});
+const o = kube;
 const settle = () => new Promise((r) => setTimeout(r, 30));
 
 describe("the gateway's live catalog", () => {

@@ -2,30 +2,10 @@
 // in-memory API server: sync, events, bookmarks, recovery from drops, 410 and failing lists, writes with
 // conflict retries, events, and shutdown without leftover timers or watches.
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { Clock } from '../src/util/time.js';
+import { TrackingClock } from './helpers/clocks.js';
 import { createKubernetesSource, type KubernetesSourceOptions } from '../src/sources/kubernetes.js';
 import { Kinds, SourceError, type KindRef, type KubeObject, type Source, type WatchEvent } from '../src/sources/source.js';
 import { startKubeApiServer, type KubeApiServer, type KubeApiServerOptions, type RecordedRequest } from './helpers/kube-api-server.js';
-
-/** Real timers, counted: after close nothing may be left pending. */
-class TrackingClock implements Clock {
-  readonly pending = new Set<NodeJS.Timeout>();
-  now(): number {
-    return Date.now();
-  }
-  setTimeout(fn: () => void, ms: number): NodeJS.Timeout {
-    const h = setTimeout(() => {
-      this.pending.delete(h);
-      fn();
-    }, ms);
-    this.pending.add(h);
-    return h;
-  }
-  clearTimeout(h: unknown): void {
-    this.pending.delete(h as NodeJS.Timeout);
-    clearTimeout(h as NodeJS.Timeout);
-  }
-}
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {

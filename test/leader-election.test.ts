@@ -5,43 +5,14 @@ import { KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, controllerConfig, leaderElectionDefaults } from '../src/config.js';
 import { LeaderElector, type LeaseClient, kubernetesLeaseClient } from '../src/controlplane/leader.js';
-import type { Clock } from '../src/util/time.js';
 import type { KindRef, KubeObject } from '../src/sources/source.js';
+import { ManualClock } from './helpers/clocks.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
 
 const Lease: KindRef = { group: 'coordination.k8s.io', version: 'v1', kind: 'Lease', plural: 'leases', namespaced: true };
 const NS = 'ecnet-system';
 const NAME = 'ecnet-controller';
 const timing = { leaseDurationMs: 1500, renewDeadlineMs: 1000, retryPeriodMs: 200 };
-
-class ManualClock implements Clock {
-  t = 1_700_000_000_000;
-  #next = 0;
-  readonly #timers = new Map<number, { at: number; fn: () => void }>();
-  now(): number {
-    return this.t;
-  }
-  setTimeout(fn: () => void, ms: number): { id: number; unref(): void } {
-    const id = ++this.#next;
-    this.#timers.set(id, { at: this.t + ms, fn });
-    return { id, unref: () => undefined };
-  }
-  clearTimeout(handle: unknown): void {
-    if (handle) this.#timers.delete((handle as { id: number }).id);
-  }
-  /** Moves to `t + ms`, firing due timers in order. */
-  step(ms: number): void {
-    const end = this.t + ms;
-    for (;;) {
-      const due = [...this.#timers].filter(([, x]) => x.at <= end).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.t = Math.max(this.t, due[1].at);
-      due[1].fn();
-    }
-    this.t = end;
-  }
-}
 
 let server: KubeApiServer;
 let clock: ManualClock;

@@ -1,21 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import type { Service } from '../api/core.js';
-import type { EndpointSlice } from '../api/core.js';
+import { endpointSlice, service } from '../../test/helpers/objects.js';
 import { kubeProxyRuleset } from './kube-proxy.js';
 
-const svc = (name: string, clusterIP: string, type?: Service['spec']['type']): Service => ({
-  apiVersion: 'v1',
-  kind: 'Service',
-  metadata: { name, namespace: 'ns' },
-  spec: { clusterIP, ...(type ? { type } : {}), ports: [{ name: 'http', port: 80, targetPort: 'web' }, { name: 'dns', port: 53, protocol: 'UDP' }] },
-});
-const slice = (name: string, ips: [string, boolean][]): EndpointSlice => ({
-  apiVersion: 'discovery.k8s.io/v1',
-  kind: 'EndpointSlice',
-  metadata: { name: `${name}-1`, namespace: 'ns', labels: { 'kubernetes.io/service-name': name } },
-  endpoints: ips.map(([ip, ready]) => ({ addresses: [ip], conditions: { ready } })),
-  ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-});
+const svc = (name: string, clusterIP: string, type?: Service['spec']['type']) =>
+  service('ns', name, { clusterIP, ...(type ? { type } : {}), ports: [{ name: 'http', port: 80, targetPort: 'web' }, { name: 'dns', port: 53, protocol: 'UDP' }] });
+const slice = (name: string, ips: [string, boolean][]) => endpointSlice('ns', name, ips);
 
 describe("kube-proxy's rules for a node of ecnet local", () => {
   const rules = kubeProxyRuleset({
