@@ -337,6 +337,9 @@ describeKernel('datapath: the services map at scale', () => {
     expect(got.size).toBe(10_000);
     for (const e of upserts) expect(got.get(`${e.ip}:${e.port}`)).toBe(e.id);
     for (const e of removes) expect(got.has(`${e.ip}:${e.port}`)).toBe(false);
+    // A key removed twice in one change is removed (and counted) once.
+    expect(dp.services.apply([], [removes[10 - 1]!, ...entries(1, 20).map(({ ip, port, protocol }) => ({ ip, port, protocol })), ...entries(1, 20).map(({ ip, port, protocol }) => ({ ip, port, protocol }))])).toEqual({ added: 0, updated: 0, removed: 1, unchanged: 0 });
+    dp.services.apply(entries(1, 20), []);
     // A bad entry anywhere: nothing written.
     const before = dp.services.list();
     expect(() => dp.services.apply([...entries(5, 50_000), { ...svc('10.96.0.1', 0), id: 1, disabled: false }], removes)).toThrow(DatapathError);

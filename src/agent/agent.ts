@@ -27,6 +27,7 @@ export class RouteMap implements RouteTable {
   #retiring = new Map<string, { route: Route; until: number }>();
   /** Added ahead of the next replace. */
   readonly #adding = new Map<string, Route>();
+  #swept = 0;
   readonly #graceMs: number;
   readonly #now: () => number;
 
@@ -71,7 +72,13 @@ export class RouteMap implements RouteTable {
     const route = this.#routes.get(key);
     if (!route) return;
     this.#routes.delete(key);
-    this.#retiring.set(key, { route, until: this.#now() + this.#graceMs });
+    const now = this.#now();
+    this.#retiring.set(key, { route, until: now + this.#graceMs });
+    // Expired ones go at most once per grace period: what is kept is what retired within two of them.
+    if (now - this.#swept >= this.#graceMs) {
+      this.#swept = now;
+      for (const [k, v] of this.#retiring) if (v.until <= now) this.#retiring.delete(k);
+    }
   }
 
   /** One kept route (left to kube-proxy), or its removal. */
@@ -100,6 +107,11 @@ export interface RedirectSet {
 }
 
 export interface AgentOptions {
+  /**
+   * How often the whole redirect set is written again (with ±20% jitter), repairing what changed in the map
+   * behind the agent's back (an operator's `ecnet bpf service`, a previous version's leftovers). Default 5 min.
+   */
+  resyncMs?: number;
   source: Source;
   localCluster: ClusterKey;
   redirects: RedirectSet;
@@ -132,6 +144,8 @@ export class Agent {
   readonly #reconciles: Coalescer;
   #closed = false;
   #lastProblems = '[]';
+  #problemsSeen = -1;
+  #resync: unknown;
   #plan: NodePlan | undefined;
   readonly #slices = new SliceIndex();
   /** namespace/name of what changed since the last reconcile (an import and its inputs share the key). */
@@ -170,6 +184,19 @@ export class Agent {
     await Promise.all(Object.values(this.#informers).map((i) => i.synced));
     this.status.synced = true;
     this.#reconcile();
+    this.#scheduleResync();
+  }
+
+  /** The next full write of the redirect set: what the map holds is taken as unknown, and written whole. */
+  #scheduleResync(): void {
+    if (this.#closed) return;
+    const every = this.#o.resyncMs ?? 300_000;
+    this.#resync = this.#clock.setTimeout(() => {
+      this.#written = undefined;
+      this.trigger();
+      this.#scheduleResync();
+    }, every * (0.8 + 0.4 * Math.random()));
+    (this.#resync as { unref?: () => void }).unref?.();
   }
 
   trigger(): void {
@@ -192,12 +219,15 @@ export class Agent {
       }
       this.#dirty.clear();
       const plan = this.#plan;
-      const problems = plan.problems();
-      const text = JSON.stringify(problems);
-      if (problems.length && text !== this.#lastProblems) this.#log.warn({ problems }, 'imports left out of the datapath');
-      this.#lastProblems = text;
-      this.status.degraded = problems;
-      this.#report(problems);
+      if (plan.problemsVersion !== this.#problemsSeen) {
+        const problems = plan.problems();
+        const text = JSON.stringify(problems);
+        if (problems.length && text !== this.#lastProblems) this.#log.warn({ problems }, 'imports left out of the datapath');
+        this.#lastProblems = text;
+        this.#problemsSeen = plan.problemsVersion;
+        this.status.degraded = problems;
+        this.#report(problems);
+      }
       this.#write(plan);
       this.status.redirects = plan.size;
       this.status.reconciles++;
@@ -287,6 +317,7 @@ export class Agent {
     if (this.#closed) return;
     if (err) this.#log.error({ err }, 'agent aborted');
     this.#closed = true;
+    if (this.#resync !== undefined) this.#clock.clearTimeout(this.#resync);
     void this.#reconciles.close();
     for (const i of Object.values(this.#informers ?? {})) i.close();
   }

@@ -87,6 +87,7 @@ export class NodePlan {
   /** Over capacity: the addresses that fit (computed when asked, until the next update). */
   #admitted: Set<string> | undefined;
   #problems: Problem[] | undefined;
+  #problemsVersion = 0;
   /** Imports with problems of their own, and addresses asked for by more than one import. */
   readonly #troubled = new Set<string>();
   readonly #contested = new Set<string>();
@@ -100,10 +101,12 @@ export class NodePlan {
     const imp = inputs.import;
     const old = this.#parts.get(key);
     // Headless: no ClusterIP to redirect.
-    const next = imp && imp.spec.type !== 'Headless' ? importPart(key, imp, inputs.service, inputs.policy?.spec, inputs.slices, this.#localCluster) : undefined;
+    const next = imp && (imp.spec as Partial<ServiceImport['spec']> | undefined)?.type !== 'Headless' ? importPart(key, imp, inputs.service, inputs.policy?.spec, inputs.slices, this.#localCluster) : undefined;
     if (!old && !next) return;
-    this.#problems = undefined;
     this.#admitted = undefined;
+    // Problems are gathered again only when this import had or has some, when an address it shares changes
+    // hands (#file, #unfile), or when the capacity rule is in play: not on every change of the node's others.
+    if (old?.problems.length || next?.problems.length || this.#claims.size > this.#capacity) this.#problemsChanged();
     for (const c of old?.claims ?? []) this.#unfile(this.#claims, routeKey(c.entry.ip, c.entry.port), key, this.#changes.redirects, this.#contested);
     for (const rk of old?.kept.keys() ?? []) this.#unfile(this.#kept, rk, key, this.#changes.kept);
     this.#troubled.delete(key);
@@ -120,6 +123,7 @@ export class NodePlan {
     const list = index.get(rk)?.filter((c) => c.key !== key);
     if (list?.length) index.set(rk, list);
     else index.delete(rk);
+    if (contested?.has(rk)) this.#problemsChanged();
     if ((list?.length ?? 0) < 2) contested?.delete(rk);
     changed.add(rk);
   }
@@ -129,7 +133,10 @@ export class NodePlan {
     if (!list) index.set(rk, [claim]);
     else if (!list.some((c) => c.key === claim.key)) {
       index.set(rk, [...list, claim].sort((a, b) => byCodeUnit(a.key, b.key)));
-      contested?.add(rk);
+      if (contested) {
+        contested.add(rk);
+        this.#problemsChanged();
+      }
     }
     changed.add(rk);
   }
@@ -186,6 +193,16 @@ export class NodePlan {
     return Math.min(this.#claims.size, this.#capacity);
   }
 
+  #problemsChanged(): void {
+    this.#problems = undefined;
+    this.#problemsVersion++;
+  }
+
+  /** Changes whenever problems() may answer differently: a caller compares it instead of the list. */
+  get problemsVersion(): number {
+    return this.#problemsVersion;
+  }
+
   /** Imports (or their addresses) left out, and why, in namespace/name order (then by the text). */
   problems(): Problem[] {
     if (this.#problems) return this.#problems;
@@ -235,32 +252,47 @@ export function desiredNode(input: {
   return plan.result();
 }
 
-/** One import's claims, routes and kept addresses, or its problems; never throws. */
+/** Ports one import may redirect at most: what it asks for beyond this costs it alone, not the node's map. */
+export const MAX_PORTS_PER_IMPORT = 100;
+
+/** One import's claims, routes and kept addresses, or its problems; never throws, whatever the import holds. */
 function importPart(k: string, imp: ServiceImport, svc: Service | undefined, policy: GlobalTrafficPolicy['spec'] | undefined, slices: EndpointSlice[], localCluster: ClusterKey): ImportPart {
   const out: ImportPart = { claims: [], kept: new Map(), problems: [] };
-  const [namespace, name] = [imp.metadata.namespace, imp.metadata.name];
-  if (isClusterMachinery(namespace, name)) {
-    out.problems.push({ import: k, error: "the cluster's own Service (the API server's, or kube-system): never redirected" });
-    return out;
-  }
-  // Only this cluster's own ClusterIP of the same-named Service (the derived Service, or the exporter's own):
-  // an import must not take over any other address (another team's VIP, an external database).
-  const own = new Set(svc ? clusterIPsOf(svc) : []);
-  const all = Array.isArray(imp.spec.ips) ? imp.spec.ips : [];
-  const foreign = all.filter((ip) => !own.has(ip));
-  if (foreign.length) out.problems.push({ import: k, error: `spec.ips ${foreign.join(', ')} ${foreign.length > 1 ? 'are' : 'is'} not the ClusterIP of Service ${k} in this cluster: not redirected` });
-  const ips: string[] = [];
-  for (const ip of all.filter((x) => own.has(x))) {
-    if (typeof ip === 'string' && isIP(ip)) ips.push(ip);
-    else out.problems.push({ import: k, error: `${String(ip)} is not an IP address: not redirected` });
-  }
-  // One import (or its policy) that does not hold together costs only itself, not the node's other services.
+  // One import (or its policy, or its Service) that does not hold together costs only itself.
   try {
+    const [namespace, name] = [imp.metadata.namespace, imp.metadata.name];
+    if (isClusterMachinery(namespace, name)) {
+      out.problems.push({ import: k, error: "the cluster's own Service (the API server's, or kube-system): never redirected" });
+      return out;
+    }
+    const spec = imp.spec as Partial<ServiceImport['spec']> | undefined;
+    if (typeof spec !== 'object' || spec === null) {
+      out.problems.push({ import: k, error: 'it has no spec: not redirected' });
+      return out;
+    }
+    // Only this cluster's own ClusterIP of the same-named Service (the derived Service, or the exporter's own):
+    // an import must not take over any other address (another team's VIP, an external database).
+    const own = new Set(svc ? clusterIPsOf(svc) : []);
+    const all: unknown[] = Array.isArray(spec.ips) ? spec.ips : [];
+    const foreign = all.filter((ip) => !own.has(ip as string));
+    if (foreign.length) out.problems.push({ import: k, error: `spec.ips ${foreign.map(String).join(', ')} ${foreign.length > 1 ? 'are' : 'is'} not the ClusterIP of Service ${k} in this cluster: not redirected` });
+    const ips: string[] = [];
+    for (const ip of all.filter((x) => own.has(x as string))) {
+      if (typeof ip === 'string' && isIP(ip)) ips.push(ip);
+      else out.problems.push({ import: k, error: `${String(ip)} is not an IP address: not redirected` });
+    }
+    // Only ports its Service has (TCP), and at most MAX_PORTS_PER_IMPORT of them: an import cannot make up
+    // ports to fill the node's map.
+    const servicePorts = new Set((svc?.spec.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP').map((p) => p.port));
+    const ports = (Array.isArray(spec.ports) ? spec.ports : []).filter((port) => (port.protocol ?? 'TCP') === 'TCP'); // the datapath redirects TCP only
+    const unknown = ports.filter((port) => !servicePorts.has(port.port));
+    if (unknown.length) out.problems.push({ import: k, error: `port ${unknown.slice(0, 5).map((p) => p.port).join(', ')}${unknown.length > 5 ? ', …' : ''} is not a port of Service ${k} in this cluster: not redirected` });
+    const mine = ports.filter((port) => servicePorts.has(port.port));
+    if (mine.length > MAX_PORTS_PER_IMPORT) out.problems.push({ import: k, error: `${mine.length} ports: only the first ${MAX_PORTS_PER_IMPORT} are redirected` });
     const local = localEndpoints(svc, slices);
     const claims: Claim[] = [];
     const kept = new Map<string, Route>();
-    for (const port of imp.spec.ports ?? []) {
-      if ((port.protocol ?? 'TCP') !== 'TCP') continue; // the datapath redirects TCP only (UDP comes later)
+    for (const port of mine.slice(0, MAX_PORTS_PER_IMPORT)) {
       const route: Route = {
         service: name,
         namespace: namespace ?? 'default',

@@ -75,6 +75,17 @@ describe('NodePlan', () => {
     );
   });
 
+  it('a change of one import does not make the problems of the others be gathered again', () => {
+    const plan = new NodePlan(LOCAL);
+    const bad = { apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceImport', metadata: meta('a/bad'), spec: { type: 'ClusterSetIP', ips: ['10.96.9.9'], ports: [] } } as unknown as ServiceImport;
+    plan.update('a/bad', { import: bad, service: undefined, policy: undefined, slices: [] });
+    const v = plan.problemsVersion;
+    expect(plan.problems()).toHaveLength(1);
+    const ok = { apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceImport', metadata: meta('b/ok'), spec: { type: 'ClusterSetIP', ips: ['10.96.0.1'], ports: [] } } as unknown as ServiceImport;
+    plan.update('b/ok', { import: ok, service: { apiVersion: 'v1', kind: 'Service', metadata: meta('b/ok'), spec: { clusterIP: '10.96.0.1' } }, policy: undefined, slices: [] });
+    expect(plan.problemsVersion).toBe(v);
+  });
+
   it('one address asked for by two imports: the first in namespace/name order keeps it, the other is told', () => {
     const plan = new NodePlan(LOCAL);
     const imp = (key: string) => ({ apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceImport', metadata: meta(key), spec: { type: 'ClusterSetIP', ips: ['10.96.0.1'], ports: [{ port: 80, protocol: 'TCP', endpoints: [{ clusterKey: 'default/default/default/cluster-1', target: { host: 'gw', ip: '192.168.0.2', port: 8091 } }] }] } }) as unknown as ServiceImport;

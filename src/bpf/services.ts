@@ -146,7 +146,8 @@ export class ServiceTable {
     const ups = upserts.map((e) => ({ key: encodeRedirectable(e), value: serviceValueCodec.encode(e) }));
     const seen = new Set(ups.map((u) => u.key.toString('latin1')));
     if (seen.size !== ups.length) throw new DatapathError('ECNET_BAD_INPUT', 'a service is listed twice in one change');
-    const gone = removes.map((k) => serviceKeyCodec.encode(k)).filter((k) => !seen.has(k.toString('latin1')));
+    // Each key once (a key listed twice would be deleted twice, and counted twice).
+    const gone = [...new Map(removes.map((k) => serviceKeyCodec.encode(k)).map((k) => [k.toString('latin1'), k] as const)).entries()].filter(([id]) => !seen.has(id)).map(([, k]) => k);
     // What is there now, for the count and for a restore.
     const removed = gone.flatMap((key) => {
       const value = map.lookup(key);

@@ -26,6 +26,13 @@ describe('ingress rules over a shared path space', () => {
     expect(who([teamA, teamB, rootGrab], '/other')).toBe('team-c/everything /other');
   });
 
+  it('equal rules within one namespace: the older export wins whatever order the gateway saw them in', () => {
+    const one = svc('team-a', 'one', '2026-01-01T00:00:00Z', [{ path: '/x', pathType: 'Prefix' }]);
+    const two = svc('team-a', 'two', '2026-01-02T00:00:00Z', [{ path: '/x', pathType: 'Prefix' }]);
+    expect(who([one, two], '/x/1')).toBe('team-a/one /x/1');
+    expect(who([two, one], '/x/1')).toBe('team-a/one /x/1');
+  });
+
   it('within one namespace the longest match wins, and the rewrite applies', () => {
     const a2 = svc('team-a', 'admin', '2026-04-01T00:00:00Z', [{ path: '/api/admin', pathType: 'Prefix' }], { from: '/api/admin', to: '/internal' });
     expect(who([teamA, a2], '/api/admin/users')).toBe('team-a/admin /internal/users');

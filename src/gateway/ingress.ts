@@ -68,7 +68,9 @@ export function matchIngress(services: Iterable<LocalService>, url: string): Ing
   }
   if (!found.length) return undefined;
   const owner = found.reduce((a, b) => (older(b.service, a.service) ? b : a)).service.namespace;
-  const best = found.filter((f) => f.service.namespace === owner).reduce((a, b) => (b.score > a.score ? b : a));
+  // Equal scores within the namespace: the older export, then namespace/name, so that every replica (whatever
+  // order it saw the exports in) sends a request to the same service.
+  const best = found.filter((f) => f.service.namespace === owner).reduce((a, b) => (b.score > a.score || (b.score === a.score && older(b.service, a.service)) ? b : a));
   const exp = best.service.export;
   const from = exp?.pathRewrite?.from;
   // The rewrite replaces whole segments only (from /api: /api and /api/x, not /api..), and what it makes is

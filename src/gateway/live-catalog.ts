@@ -1,6 +1,7 @@
 // The gateway's catalog kept in sync with its cluster: Services, their EndpointSlices and ServiceExports.
 import { networkInterfaces } from 'node:os';
 import { normalizeIp } from '../bpf/address.js';
+import { componentLogger } from '../logger.js';
 import type { Service } from '../api/core.js';
 import { isClusterMachinery } from '../api/protected.js';
 import type { ServiceExport } from '../api/flomesh.js';
@@ -50,6 +51,7 @@ export class LiveCatalog implements Catalog {
   readonly #dirty = new Set<string>();
   #informers: [Informer<Service>, Informer<EndpointSlice & { apiVersion: string }>, Informer<ServiceExport>] | undefined;
   #timer: NodeJS.Timeout | undefined;
+  readonly #log = componentLogger('gateway-catalog');
   // The gateway's own addresses (its pod's, or the node's for a hostNetwork one): an EndpointSlice naming one
   // would let a tunnel from outside reach what listens on the gateway's host (a kubelet, a local admin port).
   // Canonical once here, so that each endpoint's check is one lookup.
@@ -89,7 +91,13 @@ export class LiveCatalog implements Catalog {
     for (const k of this.#dirty) {
       const slash = k.indexOf('/');
       const [ns, name] = [k.slice(0, slash), k.slice(slash + 1)];
-      const entry = localService(services.get(name, ns), this.#slices.of(k), exports.get(name, ns), this.#own);
+      let entry: LocalService | undefined;
+      try {
+        entry = localService(services.get(name, ns), this.#slices.of(k), exports.get(name, ns), this.#own);
+      } catch (err) {
+        // A Service the API would not have taken (no spec, ports not a list): that service is not offered.
+        this.#log.warn({ err, service: k }, 'service left out of the catalog');
+      }
       if (entry) this.#services.set(k, entry);
       else this.#services.delete(k);
       if (entry && hasIngress(entry)) this.#ingress.set(k, entry);
