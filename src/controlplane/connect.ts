@@ -4,7 +4,8 @@
 import { join } from 'node:path';
 import type { Secret } from '../api/core.js';
 import type { Cluster } from '../api/flomesh.js';
-import { LocalSource } from '../sources/local.js';
+import { defaults } from '../defaults.js';
+import { openSource } from '../sources/open.js';
 import { Kinds, type Source, SourceError } from '../sources/source.js';
 import type { MemberConnector } from './members.js';
 
@@ -30,13 +31,11 @@ async function kubeconfigFromSecret(controlPlane: Source, c: Cluster): Promise<s
 export function memberConnector(options: ConnectorOptions): MemberConnector {
   return async (c) => {
     if (c.spec.kubeconfig || c.spec.kubeconfigSecretRef) {
-      // Loaded on first use (see sources/open.ts).
-      const { createKubernetesSource } = await import('../sources/kubernetes.js');
       // Written by whoever may write Clusters or that Secret: inline credentials only (no exec, no files).
-      return createKubernetesSource({ kubeconfig: c.spec.kubeconfig ?? (await kubeconfigFromSecret(options.controlPlane, c)), inlineOnly: true });
+      return openSource({ kind: 'inline-kubeconfig', kubeconfig: c.spec.kubeconfig ?? (await kubeconfigFromSecret(options.controlPlane, c)) });
     }
     if (options.clustersDir !== undefined) {
-      return new LocalSource({ dir: join(options.clustersDir, c.metadata.name), ...(options.serviceCidr ? { serviceCidr: options.serviceCidr } : {}) });
+      return openSource({ kind: 'local', dir: join(options.clustersDir, c.metadata.name), serviceCidr: options.serviceCidr || defaults.serviceCidr });
     }
     throw new SourceError('ECNET_SOURCE_INVALID', `Cluster ${c.metadata.name} has neither spec.kubeconfig nor spec.kubeconfigSecretRef`);
   };

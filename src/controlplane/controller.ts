@@ -8,28 +8,17 @@
 // unreachable for memberTimeoutMs), the controller does not write imports, and an unreachable member keeps its
 // last known exports for memberTimeoutMs before they are dropped.
 import { CONTROLLER_NAME, defaults } from '../defaults.js';
-import { type Service, clusterIPsOf } from '../api/core.js';
-import type { Cluster, Condition, ServiceExport, ServiceImport } from '../api/flomesh.js';
+import { type Namespace, type Service, clusterIPsOf } from '../api/core.js';
+import type { Cluster, Condition } from '../api/flomesh.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { Backoff } from '../util/backoff.js';
 import { type Clock, rfc3339 as iso, systemClock } from '../util/time.js';
 import { Coalescer } from '../util/coalescer.js';
-import {
-  Kinds,
-  type Informer,
-  type KindRef,
-  type KubeObject,
-  MANAGED_BY,
-  MANAGED_BY_LABEL,
-  type Precondition,
-  type Source,
-  SourceError,
-  type WatchEvent,
-  objectKey,
-} from '../sources/source.js';
-import { type ConditionInput, canonical, conditionsDiffer, mergeConditions } from './conditions.js';
-import { type DerivedService, type DesiredImport, type MemberView, aggregate, isManaged } from './aggregate.js';
-import { Member, type MemberConnector, clusterKeyOf, credentialsOf } from './members.js';
+import { Kinds, type Informer, type KubeObject, type Precondition, type Source, SourceError, type WatchEvent, objectKey } from '../sources/source.js';
+import { canonical, conditionsDiffer, mergeConditions } from './conditions.js';
+import { type MemberDesired, type MemberView, aggregate } from './aggregate.js';
+import { type PlannedWrite, planCleanup, planMember } from './member-plan.js';
+import { Member, type MemberConnector, cachedIn, clusterKeyOf, credentialsOf, withDefaults } from './members.js';
 
 export interface ControllerOptions {
   /** The control-plane cluster, where the Cluster resources are. */
@@ -48,23 +37,6 @@ export interface ControllerOptions {
 }
 
 export const MANAGER = CONTROLLER_NAME;
-const managedLabels = { [MANAGED_BY_LABEL]: MANAGED_BY };
-
-/** The part of a view that concerns the services in scope (all when undefined). */
-function filterView(v: { exports: ServiceExport[]; services: Service[] }, scope: Set<string> | undefined): { exports: ServiceExport[]; services: Service[] } {
-  if (!scope) return v;
-  const has = (o: { metadata: { name: string; namespace?: string } }) => scope.has(objectKey(o));
-  return { exports: v.exports.filter(has), services: v.services.filter(has) };
-}
-
-const uidOf = (o: KubeObject): { uid?: string } => (o.metadata.uid ? { uid: o.metadata.uid } : {});
-
-/** A Cluster as the API server would default it (its spec may be absent: the CRD does not require one). */
-function withDefaults(c: Cluster): Cluster {
-  const spec = (typeof c.spec === 'object' && c.spec !== null ? c.spec : {}) as Partial<Cluster['spec']>;
-  return { ...c, spec: { ...spec, region: spec.region ?? 'default', zone: spec.zone ?? 'default', group: spec.group ?? 'default', gatewayPort: spec.gatewayPort ?? 80 } };
-}
-
 
 export class Controller {
   readonly #controlPlane: Source;
@@ -131,13 +103,19 @@ export class Controller {
 
   #scheduleResync(): void {
     if (this.#closed) return;
-    this.#resync = this.#clock.setTimeout(() => {
+    this.#resync = this.#later(() => {
       this.#full = true;
       this.#forgetMemo = true;
       this.trigger();
       this.#scheduleResync();
     }, this.#resyncMs);
-    (this.#resync as { unref?: () => void }).unref?.();
+  }
+
+  /** A timer that does not hold the process open. */
+  #later(fn: () => void, ms: number): unknown {
+    const t = this.#clock.setTimeout(fn, ms);
+    t.unref?.();
+    return t;
   }
 
   /** Asks for a pass (coalesced with others within debounceMs). */
@@ -152,8 +130,7 @@ export class Controller {
     } catch (err) {
       this.#log.error({ err }, 'reconcile pass failed');
       this.#full = true;
-      const t = this.#clock.setTimeout(() => this.trigger(), this.#retry.next());
-      (t as { unref?: () => void }).unref?.();
+      this.#later(() => this.trigger(), this.#retry.next());
     }
   }
 
@@ -191,7 +168,7 @@ export class Controller {
       this.#forgetMemoOf(c.metadata.name);
       if (m) {
         // Reconnecting: what the old connection knew stands in until the new one has read the member.
-        next.lastKnown = m.exports?.isSynced && m.services?.isSynced ? this.#snapshot(m) : m.lastKnown;
+        next.lastKnown = m.view(undefined);
         next.unreachableSince = m.unreachableSince ?? now;
         m.close();
       }
@@ -230,39 +207,16 @@ export class Controller {
     this.#log.info({ member: m.name }, 'cluster removed; cleaning up what ecnet wrote there');
     if (m.readable && m.source) {
       const src = m.source;
-      const doomed: [KindRef, KubeObject][] = [
-        ...(m.imports?.list().filter(isManaged) ?? []).map((o): [KindRef, KubeObject] => [Kinds.ServiceImport, o]),
-        ...(m.services?.list().filter(isManaged) ?? []).map((o): [KindRef, KubeObject] => [Kinds.Service, o]),
-      ];
-      await Promise.allSettled(doomed.map(([k, o]) => src.delete(k, o.metadata.name, o.metadata.namespace, uidOf(o))));
+      const doomed = planCleanup(m.name, { imports: m.imports!.list(), services: m.services!.list() });
+      await Promise.allSettled(doomed.map((w) => this.#perform(src, w)));
     }
     m.close();
-  }
-
-  /** A member's exports and Services from its informers: all of them, or those of the services in scope. */
-  #cachedView(m: Member, scope: Set<string> | undefined): { exports: ServiceExport[]; services: Service[] } {
-    if (!scope) return this.#snapshot(m);
-    const exports: ServiceExport[] = [];
-    const services: Service[] = [];
-    for (const key of scope) {
-      const [ns, name] = key.split('/') as [string, string];
-      if (name === undefined) continue;
-      const e = m.exports!.get(name, ns);
-      const s = m.services!.get(name, ns);
-      if (e) exports.push(e);
-      if (s) services.push(s);
-    }
-    return { exports, services };
   }
 
   #canonicalOf(o: object): string {
     let c = this.#canon.get(o);
     if (c === undefined) this.#canon.set(o, (c = canonical(o)));
     return c;
-  }
-
-  #snapshot(m: Member): { exports: ServiceExport[]; services: Service[] } {
-    return { exports: m.exports?.list() ?? [], services: m.services?.list() ?? [] };
   }
 
   async #pass(): Promise<void> {
@@ -297,20 +251,19 @@ export class Controller {
       if (m.readable) m.unreachableSince = undefined;
       else m.unreachableSince ??= now;
       const expired = m.unreachableSince !== undefined && now - m.unreachableSince >= this.#timeout;
-      const cached = m.exports?.isSynced && m.services?.isSynced;
-      if (!cached && !m.lastKnown && this.#initial?.has(m.name) && now - this.#startedAt < this.#timeout) gated = true;
-      const view = cached ? this.#cachedView(m, scope) : m.lastKnown ? filterView(m.lastKnown, scope) : { exports: [], services: [] };
+      const known = m.view(scope);
+      if (!known && this.#initial?.has(m.name) && now - this.#startedAt < this.#timeout) gated = true;
+      const view = known ?? { exports: [], services: [] };
       views.push({ ...base, exports: expired ? [] : view.exports, services: view.services });
     }
 
     // Withdraw an unreachable member's exports when its time is up, not at the next resync.
     const expiries = members.map((m) => (m.unreachableSince === undefined ? Infinity : m.unreachableSince + this.#timeout - now)).filter((d) => d > 0 && d < Infinity);
     if (expiries.length) {
-      const t = this.#clock.setTimeout(() => {
+      this.#later(() => {
         this.#full = true;
         this.trigger();
       }, Math.min(...expiries) + 1);
-      (t as { unref?: () => void }).unref?.();
     }
 
     const writes: (() => Promise<void>)[] = [];
@@ -319,7 +272,7 @@ export class Controller {
       for (const m of members) {
         if (!m.readable) continue;
         const d = desired.get(m.name)!;
-        this.#planMember(m, d.imports, d.services, d.exportConditions, writes, scope);
+        this.#planMember(m, d, writes, scope);
       }
     }
     this.#planClusterStatus(members, now, writes);
@@ -329,16 +282,14 @@ export class Controller {
       this.#full = true;
       const delay = this.#retry.next();
       this.#log.warn({ failures, retryMs: delay }, 'some writes failed; retrying');
-      const t = this.#clock.setTimeout(() => this.trigger(), delay);
-      (t as { unref?: () => void }).unref?.();
+      this.#later(() => this.trigger(), delay);
     } else if (writes.length === 0) {
       this.#retry.reset();
     }
     if (gated) {
       this.#full = true;
       // Look again when the wait for unread members runs out.
-      const t = this.#clock.setTimeout(() => this.trigger(), Math.max(10, this.#startedAt + this.#timeout - now));
-      (t as { unref?: () => void }).unref?.();
+      this.#later(() => this.trigger(), Math.max(10, this.#startedAt + this.#timeout - now));
     }
   }
 
@@ -375,155 +326,46 @@ export class Controller {
     });
   }
 
-  #planMember(
-    m: Member,
-    imports: Map<string, DesiredImport>,
-    services: Map<string, DerivedService>,
-    conditions: Map<string, ConditionInput[]>,
-    writes: (() => Promise<void>)[],
-    scope: Set<string> | undefined,
-  ): void {
+  /** Queues the writes that make member `m` hold what it must (its planned writes, through the memo). */
+  #planMember(m: Member, desired: MemberDesired, writes: (() => Promise<void>)[], scope: Set<string> | undefined): void {
     const src = m.source!;
-    const now = iso(this.#clock.now());
+    const holds = { imports: cachedIn(m.imports!, scope), services: cachedIn(m.services!, scope), exports: cachedIn(m.exports!, scope) };
+    const plan = planMember({ member: m.name, holds, desired, now: iso(this.#clock.now()), canonicalOf: (o) => this.#canonicalOf(o) });
+    for (const key of plan.leftAlone) this.#log.warn({ member: m.name, import: key }, 'a ServiceImport of this name exists and is not managed by ecnet; left alone');
+    for (const w of plan.writes) this.#once(w.key, w.content, writes, () => this.#perform(src, w));
+  }
 
-    // ServiceImports: spec, then status.clusters.
-    const inScope = <T extends KubeObject>(inf: Informer<T>): Map<string, T> => {
-      if (!scope) return new Map(inf.list().map((o) => [objectKey(o), o]));
-      const out = new Map<string, T>();
-      for (const key of scope) {
-        const [ns, name] = key.split('/') as [string, string];
-        const o = name === undefined ? undefined : inf.get(name, ns);
-        if (o) out.set(key, o);
+  /** Runs a planned write's steps in order. */
+  async #perform(src: Source, w: PlannedWrite): Promise<void> {
+    let previous: KubeObject | undefined;
+    for (const s of w.steps) {
+      if (s.op === 'delete') await src.delete(s.kind, s.name, s.namespace, s.precondition ?? {});
+      else if (s.op === 'status') await src.writeStatus(s.kind, s.name, s.namespace, s.status);
+      else if (s.op === 'event') void src.event(s.object, s.note);
+      else {
+        const ips = s.ipsOfPrevious && previous ? clusterIPsOf(previous as Service) : [];
+        const obj = ips.length ? { ...s.object, spec: { ...(s.object.spec as object), ips } } : s.object;
+        previous = await this.#applyInNamespace(src, obj, s.precondition, s.ensureNamespace);
       }
-      return out;
-    };
-    const observedImports = inScope(m.imports!);
-    const observedServices = inScope(m.services!);
-    /** Derived Services created together with their import (so the import gets its ips in one write). */
-    const withImport = new Set<string>();
-    for (const [key, d] of imports) {
-      const cur = observedImports.get(key);
-      const spec = d.spec;
-      const status = { clusters: d.clusters.map((cluster) => ({ cluster })) };
-      if (cur && !isManaged(cur)) {
-        this.#log.warn({ member: m.name, import: key }, 'a ServiceImport of this name exists and is not managed by ecnet; left alone');
-        continue;
-      }
-      if (!cur || this.#canonicalOf(cur.spec as object) !== canonical(spec)) {
-        const obj: ServiceImport = { apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceImport', metadata: { name: d.name, namespace: d.namespace, labels: { ...managedLabels } }, spec };
-        const derived = !spec.ips && !observedServices.has(key) ? services.get(key) : undefined;
-        if (derived) withImport.add(key);
-        this.#once(`${m.name}|ServiceImport|${key}`, canonical(spec), writes, async () => {
-          if (derived) {
-            // The derived Service first: its ClusterIP is the import's address.
-            const svc = (await this.#applyInNamespace(src, this.#derivedObject(derived), { absent: true })) as Service;
-            const ips = clusterIPsOf(svc);
-            if (ips.length) obj.spec = { ...spec, ips };
-          }
-          await this.#applyInNamespace(src, obj);
-          await src.writeStatus(Kinds.ServiceImport, d.name, d.namespace, status);
-        });
-      } else if (this.#canonicalOf(cur.status ?? {}) !== canonical(status)) {
-        this.#once(`${m.name}|ServiceImport|${key}`, `status:${canonical(status)}`, writes, () => src.writeStatus(Kinds.ServiceImport, d.name, d.namespace, status));
-      }
-    }
-    for (const [key, cur] of observedImports) {
-      if (imports.has(key) || !isManaged(cur)) continue;
-      this.#once(`${m.name}|ServiceImport|${key}`, 'deleted', writes, () => src.delete(Kinds.ServiceImport, cur.metadata.name, cur.metadata.namespace, uidOf(cur)));
-    }
-
-    // Derived Services.
-    for (const [key, d] of services) {
-      if (withImport.has(key)) continue;
-      const cur = observedServices.get(key);
-      if (cur && !isManaged(cur)) continue;
-      const want = { ports: d.spec.ports, sessionAffinity: d.spec.sessionAffinity, headless: d.spec.clusterIP === 'None' };
-      const have = cur && {
-        ports: (cur.spec.ports ?? []).map((p) => ({ ...(p.name ? { name: p.name } : {}), protocol: p.protocol ?? 'TCP', ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}), port: p.port, targetPort: p.targetPort ?? p.port })),
-        sessionAffinity: cur.spec.sessionAffinity ?? 'None',
-        headless: cur.spec.clusterIP === 'None',
-      };
-      if (have && canonical(have) === canonical(want)) continue;
-      const obj = this.#derivedObject(d);
-      this.#once(`${m.name}|Service|${key}`, canonical(want), writes, async () => {
-        if (cur && have && have.headless !== want.headless) {
-          // ClusterIP ↔ headless cannot be changed in place (the API server refuses): replace the Service.
-          await src.delete(Kinds.Service, cur.metadata.name, cur.metadata.namespace, uidOf(cur));
-          await this.#applyInNamespace(src, obj, { absent: true });
-          return;
-        }
-        // Only the object seen (a user may have created theirs since), or only if none exists.
-        await this.#applyInNamespace(src, obj, cur ? { uid: cur.metadata.uid ?? '' } : { absent: true });
-      });
-    }
-    for (const [key, cur] of observedServices) {
-      if (services.has(key) || !isManaged(cur)) continue;
-      this.#once(`${m.name}|Service|${key}`, 'deleted', writes, () => src.delete(Kinds.Service, cur.metadata.name, cur.metadata.namespace, uidOf(cur)));
-    }
-
-    // ServiceExport conditions.
-    for (const [key, exp] of inScope(m.exports!)) {
-      const want = conditions.get(key);
-      if (!want) continue;
-      const have = exp.status?.conditions;
-      if (!conditionsDiffer(have, want, exp.metadata.generation)) continue;
-      const next = mergeConditions(have, want, now, exp.metadata.generation);
-      const becameConflict = want.some((c) => c.type === 'Conflict' && c.status === 'True') && !have?.some((c) => c.type === 'Conflict' && c.status === 'True');
-      this.#once(`${m.name}|ServiceExport|${key}`, `status:${canonical(want)}`, writes, async () => {
-        await src.writeStatus(Kinds.ServiceExport, exp.metadata.name, exp.metadata.namespace, { conditions: next });
-        const bad = want.find((c) => c.status === 'True' && c.type === 'Conflict') ?? want.find((c) => c.type === 'Valid' && c.status === 'False');
-        if (bad && (becameConflict || bad.type === 'Valid')) void src.event(exp, { type: 'Warning', reason: bad.reason, message: bad.message });
-      });
     }
   }
 
   /** Creates the namespace when the member has none of that name (Kubernetes refuses objects in a missing one). */
-  async #applyInNamespace(src: Source, obj: KubeObject, precondition?: Precondition): Promise<KubeObject> {
+  async #applyInNamespace(src: Source, obj: KubeObject, precondition: Precondition | undefined, namespace: Namespace | undefined): Promise<KubeObject> {
     const options = { manager: MANAGER, ...(precondition ? { precondition } : {}) };
     try {
       return await src.apply(obj, options);
     } catch (err) {
-      if (!(err instanceof SourceError) || err.code !== 'ECNET_SOURCE_NOT_FOUND' || !obj.metadata.namespace) throw err;
-      await src.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: obj.metadata.namespace, labels: { ...managedLabels } } }, { manager: MANAGER });
+      if (!(err instanceof SourceError) || err.code !== 'ECNET_SOURCE_NOT_FOUND' || !namespace) throw err;
+      await src.apply(namespace, { manager: MANAGER });
       return await src.apply(obj, options);
     }
-  }
-
-  #derivedObject(d: DerivedService): Service {
-    return {
-      apiVersion: 'v1',
-      kind: 'Service',
-      metadata: { name: d.name, namespace: d.namespace, labels: { ...managedLabels, 'flomesh.io/service-import': d.name } },
-      spec: d.spec,
-    };
   }
 
   #planClusterStatus(members: Member[], nowMs: number, writes: (() => Promise<void>)[]): void {
     const now = iso(nowMs);
     for (const m of members) {
-      const state = m.state;
-      const since = m.unreachableSince;
-      const cond: ConditionInput =
-        state === 'ready'
-          ? { type: 'Managed', status: 'True', reason: 'Connected', message: `reading ${m.source?.description ?? 'member'}` }
-          : state === 'failed'
-            ? {
-                type: 'Managed',
-                status: 'False',
-                reason: m.connectError instanceof SourceError && m.connectError.code === 'ECNET_SOURCE_UNREACHABLE' ? 'Unreachable' : 'InvalidCredentials',
-                message: `${m.connectError?.message ?? 'cannot connect'} (retrying)`,
-              }
-            : state === 'connecting'
-              ? { type: 'Managed', status: 'False', reason: 'Connecting', message: `not read yet${m.lastError ? `: ${m.lastError.message}` : ''}` }
-              : {
-                  type: 'Managed',
-                  status: 'False',
-                  reason: since !== undefined && nowMs - since >= this.#timeout ? 'ExportsWithdrawn' : 'Unreachable',
-                  message:
-                    since !== undefined && nowMs - since >= this.#timeout
-                      ? `unreachable since ${iso(since)}; its exports were withdrawn after ${this.#timeout / 1000}s: ${m.lastError?.message ?? ''}`
-                      : `unreachable since ${iso(since ?? nowMs)}; its exports are kept until ${iso((since ?? nowMs) + this.#timeout)}: ${m.lastError?.message ?? ''}`,
-                };
+      const cond = m.managedCondition(nowMs, this.#timeout);
       const have = (m.cluster.status?.conditions ?? []) as Condition[];
       if (!conditionsDiffer(have, [cond])) continue;
       const next = mergeConditions(have, [cond], now);

@@ -4,9 +4,9 @@ import type { Service } from '../api/core.js';
 import type { Cluster, ClusterKey, ServiceExport, ServiceImport } from '../api/flomesh.js';
 import type { Logger } from '../logger.js';
 import { Backoff } from '../util/backoff.js';
-import type { Clock } from '../util/time.js';
-import { type Informer, Kinds, type KubeObject, type Source, type WatchEvent } from '../sources/source.js';
-import { canonical } from './conditions.js';
+import { type Clock, rfc3339 as iso } from '../util/time.js';
+import { type Informer, Kinds, type KubeObject, type Source, SourceError, type WatchEvent, objectKey } from '../sources/source.js';
+import { type ConditionInput, canonical } from './conditions.js';
 
 /** Opens the source of a member from its Cluster resource (kubeconfig, Secret, or a local directory). */
 export type MemberConnector = (cluster: Cluster) => Promise<Source>;
@@ -15,6 +15,30 @@ export const clusterKeyOf = (c: Cluster): ClusterKey => `${c.spec.region}/${c.sp
 
 /** The part of a Cluster that decides where its source is; a change reconnects. */
 export const credentialsOf = (c: Cluster): string => canonical({ kubeconfig: c.spec.kubeconfig, ref: c.spec.kubeconfigSecretRef });
+
+/** A Cluster as the API server would default it (its spec may be absent: the CRD does not require one). */
+export function withDefaults(c: Cluster): Cluster {
+  const spec = (typeof c.spec === 'object' && c.spec !== null ? c.spec : {}) as Partial<Cluster['spec']>;
+  return { ...c, spec: { ...spec, region: spec.region ?? 'default', zone: spec.zone ?? 'default', group: spec.group ?? 'default', gatewayPort: spec.gatewayPort ?? 80 } };
+}
+
+/** An informer's objects: all of them, or those of the services (`namespace/name`) in scope, in scope order. */
+export function cachedIn<T extends KubeObject>(inf: Informer<T>, scope: Set<string> | undefined): T[] {
+  if (!scope) return inf.list();
+  const out: T[] = [];
+  for (const key of scope) {
+    const [ns, name] = key.split('/') as [string, string];
+    const o = name === undefined ? undefined : inf.get(name, ns);
+    if (o) out.push(o);
+  }
+  return out;
+}
+
+/** A member's exports and Services. */
+export interface MemberObjects {
+  exports: ServiceExport[];
+  services: Service[];
+}
 
 export type MemberState = 'connecting' | 'ready' | 'unreachable' | 'failed';
 
@@ -31,7 +55,7 @@ export class Member {
   /** Since when (clock ms) the member has not been readable; undefined while it is. */
   unreachableSince: number | undefined;
   /** Exports and services as of the last time the member was fully readable. */
-  lastKnown: { exports: ServiceExport[]; services: Service[] } | undefined;
+  lastKnown: MemberObjects | undefined;
   readonly createdAt: number;
   #closed = false;
   #retry: unknown;
@@ -78,6 +102,17 @@ export class Member {
     }
   }
 
+  /**
+   * Its exports and Services, all or those of the services in scope: from the informers once both have listed
+   * (their caches keep the last known state while it is unreachable), else what an earlier connection knew.
+   */
+  view(scope: Set<string> | undefined): MemberObjects | undefined {
+    if (this.exports?.isSynced && this.services?.isSynced) return { exports: cachedIn(this.exports, scope), services: cachedIn(this.services, scope) };
+    if (!this.lastKnown || !scope) return this.lastKnown;
+    const has = (o: KubeObject) => scope.has(objectKey(o));
+    return { exports: this.lastKnown.exports.filter(has), services: this.lastKnown.services.filter(has) };
+  }
+
   #informers(): Informer<KubeObject>[] {
     const all = [this.exports, this.services, this.imports] as (Informer<KubeObject> | undefined)[];
     return all.filter((i): i is Informer<KubeObject> => i !== undefined);
@@ -97,6 +132,27 @@ export class Member {
 
   get lastError(): Error | undefined {
     return this.connectError ?? this.#informers().find((i) => i.lastError)?.lastError;
+  }
+
+  /** The Managed condition of its Cluster: connected, connecting, failed, or unreachable since when (and for how long its exports stay). */
+  managedCondition(nowMs: number, timeoutMs: number): ConditionInput {
+    const state = this.state;
+    const since = this.unreachableSince;
+    if (state === 'ready') return { type: 'Managed', status: 'True', reason: 'Connected', message: `reading ${this.source?.description ?? 'member'}` };
+    if (state === 'failed') {
+      const unreachable = this.connectError instanceof SourceError && this.connectError.code === 'ECNET_SOURCE_UNREACHABLE';
+      return { type: 'Managed', status: 'False', reason: unreachable ? 'Unreachable' : 'InvalidCredentials', message: `${this.connectError?.message ?? 'cannot connect'} (retrying)` };
+    }
+    if (state === 'connecting') return { type: 'Managed', status: 'False', reason: 'Connecting', message: `not read yet${this.lastError ? `: ${this.lastError.message}` : ''}` };
+    const withdrawn = since !== undefined && nowMs - since >= timeoutMs;
+    return {
+      type: 'Managed',
+      status: 'False',
+      reason: withdrawn ? 'ExportsWithdrawn' : 'Unreachable',
+      message: withdrawn
+        ? `unreachable since ${iso(since)}; its exports were withdrawn after ${timeoutMs / 1000}s: ${this.lastError?.message ?? ''}`
+        : `unreachable since ${iso(since ?? nowMs)}; its exports are kept until ${iso((since ?? nowMs) + timeoutMs)}: ${this.lastError?.message ?? ''}`,
+    };
   }
 
   close(): void {

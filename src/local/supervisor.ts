@@ -12,7 +12,7 @@ import { LocalSource } from '../sources/local.js';
 import { Kinds } from '../sources/source.js';
 import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, SLICE_SUFFIX, desiredSlices, hostsText } from './endpoints.js';
 import type { EndpointSlice } from '../api/core.js';
-import { defaults } from '../config.js';
+import { defaults } from '../defaults.js';
 import { kubeProxyRuleset } from './kube-proxy.js';
 import { hostsFile } from './net.js';
 import { CONTROL_PLANE, type MemberTopology, member } from './topology.js';

@@ -5,9 +5,16 @@ import type { SourceConfig } from '../config.js';
 import { LocalSource } from './local.js';
 import type { Source } from './source.js';
 
-export async function openSource(config: SourceConfig, options: { watch?: boolean } = {}): Promise<Source> {
+/** A kubeconfig as text from a resource others can write (a Cluster, a Secret): inline credentials only (see inline-kubeconfig.ts). */
+export interface InlineKubeconfigConfig {
+  kind: 'inline-kubeconfig';
+  kubeconfig: string;
+}
+
+export async function openSource(config: SourceConfig | InlineKubeconfigConfig, options: { watch?: boolean } = {}): Promise<Source> {
   if (config.kind === 'local') return new LocalSource({ dir: config.dir, serviceCidr: config.serviceCidr, watch: options.watch ?? true });
   const { createKubernetesSource } = await import('./kubernetes.js');
+  if (config.kind === 'inline-kubeconfig') return createKubernetesSource({ kubeconfig: config.kubeconfig, inlineOnly: true });
   return createKubernetesSource({
     ...(config.inCluster ? { inCluster: true } : {}),
     ...(config.kubeconfigPath ? { kubeconfigPath: config.kubeconfigPath } : {}),
