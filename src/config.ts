@@ -1,5 +1,7 @@
 // The one place that reads flags and environment. Each command hands its parsed flags here and gets one
 // typed object back, with defaults applied once. Environment variables fill what flags leave unset.
+// Longer than other modules on purpose: every command's flags and their checks are in this one file, so that
+// no other module reads process.env or argv.
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';

@@ -282,7 +282,7 @@ describe('the controller Deployment and the cleanup DaemonSet', () => {
     expect(env).toMatchObject({ POD_NAME: 'metadata.name', POD_NAMESPACE: 'metadata.namespace' });
     const cfg = controllerConfig(flagsOf(controller.args), { POD_NAME: 'ecnet-controller-abc', POD_NAMESPACE: NS });
     expect(controller.args[0]).toBe('controller');
-    expect(cfg.hub).toMatchObject({ kind: 'kubernetes', inCluster: true });
+    expect(cfg.controlPlane).toMatchObject({ kind: 'kubernetes', inCluster: true });
     expect(cfg.leaderElection).toMatchObject({ identity: 'ecnet-controller-abc', namespace: NS });
     expect(find('Role', 'ecnet-controller').metadata.namespace).toBe(cfg.leaderElection!.namespace);
     expect(find('Deployment', 'ecnet-controller').spec.replicas).toBeGreaterThan(1);
@@ -391,7 +391,7 @@ describe('daemonset/Dockerfile', () => {
     // dist/paths.ts: the package root is dist/..; the BPF objects and the addon are found from there.
     expect(relative(packageRoot, defaults.objectDir)).toBe('build/bpf');
     expect(dests).toEqual(expect.arrayContaining(['dist', 'node_modules', 'package.json', 'build/bpf', 'build/native/Release/ecnet_native.node']));
-    expect(readFileSync(join(packageRoot, 'src', 'bpf', 'native.ts'), 'utf8')).toContain("'build', 'native', 'Release'");
+    expect(readFileSync(join(packageRoot, 'src', 'native', 'addon.ts'), 'utf8')).toContain("'build', 'native', 'Release'");
     expect(text).toMatch(/^ENTRYPOINT \["node", "[^"]*\/dist\/cli\/main\.js"\]$/m);
   });
 });

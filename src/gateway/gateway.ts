@@ -270,8 +270,7 @@ export class Gateway {
     this.#closed = true;
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.#server.closeIdleConnections();
-    const deadline = Date.now() + graceMs;
-    while (this.#tunnels.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#tunnels.drained(graceMs);
     this.destroy();
     await closed;
   }

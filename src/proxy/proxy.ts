@@ -236,8 +236,7 @@ export class NodeProxy {
     if (this.#closed) return;
     this.#closed = true;
     const closed = Promise.all([this.#server, ...(this.#server6 ? [this.#server6] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
-    const deadline = Date.now() + graceMs;
-    while (this.#conns.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#conns.drained(graceMs);
     this.destroy();
     await closed;
   }

@@ -199,6 +199,12 @@ export class Tunnels {
     return this.#pairs.size;
   }
 
+  /** Resolves once every pair has ended, or after `graceMs` (what a drain waits for before it cuts). */
+  async drained(graceMs: number): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    while (this.#pairs.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+
   /** Cuts every tunnel and stops the splicer. */
   destroy(): void {
     for (const pair of this.#pairs) pair.destroy();
