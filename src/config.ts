@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { formatEndpoint, normalizeIp, parseEndpoint } from './bpf/address.js';
+import { formatEndpoint, normalizeIp, parseEndpoint } from './net/address.js';
 import type { DatapathSettings } from './bpf/codecs.js';
 import { detectCgroup2 } from './bpf/host.js';
 import type { ConnectionLimits } from './tunnel/limits.js';

@@ -11,7 +11,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { crdFiles, crdPaths, crdStream } from '../src/api/crds.js';
 import { KINDS } from '../src/api/flomesh.js';
 import { readManifests } from '../src/api/manifests.js';
-import { parseEndpoint } from '../src/bpf/address.js';
+import { parseEndpoint } from '../src/net/address.js';
 import { agentConfig, agentDefaults, controllerConfig, datapathConfig, defaults, gatewayConfig, gatewayDefaults } from '../src/config.js';
 import { planProcess, readWorkload } from '../src/kubelet/workload.js';
 import { packageRoot } from '../src/paths.js';

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { connKeyCodec, origDstCodec, serviceKeyCodec, serviceValueCodec, settingsCodec } from '../src/bpf/codecs.js';
 import { Datapath, type DatapathOptions } from '../src/bpf/datapath.js';
 import { DatapathError } from '../src/bpf/errors.js';
+import { AddressError } from '../src/net/address.js';
 import { loadNative } from '../src/native/addon.js';
 import { cookieOf, connectMarked } from '../src/native/sockets.js';
 import { defaults } from '../src/config.js';
@@ -195,11 +196,11 @@ describeKernel('datapath: redirect in the kernel', () => {
     const n = list();
     const bad = [svc('10.96.1', 80), svc('10.96.0.1', 0), svc('10.96.0.1', 65536), svc('not-an-ip', 80), { ip: '10.96.0.1', port: 80, protocol: 'sctp' as never }];
     for (const key of bad) {
-      expect(() => dp!.services.set(key, { id: 1, disabled: false })).toThrow(DatapathError);
+      expect(() => dp!.services.set(key, { id: 1, disabled: false })).toThrow(AddressError);
       try {
         dp!.services.set(key, { id: 1, disabled: false });
       } catch (e) {
-        expect((e as DatapathError).code).toBe('ECNET_BAD_ADDRESS');
+        expect((e as AddressError).code).toBe('ECNET_BAD_ADDRESS');
       }
     }
     // One bad entry among good ones: replaceAll writes none of them.
@@ -342,7 +343,7 @@ describeKernel('datapath: the services map at scale', () => {
     dp.services.apply(entries(1, 20), []);
     // A bad entry anywhere: nothing written.
     const before = dp.services.list();
-    expect(() => dp.services.apply([...entries(5, 50_000), { ...svc('10.96.0.1', 0), id: 1, disabled: false }], removes)).toThrow(DatapathError);
+    expect(() => dp.services.apply([...entries(5, 50_000), { ...svc('10.96.0.1', 0), id: 1, disabled: false }], removes)).toThrow(AddressError);
     // More than the map holds: refused before any write.
     const room = dp.services.capacity - 10_000;
     expect(() => dp.services.apply(entries(room + 1, 60_000), [])).toThrow(/do not fit/);
@@ -352,7 +353,7 @@ describeKernel('datapath: the services map at scale', () => {
   it('a replaceAll that fails validation at its last entry leaves the 10,000 untouched', () => {
     const before = dp.services.list();
     const next = [...entries(9_999, 30_000), { ...svc('10.96.0.1', 0), id: 1, disabled: false }];
-    expect(() => dp.services.replaceAll(next)).toThrow(DatapathError);
+    expect(() => dp.services.replaceAll(next)).toThrow(AddressError);
     expect(dp.services.list()).toEqual(before);
   });
 });

@@ -8,7 +8,8 @@ import {
   protocolNumbers,
   readAddress,
   writeAddress,
-} from './address.js';
+  AddressError,
+} from '../net/address.js';
 import { DatapathError } from './errors.js';
 
 const LE = endianness() === 'LE';
@@ -47,7 +48,7 @@ export const serviceKeyCodec: Codec<ServiceKey> = {
     writeAddress(k.ip, out, o);
     out.writeUInt16BE(checkPort(k.port), o + 16);
     const proto = protocolNumbers[k.protocol];
-    if (proto === undefined) throw new DatapathError('ECNET_BAD_ADDRESS', `unknown protocol ${String(k.protocol)}`);
+    if (proto === undefined) throw new AddressError(`unknown protocol ${String(k.protocol)}`);
     out[o + 18] = proto;
     out[o + 19] = 0;
     return out;
@@ -172,9 +173,9 @@ export const settingsCodec: Codec<DatapathSettings> = {
     if (s.proxyIp6 !== undefined) writeAddress(s.proxyIp6, out, o);
     const v4 = Buffer.alloc(16);
     writeAddress(s.proxy.ip, v4, 0);
-    if (!isMapped(v4)) throw new DatapathError('ECNET_BAD_ADDRESS', `the proxy address must be IPv4, got ${s.proxy.ip}`);
+    if (!isMapped(v4)) throw new AddressError(`the proxy address must be IPv4, got ${s.proxy.ip}`);
     if (s.proxyIp6 !== undefined && (isMapped(out.subarray(o, o + 16)) || out.subarray(o, o + 16).every((x) => x === 0))) {
-      throw new DatapathError('ECNET_BAD_ADDRESS', `the IPv6 proxy address must be a unicast IPv6 address, got ${s.proxyIp6}`);
+      throw new AddressError(`the IPv6 proxy address must be a unicast IPv6 address, got ${s.proxyIp6}`);
     }
     // Mark 0 switches the skip off in connect4/6: the proxy's own upstream connections would loop back to it.
     if (!Number.isInteger(s.proxyMark) || s.proxyMark < 1 || s.proxyMark > 0xffffffff) {

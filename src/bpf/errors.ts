@@ -9,7 +9,6 @@ export type DatapathErrorCode =
   | 'ECNET_KERNEL_TOO_OLD'
   | 'ECNET_NOT_LOADED'
   | 'ECNET_BPF_LOAD'
-  | 'ECNET_BAD_ADDRESS'
   | 'ECNET_BAD_INPUT'
   | 'ECNET_NOT_FOUND'
   | 'ECNET_UNSUPPORTED'

@@ -8,6 +8,7 @@ import { type DatapathSettings, settingsCodec, u32Key } from './codecs.js';
 import { DatapathError } from './errors.js';
 import { cgroupId, checkCgroup, checkKernel, checkRoot, ensureBpffs } from './host.js';
 import { type NativeBinding, type NativeObject, loadNative } from '../native/addon.js';
+import { AddressError } from '../net/address.js';
 
 /** The compiled objects, one per hook (bpf/NAME.bpf.c → NAME.bpf.o). */
 export const OBJECT_NAMES = ['sock_connect', 'sock_getpeername', 'sockops', 'sock_release'] as const;
@@ -124,7 +125,7 @@ function loadObjects(native: NativeBinding, opts: InstallOptions, capacity: Map<
     return objects;
   } catch (cause) {
     for (const o of objects) o.close();
-    if (cause instanceof DatapathError) throw cause;
+    if (cause instanceof DatapathError || cause instanceof AddressError) throw cause;
     throw new DatapathError('ECNET_BPF_LOAD', `loading the BPF programs failed: ${(cause as Error).message}`, { cause });
   }
 }

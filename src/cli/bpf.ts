@@ -1,7 +1,7 @@
 // `ecnet bpf …`: load/unload the datapath, show what is in the kernel, program a redirect by hand.
 import net from 'node:net';
 import { Command } from 'commander';
-import { formatEndpoint, parseServiceAddress } from '../bpf/address.js';
+import { formatEndpoint, parseServiceAddress } from '../net/address.js';
 import type { OriginalDestination } from '../bpf/codecs.js';
 import { Datapath, type DatapathStatus, type MapDump } from '../bpf/datapath.js';
 import { DatapathError } from '../bpf/errors.js';

@@ -1,7 +1,7 @@
 // Which endpoint addresses ecnet dials. An EndpointSlice is written by whoever may write one in its namespace
 // (or by a member cluster, through an export): its addresses must not open a way to what only a node reaches.
 import { isIP, isIPv4 } from 'node:net';
-import { ipBytes, readAddress } from '../bpf/address.js';
+import { ipBytes, readAddress } from '../net/address.js';
 
 /**
  * Whether an EndpointSlice address may be dialled: an IP address (never a name, which would be resolved), and

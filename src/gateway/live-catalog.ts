@@ -1,6 +1,6 @@
 // The gateway's catalog kept in sync with its cluster: Services, their EndpointSlices and ServiceExports.
 import { networkInterfaces } from 'node:os';
-import { normalizeIp } from '../bpf/address.js';
+import { normalizeIp } from '../net/address.js';
 import { componentLogger } from '../logger.js';
 import type { Service } from '../api/core.js';
 import { isClusterMachinery } from '../api/protected.js';

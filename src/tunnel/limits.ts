@@ -2,7 +2,7 @@
 // from one source address (a pod at the proxy, a node's proxy at the gateway), so one client cannot exhaust
 // the descriptors and memory that every other client shares. Over a limit a connection is reset at once.
 import { type Socket, isIPv4 } from 'node:net';
-import { ipBytes, readAddress } from '../bpf/address.js';
+import { ipBytes, readAddress } from '../net/address.js';
 
 export interface ConnectionLimits {
   /** Open connections at most (default 16,384). */

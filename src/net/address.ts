@@ -1,6 +1,14 @@
-// IP addresses as the datapath stores them: 16 bytes, IPv4 mapped (::ffff:a.b.c.d). Pure, no I/O.
+// IP addresses and ports: parsed, checked and canonical, and as 16 bytes (IPv4 mapped, ::ffff:a.b.c.d), the
+// form the datapath's maps, the connection limits and the endpoint checks all compare. Pure, no I/O.
 import { isIPv6 } from 'node:net';
-import { DatapathError } from './errors.js';
+import { EcnetError } from '../errors.js';
+
+/** An address or port that does not parse, or is not one ecnet can use. */
+export class AddressError extends EcnetError<'ECNET_BAD_ADDRESS'> {
+  constructor(message: string) {
+    super('ECNET_BAD_ADDRESS', message);
+  }
+}
 
 export type Protocol = 'tcp' | 'udp';
 export const protocolNumbers: Record<Protocol, number> = { tcp: 6, udp: 17 };
@@ -11,8 +19,8 @@ export interface Endpoint {
   port: number;
 }
 
-function bad(message: string): DatapathError {
-  return new DatapathError('ECNET_BAD_ADDRESS', message);
+function bad(message: string): AddressError {
+  return new AddressError(message);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatEndpoint, normalizeIp, parseEndpoint, parseServiceAddress, readAddress, writeAddress } from './address.js';
-import { DatapathError } from './errors.js';
+import { AddressError } from './address.js';
 
 const roundTrip = (ip: string): string => {
   const b = Buffer.alloc(16);
@@ -48,8 +48,8 @@ describe('addresses', () => {
       } catch (e) {
         err = e;
       }
-      expect(err, text).toBeInstanceOf(DatapathError);
-      expect((err as DatapathError).code).toBe('ECNET_BAD_ADDRESS');
+      expect(err, text).toBeInstanceOf(AddressError);
+      expect((err as AddressError).code).toBe('ECNET_BAD_ADDRESS');
       expect((err as Error).message, text).toMatch(why);
     }
   });
