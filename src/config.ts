@@ -274,11 +274,33 @@ export function getOutput(v: string | undefined): GetOutput {
   throw new ConfigError(`-o must be table, yaml or json, got ${JSON.stringify(v)}`);
 }
 
-/** TLS between proxies and gateways: PEM files (ECNET_TLS_CERT, ECNET_TLS_KEY, ECNET_TLS_CA). */
+/** TLS between proxies and gateways: PEM files (ECNET_TLS_CERT, ECNET_TLS_KEY, ECNET_TLS_CA), or a cluster identity. */
 export interface TlsFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  /** A directory with tls.crt, tls.key and ca.crt naming this cluster (ECNET_IDENTITY_DIR). */
+  identityDir?: string;
+  /** The cluster set the identities belong to (ECNET_CLUSTER_SET, default `ecnet`). */
+  clusterSet?: string;
+}
+
+/** mTLS with cluster identities (src/identity/): where the mounted identity is, and the cluster set's name. */
+export interface IdentityConfig {
+  dir: string;
+  clusterSet: string;
+}
+
+/** The cluster identity to use, or undefined; refused together with the PEM flags (one or the other). */
+export function identityConfig(flags: TlsFlags, env: NodeJS.ProcessEnv = process.env): IdentityConfig | undefined {
+  const dir = flags.identityDir ?? env.ECNET_IDENTITY_DIR;
+  if (!dir) return undefined;
+  if (flags.tlsCert ?? flags.tlsKey ?? flags.tlsCa ?? env.ECNET_TLS_CERT ?? env.ECNET_TLS_KEY ?? env.ECNET_TLS_CA) {
+    throw new ConfigError('--identity-dir and the --tls-* files are two ways to configure TLS: give one');
+  }
+  const clusterSet = flags.clusterSet ?? env.ECNET_CLUSTER_SET ?? defaults.clusterSet;
+  if (!/^[A-Za-z0-9_-]([A-Za-z0-9._-]{0,61}[A-Za-z0-9_-])?$/.test(clusterSet)) throw new ConfigError(`--cluster-set must be a name (letters, digits, . _ -), got ${JSON.stringify(clusterSet)}`);
+  return { dir, clusterSet };
 }
 
 export interface TlsConfig {
@@ -346,6 +368,8 @@ export interface GatewayConfig {
   source: SourceConfig;
   listen: { ip: string; port: number };
   tls: TlsConfig | undefined;
+  /** mTLS with cluster identities; undefined: the PEM files of `tls`, or plain tunnels. */
+  identity: IdentityConfig | undefined;
   splice: SpliceMode;
   limits: Partial<ConnectionLimits>;
 }
@@ -358,7 +382,8 @@ export const gatewayDefaults = {
 export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
   const listen = flags.listen ?? env.ECNET_GATEWAY_LISTEN ?? gatewayDefaults.listen;
   try {
-    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls: tlsConfig(flags, true, env), splice: spliceMode(flags.splice, env), limits: limitsConfig(flags, env) };
+    const identity = identityConfig(flags, env);
+    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls: identity ? undefined : tlsConfig(flags, true, env), identity, splice: spliceMode(flags.splice, env), limits: limitsConfig(flags, env) };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;
     throw new ConfigError(`--listen: ${(cause as Error).message}`, { cause });
@@ -391,6 +416,8 @@ export interface AgentConfig {
   admin: { ip: string; port: number };
   /** TLS to the gateways (client certificate for mTLS). */
   tls: TlsConfig | undefined;
+  /** mTLS with cluster identities; undefined: the PEM files of `tls`, or plain tunnels. */
+  identity: IdentityConfig | undefined;
   splice: SpliceMode;
   /** The node proxy's connection limits. */
   limits: Partial<ConnectionLimits>;
@@ -423,7 +450,8 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       load,
       clusterKey,
       admin: parseEndpoint(admin),
-      tls: tlsConfig(flags, false, env, true),
+      identity: identityConfig(flags, env),
+      tls: identityConfig(flags, env) ? undefined : tlsConfig(flags, false, env, true),
       splice: spliceMode(flags.splice, env),
       limits: limitsConfig(flags, env),
     };

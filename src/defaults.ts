@@ -17,6 +17,8 @@ export const defaults = {
   logLevel: 'warn',
   /** Local mode: one directory per cluster under this one (ECNET_CLUSTERS_DIR). */
   clustersDir: '/var/lib/ecnet/clusters',
+  /** The cluster set's name in cluster identities (spiffe://<cluster set>/cluster/...). */
+  clusterSet: 'ecnet',
   /** Local mode: the control-plane cluster's directory name under clustersDir. */
   controlPlaneName: 'control-plane',
   /** ClusterIPs the local source allocates (ECNET_SERVICE_CIDR); every cluster may use the same range. */

@@ -13,6 +13,12 @@ import { NodeProxy } from '../proxy/proxy.js';
 import { openSource } from '../sources/open.js';
 import { table } from './table.js';
 import { untilSignal } from '../util/process.js';
+import { IdentityFiles } from '../identity/files.js';
+
+/** Tunnels without TLS: said once at start, as a warning (anyone who reaches a gateway can open them). */
+function plainWarning(component: string): void {
+  componentLogger(component).warn('tunnels are plain TCP: anyone who reaches the gateway can open one, and nothing is encrypted; give --identity-dir (the ecnet-identity Secret) for mTLS between clusters');
+}
 
 /** Runs until SIGINT/SIGTERM (the process is held open meanwhile), then `stop`. */
 async function runUntilSignal(stop: () => Promise<void>): Promise<void> {
@@ -29,7 +35,9 @@ function tlsOptions(cmd: Command): Command {
   return cmd
     .option('--tls-cert <file>', 'PEM certificate (the gateway serves it; the agent presents it for mTLS)')
     .option('--tls-key <file>', 'PEM key of --tls-cert')
-    .option('--tls-ca <file>', 'PEM CA: the gateway requires client certificates it signed; the agent verifies gateways with it');
+    .option('--tls-ca <file>', 'PEM CA: the gateway requires client certificates it signed; the agent verifies gateways with it')
+    .option('--identity-dir <dir>', "mTLS with cluster identities: this cluster's tls.crt, tls.key and ca.crt (the mounted ecnet-identity Secret), renewed in place")
+    .option('--cluster-set <name>', 'the cluster set the identities belong to (default ecnet)');
 }
 
 function limitOptions(cmd: Command): Command {
@@ -57,10 +65,15 @@ export function gatewayCommand(): Command {
       const source = await openSource(cfg.source);
       const catalog = new LiveCatalog();
       await catalog.start(source);
-      const gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', limits: cfg.limits, ...(cfg.tls ? { tls: cfg.tls } : {}) });
-      process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}\n`);
+      let gw: Gateway | undefined;
+      const identity = cfg.identity ? new IdentityFiles(cfg.identity.dir, cfg.identity.clusterSet, { onChange: () => gw?.reloadTls() }) : undefined;
+      const tls = identity?.tls ?? cfg.tls;
+      if (!tls) plainWarning('gateway');
+      gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', limits: cfg.limits, ...(tls ? { tls } : {}) });
+      process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}${identity ? `, as ${identity.cluster}` : ''}\n`);
       await runUntilSignal(async () => {
-        await gw.close();
+        identity?.close();
+        await gw!.close();
         catalog.close();
         await source.close();
       });
@@ -86,6 +99,13 @@ export function agentCommand(): Command {
       const connect = (host: string, port: number) => connectMarked({ host, port, mark });
       // Loads, or reuses what a previous agent pinned: a restart does not detach anything.
       const dp = Datapath.open({ bpffs: cfg.datapath.bpffs, cgroup: cfg.datapath.cgroup, objectDir: cfg.datapath.objectDir, settings: cfg.load.settings });
+      const identity = cfg.identity ? new IdentityFiles(cfg.identity.dir, cfg.identity.clusterSet) : undefined;
+      if (identity && identity.cluster !== cfg.clusterKey) {
+        identity.close();
+        throw new ConfigError(`the cluster identity in ${cfg.identity!.dir} names ${identity.cluster}, not this node's cluster ${cfg.clusterKey}`);
+      }
+      const tls = identity?.tls ?? cfg.tls;
+      if (!tls) plainWarning('agent');
       const routes = new RouteMap();
       const proxy = await NodeProxy.start({
         host: cfg.load.settings.proxy.ip,
@@ -97,7 +117,7 @@ export function agentCommand(): Command {
         connect,
         kernelSplice: cfg.splice === 'kernel',
         limits: cfg.limits,
-        ...(cfg.tls ? { tls: cfg.tls } : {}),
+        ...(tls ? { tls } : {}),
       });
       const source = await openSource(cfg.source);
       const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes });
@@ -105,13 +125,14 @@ export function agentCommand(): Command {
       const checks = new HealthChecks({
         health: proxy.health,
         connect,
-        ...(cfg.tls ? { tls: cfg.tls } : {}),
+        ...(tls ? { tls } : {}),
         targets: () => new Map(routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => [e.clusterKey, e.gateway] as const))),
       });
       checks.start();
       const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy);
       process.stderr.write(`ecnet agent: ${cfg.clusterKey}, proxy ${proxy.address.host}:${proxy.address.port}, admin ${cfg.admin.ip}:${cfg.admin.port}, ${source.description}\n`);
       await runUntilSignal(async () => {
+        identity?.close();
         admin.close();
         checks.close();
         await agent.close();

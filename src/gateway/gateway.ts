@@ -6,6 +6,9 @@
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse, createServer, request } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import { type AddressInfo, type Socket, connect } from 'node:net';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import type { ClusterKey } from '../api/flomesh.js';
+import { clusterOfSpiffeId, uriSan } from '../identity/spiffe.js';
 import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, type TunnelTls, parseAuthority } from '../tunnel/protocol.js';
@@ -68,6 +71,7 @@ async function connectFirst(endpoints: Endpoint[], start: number, timeoutMs: num
 
 export class Gateway {
   readonly #server: Server;
+  readonly #tls: TunnelTls | undefined;
   readonly #catalog: Catalog;
   readonly #connectTimeoutMs: number;
   readonly #ingressIdleMs: number;
@@ -81,6 +85,7 @@ export class Gateway {
 
   private constructor(options: GatewayOptions, server: Server) {
     this.#server = server;
+    this.#tls = options.tls;
     this.#catalog = options.catalog;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
     this.#ingressIdleMs = options.ingressIdleMs ?? 60_000;
@@ -131,8 +136,11 @@ export class Gateway {
       connectionsCheckingInterval: 500,
     };
     const tls = options.tls;
+    // Cluster identities: a client certificate is asked for, not required by the handshake, so the kubelet's
+    // probes and ingress callers get HTTPS; a tunnel needs one (#caller).
+    const clientCerts = tls?.clusterSet ? { requestCert: true, rejectUnauthorized: false } : { requestCert: true, rejectUnauthorized: true };
     const server: Server = tls
-      ? (createTlsServer({ ...http, cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : {}) }) as unknown as Server)
+      ? (createTlsServer({ ...http, cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, ...clientCerts } : {}) }) as unknown as Server)
       : createServer(http);
     const gw = new Gateway(options, server);
     try {
@@ -167,6 +175,19 @@ export class Gateway {
       this.#count(STATUS.badRequest);
       return reply(socket, STATUS.badRequest, target.error);
     }
+    const caller = this.#caller(socket);
+    if (caller && 'refused' in caller) {
+      this.#count(STATUS.notExported);
+      this.#log.info({ target, source, why: caller.refused }, 'tunnel refused');
+      return reply(socket, STATUS.notExported, caller.refused);
+    }
+    // An export for some clusters only (targetClusters) opens to those, proven by their certificate.
+    const allowed = this.#catalog.get(target.namespace, target.service)?.export?.targetClusters ?? [];
+    if (caller && allowed.length && !allowed.includes(caller.cluster)) {
+      this.#count(STATUS.notExported);
+      this.#log.info({ target, caller: caller.cluster }, 'tunnel refused: the export does not include the calling cluster');
+      return reply(socket, STATUS.notExported, `${target.namespace}/${target.service} is not exported to ${caller.cluster}`);
+    }
     const d = decide(this.#catalog, target);
     if (d.status !== 200 || !('endpoints' in d)) {
       this.#count(d.status);
@@ -185,6 +206,26 @@ export class Gateway {
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (head.length) up.socket.write(head);
     this.#tunnels.add(socket, up.socket, () => this.#limiter.release(socket));
+  }
+
+  /**
+   * With cluster identities, the cluster that calls (from its certificate, never from a header); a refusal when
+   * it has none of this cluster set. Undefined without cluster identities (plain or host-name TLS).
+   */
+  #caller(socket: Socket): { cluster: ClusterKey } | { refused: string } | undefined {
+    const set = this.#tls?.clusterSet;
+    if (!set) return undefined;
+    const t = socket as TLSSocket;
+    if (!t.authorized) return { refused: `a tunnel needs a member cluster's certificate (${t.authorizationError ?? 'none presented'})` };
+    const cluster = clusterOfSpiffeId(set, uriSan(t.getPeerCertificate().subjectaltname) ?? '');
+    return cluster ? { cluster } : { refused: 'the certificate names no member cluster of this cluster set' };
+  }
+
+  /** Serves the current certificate of `tls` (updated in place when it was renewed) to new connections. */
+  reloadTls(): void {
+    const tls = this.#tls;
+    if (!tls) return;
+    (this.#server as unknown as TlsServer).setSecureContext({ cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca } : {}) });
   }
 
   #request(req: IncomingMessage, res: ServerResponse): void {

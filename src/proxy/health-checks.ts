@@ -19,8 +19,8 @@ export interface HealthChecksOptions {
   timeoutMs?: number;
 }
 
-export function checkGateway(gw: Gateway, connect: (host: string, port: number) => Socket, timeoutMs: number, tls?: TunnelTls): Promise<boolean> {
-  const createConnection = gatewayConnection(gw.host, gw.port, connect, tls)!;
+export function checkGateway(gw: Gateway, connect: (host: string, port: number) => Socket, timeoutMs: number, tls?: TunnelTls, cluster?: ClusterKey): Promise<boolean> {
+  const createConnection = gatewayConnection(gw.host, gw.port, connect, tls, cluster)!;
   return new Promise((resolve) => {
     const req = request({ host: gw.host, port: gw.port, path: '/healthz', timeout: timeoutMs, createConnection }, (res) => {
       res.resume();
@@ -40,7 +40,7 @@ export class HealthChecks {
   start(): void {
     const round = async () => {
       const targets = [...this.o.targets()];
-      await Promise.all(targets.map(async ([key, gw]) => this.o.health.checked(key, await checkGateway(gw, this.o.connect, this.o.timeoutMs ?? 1000, this.o.tls))));
+      await Promise.all(targets.map(async ([key, gw]) => this.o.health.checked(key, await checkGateway(gw, this.o.connect, this.o.timeoutMs ?? 1000, this.o.tls, key))));
       if (!this.#closed) this.#timer = setTimeout(() => void round(), this.o.intervalMs ?? 2000).unref();
     };
     void round();

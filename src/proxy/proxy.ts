@@ -200,6 +200,7 @@ export class NodeProxy {
         timeoutMs: this.#o.tunnelTimeoutMs,
         connect: this.#o.connect,
         ...(this.#o.tls ? { tls: this.#o.tls } : {}),
+        cluster: c.clusterKey,
       });
       this.#o.health.success(c.clusterKey);
       return s;

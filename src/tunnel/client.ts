@@ -3,7 +3,9 @@
 // can try the next cluster before the client has seen anything.
 import { request } from 'node:http';
 import { type Socket, isIP } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
+import type { ClusterKey } from '../api/flomesh.js';
+import { clusterSpiffeId, uriSan } from '../identity/spiffe.js';
 import { SOURCE_CLUSTER_HEADER, type ServiceTarget, TunnelError, type TunnelTls, formatAuthority } from './protocol.js';
 
 export interface TunnelOptions {
@@ -17,11 +19,30 @@ export interface TunnelOptions {
   connect?: (host: string, port: number) => Socket;
   /** TLS to the gateway (mTLS with a client certificate). */
   tls?: TunnelTls;
+  /** With cluster identities (`tls.clusterSet`): the cluster the gateway must prove it is. */
+  cluster?: ClusterKey;
 }
 
 /** The connection to a gateway: TCP from `connect` (or a plain one), wrapped in TLS when configured. */
-export function gatewayConnection(host: string, port: number, connect: ((h: string, p: number) => Socket) | undefined, tls: TunnelTls | undefined): (() => Socket) | undefined {
+export function gatewayConnection(
+  host: string,
+  port: number,
+  connect: ((h: string, p: number) => Socket) | undefined,
+  tls: TunnelTls | undefined,
+  cluster?: ClusterKey,
+): (() => Socket) | undefined {
   if (!tls) return connect ? () => connect(host, port) : undefined;
+  // With cluster identities: whom we reached is the cluster the import names, whatever address it has.
+  const expected = tls.clusterSet && cluster ? clusterSpiffeId(tls.clusterSet, cluster) : undefined;
+  const identity = tls.clusterSet
+    ? {
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+          const got = uriSan(cert.subjectaltname);
+          if (expected !== undefined && got === expected) return undefined;
+          return new Error(`the gateway at ${host}:${port} is ${got ?? 'no cluster'}, not ${expected ?? 'a cluster this route names'}`);
+        },
+      }
+    : {};
   return () =>
     tlsConnect({
       // `host` also with a socket of our own: without it Node checks the certificate against "localhost".
@@ -35,13 +56,14 @@ export function gatewayConnection(host: string, port: number, connect: ((h: stri
       ...(tls.key ? { key: tls.key } : {}),
       // Always verified: the agent's configuration refuses TLS without a CA (see tlsConfig).
       rejectUnauthorized: true,
+      ...identity,
     });
 }
 
 export function openTunnel(o: TunnelOptions): Promise<Socket> {
   const authority = formatAuthority(o.target);
   const where = `${o.gateway.host}:${o.gateway.port}`;
-  const createConnection = gatewayConnection(o.gateway.host, o.gateway.port, o.connect, o.tls);
+  const createConnection = gatewayConnection(o.gateway.host, o.gateway.port, o.connect, o.tls, o.cluster);
   return new Promise((resolve, reject) => {
     let settled = false;
     const fail = (err: TunnelError) => {

@@ -17,7 +17,7 @@ export const STATUS = {
   ok: 200,
   /** Malformed CONNECT target. */
   badRequest: 400,
-  /** The service exists but is not exported, or not on this port. */
+  /** The service exists but is not exported (on this port, or to the calling cluster), or the caller is not a member. */
   notExported: 403,
   /** No such service in this cluster. */
   unknown: 404,
@@ -25,11 +25,17 @@ export const STATUS = {
   noEndpoint: 503,
 } as const;
 
-/** PEM contents. A gateway with `ca` requires client certificates signed by it (mTLS); a proxy with `ca` verifies the gateway's. */
+/**
+ * PEM contents. A gateway with `ca` requires client certificates signed by it (mTLS); a proxy with `ca` verifies the
+ * gateway's. With `clusterSet` the certificates are cluster identities (src/identity/): each end checks the other's
+ * SPIFFE ID instead of a host name, and a gateway serves plain HTTPS (probes, ingress) to callers without one while
+ * it opens tunnels for member clusters only. The object may be updated in place when the certificate is renewed.
+ */
 export interface TunnelTls {
   cert?: string;
   key?: string;
   ca?: string;
+  clusterSet?: string;
 }
 
 export interface ServiceTarget {

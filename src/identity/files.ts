@@ -1,0 +1,79 @@
+// A cluster identity as the agent and the gateway receive it: a directory holding `tls.crt`, `tls.key` and
+// `ca.crt` (a mounted Secret of type kubernetes.io/tls, written by the controller). Read at start, checked
+// (the key is the certificate's, the CA signed it, it names a cluster of the set), and read again every
+// `pollMs`: a renewed certificate replaces the old one in place (Kubernetes swaps a mounted Secret's files
+// atomically, which fs.watch does not report reliably, hence polling).
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ClusterKey } from '../api/flomesh.js';
+import { type Logger, componentLogger } from '../logger.js';
+import type { TunnelTls } from '../tunnel/protocol.js';
+import { IdentityError, describe } from './pki.js';
+import { clusterOfSpiffeId } from './spiffe.js';
+
+export const IDENTITY_FILES = { cert: 'tls.crt', key: 'tls.key', ca: 'ca.crt' } as const;
+
+/** Reads and checks the three files; the cluster the certificate names. */
+export function readIdentity(dir: string, clusterSet: string): { tls: Required<TunnelTls>; cluster: ClusterKey; notAfter: Date } {
+  let cert: string;
+  let key: string;
+  let ca: string;
+  try {
+    [cert, key, ca] = [IDENTITY_FILES.cert, IDENTITY_FILES.key, IDENTITY_FILES.ca].map((f) => readFileSync(join(dir, f), 'utf8')) as [string, string, string];
+  } catch (cause) {
+    throw new IdentityError(`cannot read the cluster identity in ${dir} (${Object.values(IDENTITY_FILES).join(', ')}): ${(cause as Error).message}`, { cause });
+  }
+  try {
+    const x = new X509Certificate(cert);
+    if (!x.checkPrivateKey(createPrivateKey(key))) throw new IdentityError(`${IDENTITY_FILES.key} is not the key of ${IDENTITY_FILES.cert}`);
+    if (!x.verify(new X509Certificate(ca).publicKey)) throw new IdentityError(`${IDENTITY_FILES.cert} is not signed by ${IDENTITY_FILES.ca}`);
+  } catch (cause) {
+    if (cause instanceof IdentityError) throw cause;
+    throw new IdentityError(`the cluster identity in ${dir} does not parse: ${(cause as Error).message}`, { cause });
+  }
+  const d = describe(cert);
+  const cluster = clusterOfSpiffeId(clusterSet, d.uri ?? '');
+  if (!cluster) throw new IdentityError(`${IDENTITY_FILES.cert} names ${d.uri ?? 'no URI'}, not a cluster of the cluster set ${clusterSet}`);
+  return { tls: { cert, key, ca, clusterSet }, cluster, notAfter: d.notAfter };
+}
+
+export class IdentityFiles {
+  /** Updated in place when the files change: hand this object to the proxy and the gateway. */
+  readonly tls: Required<TunnelTls>;
+  cluster: ClusterKey;
+  notAfter: Date;
+  readonly #timer: NodeJS.Timeout;
+  readonly #log: Logger;
+
+  constructor(
+    readonly dir: string,
+    readonly clusterSet: string,
+    options: { pollMs?: number; onChange?: () => void; logger?: Logger } = {},
+  ) {
+    this.#log = options.logger ?? componentLogger('identity');
+    const first = readIdentity(dir, clusterSet);
+    this.tls = first.tls;
+    this.cluster = first.cluster;
+    this.notAfter = first.notAfter;
+    this.#timer = setInterval(() => {
+      try {
+        const next = readIdentity(dir, clusterSet);
+        if (next.tls.cert === this.tls.cert && next.tls.key === this.tls.key && next.tls.ca === this.tls.ca) return;
+        Object.assign(this.tls, next.tls);
+        this.cluster = next.cluster;
+        this.notAfter = next.notAfter;
+        this.#log.info({ cluster: next.cluster, notAfter: next.notAfter.toISOString() }, 'cluster certificate renewed');
+        options.onChange?.();
+      } catch (err) {
+        // A half-written or bad renewal: the certificate in use stays until a good one comes (or it expires).
+        this.#log.warn({ err, notAfter: this.notAfter.toISOString() }, 'cluster identity unreadable; keeping the one in use');
+      }
+    }, options.pollMs ?? 10_000);
+    this.#timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+  }
+}

@@ -1,0 +1,122 @@
+// Cluster identities on real tunnels over loopback: the gateway opens a tunnel only for a member cluster's
+// certificate and only to exports that include that cluster; the proxy's end accepts only the gateway of the
+// cluster its route names; probes get HTTPS without a certificate; a renewed certificate is served to new
+// connections while open tunnels keep flowing. No privileges.
+import { createServer, type Server, type Socket } from 'node:net';
+import { request } from 'node:https';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ClusterKey } from '../src/api/flomesh.js';
+import { staticCatalog } from '../src/gateway/catalog.js';
+import { Gateway } from '../src/gateway/gateway.js';
+import { type KeyPair, createCa, describe as describeCert, issue } from '../src/identity/pki.js';
+import { clusterSpiffeId } from '../src/identity/spiffe.js';
+import { openTunnel } from '../src/tunnel/client.js';
+import type { TunnelTls } from '../src/tunnel/protocol.js';
+import { clusterKey } from './helpers/objects.js';
+
+const SET = 'test-set';
+const HOUR = 3_600_000;
+
+describe('tunnels between cluster identities', () => {
+  let ca: KeyPair;
+  let gw: Gateway;
+  let backend: Server;
+  const gwTls: TunnelTls = { clusterSet: SET };
+  const id = async (n: number, ttl = HOUR, now = Date.now()): Promise<TunnelTls> => ({ ...(await issue(ca, clusterSpiffeId(SET, clusterKey(n)), ttl, now)), ca: ca.cert, clusterSet: SET });
+  const open = (tls: TunnelTls | undefined, service: string, cluster: ClusterKey = clusterKey(1)) =>
+    openTunnel({ gateway: { host: '127.0.0.1', port: gw.address.port }, target: { service, namespace: 'ns', port: 80 }, sourceCluster: 'ignored', timeoutMs: 3000, ...(tls ? { tls } : {}), cluster });
+  const echo = (s: Socket, text: string) =>
+    new Promise<string>((resolve, reject) => {
+      let got = '';
+      s.on('data', (d) => {
+        got += d;
+        if (got.includes(text)) resolve(got);
+      });
+      s.on('error', reject);
+      s.write(text);
+    });
+
+  beforeAll(async () => {
+    ca = await createCa(SET);
+    Object.assign(gwTls, await id(1));
+    backend = createServer((c) => {
+      c.on('error', () => undefined);
+      c.on('data', (d) => c.write(d));
+    });
+    await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+    const port = (backend.address() as { port: number }).port;
+    const svc = (name: string, targetClusters?: ClusterKey[]) => ({
+      namespace: 'ns',
+      name,
+      ports: new Map([[80, [{ ip: '127.0.0.1', port }]]]),
+      export: { loadBalancer: 'RoundRobinLoadBalancer' as const, ...(targetClusters ? { targetClusters } : {}) },
+    });
+    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog([svc('open'), svc('only2', [clusterKey(2)])]), tls: gwTls });
+  });
+  afterAll(async () => {
+    await gw?.close(100);
+    backend?.close();
+  });
+
+  it('refuses a tunnel without a certificate, with 403', async () => {
+    const plainTls: TunnelTls = { ca: ca.cert, clusterSet: SET };
+    await expect(open(plainTls, 'open')).rejects.toMatchObject({ code: 'ECNET_TUNNEL_REFUSED', status: 403 });
+  });
+
+  it('opens to any member for an export to all, and only to the listed clusters for one with targetClusters', async () => {
+    const c2 = await id(2);
+    const c3 = await id(3);
+    const s = await open(c2, 'only2');
+    expect(await echo(s, 'ping')).toBe('ping');
+    s.destroy();
+    await expect(open(c3, 'only2')).rejects.toMatchObject({ status: 403 });
+    expect(gw.stats.refused[403]).toBeGreaterThanOrEqual(2);
+    const s3 = await open(c3, 'open');
+    expect(await echo(s3, 'pong')).toBe('pong');
+    s3.destroy();
+  });
+
+  it('the calling end refuses a gateway that is not the cluster its route names', async () => {
+    await expect(open(await id(2), 'open', clusterKey(3))).rejects.toThrow(/is spiffe:\/\/test-set\/cluster\/default\/default\/default\/cluster-1, not spiffe:\/\/test-set\/cluster\/default\/default\/default\/cluster-3/);
+  });
+
+  it('refuses an expired certificate', async () => {
+    await expect(open(await id(2, 60_000, Date.now() - HOUR), 'open')).rejects.toMatchObject({ status: 403 });
+  });
+
+  it('answers the kubelet\'s probe over HTTPS without a client certificate', async () => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const r = request({ host: '127.0.0.1', port: gw.address.port, path: '/healthz', rejectUnauthorized: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      r.on('error', reject);
+      r.end();
+    });
+    expect(status).toBe(200);
+  });
+
+  it('serves a renewed certificate to new connections while an open tunnel keeps flowing', async () => {
+    const c2 = await id(2);
+    const held = await open(c2, 'open');
+    expect(await echo(held, 'before')).toBe('before');
+    const old = describeCert(gwTls.cert!).serial;
+    Object.assign(gwTls, await id(1));
+    gw.reloadTls();
+    const served = await new Promise<string>((resolve, reject) => {
+      const r = request({ host: '127.0.0.1', port: gw.address.port, path: '/healthz', rejectUnauthorized: false, agent: false }, (res) => {
+        resolve((res.socket as unknown as { getPeerCertificate(): { serialNumber: string } }).getPeerCertificate().serialNumber);
+        res.resume();
+      });
+      r.on('error', reject);
+      r.end();
+    });
+    expect(served).not.toBe(old);
+    expect(served).toBe(describeCert(gwTls.cert!).serial);
+    expect(await echo(held, 'after')).toBe('after');
+    held.destroy();
+    const fresh = await open(c2, 'open');
+    expect(await echo(fresh, 'new')).toBe('new');
+    fresh.destroy();
+  });
+});
