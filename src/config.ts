@@ -200,6 +200,10 @@ export interface ControllerFlags {
   leaderElectLeaseDuration?: string;
   leaderElectRenewDeadline?: string;
   leaderElectRetryPeriod?: string;
+  /** commander's --no-identities: false when given. */
+  identities?: boolean;
+  clusterSet?: string;
+  identityTtl?: string;
 }
 
 
@@ -224,6 +228,8 @@ export interface ControllerConfig {
   resyncMs: number;
   /** Undefined: no election, this process writes (one replica). */
   leaderElection: LeaderElectionConfig | undefined;
+  /** Cluster identities the controller issues; undefined with --no-identities. */
+  identities: { namespace: string; clusterSet: string; ttlMs: number } | undefined;
 }
 
 function leaderElectionConfig(flags: ControllerFlags, controlPlane: SourceConfig, env: NodeJS.ProcessEnv): LeaderElectionConfig | undefined {
@@ -265,6 +271,15 @@ export function controllerConfig(flags: ControllerFlags, env: NodeJS.ProcessEnv 
     memberTimeoutMs: flags.memberTimeout === undefined ? defaults.memberTimeoutMs : parseDuration('--member-timeout', flags.memberTimeout),
     resyncMs: flags.resync === undefined ? defaults.resyncMs : parseDuration('--resync', flags.resync),
     leaderElection: leaderElectionConfig(flags, controlPlane, env),
+    // Cluster identities by default: the CA and each member's certificate in ecnet's namespace.
+    identities:
+      flags.identities === false
+        ? undefined
+        : {
+            namespace: env.POD_NAMESPACE ?? leaderElectionDefaults.namespace,
+            clusterSet: clusterSetName(flags, env),
+            ttlMs: flags.identityTtl === undefined ? defaults.identityTtlMs : parseDuration('--identity-ttl', flags.identityTtl),
+          },
   };
 }
 
@@ -298,9 +313,14 @@ export function identityConfig(flags: TlsFlags, env: NodeJS.ProcessEnv = process
   if (flags.tlsCert ?? flags.tlsKey ?? flags.tlsCa ?? env.ECNET_TLS_CERT ?? env.ECNET_TLS_KEY ?? env.ECNET_TLS_CA) {
     throw new ConfigError('--identity-dir and the --tls-* files are two ways to configure TLS: give one');
   }
+  return { dir, clusterSet: clusterSetName(flags, env) };
+}
+
+/** --cluster-set (ECNET_CLUSTER_SET): a name, the authority of every SPIFFE ID of the set. */
+export function clusterSetName(flags: { clusterSet?: string }, env: NodeJS.ProcessEnv = process.env): string {
   const clusterSet = flags.clusterSet ?? env.ECNET_CLUSTER_SET ?? defaults.clusterSet;
   if (!/^[A-Za-z0-9_-]([A-Za-z0-9._-]{0,61}[A-Za-z0-9_-])?$/.test(clusterSet)) throw new ConfigError(`--cluster-set must be a name (letters, digits, . _ -), got ${JSON.stringify(clusterSet)}`);
-  return { dir, clusterSet };
+  return clusterSet;
 }
 
 export interface TlsConfig {

@@ -19,6 +19,8 @@ export const defaults = {
   clustersDir: '/var/lib/ecnet/clusters',
   /** The cluster set's name in cluster identities (spiffe://<cluster set>/cluster/...). */
   clusterSet: 'ecnet',
+  /** Lifetime of a member's certificate; renewed with a third of it left. */
+  identityTtlMs: 24 * 3_600_000,
   /** Local mode: the control-plane cluster's directory name under clustersDir. */
   controlPlaneName: 'control-plane',
   /** ClusterIPs the local source allocates (ECNET_SERVICE_CIDR); every cluster may use the same range. */

@@ -144,7 +144,8 @@ describe('daemonset/ manifests', () => {
     expect(grants(find('ClusterRole', 'ecnet-gateway'))).toEqual(informers('flomesh.io/serviceexports', '/services', 'discovery.k8s.io/endpointslices'));
     // The controller in the control-plane cluster: Clusters (+ status), Secrets with kubeconfigs, its Lease.
     expect(grants(find('ClusterRole', 'ecnet-controller'))).toEqual(['flomesh.io/clusters:get', 'flomesh.io/clusters:list', 'flomesh.io/clusters:watch', 'flomesh.io/clusters/status:update'].sort());
-    expect(grants(find('Role', 'ecnet-controller'))).toEqual(['/secrets:get', 'coordination.k8s.io/leases:create', 'coordination.k8s.io/leases:get', 'coordination.k8s.io/leases:update'].sort());
+    // Secrets: member kubeconfigs (get) and the cluster set's CA, ecnet-ca (get, create once: src/controlplane/identities.ts).
+    expect(grants(find('Role', 'ecnet-controller'))).toEqual(['/secrets:create', '/secrets:get', 'coordination.k8s.io/leases:create', 'coordination.k8s.io/leases:get', 'coordination.k8s.io/leases:update'].sort());
     // In a member (its kubeconfig in the Cluster resource): apply = get + create/update, writeStatus = get + update status.
     const member = grants(find('ClusterRole', 'ecnet-controller-member'));
     for (const g of ['flomesh.io/serviceimports:create', 'flomesh.io/serviceimports:update', 'flomesh.io/serviceimports:delete', 'flomesh.io/serviceimports/status:update', 'flomesh.io/serviceexports/status:update', '/services:delete', '/namespaces:create', '/events:create']) {
@@ -152,6 +153,8 @@ describe('daemonset/ manifests', () => {
     }
     expect(member.filter((g) => g.startsWith('flomesh.io/serviceexports:'))).toEqual(['flomesh.io/serviceexports:get', 'flomesh.io/serviceexports:list', 'flomesh.io/serviceexports:watch']);
     expect(member.some((g) => g.includes('secrets') || g.includes('clusters'))).toBe(false);
+    // The member's identity, ecnet-identity: in ecnet-system only, get then create or replace (identities.ts).
+    expect(grants(find('Role', 'ecnet-controller-member'))).toEqual(['/secrets:create', '/secrets:get', '/secrets:update']);
   });
 
   it('daemonset/karmada/crds.yaml is what `ecnet crds` prints, and the same CRDs as daemonset/crds/', () => {
@@ -322,7 +325,7 @@ describe.skipIf(!haveKubectl)('kubectl kustomize (skipped without kubectl)', () 
         ...Object.values(KINDS).map((k) => `CustomResourceDefinition/${k.plural}.flomesh.io`),
         'ServiceAccount/ecnet-agent', 'ClusterRole/ecnet-agent', 'ClusterRoleBinding/ecnet-agent', 'DaemonSet/ecnet-agent',
         'ServiceAccount/ecnet-gateway', 'ClusterRole/ecnet-gateway', 'ClusterRoleBinding/ecnet-gateway', 'Deployment/ecnet-gateway', 'Service/ecnet-gateway',
-        'ServiceAccount/ecnet-controller-member', 'Secret/ecnet-controller-member-token', 'ClusterRole/ecnet-controller-member', 'ClusterRoleBinding/ecnet-controller-member',
+        'ServiceAccount/ecnet-controller-member', 'Secret/ecnet-controller-member-token', 'ClusterRole/ecnet-controller-member', 'ClusterRoleBinding/ecnet-controller-member', 'Role/ecnet-controller-member', 'RoleBinding/ecnet-controller-member',
         `ConfigMap/${cm.metadata.name}`,
       ].sort(),
     );

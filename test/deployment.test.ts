@@ -22,6 +22,7 @@ import { type MemberTopology, member, pod } from '../src/local/topology.js';
 import { packageRoot } from '../src/paths.js';
 import { Kinds, type KubeObject } from '../src/sources/source.js';
 import { describeKernel } from './helpers/describe-kernel.js';
+import { project, secretVolumesOf } from '../src/local/secret-volumes.js';
 import { suffix } from './helpers/host.js';
 import { KubeApiServer } from './helpers/kube-api-server.js';
 
@@ -73,7 +74,8 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
   const start = (name: string, cmd: string[], where: { ns: string; cgroup?: string; env?: Record<string, string>; as?: ProcessPlan }) => {
     const log = openSync(join(work, `${name}.log`), 'a');
     // As the manifest's securityContext says (gateway and controller: uid 65532), once in its namespace.
-    const user = where.as ? asUser(where.as, cmd, [cli, ...cmd.filter((a) => a.endsWith('.kubeconfig'))]) : { argv: cmd };
+    const readable = [cli, ...cmd.filter((a) => a.endsWith('.kubeconfig')), ...cmd.filter((a) => a.startsWith(`--identity-dir=`)).map((a) => join(a.slice('--identity-dir='.length), 'tls.key'))];
+    const user = where.as ? asUser(where.as, cmd, readable) : { argv: cmd };
     if (user.warning) console.warn(`deployment.test.ts: ${name} ${user.warning}`);
     const argv = ['nsenter', `--net=/run/netns/${where.ns}`, ...user.argv];
     const full = where.cgroup ? ['sh', '-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', where.cgroup, ...argv] : argv;
@@ -92,6 +94,8 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
       configMaps: { ...generatedConfigMaps(), ...(c ? { 'ecnet-cluster': { clusterKey: key(c.t.name) } } : {}) },
       // Host paths: this node's own cgroup subtree and pin directory (the controller mounts none).
       hostPath: hostPathsUnder(c ? { '/sys/fs/cgroup': c.cgroup, '/sys/fs/bpf': c.pins } : {}),
+      // Secret volumes, where the test projected them as the kubelet would (projectSecrets below).
+      secretDir: (name) => join(work, 'volumes', c?.t.name ?? 'hub', component, name),
       source: ['--kubeconfig', kubeconfig],
     });
   };
@@ -196,6 +200,16 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
     const controller = planFor('controller', undefined, 'ecnet-controller-0', API_IP, hubKubeconfig);
     expect(controller.user.uid).not.toBe(0);
     start('controller', [process.execPath, cli, ...controller.argv], { ns: underlay, env: controller.env, as: controller });
+    // As the kubelet: a pod that mounts a Secret starts once it exists; its files are the Secret's keys.
+    for (const c of clusters.values()) {
+      const until = Date.now() + 30_000;
+      let secret: (KubeObject & { data?: Record<string, string> }) | undefined;
+      while (!(secret = c.api.object(Kinds.Secret, 'ecnet-system', 'ecnet-identity'))) {
+        if (Date.now() > until) throw new Error(`the controller issued no ecnet-identity in ${c.t.name} after 30 s\n${logs()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      for (const m of secretVolumesOf(['agent', 'gateway'])) project(join(work, 'volumes', c.t.name, m.component, m.secretName), secret.data ?? {}, m.mode, m.gid);
+    }
     for (const c of clusters.values()) {
       const agent = planFor('agent', c, `ecnet-agent-${c.t.name}`, c.t.underlayIp, c.kubeconfig);
       expect(agent.hostNetwork).toBe(true);
@@ -275,7 +289,7 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
       const end = Date.now() + 20_000;
       let code = '';
       while (Date.now() < end) {
-        code = spawnSync('ip', ['netns', 'exec', p.nodeNs, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '1', p.url], { encoding: 'utf8' }).stdout;
+        code = spawnSync('ip', ['netns', 'exec', p.nodeNs, 'curl', '-sk', '-o', '/dev/null', '-w', '%{http_code}', '-m', '1', p.url], { encoding: 'utf8' }).stdout;
         if (code === '200') break;
         await new Promise((r) => setTimeout(r, 200));
       }

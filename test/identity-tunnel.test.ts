@@ -2,7 +2,12 @@
 // certificate and only to exports that include that cluster; the proxy's end accepts only the gateway of the
 // cluster its route names; probes get HTTPS without a certificate; a renewed certificate is served to new
 // connections while open tunnels keep flowing. No privileges.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { packageRoot } from '../src/paths.js';
 import { request } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterKey } from '../src/api/flomesh.js';
@@ -21,6 +26,7 @@ describe('tunnels between cluster identities', () => {
   let ca: KeyPair;
   let gw: Gateway;
   let backend: Server;
+  let late: Server;
   const gwTls: TunnelTls = { clusterSet: SET };
   const id = async (n: number, ttl = HOUR, now = Date.now()): Promise<TunnelTls> => ({ ...(await issue(ca, clusterSpiffeId(SET, clusterKey(n)), ttl, now)), ca: ca.cert, clusterSet: SET });
   const open = (tls: TunnelTls | undefined, service: string, cluster: ClusterKey = clusterKey(1)) =>
@@ -45,17 +51,28 @@ describe('tunnels between cluster identities', () => {
     });
     await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
     const port = (backend.address() as { port: number }).port;
+    // Answers only once the client has half-closed: what it got, then its own end.
+    late = createServer({ allowHalfOpen: true }, (c) => {
+      let got = '';
+      c.on('error', () => undefined);
+      c.on('data', (d) => (got += d));
+      c.on('end', () => setTimeout(() => c.end(`got ${got}`), 20));
+    });
+    await new Promise<void>((r) => late.listen(0, '127.0.0.1', r));
+    const latePort = (late.address() as { port: number }).port;
     const svc = (name: string, targetClusters?: ClusterKey[]) => ({
       namespace: 'ns',
       name,
       ports: new Map([[80, [{ ip: '127.0.0.1', port }]]]),
       export: { loadBalancer: 'RoundRobinLoadBalancer' as const, ...(targetClusters ? { targetClusters } : {}) },
     });
-    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog([svc('open'), svc('only2', [clusterKey(2)])]), tls: gwTls });
+    const lateSvc = { ...svc('late'), ports: new Map([[80, [{ ip: '127.0.0.1', port: latePort }]]]) };
+    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog([svc('open'), svc('only2', [clusterKey(2)]), lateSvc]), tls: gwTls });
   });
   afterAll(async () => {
     await gw?.close(100);
     backend?.close();
+    late?.close();
   });
 
   it('refuses a tunnel without a certificate, with 403', async () => {
@@ -78,6 +95,18 @@ describe('tunnels between cluster identities', () => {
 
   it('the calling end refuses a gateway that is not the cluster its route names', async () => {
     await expect(open(await id(2), 'open', clusterKey(3))).rejects.toThrow(/is spiffe:\/\/test-set\/cluster\/default\/default\/default\/cluster-1, not spiffe:\/\/test-set\/cluster\/default\/default\/default\/cluster-3/);
+  });
+
+  it('a client that half-closes still gets the whole answer through the TLS tunnel, as over plain TCP', async () => {
+    // Client first: it sends and half-closes, then reads the whole answer (a cut answer was the bug).
+    const s = await open(await id(2), 'late');
+    const answer = new Promise<string>((resolve) => {
+      let got = '';
+      s.on('data', (d) => (got += d));
+      s.on('end', () => resolve(got));
+    });
+    s.end('one-way');
+    expect(await answer).toBe('got one-way');
   });
 
   it('refuses an expired certificate', async () => {
@@ -118,5 +147,26 @@ describe('tunnels between cluster identities', () => {
     const fresh = await open(c2, 'open');
     expect(await echo(fresh, 'new')).toBe('new');
     fresh.destroy();
+  });
+
+  it('`ecnet identity --identity-dir` shows the cluster, its SPIFFE ID and the expiry; a key that is not the certificate\'s is refused', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ecnet-identity-'));
+    try {
+      writeFileSync(join(dir, 'tls.crt'), gwTls.cert!);
+      writeFileSync(join(dir, 'tls.key'), gwTls.key!);
+      writeFileSync(join(dir, 'ca.crt'), ca.cert);
+      const cli = join(packageRoot, 'dist', 'cli', 'main.js');
+      const r = spawnSync(process.execPath, [cli, 'identity', '--identity-dir', dir, '--cluster-set', SET], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/cluster\s+default\/default\/default\/cluster-1/);
+      expect(r.stdout).toMatch(/SPIFFE ID\s+spiffe:\/\/test-set\/cluster\/default\/default\/default\/cluster-1/);
+      expect(r.stdout).toMatch(/h left/);
+      writeFileSync(join(dir, 'tls.key'), ca.key);
+      const bad = spawnSync(process.execPath, [cli, 'identity', '--identity-dir', dir, '--cluster-set', SET], { encoding: 'utf8' });
+      expect(bad.status).toBe(1);
+      expect(bad.stderr).toMatch(/tls.key is not the key of tls.crt \[ECNET_IDENTITY\]/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

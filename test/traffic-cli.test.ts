@@ -123,6 +123,7 @@ spec: {lbType: FailOver, targets: [{clusterKey: default/default/default/cluster-
   it('`ecnet routes` shows the service, its target, health and the decision', () => {
     const r = spawnSync(process.execPath, [cli, 'routes', '--admin', '127.0.0.1:15010'], { encoding: 'utf8' });
     expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/^tunnels: plain TCP/);
     expect(r.stdout).toMatch(/^SERVICE\s+ADDRESS\s+POLICY\s+TARGET\s+GATEWAY\s+WEIGHT\s+HEALTH\s+DECISION\n/);
     expect(r.stdout).toMatch(/shop\/web\s+10\.96\.0\.30:8080\s+FailOver\s+default\/default\/default\/cluster-1\s+127\.0\.0\.11:18081\s+healthy\s+default\/default\/default\/cluster-1/);
   });

@@ -1,6 +1,10 @@
 // The agent's admin endpoint (loopback by default): /healthz for the DaemonSet's probes, /routes for
-// `ecnet routes` — every redirected service, its targets with their health, and what the policy decides now.
+// `ecnet routes` — every redirected service, its targets with their health and identity, and what the policy
+// decides now; /identity for `ecnet identity` — the certificate the node's tunnels present, and its expiry.
 import { type Server, createServer } from 'node:http';
+import type { IdentityFiles } from '../identity/files.js';
+import { describe } from '../identity/pki.js';
+import { clusterSpiffeId } from '../identity/spiffe.js';
 import type { NodeProxy } from '../proxy/proxy.js';
 import { listen } from '../tunnel/splice.js';
 import type { Agent, RouteMap } from './agent.js';
@@ -11,7 +15,8 @@ export interface RouteReport {
   namespace: string;
   port: number;
   policy: string;
-  targets: { clusterKey: string; gateway: string; weight: number | undefined; healthy: boolean; health: string }[];
+  /** `identity`: the SPIFFE ID the target's gateway must present (mTLS with cluster identities). */
+  targets: { clusterKey: string; gateway: string; weight: number | undefined; healthy: boolean; health: string; identity?: string }[];
   localEndpoints: string[];
   /** The candidates in the order a connection would try them now (a fresh draw for ActiveActive). */
   decision: string[];
@@ -19,7 +24,18 @@ export interface RouteReport {
   redirected: boolean;
 }
 
-export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number): RouteReport[] {
+/** What the agent's tunnels run on: mTLS with this cluster's identity, TLS with PEM files, or plain TCP. */
+export type IdentityReport =
+  | { mode: 'mtls'; cluster: string; spiffeId: string; clusterSet: string; notBefore: string; notAfter: string; issuer: string; serial: string }
+  | { mode: 'tls-files' | 'plain' };
+
+export function identityReport(identity: IdentityFiles | undefined, tlsFiles: boolean): IdentityReport {
+  if (!identity) return { mode: tlsFiles ? 'tls-files' : 'plain' };
+  const d = describe(identity.tls.cert);
+  return { mode: 'mtls', cluster: identity.cluster, spiffeId: d.uri ?? '', clusterSet: identity.clusterSet, notBefore: d.notBefore.toISOString(), notAfter: d.notAfter.toISOString(), issuer: d.issuer, serial: d.serial };
+}
+
+export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number, clusterSet?: string): RouteReport[] {
   const kept = new Set(routes.keptEntries().map(([a]) => a));
   return [...routes.entries(), ...routes.keptEntries()].map(([address, r]) => {
     const sep = address.lastIndexOf(':');
@@ -39,6 +55,7 @@ export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number): R
           weight: r.policy?.targets?.find((t) => t.clusterKey === e.clusterKey)?.weight,
           healthy: h.healthy,
           health: h.reason,
+          ...(clusterSet ? { identity: clusterSpiffeId(clusterSet, e.clusterKey) } : {}),
         };
       }),
       localEndpoints: r.localEndpoints.map((e) => `${e.ip}:${e.port}`),
@@ -48,15 +65,16 @@ export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number): R
   });
 }
 
-export async function startAdmin(host: string, port: number, agent: Agent, routes: RouteMap, proxy: NodeProxy): Promise<Server> {
+export async function startAdmin(host: string, port: number, agent: Agent, routes: RouteMap, proxy: NodeProxy, identity?: IdentityFiles, tlsFiles = false): Promise<Server> {
   const server = createServer((req, res) => {
     const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
     if (req.url === '/healthz') {
       const ok = agent.status.synced && agent.status.lastError === undefined;
       return json(ok ? 200 : 503, { ok, ...agent.status, proxy: proxy.stats });
     }
-    if (req.url === '/routes') return json(200, routeReports(routes, proxy, Date.now()));
-    json(404, { error: `no ${req.url}; try /healthz or /routes` });
+    if (req.url === '/routes') return json(200, routeReports(routes, proxy, Date.now(), identity?.clusterSet));
+    if (req.url === '/identity') return json(200, identityReport(identity, tlsFiles));
+    json(404, { error: `no ${req.url}; try /healthz, /routes or /identity` });
   });
   await listen(server as unknown as import('node:net').Server, host, port);
   return server;

@@ -26,6 +26,9 @@ export function controllerCommand(): Command {
     .option('--leader-elect-lease-duration <duration>', `how long an unrenewed lease stays held (default ${leaderElectionDefaults.leaseDurationMs / 1000}s)`)
     .option('--leader-elect-renew-deadline <duration>', `the leader gives up when it could not renew for this long (default ${leaderElectionDefaults.renewDeadlineMs / 1000}s)`)
     .option('--leader-elect-retry-period <duration>', `between lease attempts (default ${leaderElectionDefaults.retryPeriodMs / 1000}s)`)
+    .option('--no-identities', 'issue no cluster certificates (then tunnels are plain unless the agents and gateways get --tls-* files)')
+    .option('--cluster-set <name>', 'the cluster set, in every certificate\'s SPIFFE ID (default ecnet)')
+    .option('--identity-ttl <duration>', 'lifetime of a member\'s certificate, renewed with a third of it left (default 24h)')
     .action(async (flags: ControllerFlags) => {
       const cfg = controllerConfig(flags);
       const log = componentLogger('controller');
@@ -54,6 +57,7 @@ export function controllerCommand(): Command {
           memberTimeoutMs: cfg.memberTimeoutMs,
           resyncMs: cfg.resyncMs,
           logger: log,
+          ...(cfg.identities ? { identities: cfg.identities } : {}),
         });
         process.stderr.write(`ecnet controller: watching ${controlPlane.description}\n`);
         // A signal while the control-plane cluster is still being read stops as cleanly as later.

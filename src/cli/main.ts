@@ -11,7 +11,7 @@ import { controllerCommand } from './controller.js';
 import { applyCommand, deleteCommand, getCommand } from './resources.js';
 import { demoCommand } from './demo.js';
 import { localCommand } from './local.js';
-import { agentCommand, gatewayCommand, routesCommand } from './traffic.js';
+import { agentCommand, gatewayCommand, identityCommand, routesCommand } from './traffic.js';
 
 const program = new Command('ecnet')
   .description('multi-cluster service data plane: eBPF redirect of imported services to a node proxy')
@@ -27,6 +27,7 @@ program.addCommand(controllerCommand());
 program.addCommand(agentCommand());
 program.addCommand(gatewayCommand());
 program.addCommand(routesCommand());
+program.addCommand(identityCommand());
 program.addCommand(localCommand());
 program.addCommand(demoCommand());
 program

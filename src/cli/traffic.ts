@@ -1,10 +1,10 @@
 // `ecnet agent`, `ecnet gateway`, `ecnet routes`: the traffic path as processes.
 import { Command } from 'commander';
 import { Agent, RouteMap } from '../agent/agent.js';
-import { type RouteReport, startAdmin } from '../agent/admin.js';
+import { type IdentityReport, type RouteReport, identityReport, startAdmin } from '../agent/admin.js';
 import { Datapath } from '../bpf/datapath.js';
 import { connectMarked } from '../native/sockets.js';
-import { type AgentFlags, ConfigError, type GatewayFlags, agentConfig, agentDefaults, gatewayConfig, gatewayDefaults } from '../config.js';
+import { type AgentFlags, ConfigError, clusterSetName, type GatewayFlags, agentConfig, agentDefaults, gatewayConfig, gatewayDefaults } from '../config.js';
 import { Gateway } from '../gateway/gateway.js';
 import { LiveCatalog } from '../gateway/live-catalog.js';
 import { componentLogger } from '../logger.js';
@@ -129,7 +129,7 @@ export function agentCommand(): Command {
         targets: () => new Map(routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => [e.clusterKey, e.gateway] as const))),
       });
       checks.start();
-      const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy);
+      const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy, identity, Boolean(cfg.tls));
       process.stderr.write(`ecnet agent: ${cfg.clusterKey}, proxy ${proxy.address.host}:${proxy.address.port}, admin ${cfg.admin.ip}:${cfg.admin.port}, ${source.description}\n`);
       await runUntilSignal(async () => {
         identity?.close();
@@ -140,6 +140,48 @@ export function agentCommand(): Command {
         await source.close();
         dp.close(); // handles only: the datapath stays attached and pinned for the next agent
       });
+    });
+}
+
+const identityLine = (id: IdentityReport): string =>
+  id.mode === 'mtls'
+    ? `tunnels: mTLS as ${id.spiffeId}, certificate valid until ${id.notAfter} (each gateway must present the IDENTITY below)`
+    : id.mode === 'tls-files'
+      ? 'tunnels: TLS with the --tls-* files (gateways checked by host name)'
+      : 'tunnels: plain TCP (no identity: anyone who reaches a gateway can open one)';
+
+/** `ecnet identity`: the certificate this node's tunnels present (from the agent), or the one in a directory. */
+export function identityCommand(): Command {
+  return new Command('identity')
+    .description("the cluster certificate the node's tunnels present, its SPIFFE ID and expiry (from the agent, or --identity-dir)")
+    .option('--admin <ip:port>', 'the agent admin endpoint', agentDefaults.admin)
+    .option('--identity-dir <dir>', 'read a mounted identity directly instead (tls.crt, tls.key, ca.crt)')
+    .option('--cluster-set <name>', 'with --identity-dir: the cluster set (default ecnet)')
+    .option('-o, --output <format>', 'table or json', 'table')
+    .action(async (flags: { admin: string; identityDir?: string; clusterSet?: string; output: string }) => {
+      let report: IdentityReport;
+      if (flags.identityDir) {
+        const files = new IdentityFiles(flags.identityDir, clusterSetName(flags));
+        files.close();
+        report = identityReport(files, false);
+      } else {
+        try {
+          report = (await (await fetch(`http://${flags.admin}/identity`)).json()) as IdentityReport;
+        } catch (cause) {
+          throw new ConfigError(`cannot reach the agent at ${flags.admin} (is \`ecnet agent\` running? or give --identity-dir)`, { cause });
+        }
+      }
+      if (flags.output === 'json') return void process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      if (report.mode !== 'mtls') return void process.stdout.write(`${identityLine(report)}\n`);
+      const left = Date.parse(report.notAfter) - Date.now();
+      const rows = [
+        ['cluster', report.cluster],
+        ['SPIFFE ID', report.spiffeId],
+        ['issuer', report.issuer.replace(/\n/g, ', ')],
+        ['valid', `${report.notBefore} → ${report.notAfter} (${left > 0 ? `${(left / 3_600_000).toFixed(1)} h left` : 'EXPIRED'})`],
+        ['serial', report.serial],
+      ];
+      process.stdout.write(`${table(['', ''], rows)}\n`);
     });
 }
 
@@ -157,6 +199,9 @@ export function routesCommand(): Command {
         throw new ConfigError(`cannot reach the agent at ${flags.admin} (is \`ecnet agent\` running?)`, { cause });
       }
       if (flags.output === 'json') return void process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);
+      const id = (await fetch(`http://${flags.admin}/identity`).then((r) => r.json()).catch(() => undefined)) as IdentityReport | undefined;
+      // On stderr, as the other notes: stdout stays the table that scripts read.
+      if (id) process.stderr.write(`${identityLine(id)}\n`);
       if (!reports.length) return void process.stderr.write('No routes: no imported service has an address yet.\n');
       const rows = reports.flatMap((r) =>
         (r.targets.length ? r.targets : [undefined]).map((t, i) => [

@@ -18,6 +18,7 @@ import { Kinds, type Informer, type KubeObject, type Precondition, type Source, 
 import { canonical, conditionsDiffer, mergeConditions } from './conditions.js';
 import { type MemberDesired, type MemberView, aggregate } from './aggregate.js';
 import { type PlannedWrite, planCleanup, planMember } from './member-plan.js';
+import { IdentityIssuer } from './identities.js';
 import { Member, type MemberConnector, cachedIn, clusterKeyOf, credentialsOf, withDefaults } from './members.js';
 
 export interface ControllerOptions {
@@ -34,6 +35,11 @@ export interface ControllerOptions {
   concurrency?: number;
   clock?: Clock;
   logger?: Logger;
+  /**
+   * Cluster identities: the CA in `namespace` of the control-plane cluster, and each member's certificate in
+   * the same namespace of the member (see identities.ts). Undefined: the controller issues none.
+   */
+  identities?: { namespace: string; clusterSet: string; ttlMs?: number };
 }
 
 export const MANAGER = CONTROLLER_NAME;
@@ -67,6 +73,7 @@ export class Controller {
   /** canonical() of objects from the informers' caches (immutable until replaced by an event). */
   readonly #canon = new WeakMap<object, string>();
   passes = 0;
+  readonly #issuer: IdentityIssuer | undefined;
 
   constructor(options: ControllerOptions) {
     this.#controlPlane = options.controlPlane;
@@ -78,6 +85,8 @@ export class Controller {
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger ?? componentLogger('controller');
     this.#passes = new Coalescer(() => this.#safePass(), this.#debounceMs, this.#clock);
+    const ids = options.identities;
+    this.#issuer = ids ? new IdentityIssuer({ controlPlane: this.#controlPlane, ...ids, manager: MANAGER, log: this.#log, now: () => this.#clock.now() }) : undefined;
   }
 
   /** Starts watching the control-plane cluster's Cluster resources; resolves once they are listed. */
@@ -276,6 +285,14 @@ export class Controller {
       }
     }
     this.#planClusterStatus(members, now, writes);
+    // Identities on full passes only (start, Cluster changes, the resync): a certificate lives a day and is
+    // renewed with a third of it left, so a check every resync is plenty, and event-driven passes stay cheap.
+    if (!scope && this.#issuer) {
+      for (const m of members) {
+        const src = m.source;
+        if (m.readable && src) writes.push(async () => void (await this.#issuer!.ensure(src, clusterKeyOf(m.cluster))));
+      }
+    }
     const failures = await this.#run(writes);
     this.#log.debug({ pass: this.passes, scope: scope ? scope.size : 'all', writes: writes.length, failures, gated, ms: this.#clock.now() - now }, 'reconcile pass');
     if (failures) {

@@ -72,6 +72,7 @@ async function connectFirst(endpoints: Endpoint[], start: number, timeoutMs: num
 export class Gateway {
   readonly #server: Server;
   readonly #tls: TunnelTls | undefined;
+  readonly #sockets = new Set<Socket>();
   readonly #catalog: Catalog;
   readonly #connectTimeoutMs: number;
   readonly #ingressIdleMs: number;
@@ -96,7 +97,10 @@ export class Gateway {
     // Before the HTTP parser sees a byte: over a limit, the connection is reset.
     // (A TLS server emits 'connection' with the TCP socket, before the handshake.)
     server.prependListener('connection', (s: Socket) => {
-      if (!this.#limiter.admitOrReset(s)) this.stats.limited++;
+      if (!this.#limiter.admitOrReset(s)) return void this.stats.limited++;
+      // Every connection, also one still in its TLS handshake (which no HTTP bookkeeping knows): an abort ends them all.
+      this.#sockets.add(s);
+      s.once('close', () => this.#sockets.delete(s));
     });
     // Nothing a client or a backend sends may end the process: whatever escapes a handler closes that connection.
     server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) =>
@@ -140,7 +144,8 @@ export class Gateway {
     // probes and ingress callers get HTTPS; a tunnel needs one (#caller).
     const clientCerts = tls?.clusterSet ? { requestCert: true, rejectUnauthorized: false } : { requestCert: true, rejectUnauthorized: true };
     const server: Server = tls
-      ? (createTlsServer({ ...http, cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, ...clientCerts } : {}) }) as unknown as Server)
+      // allowHalfOpen: a client that half-closes still gets the answer (as over plain TCP), not a cut stream.
+      ? (createTlsServer({ ...http, allowHalfOpen: true, cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, ...clientCerts } : {}) }) as unknown as Server)
       : createServer(http);
     const gw = new Gateway(options, server);
     try {
@@ -321,6 +326,7 @@ export class Gateway {
     this.#closed = true;
     this.#tunnels.destroy();
     this.#server.closeAllConnections();
+    for (const s of this.#sockets) s.destroy();
     this.#server.close();
   }
 }

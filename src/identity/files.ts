@@ -8,14 +8,21 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClusterKey } from '../api/flomesh.js';
 import { type Logger, componentLogger } from '../logger.js';
-import type { TunnelTls } from '../tunnel/protocol.js';
 import { IdentityError, describe } from './pki.js';
 import { clusterOfSpiffeId } from './spiffe.js';
 
 export const IDENTITY_FILES = { cert: 'tls.crt', key: 'tls.key', ca: 'ca.crt' } as const;
 
+/** The PEM contents and the cluster set: what a tunnel's TLS takes (TunnelTls, src/tunnel/protocol.ts). */
+export interface IdentityTls {
+  cert: string;
+  key: string;
+  ca: string;
+  clusterSet: string;
+}
+
 /** Reads and checks the three files; the cluster the certificate names. */
-export function readIdentity(dir: string, clusterSet: string): { tls: Required<TunnelTls>; cluster: ClusterKey; notAfter: Date } {
+export function readIdentity(dir: string, clusterSet: string): { tls: IdentityTls; cluster: ClusterKey; notAfter: Date } {
   let cert: string;
   let key: string;
   let ca: string;
@@ -40,7 +47,7 @@ export function readIdentity(dir: string, clusterSet: string): { tls: Required<T
 
 export class IdentityFiles {
   /** Updated in place when the files change: hand this object to the proxy and the gateway. */
-  readonly tls: Required<TunnelTls>;
+  readonly tls: IdentityTls;
   cluster: ClusterKey;
   notAfter: Date;
   readonly #timer: NodeJS.Timeout;

@@ -22,6 +22,8 @@ export interface ContainerSpec {
 export interface SecurityContext {
   runAsUser?: number;
   runAsGroup?: number;
+  /** Pod level: the group volumes' files belong to. */
+  fsGroup?: number;
 }
 
 export interface EnvVar {
@@ -46,7 +48,7 @@ export interface PodSpec {
   hostNetwork?: boolean;
   securityContext?: SecurityContext;
   containers: ContainerSpec[];
-  volumes?: { name: string; hostPath?: { path: string } }[];
+  volumes?: { name: string; hostPath?: { path: string }; secret?: { secretName: string; optional?: boolean; defaultMode?: number } }[];
 }
 
 /** What the API server and the node know of a pod: the downward API's fields. */
@@ -143,6 +145,16 @@ export function hostMounts(pod: PodSpec, c: ContainerSpec): { mountPath: string;
   }
   // Longest first, so a nested mount wins over its parent.
   return out.sort((a, b) => b.mountPath.length - a.mountPath.length);
+}
+
+/** Container path → Secret name, for each mount of a Secret volume. */
+export function secretMounts(pod: PodSpec, c: ContainerSpec): { mountPath: string; secretName: string }[] {
+  const out: { mountPath: string; secretName: string }[] = [];
+  for (const m of c.volumeMounts ?? []) {
+    const v = (pod.volumes ?? []).find((x) => x.name === m.name);
+    if (v?.secret) out.push({ mountPath: m.mountPath.replace(/\/+$/, ''), secretName: v.secret.secretName });
+  }
+  return out;
 }
 
 /** A container path as the host sees it (through the hostPath mounts), or undefined if none covers it. */

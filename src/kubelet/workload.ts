@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { packageRoot } from '../paths.js';
-import { type ContainerSpec, type KeyedData, KubeletError, type PodFacts, type PodSpec, hostMounts, onHost, probeUrl, resolveArgs, resolveEnv, runAs } from './container.js';
+import { type ContainerSpec, type KeyedData, KubeletError, type PodFacts, type PodSpec, hostMounts, onHost, probeUrl, resolveArgs, resolveEnv, runAs, secretMounts } from './container.js';
 
 export const MANIFESTS_DIR = join(packageRoot, 'daemonset');
 
@@ -95,6 +95,8 @@ export interface PlanOptions {
   secrets?: KeyedData;
   /** Where a host path of a hostPath volume is on this machine; without it, paths stay as the container sees them. */
   hostPath?: (path: string) => string;
+  /** Where the kubelet projected a Secret volume's files (a directory per Secret); without it, paths stay. */
+  secretDir?: (secretName: string) => string;
   /** The arguments that replace `--in-cluster`. */
   source: string[];
   container?: string;
@@ -105,9 +107,12 @@ export function planProcess(w: Workload, o: PlanOptions): ProcessPlan {
   if (!c) throw new KubeletError(`${w.kind} ${w.name} has no container ${o.container}`);
   const env = resolveEnv(c, o.pod, { ...(o.configMaps ? { configMaps: o.configMaps } : {}), ...(o.secrets ? { secrets: o.secrets } : {}) });
   const mounts = hostMounts(w.pod, c);
+  const secrets = secretMounts(w.pod, c);
   const swapPath = (p: string) => {
     // A container path that climbs out (`..`) would leave the mount, and the node's directory with it.
-    if (o.hostPath && p.split('/').includes('..')) throw new KubeletError(`${c.name}: argument path ${p} leaves its mount`);
+    if ((o.hostPath || o.secretDir) && p.split('/').includes('..')) throw new KubeletError(`${c.name}: argument path ${p} leaves its mount`);
+    const s = o.secretDir && secrets.find((m) => p === m.mountPath || p.startsWith(`${m.mountPath}/`));
+    if (s) return o.secretDir!(s.secretName) + p.slice(s.mountPath.length);
     const h = o.hostPath && onHost(p, mounts);
     return h ? o.hostPath!(h) : p;
   };

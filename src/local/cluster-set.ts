@@ -20,6 +20,7 @@ import { pidAlive } from './supervisor.js';
 import { type Component, type ProcessPlan, asUser, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../kubelet/workload.js';
 import { CONTROL_PLANE, type MemberTopology, member, pod } from './topology.js';
 import { EcnetError } from '../errors.js';
+import { secretVolumeDir, secretVolumesOf } from './secret-volumes.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
 const BPFFS = '/sys/fs/bpf/ecnet-local';
@@ -163,23 +164,37 @@ export class ClusterSet {
       configMaps: { ...generatedConfigMaps(), 'ecnet-cluster': { clusterKey: `default/default/default/${t.name}` } },
       // Host paths of the manifests' hostPath volumes: this node's own cgroup subtree and pin directory.
       hostPath: hostPathsUnder({ '/sys/fs/cgroup': join(this.#cgroupRoot, t.name), '/sys/fs/bpf': join(BPFFS, t.name) }),
+      // Secret volumes: where the supervisor projects them for this member's pod of `component`.
+      secretDir: (name) => secretVolumeDir(this.stateDir, t.name, component, name),
       source: ['--cluster', join(this.clustersDir, t.name)],
     });
   }
 
+  /** As the kubelet, a pod starts once the Secrets it mounts exist (the controller issues ecnet-identity). */
+  async #waitSecrets(t: MemberTopology, component: Component): Promise<string[]> {
+    const dirs = secretVolumesOf([component]).map((m) => secretVolumeDir(this.stateDir, t.name, component, m.secretName));
+    const deadline = Date.now() + 60_000;
+    while (!dirs.every((d) => existsSync(d))) {
+      if (Date.now() > deadline) throw new LocalError(`${t.name}-${component}: its Secret volumes (${dirs.join(', ')}) never appeared: did the supervisor's controller issue the identity? (see ${join(this.#runDir, 'supervisor.log')})`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return dirs;
+  }
+
   /** Starts a member's agent (in the node's namespace) or gateway (in its pod); returns the pid and probe URLs. */
   async #startComponent(t: MemberTopology, component: 'gateway' | 'agent', state: SetState): Promise<{ pid: number; urls: string[]; warning?: string }> {
+    const volumes = await this.#waitSecrets(t, component);
     const gw = state.gateways?.[t.name];
     if (component === 'agent') {
       const w = readWorkload('agent');
       if (!w.pod.hostNetwork) throw new LocalError('the agent DaemonSet is not hostNetwork: ecnet local runs it in the node\'s network namespace');
       const plan = this.#plan(t, 'agent', `ecnet-agent-${t.name}`, t.underlayIp);
-      const started = this.#start(`${t.name}-agent`, plan.argv, { netns: t.nodeNs, env: plan.env, as: { plan, readable: [cli, join(this.clustersDir, t.name)] } });
+      const started = this.#start(`${t.name}-agent`, plan.argv, { netns: t.nodeNs, env: plan.env, as: { plan, readable: [cli, join(this.clustersDir, t.name), ...volumes] } });
       return { ...started, urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url) };
     }
     if (!gw) throw new LocalError(`${t.name} has no gateway pod (run \`ecnet local down\` and \`up\` again)`);
     const plan = this.#plan(t, 'gateway', gw.name, gw.ip);
-    const started = this.#start(`${t.name}-gateway`, plan.argv, { netns: gw.netns, env: plan.env, cgroup: join(this.#cgroupRoot, t.name, gw.name), as: { plan, readable: [cli, join(this.clustersDir, t.name)] } });
+    const started = this.#start(`${t.name}-gateway`, plan.argv, { netns: gw.netns, env: plan.env, cgroup: join(this.#cgroupRoot, t.name, gw.name), as: { plan, readable: [cli, join(this.clustersDir, t.name), ...volumes.map((d) => join(d, 'tls.key'))] } });
     const pid = started.pid;
     const w = readWorkload('gateway');
     const src = new LocalSource({ dir: join(this.clustersDir, t.name), watch: false });
@@ -217,7 +232,7 @@ export class ClusterSet {
     const deadline = Date.now() + 30_000;
     for (const url of urls) {
       for (;;) {
-        const r = spawnSync('ip', ['netns', 'exec', nodeNs, 'curl', '-sf', '-o', '/dev/null', '-m', '1', url]);
+        const r = spawnSync('ip', ['netns', 'exec', nodeNs, 'curl', '-sfk', '-o', '/dev/null', '-m', '1', url]);
         if (r.status === 0) break;
         if (!pidAlive(pid) || Date.now() > deadline) {
           const file = join(this.#runDir, `${name}.log`);

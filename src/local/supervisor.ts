@@ -3,7 +3,7 @@
 // files, and the node's Service rules (nftables in the node's network namespace).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Service } from '../api/core.js';
 import { memberConnector } from '../controlplane/connect.js';
 import { Controller } from '../controlplane/controller.js';
@@ -12,7 +12,8 @@ import { LocalSource } from '../sources/local.js';
 import { Kinds } from '../sources/source.js';
 import { type LocalPod, NETNS_ANNOTATION, PID_ANNOTATION, SLICE_SUFFIX, desiredSlices, hostsText } from './endpoints.js';
 import type { EndpointSlice } from '../api/core.js';
-import { defaults } from '../defaults.js';
+import { defaults, leaderElectionDefaults } from '../defaults.js';
+import { SecretVolumes, secretVolumesOf } from './secret-volumes.js';
 import { kubeProxyRuleset } from './kube-proxy.js';
 import { hostsFile } from './net.js';
 import { CONTROL_PLANE, type MemberTopology, member } from './topology.js';
@@ -94,9 +95,15 @@ class MemberHousekeeper {
 
 export async function supervise(clustersDir: string, members: string[]): Promise<() => Promise<void>> {
   const controlPlane = new LocalSource({ dir: join(clustersDir, CONTROL_PLANE) });
-  const controller = new Controller({ controlPlane, connect: memberConnector({ controlPlane, clustersDir }), memberTimeoutMs: 60_000, resyncMs: 10_000 });
+  // As `ecnet controller` runs by default: the cluster set's CA, and each member's certificate.
+  const identities = { namespace: leaderElectionDefaults.namespace, clusterSet: defaults.clusterSet, ttlMs: defaults.identityTtlMs };
+  const controller = new Controller({ controlPlane, connect: memberConnector({ controlPlane, clustersDir }), memberTimeoutMs: 60_000, resyncMs: 10_000, identities });
   await controller.start();
-  for (const [i, m] of members.entries()) new MemberHousekeeper(join(clustersDir, m), member(m, i));
+  const mounts = secretVolumesOf(['agent', 'gateway']);
+  for (const [i, m] of members.entries()) {
+    new MemberHousekeeper(join(clustersDir, m), member(m, i));
+    new SecretVolumes(new LocalSource({ dir: join(clustersDir, m), rescanMs: 1000 }), dirname(clustersDir), m, mounts);
+  }
   return async () => {
     await controller.close();
     controlPlane.destroy();
