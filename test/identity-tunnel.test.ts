@@ -149,6 +149,35 @@ describe('tunnels between cluster identities', () => {
     fresh.destroy();
   });
 
+  it("renewals under traffic: tunnels opened while the gateway's certificate is replaced three times all succeed", async () => {
+    const c2 = await id(2);
+    let ok = 0;
+    const failures: string[] = [];
+    const end = Date.now() + 1500;
+    const worker = async () => {
+      while (Date.now() < end) {
+        try {
+          const s = await open(c2, 'open');
+          await echo(s, 'x');
+          s.destroy();
+          ok++;
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      }
+    };
+    const rotations = (async () => {
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 350));
+        Object.assign(gwTls, await id(1));
+        gw.reloadTls();
+      }
+    })();
+    await Promise.all([...Array.from({ length: 4 }, worker), rotations]);
+    expect(failures).toEqual([]);
+    expect(ok).toBeGreaterThan(10);
+  });
+
   it('`ecnet identity --identity-dir` shows the cluster, its SPIFFE ID and the expiry; a key that is not the certificate\'s is refused', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ecnet-identity-'));
     try {
