@@ -285,14 +285,8 @@ export class Controller {
       }
     }
     this.#planClusterStatus(members, now, writes);
-    // Identities on full passes only (start, Cluster changes, the resync): a certificate lives a day and is
-    // renewed with a third of it left, so a check every resync is plenty, and event-driven passes stay cheap.
-    if (!scope && this.#issuer) {
-      for (const m of members) {
-        const src = m.source;
-        if (m.readable && src) writes.push(async () => void (await this.#issuer!.ensure(src, clusterKeyOf(m.cluster))));
-      }
-    }
+    // Identities on full passes only: a certificate lives a day, so a check every resync is plenty.
+    if (!scope && this.#issuer) writes.push(...this.#issuer.checks(members.map((m) => ({ source: m.readable ? m.source : undefined, cluster: clusterKeyOf(m.cluster) }))));
     const failures = await this.#run(writes);
     this.#log.debug({ pass: this.passes, scope: scope ? scope.size : 'all', writes: writes.length, failures, gated, ms: this.#clock.now() - now }, 'reconcile pass');
     if (failures) {

@@ -83,6 +83,11 @@ export class IdentityIssuer {
     return ca;
   }
 
+  /** One check (and issue, when due) per readable member, as writes of a controller pass. */
+  checks(members: { source: Source | undefined; cluster: ClusterKey }[]): (() => Promise<void>)[] {
+    return members.flatMap(({ source, cluster }) => (source ? [async () => void (await this.ensure(source, cluster))] : []));
+  }
+
   /** Gives `member` a current identity if it has none; resolves with what was done. */
   async ensure(member: Source, cluster: ClusterKey): Promise<'current' | 'issued'> {
     const { namespace, clusterSet, manager } = this.#o;

@@ -19,17 +19,12 @@ import { createNode, createPod, createUnderlay, deleteNetns, hostsFile, netnsExi
 import { pidAlive } from './supervisor.js';
 import { type Component, type ProcessPlan, asUser, generatedConfigMaps, hostPathsUnder, planProcess, readManifest, readWorkload } from '../kubelet/workload.js';
 import { CONTROL_PLANE, type MemberTopology, member, pod } from './topology.js';
-import { EcnetError } from '../errors.js';
+import { LocalError } from './errors.js';
 import { secretVolumeDir, secretVolumesOf } from './secret-volumes.js';
+import { waitLog, waitProbes } from './readiness.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
 const BPFFS = '/sys/fs/bpf/ecnet-local';
-
-export class LocalError extends EcnetError<'ECNET_LOCAL'> {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('ECNET_LOCAL', message, options);
-  }
-}
 
 interface SetState {
   members: string[];
@@ -147,10 +142,10 @@ export class ClusterSet {
       }
     }
     this.#save(state);
-    await this.#waitLog('supervisor', state.pids.supervisor, /controller|watching/);
+    await waitLog(this.#runDir, 'supervisor', state.pids.supervisor, /controller|watching/);
     progress(`supervisor running (pid ${state.pids.supervisor})`);
     for (const [name, pid, urls, nodeNs] of probes) {
-      await this.#waitProbes(name, pid, urls, nodeNs);
+      await waitProbes(this.#runDir, name, pid, urls, nodeNs);
       progress(`${name} running (pid ${pid})`);
     }
   }
@@ -215,35 +210,6 @@ export class ClusterSet {
     return { ...started, urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url) };
   }
 
-  /** The supervisor is ready once it says so in its log. */
-  async #waitLog(name: string, pid: number, ready: RegExp): Promise<void> {
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const file = join(this.#runDir, `${name}.log`);
-      const log = existsSync(file) ? readFileSync(file, 'utf8') : '';
-      if (ready.test(log)) return;
-      if (!pidAlive(pid) || Date.now() > deadline) throw new LocalError(`${name} did not start: ${log.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  /** A component serves once the probes its manifest declares (startup, readiness) answer 200, asked from the node as the kubelet does. */
-  async #waitProbes(name: string, pid: number, urls: string[], nodeNs: string, since = 0): Promise<void> {
-    const deadline = Date.now() + 30_000;
-    for (const url of urls) {
-      for (;;) {
-        const r = spawnSync('ip', ['netns', 'exec', nodeNs, 'curl', '-sfk', '-o', '/dev/null', '-m', '1', url]);
-        if (r.status === 0) break;
-        if (!pidAlive(pid) || Date.now() > deadline) {
-          const file = join(this.#runDir, `${name}.log`);
-          const log = existsSync(file) ? readFileSync(file, 'utf8').slice(since) : '';
-          throw new LocalError(`${name} did not start (probe ${url} failed): ${log.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-  }
-
   /** Stops a member's gateway or agent (as a node failure would), or starts it again. */
   async component(cluster: string, component: 'gateway' | 'agent', action: 'stop' | 'start'): Promise<number | undefined> {
     const t = this.#member(cluster);
@@ -260,7 +226,7 @@ export class ClusterSet {
     const { pid, urls } = await this.#startComponent(t, component, s);
     s.pids[name] = pid;
     this.#save(s);
-    await this.#waitProbes(name, pid, urls, t.nodeNs, since);
+    await waitProbes(this.#runDir, name, pid, urls, t.nodeNs, since);
     return pid;
   }
 
