@@ -155,6 +155,8 @@ describe('daemonset/ manifests', () => {
     expect(member.some((g) => g.includes('secrets') || g.includes('clusters'))).toBe(false);
     // The member's identity, ecnet-identity: in ecnet-system only, get then create or replace (identities.ts).
     expect(grants(find('Role', 'ecnet-controller-member'))).toEqual(['/secrets:create', '/secrets:get', '/secrets:update']);
+    // get and update of that one Secret only (create cannot be limited by name).
+    expect((find('Role', 'ecnet-controller-member').rules as Json[]).filter((r) => (r.verbs as string[]).some((v) => v !== 'create')).map((r) => r.resourceNames)).toEqual([['ecnet-identity']]);
   });
 
   it('daemonset/karmada/crds.yaml is what `ecnet crds` prints, and the same CRDs as daemonset/crds/', () => {

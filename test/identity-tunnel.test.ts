@@ -9,12 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../src/paths.js';
 import { request } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterKey } from '../src/api/flomesh.js';
 import { staticCatalog } from '../src/gateway/catalog.js';
 import { Gateway } from '../src/gateway/gateway.js';
 import { type KeyPair, createCa, describe as describeCert, issue } from '../src/identity/pki.js';
 import { clusterSpiffeId } from '../src/identity/spiffe.js';
+import { IdentityFiles } from '../src/identity/files.js';
 import { openTunnel } from '../src/tunnel/client.js';
 import type { TunnelTls } from '../src/tunnel/protocol.js';
 import { clusterKey } from './helpers/objects.js';
@@ -67,7 +69,8 @@ describe('tunnels between cluster identities', () => {
       export: { loadBalancer: 'RoundRobinLoadBalancer' as const, ...(targetClusters ? { targetClusters } : {}) },
     });
     const lateSvc = { ...svc('late'), ports: new Map([[80, [{ ip: '127.0.0.1', port: latePort }]]]) };
-    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog([svc('open'), svc('only2', [clusterKey(2)]), lateSvc]), tls: gwTls });
+    const ingress = { ...svc('only2web', [clusterKey(2)]), export: { loadBalancer: 'RoundRobinLoadBalancer' as const, targetClusters: [clusterKey(2)], rules: [{ portNumber: 80, path: '/only2', pathType: 'Prefix' as const }] } };
+    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog([svc('open'), svc('only2', [clusterKey(2)]), lateSvc, ingress]), tls: gwTls });
   });
   afterAll(async () => {
     await gw?.close(100);
@@ -107,6 +110,28 @@ describe('tunnels between cluster identities', () => {
     });
     s.end('one-way');
     expect(await answer).toBe('got one-way');
+  });
+
+  it('speaks TLS 1.3 only (no renegotiation: the certificate checked is the one the tunnel is judged by)', async () => {
+    const c2 = await id(2);
+    const r = await new Promise<string>((resolve) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: gw.address.port, cert: c2.cert, key: c2.key, ca: ca.cert, maxVersion: 'TLSv1.2', checkServerIdentity: () => undefined });
+      s.on('secureConnect', () => resolve(`connected ${s.getProtocol()}`));
+      s.on('error', (e) => resolve(`refused: ${e.message}`));
+    });
+    expect(r).toMatch(/^refused/);
+  });
+
+  it('an export for some clusters only serves no ingress request (ingress callers prove no cluster)', async () => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const r = request({ host: '127.0.0.1', port: gw.address.port, path: '/only2/x', rejectUnauthorized: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      r.on('error', reject);
+      r.end();
+    });
+    expect(status).toBe(403);
   });
 
   it('refuses an expired certificate', async () => {
@@ -176,6 +201,31 @@ describe('tunnels between cluster identities', () => {
     await Promise.all([...Array.from({ length: 4 }, worker), rotations]);
     expect(failures).toEqual([]);
     expect(ok).toBeGreaterThan(10);
+  });
+
+  it('a renewal naming another cluster is not taken: the identity in use stays', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ecnet-identity-'));
+    const write = (t: TunnelTls) => {
+      writeFileSync(join(dir, 'tls.crt'), t.cert!);
+      writeFileSync(join(dir, 'tls.key'), t.key!);
+      writeFileSync(join(dir, 'ca.crt'), ca.cert);
+    };
+    try {
+      write(await id(1));
+      const files = new IdentityFiles(dir, SET, { pollMs: 20 });
+      const before = files.tls.cert;
+      write(await id(3));
+      await new Promise((r) => setTimeout(r, 150));
+      expect(files.cluster).toBe(clusterKey(1));
+      expect(files.tls.cert).toBe(before);
+      const renewed = await id(1);
+      write(renewed);
+      await new Promise((r) => setTimeout(r, 150));
+      expect(files.tls.cert).toBe(renewed.cert);
+      files.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('`ecnet identity --identity-dir` shows the cluster, its SPIFFE ID and the expiry; a key that is not the certificate\'s is refused', () => {

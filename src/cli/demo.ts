@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { localStateDir } from '../config.js';
+import { member } from '../local/topology.js';
 import { packageRoot } from '../paths.js';
 import { EcnetError } from '../errors.js';
 
@@ -83,7 +84,8 @@ export function demoRun(): void {
   spawnSync('sleep', ['0.5']);
   const aa = ecnet('active-active', exec(8), { show: show(8) });
   if (!/httpbin-1-/.test(aa) || !/httpbin-3-/.test(aa)) throw new StepError('step "active-active" failed: answers did not come from both clusters');
-  process.stdout.write(`${bold('== 6. FailOver: cluster-1 first, cluster-3 when cluster-1 is down')}\n`);
+  demoIdentity();
+  process.stdout.write(`${bold('== 7. FailOver: cluster-1 first, cluster-3 when cluster-1 is down')}\n`);
   ecnet('failover', ['local', 'apply', '--cluster', 'cluster-2', '-n', 'httpbin', '-f', join(examples, 'httpbin-gtp-failover.yaml')]);
   spawnSync('sleep', ['0.5']);
   const fo = ecnet('failover', exec(4), { show: show(4) });
@@ -95,8 +97,40 @@ export function demoRun(): void {
   if (/httpbin-1-|call failed/.test(after)) throw new StepError('step "failover" failed: after cluster-1 stopped, not every call was answered by cluster-3');
 }
 
+/**
+ * Mutual TLS: cluster-3 exports httpbin to cluster-1 only; asked directly with cluster-2's certificate (what
+ * cluster-2's node proxy presents), cluster-3's gateway refuses the tunnel and cluster-1's opens it; without a
+ * certificate, no gateway opens one.
+ */
+function demoIdentity(): void {
+  process.stdout.write(`${bold("== 6. mutual TLS: a gateway opens tunnels only for member clusters its export allows")}\n`);
+  ecnet('identity', ['local', 'apply', '--cluster', 'cluster-3', '-n', 'httpbin', '-f', join(examples, 'httpbin-export-to-cluster-1.yaml')]);
+  const id = join(localStateDir({}), 'volumes', 'cluster-2', 'agent', 'ecnet-identity');
+  const node = member('cluster-2', 1).nodeNs;
+  const ask = (cluster: string, index: number, withCert: boolean): string => {
+    const gw = `${member(cluster, index).underlayIp}:80`;
+    const cert = withCert ? ['--proxy-cert', join(id, 'tls.crt'), '--proxy-key', join(id, 'tls.key')] : [];
+    process.stdout.write(`$ curl -p -x https://${gw} ${withCert ? "--proxy-cert <cluster-2's certificate> " : ''}http://httpbin.httpbin.svc.clusterset.local:8080/   (from cluster-2's node)\n`);
+    const r = spawnSync('ip', ['netns', 'exec', node, 'curl', '-s', '-o', '/dev/null', '-m', '3', '-w', '%{http_connect}', '-p', '-x', `https://${gw}`, '--proxy-insecure', ...cert, 'http://httpbin.httpbin.svc.clusterset.local:8080/'], { encoding: 'utf8' });
+    const code = r.stdout.trim();
+    process.stdout.write(`CONNECT answered ${code}${code === '200' ? ' (tunnel open)' : code === '403' ? ' (refused)' : ''}\n`);
+    return code;
+  };
+  // The gateway's catalog follows the export within its debounce; ask until cluster-3 refuses.
+  const end = Date.now() + 10_000;
+  let refused = ask('cluster-3', 2, true);
+  while (refused !== '403' && Date.now() < end) {
+    spawnSync('sleep', ['0.3']);
+    refused = ask('cluster-3', 2, true);
+  }
+  if (refused !== '403') throw new StepError('step "identity" failed: cluster-3\'s gateway did not refuse cluster-2');
+  if (ask('cluster-1', 0, true) !== '200') throw new StepError('step "identity" failed: cluster-1\'s gateway did not open a tunnel for cluster-2');
+  if (ask('cluster-1', 0, false) !== '403') throw new StepError('step "identity" failed: a tunnel was opened without a certificate');
+  ecnet('identity', ['local', 'apply', '--cluster', 'cluster-3', '-n', 'httpbin', '-f', join(examples, 'httpbin-export.yaml')]);
+}
+
 export function demoDown(): void {
-  process.stdout.write(`${bold('== 7. clean up')}\n`);
+  process.stdout.write(`${bold('== 8. clean up')}\n`);
   ecnet('down', ['local', 'down']);
 }
 
@@ -114,7 +148,7 @@ export function demoCommand(): Command {
       process.stdout.write(`demo done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
     });
   demo.command('up').description('the cluster set, the servers, the client and the exports').action(() => demoUp());
-  demo.command('run').description('the calls: no policy, ActiveActive, FailOver with cluster-1 stopped').action(() => demoRun());
+  demo.command('run').description('the calls: no policy, ActiveActive, mutual TLS refusing a cluster the export does not allow, FailOver with cluster-1 stopped').action(() => demoRun());
   demo.command('down').description('remove everything').action(() => demoDown());
   return demo;
 }

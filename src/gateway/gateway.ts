@@ -6,6 +6,7 @@
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse, createServer, request } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import { type AddressInfo, type Socket, connect } from 'node:net';
+import { constants as cryptoConstants } from 'node:crypto';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { ClusterKey } from '../api/flomesh.js';
 import { clusterOfSpiffeId, uriSan } from '../identity/spiffe.js';
@@ -142,10 +143,12 @@ export class Gateway {
     const tls = options.tls;
     // Cluster identities: a client certificate is asked for, not required by the handshake, so the kubelet's
     // probes and ingress callers get HTTPS; a tunnel needs one (#caller).
-    const clientCerts = tls?.clusterSet ? { requestCert: true, rejectUnauthorized: false } : { requestCert: true, rejectUnauthorized: true };
+    // TLS 1.3 only with cluster identities: no renegotiation, so the certificate checked at the handshake is the
+    // one a tunnel is judged by (under TLS 1.2 a client could renegotiate with another one after the check).
+    const clientCerts = tls?.clusterSet ? { requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' as const } : { requestCert: true, rejectUnauthorized: true };
     const server: Server = tls
       // allowHalfOpen: a client that half-closes still gets the answer (as over plain TCP), not a cut stream.
-      ? (createTlsServer({ ...http, allowHalfOpen: true, cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, ...clientCerts } : {}) }) as unknown as Server)
+      ? (createTlsServer({ ...http, allowHalfOpen: true, secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION, cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca, ...clientCerts } : {}) }) as unknown as Server)
       : createServer(http);
     const gw = new Gateway(options, server);
     try {
@@ -221,8 +224,13 @@ export class Gateway {
     const set = this.#tls?.clusterSet;
     if (!set) return undefined;
     const t = socket as TLSSocket;
-    if (!t.authorized) return { refused: `a tunnel needs a member cluster's certificate (${t.authorizationError ?? 'none presented'})` };
-    const cluster = clusterOfSpiffeId(set, uriSan(t.getPeerCertificate().subjectaltname) ?? '');
+    const peer = t.getPeerCertificate();
+    if (!peer || !Object.keys(peer).length) return { refused: "a tunnel needs a member cluster's certificate (none presented)" };
+    if (!t.authorized) return { refused: `a tunnel needs a member cluster's certificate (${t.authorizationError ?? 'not verified'})` };
+    // Also when the session was resumed (the chain was verified when it began): the certificate is valid now.
+    const now = Date.now();
+    if (!(Date.parse(peer.valid_from) <= now && now <= Date.parse(peer.valid_to))) return { refused: "the member cluster's certificate is not valid now" };
+    const cluster = clusterOfSpiffeId(set, uriSan(peer.subjectaltname) ?? '');
     return cluster ? { cluster } : { refused: 'the certificate names no member cluster of this cluster set' };
   }
 
@@ -248,6 +256,12 @@ export class Gateway {
     if ('refused' in m) {
       this.#count(m.refused);
       res.writeHead(m.refused, { 'content-type': 'text/plain' }).end(`${m.reason}\n`);
+      return;
+    }
+    // An export for some clusters only is not public: its ingress rules serve nobody (ingress callers prove no cluster).
+    if (m.service.export?.targetClusters?.length) {
+      this.#count(403);
+      res.writeHead(403, { 'content-type': 'text/plain' }).end(`${m.service.namespace}/${m.service.name} is exported to some clusters only (targetClusters): not served to ingress callers\n`);
       return;
     }
     // A body may take long (an upload), but not stall: an idle limit rather than a limit on the whole request.

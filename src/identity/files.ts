@@ -48,7 +48,7 @@ export function readIdentity(dir: string, clusterSet: string): { tls: IdentityTl
 export class IdentityFiles {
   /** Updated in place when the files change: hand this object to the proxy and the gateway. */
   readonly tls: IdentityTls;
-  cluster: ClusterKey;
+  readonly cluster: ClusterKey;
   notAfter: Date;
   readonly #timer: NodeJS.Timeout;
   readonly #log: Logger;
@@ -67,8 +67,9 @@ export class IdentityFiles {
       try {
         const next = readIdentity(dir, clusterSet);
         if (next.tls.cert === this.tls.cert && next.tls.key === this.tls.key && next.tls.ca === this.tls.ca) return;
+        // A renewal is of the same cluster: one naming another is not taken (this node did not move).
+        if (next.cluster !== this.cluster) throw new IdentityError(`the renewed certificate names ${next.cluster}, not ${this.cluster}`);
         Object.assign(this.tls, next.tls);
-        this.cluster = next.cluster;
         this.notAfter = next.notAfter;
         this.#log.info({ cluster: next.cluster, notAfter: next.notAfter.toISOString() }, 'cluster certificate renewed');
         options.onChange?.();

@@ -38,7 +38,7 @@ export async function createCa(clusterSet: string, now = Date.now(), days = 3650
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
     name: `CN=ecnet ${clusterSet} CA, O=ecnet`,
-    notBefore: new Date(now - 60_000),
+    notBefore: new Date(now - 5 * 60_000), // clocks of the nodes may be a few minutes behind the controller's
     notAfter: new Date(now + days * 86_400_000),
     signingAlgorithm: ALG,
     keys: k,
@@ -77,7 +77,7 @@ export async function issue(ca: KeyPair, spiffeId: string, ttlMs: number, now = 
     serialNumber: serial(),
     subject: `CN=${spiffeId.split('/').pop()}, O=ecnet`,
     issuer: caCert.subject,
-    notBefore: new Date(now - 60_000),
+    notBefore: new Date(now - 5 * 60_000), // clocks of the nodes may be a few minutes behind the controller's
     notAfter: new Date(notAfter),
     signingAlgorithm: ALG,
     publicKey: k.publicKey,

@@ -56,6 +56,7 @@ export function gatewayConnection(
       ...(tls.key ? { key: tls.key } : {}),
       // Always verified: the agent's configuration refuses TLS without a CA (see tlsConfig).
       rejectUnauthorized: true,
+      ...(tls.clusterSet ? { minVersion: 'TLSv1.3' as const } : {}),
       ...identity,
     });
 }
