@@ -3,7 +3,7 @@
 // decides now; /identity for `ecnet identity` — the certificate the node's tunnels present, and its expiry.
 import { type Server, createServer } from 'node:http';
 import type { IdentityFiles } from '../identity/files.js';
-import { describe } from '../identity/pki.js';
+import { describe, renewalOverdue } from '../identity/pki.js';
 import { clusterSpiffeId } from '../identity/spiffe.js';
 import type { NodeProxy } from '../proxy/proxy.js';
 import { listen } from '../tunnel/splice.js';
@@ -70,7 +70,10 @@ export async function startAdmin(host: string, port: number, agent: Agent, route
     const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
     if (req.url === '/healthz') {
       const ok = agent.status.synced && agent.status.lastError === undefined;
-      return json(ok ? 200 : 503, { ok, ...agent.status, proxy: proxy.stats });
+      // A certificate past its renewal time means the controller has not renewed it: said, not failed (a
+      // restart would not help, and the tunnels still work until it expires).
+      const cert = identity ? { notAfter: identity.notAfter.toISOString(), renewalOverdue: renewalOverdue(identity.tls.cert) } : undefined;
+      return json(ok ? 200 : 503, { ok, ...agent.status, proxy: proxy.stats, ...(cert ? { identity: cert } : {}) });
     }
     if (req.url === '/routes') return json(200, routeReports(routes, proxy, Date.now(), identity?.clusterSet));
     if (req.url === '/identity') return json(200, identityReport(identity, tlsFiles));

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClusterKey } from '../api/flomesh.js';
 import { type Logger, componentLogger } from '../logger.js';
-import { IdentityError, describe } from './pki.js';
+import { IdentityError, describe, renewalOverdue } from './pki.js';
 import { clusterOfSpiffeId } from './spiffe.js';
 
 export const IDENTITY_FILES = { cert: 'tls.crt', key: 'tls.key', ca: 'ca.crt' } as const;
@@ -52,6 +52,7 @@ export class IdentityFiles {
   notAfter: Date;
   readonly #timer: NodeJS.Timeout;
   readonly #log: Logger;
+  #overdueSaid = false;
 
   constructor(
     readonly dir: string,
@@ -65,12 +66,14 @@ export class IdentityFiles {
     this.notAfter = first.notAfter;
     this.#timer = setInterval(() => {
       try {
+        this.#overdue();
         const next = readIdentity(dir, clusterSet);
         if (next.tls.cert === this.tls.cert && next.tls.key === this.tls.key && next.tls.ca === this.tls.ca) return;
         // A renewal is of the same cluster: one naming another is not taken (this node did not move).
         if (next.cluster !== this.cluster) throw new IdentityError(`the renewed certificate names ${next.cluster}, not ${this.cluster}`);
         Object.assign(this.tls, next.tls);
         this.notAfter = next.notAfter;
+        this.#overdueSaid = false;
         this.#log.info({ cluster: next.cluster, notAfter: next.notAfter.toISOString() }, 'cluster certificate renewed');
         options.onChange?.();
       } catch (err) {
@@ -79,6 +82,13 @@ export class IdentityFiles {
       }
     }, options.pollMs ?? 10_000);
     this.#timer.unref();
+  }
+
+  /** Said once per certificate: the controller should have renewed it by now. */
+  #overdue(): void {
+    if (!renewalOverdue(this.tls.cert) || this.#overdueSaid) return;
+    this.#overdueSaid = true;
+    this.#log.warn({ cluster: this.cluster, notAfter: this.notAfter.toISOString() }, 'the cluster certificate is overdue for renewal: is the controller running, and can it reach this cluster?');
   }
 
   close(): void {

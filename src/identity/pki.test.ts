@@ -4,7 +4,7 @@ import { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { clusterOfSpiffeId, clusterSpiffeId, uriSan } from './spiffe.js';
-import { createCa, describe as describeCert, issue, loadCa, needsRenewal } from './pki.js';
+import { createCa, describe as describeCert, issue, loadCa, needsRenewal, renewalOverdue } from './pki.js';
 
 async function handshake(server: { cert: string; key: string; ca: string }, client: { cert: string; key: string; ca: string }): Promise<{ ok: boolean; serverSaw?: string; clientSaw?: string; error?: string }> {
   let serverSaw: string | undefined;
@@ -61,6 +61,9 @@ describe('cluster set PKI', () => {
     expect(needsRenewal(leaf.cert, now + 2.1 * 3_600_000)).toBe(true);
     expect(needsRenewal(undefined)).toBe(true);
     expect(needsRenewal('garbage')).toBe(true);
+    // Overdue (said in logs and /healthz) only once a quarter is left: not while the renewal is on its way.
+    expect(renewalOverdue(leaf.cert, now + 2.1 * 3_600_000)).toBe(false);
+    expect(renewalOverdue(leaf.cert, now + 2.3 * 3_600_000)).toBe(true);
   });
 
   it('SPIFFE IDs name a cluster of this set only, and one URI only', () => {

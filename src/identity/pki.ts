@@ -102,12 +102,21 @@ export function describe(certPem: string): { uri: string | undefined; notBefore:
 
 /** Whether a certificate should be renewed: less than a third of its lifetime left (or unreadable). */
 export function needsRenewal(certPem: string | undefined, now = Date.now()): boolean {
-  if (!certPem) return true;
+  return lifeLeft(certPem, now) < 1 / 3;
+}
+
+/** Whether its renewal is overdue: less than a quarter of its lifetime left (2 h past the renewal of a 24 h one). */
+export function renewalOverdue(certPem: string | undefined, now = Date.now()): boolean {
+  return lifeLeft(certPem, now) < 1 / 4;
+}
+
+/** The fraction of its lifetime a certificate has left (0 when unreadable). */
+function lifeLeft(certPem: string | undefined, now: number): number {
+  if (!certPem) return 0;
   try {
     const d = describe(certPem);
-    const life = d.notAfter.getTime() - d.notBefore.getTime();
-    return d.notAfter.getTime() - now < life / 3;
+    return (d.notAfter.getTime() - now) / (d.notAfter.getTime() - d.notBefore.getTime());
   } catch {
-    return true;
+    return 0;
   }
 }
