@@ -33,6 +33,16 @@ describe('tunnels between cluster identities', () => {
   const id = async (n: number, ttl = HOUR, now = Date.now()): Promise<TunnelTls> => ({ ...(await issue(ca, clusterSpiffeId(SET, clusterKey(n)), ttl, now)), ca: ca.cert, clusterSet: SET });
   const open = (tls: TunnelTls | undefined, service: string, cluster: ClusterKey = clusterKey(1)) =>
     openTunnel({ gateway: { host: '127.0.0.1', port: gw.address.port }, target: { service, namespace: 'ns', port: 80 }, sourceCluster: 'ignored', timeoutMs: 3000, ...(tls ? { tls } : {}), cluster });
+  /** The status of a plain HTTPS GET to the gateway, without a client certificate (as the kubelet asks). */
+  const httpsStatus = (path: string) =>
+    new Promise<number>((resolve, reject) => {
+      const r = request({ host: '127.0.0.1', port: gw.address.port, path, rejectUnauthorized: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      r.on('error', reject);
+      r.end();
+    });
   const echo = (s: Socket, text: string) =>
     new Promise<string>((resolve, reject) => {
       let got = '';
@@ -123,15 +133,7 @@ describe('tunnels between cluster identities', () => {
   });
 
   it('an export for some clusters only serves no ingress request (ingress callers prove no cluster)', async () => {
-    const status = await new Promise<number>((resolve, reject) => {
-      const r = request({ host: '127.0.0.1', port: gw.address.port, path: '/only2/x', rejectUnauthorized: false }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
-      r.on('error', reject);
-      r.end();
-    });
-    expect(status).toBe(403);
+    expect(await httpsStatus('/only2/x')).toBe(403);
   });
 
   it('refuses an expired certificate', async () => {
@@ -139,15 +141,7 @@ describe('tunnels between cluster identities', () => {
   });
 
   it('answers the kubelet\'s probe over HTTPS without a client certificate', async () => {
-    const status = await new Promise<number>((resolve, reject) => {
-      const r = request({ host: '127.0.0.1', port: gw.address.port, path: '/healthz', rejectUnauthorized: false }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
-      r.on('error', reject);
-      r.end();
-    });
-    expect(status).toBe(200);
+    expect(await httpsStatus('/healthz')).toBe(200);
   });
 
   it('serves a renewed certificate to new connections while an open tunnel keeps flowing', async () => {
