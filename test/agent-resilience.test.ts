@@ -5,8 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, RouteMap, type RedirectSet } from '../src/agent/agent.js';
 import { MAX_PORTS_PER_IMPORT } from '../src/agent/desired.js';
-import type { ServiceEntry } from '../src/bpf/services.js';
-import { MemorySource } from './helpers/memory-source.js';
+import { MemorySource, memoryRedirects } from './helpers/memory-source.js';
 import { clusterKey, kube, service, serviceImport, trafficPolicy } from './helpers/objects.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -16,21 +15,6 @@ async function until(cond: () => boolean, what: string): Promise<void> {
     if (Date.now() > end) throw new Error(`timed out: ${what}`);
     await sleep(5);
   }
-}
-
-function memoryMap(): RedirectSet & { held: Map<string, ServiceEntry> } {
-  const held = new Map<string, ServiceEntry>();
-  return {
-    held,
-    replaceAll: (e) => {
-      held.clear();
-      for (const x of e) held.set(`${x.ip}:${x.port}`, x);
-    },
-    apply: (u, r) => {
-      for (const x of r) held.delete(`${x.ip}:${x.port}`);
-      for (const x of u) held.set(`${x.ip}:${x.port}`, x);
-    },
-  };
 }
 
 describe('agent: what a tenant or an operator can do to it', () => {
@@ -47,7 +31,7 @@ describe('agent: what a tenant or an operator can do to it', () => {
     const src = new MemorySource();
     for (const o of [service('a', 'web', { clusterIP: '10.96.0.2' }), serviceImport('a', 'web', { ips: ['10.96.0.2'] }), trafficPolicy('a', 'web')]) src.put(kube(o));
     src.put({ apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceImport', metadata: { name: 'broken', namespace: 'b' } });
-    const map = memoryMap();
+    const map = memoryRedirects();
     const a = await start(src, map);
     expect([...map.held.keys()]).toEqual(['10.96.0.2:80']);
     expect(a.status.degraded).toEqual([{ import: 'b/broken', error: 'it has no spec: not redirected' }]);
@@ -64,7 +48,7 @@ describe('agent: what a tenant or an operator can do to it', () => {
     src.put(kube(service('aaa', 'greedy', { clusterIP: '10.96.0.9', ports: many.slice(0, 150).map((port) => ({ port })) })));
     src.put(kube(serviceImport('aaa', 'greedy', { ips: ['10.96.0.9'], ports: many })));
     src.put(kube(trafficPolicy('aaa', 'greedy')));
-    const map = memoryMap();
+    const map = memoryRedirects();
     const a = await start(src, map);
     expect(map.held.size).toBe(MAX_PORTS_PER_IMPORT);
     expect(a.status.degraded.map((p) => p.error)).toEqual([
@@ -76,7 +60,7 @@ describe('agent: what a tenant or an operator can do to it', () => {
   it('what an operator changed in the map behind its back is written over at the next resync', async () => {
     const src = new MemorySource();
     for (const o of [service('a', 'web', { clusterIP: '10.96.0.2' }), serviceImport('a', 'web', { ips: ['10.96.0.2'] }), trafficPolicy('a', 'web')]) src.put(kube(o));
-    const map = memoryMap();
+    const map = memoryRedirects();
     await start(src, map, 200);
     map.held.delete('10.96.0.2:80');
     map.held.set('10.96.0.7:80', { ip: '10.96.0.7', port: 80, protocol: 'tcp', id: 1, disabled: false });

@@ -13,12 +13,11 @@ import { desiredNode } from '../../src/agent/desired.js';
 import type { EndpointSlice, Service } from '../../src/api/core.js';
 import type { GlobalTrafficPolicy, ServiceExport, ServiceImport } from '../../src/api/flomesh.js';
 import { Datapath } from '../../src/bpf/datapath.js';
-import type { ServiceEntry } from '../../src/bpf/services.js';
 import { defaults } from '../../src/config.js';
 import { LiveCatalog, catalogFrom } from '../../src/gateway/live-catalog.js';
 import type { KubeObject } from '../../src/sources/source.js';
 import { cleanupAll, kernelSkipReason, makeCgroup, makePinDir } from '../helpers/host.js';
-import { MemorySource } from '../helpers/memory-source.js';
+import { MemorySource, memoryRedirects } from '../helpers/memory-source.js';
 
 const N = Number(process.env.SERVICES ?? 10_000);
 const CHANGES = Number(process.env.CHANGES ?? 300);
@@ -127,18 +126,7 @@ async function agent(): Promise<void> {
     close = () => cleanupAll(() => dp.close(), () => Datapath.isLoaded(pins.path) && Datapath.uninstall(pins.path), () => cg.remove(), () => pins.remove());
     where = 'the redirect set in a real BPF map';
   } else {
-    const m = new Map<string, ServiceEntry>();
-    redirects = {
-      replaceAll: (e) => {
-        m.clear();
-        for (const x of e) m.set(`${x.ip}:${x.port}`, x);
-      },
-      apply: (u, r) => {
-        for (const x of r) m.delete(`${x.ip}:${x.port}`);
-        for (const x of u) m.set(`${x.ip}:${x.port}`, x);
-      },
-      size: () => m.size,
-    };
+    redirects = memoryRedirects();
     where = `the redirect set in memory (${kernelSkipReason})`;
   }
   try {

@@ -2,6 +2,8 @@
 // the gateway's reconcilers) at sizes an API server in a test would take minutes to serve. Informers behave as
 // the real ones do: the initial list as `added` events once synced, then one event per change, after the cache.
 // Writes of status and Events are accepted and dropped. Not a stand-in for the sources' own tests.
+import type { RedirectSet } from '../../src/agent/agent.js';
+import type { ServiceEntry } from '../../src/bpf/services.js';
 import { type ApplyOptions, type EventNote, type Informer, type InformerOptions, type KindRef, type KubeObject, type Source, objectKey } from '../../src/sources/source.js';
 
 export class MemorySource implements Source {
@@ -82,4 +84,21 @@ export class MemorySource implements Source {
   destroy(): void {
     this.#watchers.clear();
   }
+}
+
+/** The agent's redirect set held in a Map, written as the datapath's would be (whole, or a change). */
+export function memoryRedirects(): RedirectSet & { held: Map<string, ServiceEntry>; size(): number } {
+  const held = new Map<string, ServiceEntry>();
+  return {
+    held,
+    replaceAll: (e) => {
+      held.clear();
+      for (const x of e) held.set(`${x.ip}:${x.port}`, x);
+    },
+    apply: (u, r) => {
+      for (const x of r) held.delete(`${x.ip}:${x.port}`);
+      for (const x of u) held.set(`${x.ip}:${x.port}`, x);
+    },
+    size: () => held.size,
+  };
 }
