@@ -415,6 +415,8 @@ export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags, LimitFlags
   bpffs?: string;
   cgroup?: string;
   clusterKey?: string;
+  /** This node's name (NODE_NAME, from the downward API): its pods' workloads are asserted to gateways. */
+  nodeName?: string;
   admin?: string;
   splice?: string;
   allowLoopbackProxy?: boolean;
@@ -434,6 +436,8 @@ export interface AgentConfig {
   /** region/zone/group/name of the cluster this node is in. */
   clusterKey: string;
   admin: { ip: string; port: number };
+  /** This node's name; undefined: no workload identities (no pod is looked up). */
+  nodeName: string | undefined;
   /** TLS to the gateways (client certificate for mTLS). */
   tls: TlsConfig | undefined;
   /** mTLS with cluster identities; undefined: the PEM files of `tls`, or plain tunnels. */
@@ -469,6 +473,7 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       datapath: datapathConfig({ ...(flags.bpffs ? { bpffs: flags.bpffs } : {}), ...(flags.cgroup ? { cgroup: flags.cgroup } : {}) }, env),
       load,
       clusterKey,
+      nodeName: flags.nodeName ?? env.NODE_NAME,
       admin: parseEndpoint(admin),
       identity: identityConfig(flags, env),
       tls: identityConfig(flags, env) ? undefined : tlsConfig(flags, false, env, true),

@@ -31,8 +31,8 @@ describe('tunnels between cluster identities', () => {
   let late: Server;
   const gwTls: TunnelTls = { clusterSet: SET };
   const id = async (n: number, ttl = HOUR, now = Date.now()): Promise<TunnelTls> => ({ ...(await issue(ca, clusterSpiffeId(SET, clusterKey(n)), ttl, now)), ca: ca.cert, clusterSet: SET });
-  const open = (tls: TunnelTls | undefined, service: string, cluster: ClusterKey = clusterKey(1)) =>
-    openTunnel({ gateway: { host: '127.0.0.1', port: gw.address.port }, target: { service, namespace: 'ns', port: 80 }, sourceCluster: 'ignored', timeoutMs: 3000, ...(tls ? { tls } : {}), cluster });
+  const open = (tls: TunnelTls | undefined, service: string, cluster: ClusterKey = clusterKey(1), workload?: string) =>
+    openTunnel({ gateway: { host: '127.0.0.1', port: gw.address.port }, target: { service, namespace: 'ns', port: 80 }, sourceCluster: 'ignored', timeoutMs: 3000, ...(tls ? { tls } : {}), cluster, ...(workload ? { workload } : {}) });
   /** The status of a plain HTTPS GET to the gateway, without a client certificate (as the kubelet asks). */
   const httpsStatus = (path: string) =>
     new Promise<number>((resolve, reject) => {
@@ -80,7 +80,9 @@ describe('tunnels between cluster identities', () => {
     });
     const lateSvc = { ...svc('late'), ports: new Map([[80, [{ ip: '127.0.0.1', port: latePort }]]]) };
     const ingress = { ...svc('only2web', [clusterKey(2)]), export: { loadBalancer: 'RoundRobinLoadBalancer' as const, targetClusters: [clusterKey(2)], rules: [{ portNumber: 80, path: '/only2', pathType: 'Prefix' as const }] } };
-    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog([svc('open'), svc('only2', [clusterKey(2)]), lateSvc, ingress]), tls: gwTls });
+    const saOnly = { ...svc('sa'), export: { loadBalancer: 'RoundRobinLoadBalancer' as const, serviceAccountName: 'web' } };
+    const saOther = { ...svc('sa-other'), export: { loadBalancer: 'RoundRobinLoadBalancer' as const, serviceAccountName: 'shop/api' } };
+    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog([svc('open'), svc('only2', [clusterKey(2)]), lateSvc, ingress, saOnly, saOther]), tls: gwTls });
   });
   afterAll(async () => {
     await gw?.close(100);
@@ -104,6 +106,22 @@ describe('tunnels between cluster identities', () => {
     const s3 = await open(c3, 'open');
     expect(await echo(s3, 'pong')).toBe('pong');
     s3.destroy();
+  });
+
+  it("an export's serviceAccountName: only that workload of a member gets in (name: in the export's namespace; namespace/name; '*': any)", async () => {
+    const c2 = await id(2);
+    const s = await open(c2, 'sa', clusterKey(1), 'ns/web');
+    expect(await echo(s, 'sa')).toBe('sa');
+    s.destroy();
+    await expect(open(c2, 'sa', clusterKey(1), 'ns/other')).rejects.toMatchObject({ status: 403 });
+    await expect(open(c2, 'sa', clusterKey(1), 'other/web')).rejects.toMatchObject({ status: 403 });
+    // No workload (a host-network caller), or one that is not a name: refused too.
+    await expect(open(c2, 'sa')).rejects.toMatchObject({ status: 403 });
+    await expect(open(c2, 'sa', clusterKey(1), 'ns/web/x')).rejects.toMatchObject({ status: 403 });
+    const t = await open(c2, 'sa-other', clusterKey(1), 'shop/api');
+    t.destroy();
+    // The export without one (or '*'): any workload, and none.
+    (await open(c2, 'open')).destroy();
   });
 
   it('the calling end refuses a gateway that is not the cluster its route names', async () => {

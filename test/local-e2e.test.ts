@@ -118,6 +118,27 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     expect(answers).toEqual(Array(10).fill('httpbin-cluster-1'));
   });
 
+  it("an export for one ServiceAccount: cluster-2's pod running as it is answered, a pod running as another is refused", async () => {
+    ecnet('local', 'apply', '--cluster', 'cluster-2', '-n', 'httpbin', '-f', join(examples, 'httpbin-gtp-active-active.yaml'));
+    ecnet('local', 'run', '--cluster', 'cluster-2', '--namespace', 'curl', '--service-account', 'caller', '--name', 'as-caller', '--', 'sleep', '600');
+    ecnet('local', 'run', '--cluster', 'cluster-2', '--namespace', 'curl', '--name', 'as-default', '--', 'sleep', '600');
+    const only = scratchFile('sa-export');
+    writeFileSync(only, readFileSync(join(examples, 'httpbin-export.yaml'), 'utf8').replace('serviceAccountName: "*"', 'serviceAccountName: curl/caller'));
+    for (const c of ['cluster-1', 'cluster-3']) ecnet('local', 'apply', '--cluster', c, '-n', 'httpbin', '-f', only);
+    const from = (pod: string, n: number) =>
+      ecnet('local', 'exec', '--cluster', 'cluster-2', '--pod', pod, '--', 'sh', '-c', `for i in $(seq ${n}); do curl -s -m 2 http://httpbin.httpbin:8080/ || echo FAIL; done`).trim().split('\n');
+    try {
+      // The gateways follow the exports within their debounce; the agent knows the pods once their objects are in.
+      const end = Date.now() + 10_000;
+      while (!from('as-default', 1).includes('FAIL') && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
+      expect(from('as-default', 6)).toEqual(Array(6).fill('FAIL'));
+      const answered = from('as-caller', 10);
+      expect(answered.filter((a) => a === 'FAIL')).toEqual([]);
+    } finally {
+      for (const c of ['cluster-1', 'cluster-3']) ecnet('local', 'apply', '--cluster', c, '-n', 'httpbin', '-f', join(examples, 'httpbin-export.yaml'));
+    }
+  });
+
   it('FailOver: the first target only; when its gateway stops, every call is answered by the other', async () => {
     const policy = scratchFile('failover');
     writeFileSync(

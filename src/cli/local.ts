@@ -42,9 +42,10 @@ export function localCommand(): Command {
     .option('--namespace <ns>', 'namespace', 'default')
     .option('--labels <k=v,…>', 'pod labels (Services select pods by them)')
     .option('--name <pod>', 'pod name (default: a label value and a random suffix)')
+    .option('--service-account <name>', "the pod's ServiceAccount (asserted with its tunnels; exports may allow only one)", 'default')
     .argument('<cmd...>', 'command and arguments (after --)')
-    .action(async (cmdArgs: string[], flags: { cluster: string; namespace: string; labels?: string; name?: string }, cmd: Command) => {
-      const name = await new ClusterSet(state(cmd)).run(flags.cluster, flags.namespace, labelsFlag(flags.labels), flags.name, cmdArgs);
+    .action(async (cmdArgs: string[], flags: { cluster: string; namespace: string; labels?: string; name?: string; serviceAccount: string }, cmd: Command) => {
+      const name = await new ClusterSet(state(cmd)).run(flags.cluster, flags.namespace, labelsFlag(flags.labels), flags.name, cmdArgs, flags.serviceAccount);
       process.stdout.write(`${name}\n`);
     });
   local

@@ -14,6 +14,7 @@ import { openSource } from '../sources/open.js';
 import { table } from './table.js';
 import { untilSignal } from '../util/process.js';
 import { IdentityFiles } from '../identity/files.js';
+import { PodWorkloads } from '../agent/workloads.js';
 
 /** Tunnels without TLS: said once at start, as a warning (anyone who reaches a gateway can open them). */
 function plainWarning(component: string): void {
@@ -83,6 +84,7 @@ export function gatewayCommand(): Command {
 export function agentCommand(): Command {
   return limitOptions(tlsOptions(sourceOptions(new Command('agent'))))
     .description('the node agent: loads the datapath, keeps its redirects and the proxy routes in step with the cluster, runs the node proxy')
+    .option('--node-name <name>', "this node's name (default: NODE_NAME, set by the DaemonSet): its pods' ServiceAccounts go with their tunnels")
     .option('--cluster-key <key>', "this node's cluster, region/zone/group/name (local mode: default/default/default/<directory name>)")
     .option('--proxy <ip:port>', `the node proxy's address: the node's own IP (status.hostIP), port ${agentDefaults.proxyPort}; every pod must reach it`)
     .option('--proxy6 <ip>', "the node proxy's IPv6 address (same port), or the node's addresses (status.hostIPs, comma-separated) to take the IPv6 one from; none: IPv6 services are not redirected")
@@ -107,7 +109,12 @@ export function agentCommand(): Command {
       const tls = identity?.tls ?? cfg.tls;
       if (!tls) plainWarning('agent');
       const routes = new RouteMap();
+      const source = await openSource(cfg.source);
+      // The pods of this node by address: their ServiceAccount goes with each tunnel (a gateway enforces the export's).
+      const workloads = cfg.nodeName ? new PodWorkloads(source, cfg.nodeName) : undefined;
+      if (!workloads) componentLogger('agent').warn('no node name (NODE_NAME or --node-name): tunnels carry no workload identity, and exports that name a serviceAccountName refuse them');
       const proxy = await NodeProxy.start({
+        ...(workloads ? { workloadOf: (ip: string) => workloads.of(ip) } : {}),
         host: cfg.load.settings.proxy.ip,
         ...(cfg.load.settings.proxyIp6 ? { host6: cfg.load.settings.proxyIp6 } : {}),
         port: cfg.load.settings.proxy.port,
@@ -119,7 +126,6 @@ export function agentCommand(): Command {
         limits: cfg.limits,
         ...(tls ? { tls } : {}),
       });
-      const source = await openSource(cfg.source);
       const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes });
       await agent.start();
       const checks = new HealthChecks({
@@ -133,6 +139,7 @@ export function agentCommand(): Command {
       process.stderr.write(`ecnet agent: ${cfg.clusterKey}, proxy ${proxy.address.host}:${proxy.address.port}, admin ${cfg.admin.ip}:${cfg.admin.port}, ${source.description}\n`);
       await runUntilSignal(async () => {
         identity?.close();
+        workloads?.close();
         admin.close();
         checks.close();
         await agent.close();

@@ -12,7 +12,7 @@ import type { ClusterKey } from '../api/flomesh.js';
 import { clusterOfSpiffeId, uriSan } from '../identity/spiffe.js';
 import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
 import { type Logger, componentLogger } from '../logger.js';
-import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, STATUS, type TunnelTls, parseAuthority } from '../tunnel/protocol.js';
+import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, SOURCE_WORKLOAD_HEADER, STATUS, type TunnelTls, parseAuthority, parseWorkload } from '../tunnel/protocol.js';
 import type { Endpoint } from '../api/core.js';
 import { type Catalog, decide } from './catalog.js';
 import { Tunnels, connectWithin, listen } from '../tunnel/splice.js';
@@ -195,6 +195,21 @@ export class Gateway {
       this.#count(STATUS.notExported);
       this.#log.info({ target, caller: caller.cluster }, 'tunnel refused: the export does not include the calling cluster');
       return reply(socket, STATUS.notExported, `${target.namespace}/${target.service} is not exported to ${caller.cluster}`);
+    }
+    // The export's serviceAccountName ('*' or unset: any workload): the calling pod's, as its node proxy asserted
+    // it, believed only from a member cluster that proved itself.
+    if (caller) {
+      const exp = this.#catalog.get(target.namespace, target.service)?.export;
+      const wanted = exp?.serviceAccountName;
+      if (wanted && wanted !== '*') {
+        const workload = parseWorkload(req.headers[SOURCE_WORKLOAD_HEADER]);
+        const allowedSa = wanted.includes('/') ? wanted : `${target.namespace}/${wanted}`;
+        if (workload !== allowedSa) {
+          this.#count(STATUS.notExported);
+          this.#log.info({ target, caller: caller.cluster, workload }, 'tunnel refused: the export does not allow the calling workload');
+          return reply(socket, STATUS.notExported, `${target.namespace}/${target.service} is exported to ServiceAccount ${allowedSa} only, not ${workload ?? 'a caller without one (a host-network process)'}`);
+        }
+      }
     }
     const d = decide(this.#catalog, target);
     if (d.status !== 200 || !('endpoints' in d)) {

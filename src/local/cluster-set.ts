@@ -310,7 +310,7 @@ export class ClusterSet {
   }
 
   /** Starts CMD as a pod of `cluster`; returns its name. */
-  async run(cluster: string, namespace: string, labels: Record<string, string>, name: string | undefined, cmd: string[]): Promise<string> {
+  async run(cluster: string, namespace: string, labels: Record<string, string>, name: string | undefined, cmd: string[], serviceAccount = 'default'): Promise<string> {
     const t = this.#member(cluster);
     const slot = this.#freeSlot(t);
     const podName = name ?? `${Object.values(labels)[0] ?? 'pod'}-${randomBytes(3).toString('hex')}`;
@@ -333,6 +333,8 @@ export class ClusterSet {
           apiVersion: 'v1',
           kind: 'Pod',
           metadata: { name: podName, namespace, labels, annotations: { [PID_ANNOTATION]: String(child.pid), [NETNS_ANNOTATION]: ns } },
+          // On this member's node, as its ServiceAccount: what the node's agent asserts for its connections.
+          spec: { nodeName: `${cluster}-node`, serviceAccountName: serviceAccount },
         } as never,
         { manager: 'ecnet-local' },
       );

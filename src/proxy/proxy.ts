@@ -30,6 +30,11 @@ export interface RouteTable {
 }
 
 export interface ProxyOptions {
+  /**
+   * The workload (`namespace/serviceaccount`) of the pod with this address on this node, asserted to the
+   * gateway; undefined for an address that is no pod's (a host-network caller).
+   */
+  workloadOf?: (ip: string) => string | undefined;
   host: string;
   /** A second, IPv6 address to listen on (same port), for IPv6 ClusterIPs. */
   host6?: string;
@@ -70,7 +75,7 @@ export interface ProxyStats {
   limited: number;
 }
 
-type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6' | 'limits'>> & { health: HealthBook; tls?: TunnelTls; random?: () => number };
+type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6' | 'limits' | 'workloadOf'>> & { health: HealthBook; tls?: TunnelTls; random?: () => number; workloadOf?: (ip: string) => string | undefined };
 
 export class NodeProxy {
   readonly #server: Server;
@@ -160,10 +165,12 @@ export class NodeProxy {
       this.#log.debug({ dst, service: route && `${route.namespace}/${route.service}` }, 'no route: refused');
       return void client.resetAndDestroy();
     }
+    // The pod behind the connection: its own address, as it connected from its network namespace.
+    const workload = client.remoteAddress ? this.#o.workloadOf?.(client.remoteAddress.replace(/^::ffff:/, '')) : undefined;
     for (const [i, c] of candidates.entries()) {
       if (client.destroyed || this.#closed) return;
       if (i > 0) this.stats.retries++;
-      const upstream = await this.#open(route, c);
+      const upstream = await this.#open(route, c, workload);
       if (!upstream) continue;
       if (client.destroyed || this.#closed) {
         upstream.destroy();
@@ -178,7 +185,7 @@ export class NodeProxy {
   }
 
   /** An upstream for one candidate, or undefined (the failure is counted against its gateway's health). */
-  async #open(route: Route, c: Candidate): Promise<Socket | undefined> {
+  async #open(route: Route, c: Candidate, workload?: string): Promise<Socket | undefined> {
     if (c.kind === 'local') {
       const eps = route.localEndpoints;
       const start = this.#rotate(`${route.namespace}/${route.service}:${route.port}`, eps.length);
@@ -201,6 +208,7 @@ export class NodeProxy {
         connect: this.#o.connect,
         ...(this.#o.tls ? { tls: this.#o.tls } : {}),
         cluster: c.clusterKey,
+        ...(workload ? { workload } : {}),
       });
       this.#o.health.success(c.clusterKey);
       return s;

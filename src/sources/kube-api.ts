@@ -111,7 +111,7 @@ export class KubeApi {
   }
 
   /** Every page of a collection, as one list with the first page's resourceVersion. */
-  async listAll(kind: KindRef, namespace: string | undefined, labelSelector: string | undefined, signal: AbortSignal | undefined): Promise<ListResult> {
+  async listAll(kind: KindRef, namespace: string | undefined, labelSelector: string | undefined, signal: AbortSignal | undefined, fieldSelector?: string): Promise<ListResult> {
     const path = collectionPath(kind, namespace);
     const items: KubeObject[] = [];
     let resourceVersion = '';
@@ -120,7 +120,7 @@ export class KubeApi {
     for (;;) {
       let page: unknown;
       try {
-        page = await this.expect('GET', path, { query: { labelSelector, limit: PAGE_SIZE, continue: next }, ...(signal ? { signal } : {}) });
+        page = await this.expect('GET', path, { query: { labelSelector, fieldSelector, limit: PAGE_SIZE, continue: next }, ...(signal ? { signal } : {}) });
       } catch (err) {
         // The continue token expired (410): the snapshot is gone, list again from the start.
         if (next !== undefined && err instanceof SourceError && err.status === 410 && restarts++ < 3) {

@@ -172,7 +172,7 @@ export class KubeInformer<T extends KubeObject> implements Informer<T> {
     });
     // Objects stay the server's JSON (timestamps are strings), not the library's typed models.
     const list = () => deps.list(this.#listAbort.signal) as unknown as Promise<KubernetesListObject<KubernetesObject>>;
-    this.#lw = new ListWatch<KubernetesObject>(this.#path, this.#watch, list, false, options.labelSelector);
+    this.#lw = new ListWatch<KubernetesObject>(this.#path, this.#watch, list, false, options.labelSelector, options.fieldSelector);
     this.#lw.on('add', (o) => this.#emit('added', o));
     this.#lw.on('update', (o) => this.#emit('updated', o));
     this.#lw.on('delete', (o) => this.#emit('deleted', o));

@@ -85,7 +85,7 @@ class KubernetesSource implements Source {
       backoff: this.#backoff,
       watchTimeoutSeconds: this.#watchTimeoutSeconds,
       log: this.#log,
-      list: (signal) => this.#api.listAll(kind, options.namespace, options.labelSelector, signal),
+      list: (signal) => this.#api.listAll(kind, options.namespace, options.labelSelector, signal, options.fieldSelector),
       onClose: () => this.#informers.delete(informer as unknown as KubeInformer<KubeObject>),
     });
     this.#informers.add(informer as unknown as KubeInformer<KubeObject>);

@@ -46,8 +46,11 @@ class LocalInformer<T extends KubeObject> implements Informer<T> {
   ) {
     const apiVersion = apiVersionOf(kind);
     const labels: LabelMatcher = parseLabelSelector(options.labelSelector);
+    const node = /^spec\.nodeName=(.*)$/.exec(options.fieldSelector ?? '');
+    if (options.fieldSelector !== undefined && !node) throw new SourceError('ECNET_SOURCE_INVALID', `field selector ${JSON.stringify(options.fieldSelector)}: the local source knows spec.nodeName=NAME only`);
+    const fields = (o: KubeObject) => !node || (o.spec as { nodeName?: string } | undefined)?.nodeName === node[1];
     this.#matches = (o) =>
-      o.kind === kind.kind && o.apiVersion === apiVersion && (!options.namespace || o.metadata.namespace === options.namespace) && labels(o.metadata.labels);
+      o.kind === kind.kind && o.apiVersion === apiVersion && (!options.namespace || o.metadata.namespace === options.namespace) && labels(o.metadata.labels) && fields(o);
     // Events before the first full scan are not delivered one by one: the initial list is.
     this.#unsubscribe = store.subscribe(
       (e) => {

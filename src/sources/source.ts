@@ -83,6 +83,8 @@ export interface InformerOptions<T extends KubeObject> {
   onHealth?: (error: Error | undefined) => void;
   namespace?: string;
   labelSelector?: string;
+  /** `spec.nodeName=NAME` (what the agent asks of Pods; the local source knows no other field selector). */
+  fieldSelector?: string;
 }
 
 export interface EventNote {

@@ -6,7 +6,7 @@ import { type Socket, isIP } from 'node:net';
 import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
 import type { ClusterKey } from '../api/flomesh.js';
 import { clusterSpiffeId, uriSan } from '../identity/spiffe.js';
-import { SOURCE_CLUSTER_HEADER, type ServiceTarget, TunnelError, type TunnelTls, formatAuthority } from './protocol.js';
+import { SOURCE_CLUSTER_HEADER, SOURCE_WORKLOAD_HEADER, type ServiceTarget, TunnelError, type TunnelTls, formatAuthority } from './protocol.js';
 
 export interface TunnelOptions {
   gateway: { host: string; port: number };
@@ -21,6 +21,8 @@ export interface TunnelOptions {
   tls?: TunnelTls;
   /** With cluster identities (`tls.clusterSet`): the cluster the gateway must prove it is. */
   cluster?: ClusterKey;
+  /** The calling workload (`namespace/serviceaccount`), when the proxy knows it. */
+  workload?: string;
 }
 
 /** The connection to a gateway: TCP from `connect` (or a plain one), wrapped in TLS when configured. */
@@ -79,7 +81,7 @@ export function openTunnel(o: TunnelOptions): Promise<Socket> {
       port: o.gateway.port,
       method: 'CONNECT',
       path: authority,
-      headers: { host: authority, [SOURCE_CLUSTER_HEADER]: o.sourceCluster },
+      headers: { host: authority, [SOURCE_CLUSTER_HEADER]: o.sourceCluster, ...(o.workload ? { [SOURCE_WORKLOAD_HEADER]: o.workload } : {}) },
       // No agent: Node uses createConnection only then (with `agent: false` it makes a plain socket itself).
       ...(createConnection ? { createConnection } : { agent: false }),
     });

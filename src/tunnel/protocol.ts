@@ -6,6 +6,20 @@ import { EcnetError } from '../errors.js';
 export const CLUSTERSET_DOMAIN = 'svc.clusterset.local';
 /** The source cluster's key (region/zone/group/name). */
 export const SOURCE_CLUSTER_HEADER = 'ecnet-source-cluster';
+/**
+ * The calling workload, `namespace/serviceaccount` of the pod behind the connection, as its node proxy found it.
+ * Trusted by a gateway only from a member cluster that proved itself (mutual TLS with cluster identities).
+ */
+export const SOURCE_WORKLOAD_HEADER = 'ecnet-source-workload';
+
+const LABEL_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+/** `namespace/serviceaccount` when `v` is one (Kubernetes names), else undefined. */
+export function parseWorkload(v: unknown): string | undefined {
+  if (typeof v !== 'string') return undefined;
+  const [ns, sa, ...rest] = v.split('/');
+  return rest.length === 0 && ns !== undefined && sa !== undefined && LABEL_RE.test(ns) && NAME_RE.test(sa) ? `${ns}/${sa}` : undefined;
+}
 /** A request head larger than this is refused (431) and the connection closed. */
 export const MAX_HEADER_BYTES = 8 * 1024;
 /** A request head not complete within this time is refused (408) and the connection closed. */
