@@ -1,7 +1,7 @@
 // End to end on `ecnet local`: the seed's layout (control-plane, cluster-1..3), a server answering with its
 // pod name in cluster-1 and cluster-3, a client pod in cluster-2 calling http://httpbin.httpbin:8080 by name.
 // Everything through the CLI, as a user would; `down` must leave nothing. Root only.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,20 @@ const ecnet = (...args: string[]) => {
   if (r.status !== 0) throw new Error(`ecnet ${args.join(' ')} → ${r.status}: ${r.stderr}`);
   return r.stdout;
 };
+/**
+ * The same, without blocking this worker: a command that runs for many seconds (the demo, 1,000 requests) must
+ * leave the worker's event loop free, or vitest's calls to it time out on a busy machine.
+ */
+const ecnetAsync = (...args: string[]) =>
+  new Promise<string>((resolve, reject) => {
+    const c = spawn(process.execPath, [cli, ...args], { env });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    c.on('error', reject);
+    c.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`ecnet ${args.join(' ')} → ${code}: ${err}`))));
+  });
 /** n calls from a throwaway pod of cluster-2, one line each: the answer, or FAIL. */
 const calls = (n: number) =>
   ecnet('local', 'exec', '--cluster', 'cluster-2', '--', 'sh', '-c', `for i in $(seq ${n}); do curl -s -m 2 http://httpbin.httpbin:8080/ || echo FAIL; done`)
@@ -35,9 +49,9 @@ const scratchFile = (name: string) => {
 describeKernel('ecnet local: the seed walkthrough end to end', () => {
   const server = join(stateDir, '..', `ecnet-e2e-server-${process.pid}.mjs`);
 
-  beforeAll(() => {
+  beforeAll(async () => {
     writeFileSync(server, "import http from 'node:http';\nhttp.createServer((q, s) => s.end(`${process.env.HOSTNAME}\\n`)).listen(8080);\n");
-    ecnet('local', 'up');
+    await ecnetAsync('local', 'up');
     for (const c of ['cluster-1', 'cluster-3']) {
       ecnet('local', 'run', '--cluster', c, '--namespace', 'httpbin', '--labels', 'app=pipy', '--name', `httpbin-${c}`, '--', process.execPath, server);
       ecnet('local', 'apply', '--cluster', c, '-n', 'httpbin', '-f', join(examples, 'httpbin.yaml'));
@@ -82,7 +96,7 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     // One client process, a new connection per request (each is a routing decision).
     const client =
       "const http=require('http');let n=0,c={};const go=()=>http.get({host:'httpbin.httpbin',port:8080,agent:false},r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>{c[b.trim()]=(c[b.trim()]||0)+1;++n<1000?go():console.log(JSON.stringify(c))})}).on('error',e=>{c.error=(c.error||0)+1;++n<1000?go():console.log(JSON.stringify(c))});go()";
-    const counts = JSON.parse(ecnet('local', 'exec', '--cluster', 'cluster-2', '--', process.execPath, '-e', client)) as Record<string, number>;
+    const counts = JSON.parse(await ecnetAsync('local', 'exec', '--cluster', 'cluster-2', '--', process.execPath, '-e', client)) as Record<string, number>;
     expect(counts.error).toBeUndefined();
     expect(Math.abs((counts['httpbin-cluster-1'] ?? 0) / 1000 - 0.75)).toBeLessThan(0.075);
     expect(Math.abs((counts['httpbin-cluster-3'] ?? 0) / 1000 - 0.25)).toBeLessThan(0.025);
@@ -241,9 +255,9 @@ http.get({host:${JSON.stringify(ip)},port:8080,agent:false,timeout:3000},r=>{let
     expect(readdirSync('/etc/netns').filter((n) => n.startsWith('ecnet-l-'))).toEqual([]);
   });
 
-  it('`ecnet demo` walks the seed end to end, twice in a row, leaving nothing', () => {
+  it('`ecnet demo` walks the seed end to end, twice in a row, leaving nothing', async () => {
     for (let i = 0; i < 2; i++) {
-      const out = ecnet('demo');
+      const out = await ecnetAsync('demo');
       const section = (from: string, to: string) => out.slice(out.indexOf(from), out.indexOf(to));
       // The members registered with Cluster resources, each Managed by the controller (the seed's `kubectl get cluster`).
       for (const c of ['cluster-1', 'cluster-2', 'cluster-3']) expect(section('== 1.', '== 2.')).toMatch(new RegExp(`${c}\\s+default\\s+default\\s+default\\s+10\\.0\\.2\\.\\d\\s+80\\s+True`));
