@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, agentConfig, datapathConfig, defaults, loadConfig, nodeProxyAddresses } from './config.js';
+import { ConfigError, agentConfig, datapathConfig, defaults, gatewayConfig, loadConfig, nodeProxyAddresses } from './config.js';
 
 describe('config', () => {
   it('applies flags over environment over defaults', () => {
@@ -32,8 +32,17 @@ describe('config', () => {
     expect(() => datapathConfig({ output: 'yaml' }, {})).toThrow(/-o must be table or json/);
   });
 
+  it('runs tunnels without TLS only when told: a forgotten identity is an error, not an open gateway', () => {
+    const agent = { cluster: '/tmp/cluster-2', cgroup: '/sys/fs/cgroup', proxy: '10.0.2.5' };
+    expect(() => agentConfig(agent, {})).toThrow(/tunnels need TLS: give --identity-dir/);
+    expect(() => gatewayConfig({ cluster: '/tmp/cluster-1' }, {})).toThrow(/--plain-tunnels/);
+    expect(agentConfig({ ...agent, plainTunnels: true }, {}).identity).toBeUndefined();
+    expect(gatewayConfig({ cluster: '/tmp/cluster-1' }, { ECNET_PLAIN_TUNNELS: '1' }).tls).toBeUndefined();
+    expect(agentConfig({ ...agent, identityDir: '/var/run/ecnet/identity' }, {}).identity).toEqual({ dir: '/var/run/ecnet/identity', clusterSet: 'ecnet' });
+  });
+
   describe('the agent\'s node proxy address', () => {
-    const base = { cluster: '/tmp/cluster-2', cgroup: '/sys/fs/cgroup' };
+    const base = { cluster: '/tmp/cluster-2', cgroup: '/sys/fs/cgroup', plainTunnels: true };
     it('is required: the node\'s own address has no default', () => {
       expect(() => agentConfig(base, {})).toThrow(/--proxy NODE_IP\[:15001\] is required/);
       expect(agentConfig({ ...base, proxy: '10.0.2.5:15001' }, {}).load.settings.proxy).toEqual({ ip: '10.0.2.5', port: 15001 });

@@ -298,6 +298,14 @@ export interface TlsFlags {
   identityDir?: string;
   /** The cluster set the identities belong to (ECNET_CLUSTER_SET, default `ecnet`). */
   clusterSet?: string;
+  /** Plain TCP tunnels, said explicitly (ECNET_PLAIN_TUNNELS=1): without it, no TLS is a configuration error. */
+  plainTunnels?: boolean;
+}
+
+/** Tunnels without TLS only when asked for: a forgotten identity must not silently open a gateway to anyone. */
+function requireTls(flags: TlsFlags, env: NodeJS.ProcessEnv, configured: boolean): void {
+  if (configured || flags.plainTunnels || env.ECNET_PLAIN_TUNNELS === '1') return;
+  throw new ConfigError('tunnels need TLS: give --identity-dir (the mounted ecnet-identity Secret) or the --tls-* files; --plain-tunnels (ECNET_PLAIN_TUNNELS=1) runs them as plain TCP');
 }
 
 /** mTLS with cluster identities (src/identity/): where the mounted identity is, and the cluster set's name. */
@@ -403,7 +411,9 @@ export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = proc
   const listen = flags.listen ?? env.ECNET_GATEWAY_LISTEN ?? gatewayDefaults.listen;
   try {
     const identity = identityConfig(flags, env);
-    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls: identity ? undefined : tlsConfig(flags, true, env), identity, splice: spliceMode(flags.splice, env), limits: limitsConfig(flags, env) };
+    const tls = identity ? undefined : tlsConfig(flags, true, env);
+    requireTls(flags, env, Boolean(identity || tls));
+    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls, identity, splice: spliceMode(flags.splice, env), limits: limitsConfig(flags, env) };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;
     throw new ConfigError(`--listen: ${(cause as Error).message}`, { cause });
@@ -468,6 +478,9 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
     const { proxy, proxy6 } = nodeProxyAddresses(proxyText, flags.proxy6 ?? env.ECNET_PROXY6, flags.allowLoopbackProxy ?? truthy(env.ECNET_ALLOW_LOOPBACK_PROXY));
     const { proxy6: _list, ...rest } = flags;
     const load = loadConfig({ ...rest, proxy: formatEndpoint(proxy), ...(proxy6 ? { proxy6 } : {}) }, { ...env, ECNET_PROXY6: undefined });
+    const identity = identityConfig(flags, env);
+    const tls = identity ? undefined : tlsConfig(flags, false, env, true);
+    requireTls(flags, env, Boolean(identity || tls));
     return {
       source,
       datapath: datapathConfig({ ...(flags.bpffs ? { bpffs: flags.bpffs } : {}), ...(flags.cgroup ? { cgroup: flags.cgroup } : {}) }, env),
@@ -475,8 +488,8 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       clusterKey,
       nodeName: flags.nodeName ?? env.NODE_NAME,
       admin: parseEndpoint(admin),
-      identity: identityConfig(flags, env),
-      tls: identityConfig(flags, env) ? undefined : tlsConfig(flags, false, env, true),
+      identity,
+      tls,
       splice: spliceMode(flags.splice, env),
       limits: limitsConfig(flags, env),
     };

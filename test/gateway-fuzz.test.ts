@@ -121,7 +121,7 @@ spec:
   rules: [{portNumber: 80, path: /${name}, pathType: Prefix}]
 ${rewrite !== undefined ? `  pathRewrite: {from: /${name}, to: ${JSON.stringify(rewrite)}}\n` : ''}`;
     writeFileSync(join(dir, 'shop.yaml'), [svc('web'), svc('space', '/a b'), svc('wide', '/\u0100'), svc('dots', '/../..'), svc('api', '')].join('---\n'));
-    gw = spawn(process.execPath, [cli, 'gateway', '--cluster', dir, '--listen', `${GW.host}:${GW.port}`], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ECNET_LOG_LEVEL: 'error' } });
+    gw = spawn(process.execPath, [cli, 'gateway', '--cluster', dir, '--listen', `${GW.host}:${GW.port}`, '--plain-tunnels'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ECNET_LOG_LEVEL: 'error' } });
     gw.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)));
     const end = Date.now() + 15_000;
     while (!(await healthy())) {

@@ -89,8 +89,8 @@ spec: {lbType: FailOver, targets: [{clusterKey: default/default/default/cluster-
       c.on('end', () => c.end('web in cluster-1\n'));
     });
     await new Promise<void>((r) => backend!.listen(9100, '10.250.0.21', r));
-    start('gateway', ['gateway', '--cluster', join(root, 'cluster-1'), '--listen', '127.0.0.11:18081']);
-    start('agent', ['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15011', '--allow-loopback-proxy', '--admin', '127.0.0.1:15010']);
+    start('gateway', ['gateway', '--cluster', join(root, 'cluster-1'), '--listen', '127.0.0.11:18081', '--plain-tunnels']);
+    start('agent', ['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15011', '--allow-loopback-proxy', '--admin', '127.0.0.1:15010', '--plain-tunnels']);
     await until('the agent healthy', () => fetch('http://127.0.0.1:15010/healthz').then((r) => r.ok, () => false));
     // The gateway is a process of its own: the agent's first active check may run before it listens and mark it
     // unhealthy (a client then meets a gateway not yet there). Wait until the agent itself sees it healthy.

@@ -38,7 +38,8 @@ function tlsOptions(cmd: Command): Command {
     .option('--tls-key <file>', 'PEM key of --tls-cert')
     .option('--tls-ca <file>', 'PEM CA: the gateway requires client certificates it signed; the agent verifies gateways with it')
     .option('--identity-dir <dir>', "mTLS with cluster identities: this cluster's tls.crt, tls.key and ca.crt (the mounted ecnet-identity Secret), renewed in place")
-    .option('--cluster-set <name>', 'the cluster set the identities belong to (default ecnet)');
+    .option('--cluster-set <name>', 'the cluster set the identities belong to (default ecnet)')
+    .option('--plain-tunnels', 'run tunnels as plain TCP, without TLS (anyone who reaches a gateway can open one): only when said');
 }
 
 function limitOptions(cmd: Command): Command {

@@ -118,8 +118,8 @@ spec: {lbType: ActiveActive}
       children.push(c);
       return c;
     };
-    start(['gateway', '--cluster', join(root, 'cluster-1'), '--listen', '127.0.0.11:18090']);
-    const agent = start(['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15021', '--allow-loopback-proxy', '--admin', '127.0.0.1:15020']);
+    start(['gateway', '--cluster', join(root, 'cluster-1'), '--listen', '127.0.0.11:18090', '--plain-tunnels']);
+    const agent = start(['agent', '--cluster', join(root, 'cluster-2'), '--bpffs', pins.path, '--cgroup', cg.path, '--proxy', '127.0.0.1:15021', '--allow-loopback-proxy', '--admin', '127.0.0.1:15020', '--plain-tunnels']);
     for (let i = 0; ; i++) {
       const ok = await fetch('http://127.0.0.1:15020/healthz').then((r) => r.ok, () => false);
       const routes = ok ? ((await (await fetch('http://127.0.0.1:15020/routes')).json()) as unknown[]) : [];
