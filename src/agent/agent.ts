@@ -12,7 +12,7 @@ import type { Route, RouteTable } from '../proxy/proxy.js';
 import { Backoff } from '../util/backoff.js';
 import { type Clock, systemClock } from '../util/time.js';
 import { Coalescer } from '../util/coalescer.js';
-import { type Informer, Kinds, type Source, type WatchEvent, objectKey } from '../sources/source.js';
+import { type Informer, Kinds, type Source, type WatchEvent, keyParts, objectKey } from '../sources/source.js';
 import { NodePlan, type RedirectEntry, routeKey } from './desired.js';
 
 /**
@@ -150,8 +150,8 @@ export class Agent {
   readonly #slices = new SliceIndex();
   /** namespace/name of what changed since the last reconcile (an import and its inputs share the key). */
   readonly #dirty = new Set<string>();
-  /** `ip:port` → the id the datapath holds for it as last written; undefined: unknown (at start, after a failed write). */
-  #written: Map<string, number> | undefined;
+  /** `ip:port` → what the datapath holds for it as last written; undefined: unknown (at start, after a failed write). */
+  #written: Map<string, RedirectEntry> | undefined;
   #reported = new Set<string>();
   readonly #lastEvent = new Map<string, number>();
   readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined, degraded: [] };
@@ -213,9 +213,8 @@ export class Agent {
         for (const imp of i.imports.list()) this.#dirty.add(objectKey(imp));
       }
       for (const k of this.#dirty) {
-        const slash = k.indexOf('/');
-        const [ns, name] = [k.slice(0, slash), k.slice(slash + 1)];
-        this.#plan.update(k, { import: i.imports.get(name, ns), service: i.services.get(name, ns), policy: i.policies.get(name, ns), slices: this.#slices.of(k) });
+        const { namespace, name } = keyParts(k);
+        this.#plan.update(k, { import: i.imports.get(name, namespace), service: i.services.get(name, namespace), policy: i.policies.get(name, namespace), slices: this.#slices.of(k) });
       }
       this.#dirty.clear();
       const plan = this.#plan;
@@ -260,27 +259,22 @@ export class Agent {
       this.#o.routes.add(routes);
       set.replaceAll(redirects.map(entry));
       this.#o.routes.replace(routes, plan.kept());
-      this.#written = new Map(redirects.map((r) => [routeKey(r.ip, r.port), r.id]));
+      this.#written = new Map(redirects.map((r) => [routeKey(r.ip, r.port), r]));
       return;
     }
     const upserts: RedirectEntry[] = [];
-    const removes: ServiceKey[] = [];
+    const removes: RedirectEntry[] = [];
     for (const rk of changes.redirects) {
       const now = plan.get(rk);
+      const held = written.get(rk);
       if (now) {
         this.#o.routes.set(rk, now.route);
-        if (written.get(rk) !== now.entry.id) upserts.push(now.entry);
-      } else if (written.has(rk)) {
-        const colon = rk.lastIndexOf(':');
-        removes.push({ ip: rk.slice(0, colon), port: Number(rk.slice(colon + 1)), protocol: 'tcp' });
-      }
+        if (held?.id !== now.entry.id) upserts.push(now.entry);
+      } else if (held) removes.push(held);
     }
-    if (upserts.length || removes.length) set.apply(upserts.map(entry), removes);
-    for (const r of upserts) written.set(routeKey(r.ip, r.port), r.id);
-    for (const r of removes) {
-      written.delete(routeKey(r.ip, r.port));
-      this.#o.routes.retire(routeKey(r.ip, r.port));
-    }
+    if (upserts.length || removes.length) set.apply(upserts.map(entry), removes.map(entry));
+    for (const r of upserts) written.set(routeKey(r.ip, r.port), r);
+    for (const r of removes) written.delete(routeKey(r.ip, r.port));
     for (const rk of changes.redirects) if (!plan.get(rk)) this.#o.routes.retire(rk);
     for (const rk of changes.kept) this.#o.routes.keep(rk, plan.keptRoute(rk));
     this.#written = written;
@@ -296,8 +290,8 @@ export class Agent {
     const t = this.#clock.now();
     let sent = 0;
     for (const p of problems) {
-      const slash = p.import.indexOf('/');
-      const imp = this.#informers?.imports.get(p.import.slice(slash + 1), p.import.slice(0, slash));
+      const { namespace, name } = keyParts(p.import);
+      const imp = this.#informers?.imports.get(name, namespace);
       const last = this.#lastEvent.get(p.import);
       if (!imp || this.#reported.has(`${p.import}\n${p.error}`) || (last !== undefined && t - last < 3_600_000) || sent >= 20) continue;
       sent++;

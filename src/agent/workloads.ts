@@ -27,10 +27,6 @@ export class PodWorkloads {
     });
   }
 
-  get synced(): Promise<void> {
-    return this.#informer.synced;
-  }
-
   #apply(e: WatchEvent<PodFields & { metadata: { name: string } }>): void {
     const key = `${e.object.metadata.namespace ?? 'default'}/${e.object.metadata.name}`;
     for (const ip of this.#ipsOf.get(key) ?? []) if (this.#byIp.get(ip)?.pod === key) this.#byIp.delete(ip);

@@ -153,7 +153,7 @@ export function agentCommand(): Command {
 
 const identityLine = (id: IdentityReport): string =>
   id.mode === 'mtls'
-    ? `tunnels: mTLS as ${id.spiffeId}, certificate valid until ${id.notAfter} (each gateway must present the IDENTITY below)`
+    ? `tunnels: mTLS as ${id.spiffeId}, certificate valid until ${id.notAfter} (-o json: the identity each target's gateway must present)`
     : id.mode === 'tls-files'
       ? 'tunnels: TLS with the --tls-* files (gateways checked by host name)'
       : 'tunnels: plain TCP (no identity: anyone who reaches a gateway can open one)';

@@ -189,32 +189,12 @@ export class Gateway {
       this.#log.info({ target, source, why: caller.refused }, 'tunnel refused');
       return reply(socket, STATUS.notExported, caller.refused);
     }
-    // An export for some clusters only (targetClusters) opens to those, proven by their certificate.
-    const allowed = this.#catalog.get(target.namespace, target.service)?.export?.targetClusters ?? [];
-    if (caller && allowed.length && !allowed.includes(caller.cluster)) {
-      this.#count(STATUS.notExported);
-      this.#log.info({ target, caller: caller.cluster }, 'tunnel refused: the export does not include the calling cluster');
-      return reply(socket, STATUS.notExported, `${target.namespace}/${target.service} is not exported to ${caller.cluster}`);
-    }
-    // The export's serviceAccountName ('*' or unset: any workload): the calling pod's, as its node proxy asserted
-    // it, believed only from a member cluster that proved itself.
-    if (caller) {
-      const exp = this.#catalog.get(target.namespace, target.service)?.export;
-      const wanted = exp?.serviceAccountName;
-      if (wanted && wanted !== '*') {
-        const workload = parseWorkload(req.headers[SOURCE_WORKLOAD_HEADER]);
-        const allowedSa = wanted.includes('/') ? wanted : `${target.namespace}/${wanted}`;
-        if (workload !== allowedSa) {
-          this.#count(STATUS.notExported);
-          this.#log.info({ target, caller: caller.cluster, workload }, 'tunnel refused: the export does not allow the calling workload');
-          return reply(socket, STATUS.notExported, `${target.namespace}/${target.service} is exported to ServiceAccount ${allowedSa} only, not ${workload ?? 'a caller without one (a host-network process)'}`);
-        }
-      }
-    }
-    const d = decide(this.#catalog, target);
+    // The workload its node proxy asserted is believed only from a member cluster that proved itself.
+    const who = caller ? { cluster: caller.cluster, workload: parseWorkload(req.headers[SOURCE_WORKLOAD_HEADER]) } : undefined;
+    const d = decide(this.#catalog, target, who);
     if (d.status !== 200 || !('endpoints' in d)) {
       this.#count(d.status);
-      this.#log.info({ target, source, status: d.status }, 'tunnel refused');
+      this.#log.info({ target, source, ...(who ? { caller: who } : {}), status: d.status, why: 'reason' in d ? d.reason : undefined }, 'tunnel refused');
       return reply(socket, d.status, 'reason' in d ? d.reason : '');
     }
     const key = `${target.namespace}/${target.service}:${target.port}`;

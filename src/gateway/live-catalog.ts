@@ -7,7 +7,7 @@ import { isClusterMachinery } from '../api/protected.js';
 import type { ServiceExport } from '../api/flomesh.js';
 import type { EndpointSlice } from '../api/core.js';
 import { SliceIndex, localEndpoints, slicesByService } from '../endpoints/slices.js';
-import { type Informer, Kinds, type Source, type WatchEvent, objectKey } from '../sources/source.js';
+import { type Informer, Kinds, type Source, type WatchEvent, keyParts, objectKey } from '../sources/source.js';
 import { type Catalog, type LocalService, hasIngress } from './catalog.js';
 
 /** One service's catalog entry from its resources (pure); undefined when it is not a service here. */
@@ -89,8 +89,7 @@ export class LiveCatalog implements Catalog {
     if (!this.#informers) return;
     const [services, , exports] = this.#informers;
     for (const k of this.#dirty) {
-      const slash = k.indexOf('/');
-      const [ns, name] = [k.slice(0, slash), k.slice(slash + 1)];
+      const { namespace: ns, name } = keyParts(k);
       let entry: LocalService | undefined;
       try {
         entry = localService(services.get(name, ns), this.#slices.of(k), exports.get(name, ns), this.#own);

@@ -21,16 +21,21 @@ export interface IdentityTls {
   clusterSet: string;
 }
 
-/** Reads and checks the three files; the cluster the certificate names. */
-export function readIdentity(dir: string, clusterSet: string): { tls: IdentityTls; cluster: ClusterKey; notAfter: Date } {
-  let cert: string;
-  let key: string;
-  let ca: string;
+/** The three files' contents, unchecked. */
+function readFiles(dir: string): [cert: string, key: string, ca: string] {
   try {
-    [cert, key, ca] = [IDENTITY_FILES.cert, IDENTITY_FILES.key, IDENTITY_FILES.ca].map((f) => readFileSync(join(dir, f), 'utf8')) as [string, string, string];
+    return [IDENTITY_FILES.cert, IDENTITY_FILES.key, IDENTITY_FILES.ca].map((f) => readFileSync(join(dir, f), 'utf8')) as [string, string, string];
   } catch (cause) {
     throw new IdentityError(`cannot read the cluster identity in ${dir} (${Object.values(IDENTITY_FILES).join(', ')}): ${(cause as Error).message}`, { cause });
   }
+}
+
+/** Reads and checks the three files; the cluster the certificate names. */
+export function readIdentity(dir: string, clusterSet: string): { tls: IdentityTls; cluster: ClusterKey; notAfter: Date } {
+  return checkIdentity(dir, clusterSet, ...readFiles(dir));
+}
+
+function checkIdentity(dir: string, clusterSet: string, cert: string, key: string, ca: string): { tls: IdentityTls; cluster: ClusterKey; notAfter: Date } {
   try {
     const x = new X509Certificate(cert);
     if (!x.checkPrivateKey(createPrivateKey(key))) throw new IdentityError(`${IDENTITY_FILES.key} is not the key of ${IDENTITY_FILES.cert}`);
@@ -67,8 +72,10 @@ export class IdentityFiles {
     this.#timer = setInterval(() => {
       try {
         this.#overdue();
-        const next = readIdentity(dir, clusterSet);
-        if (next.tls.cert === this.tls.cert && next.tls.key === this.tls.key && next.tls.ca === this.tls.ca) return;
+        // Compared as read; checked (key, signature, name) only when something changed.
+        const [cert, key, ca] = readFiles(dir);
+        if (cert === this.tls.cert && key === this.tls.key && ca === this.tls.ca) return;
+        const next = checkIdentity(dir, clusterSet, cert, key, ca);
         // A renewal is of the same cluster: one naming another is not taken (this node did not move).
         if (next.cluster !== this.cluster) throw new IdentityError(`the renewed certificate names ${next.cluster}, not ${this.cluster}`);
         Object.assign(this.tls, next.tls);

@@ -37,8 +37,8 @@ class MemberHousekeeper {
   #lastRules = '';
   readonly #log = componentLogger('local');
 
-  constructor(dir: string, readonly node: MemberTopology) {
-    this.#src = new LocalSource({ dir, rescanMs: 1000 });
+  constructor(src: LocalSource, readonly node: MemberTopology) {
+    this.#src = src;
     const trigger = () => this.#schedule();
     this.#src.informer(Kinds.Service, { onEvent: trigger });
     this.#src.informer(Kinds.Pod, { onEvent: trigger });
@@ -101,8 +101,10 @@ export async function supervise(clustersDir: string, members: string[]): Promise
   await controller.start();
   const mounts = secretVolumesOf(['agent', 'gateway']);
   for (const [i, m] of members.entries()) {
-    new MemberHousekeeper(join(clustersDir, m), member(m, i));
-    new SecretVolumes(new LocalSource({ dir: join(clustersDir, m), rescanMs: 1000 }), dirname(clustersDir), m, mounts);
+    // One view of the member's directory for both: its scan and watch are not done twice.
+    const src = new LocalSource({ dir: join(clustersDir, m), rescanMs: 1000 });
+    new MemberHousekeeper(src, member(m, i));
+    new SecretVolumes(src, dirname(clustersDir), m, mounts);
   }
   return async () => {
     await controller.close();

@@ -52,6 +52,12 @@ export type KindName = keyof typeof Kinds;
 export const objectKey = (o: { metadata: { name: string; namespace?: string } }): string =>
   o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name;
 
+/** The namespace and name of a namespaced object's key (`namespace/name`). */
+export function keyParts(key: string): { namespace: string; name: string } {
+  const slash = key.indexOf('/');
+  return { namespace: key.slice(0, slash), name: key.slice(slash + 1) };
+}
+
 export type WatchEventType = 'added' | 'updated' | 'deleted';
 export interface WatchEvent<T extends KubeObject = KubeObject> {
   type: WatchEventType;
