@@ -166,6 +166,51 @@ Napi::Value Splicer::Add(const Napi::CallbackInfo& info) {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) ThrowErrno(env, op + " fcntl", errno);
   }
+  // A sealed pair: {send, recv: 32-byte secrets, server: bool, rekeyRecords?}. fdB is the tunnel.
+  if (info.Length() > 5 && info[5].IsObject()) {
+    Napi::Object seal = info[5].As<Napi::Object>();
+    auto secret = [&](const char* name) {
+      Napi::Value v = seal.Get(name);
+      if (!v.IsBuffer() || v.As<Napi::Buffer<uint8_t>>().Length() != kRecordSecret)
+        ThrowErrno(env, op, EINVAL, std::string("seal.") + name + " must be a 32-byte Buffer");
+      return v.As<Napi::Buffer<uint8_t>>().Data();
+    };
+    Napi::Value rk = seal.Get("rekeyRecords");
+    uint64_t rekey = rk.IsNumber() ? static_cast<uint64_t>(std::max(1.0, rk.As<Napi::Number>().DoubleValue())) : 0;
+    bool server = seal.Get("server").ToBoolean();
+    SpliceDir& out = pair->dir[0];  // plaintext from A, sealed to B
+    SpliceDir& in = pair->dir[1];   // records from B, opened to A
+    out.mode = SpliceDir::Mode::kSeal;
+    in.mode = SpliceDir::Mode::kOpen;
+    out.cipher = std::make_unique<RecordCipher>(secret("send"), true, rekey);
+    in.cipher = std::make_unique<RecordCipher>(secret("recv"), false, rekey);
+    if (!out.cipher->ok() || !in.cipher->ok()) ThrowErrno(env, op, ENOTSUP, "AES-128-GCM is not available");
+    // The client speaks first (an empty record), after the TLS stream it stopped reading; the server sends
+    // nothing until that record arrived, so no record can reach a TLS layer still reading the socket.
+    out.held = server;
+    in.releases = server ? &out : nullptr;
+    bool ok = true;
+    auto sealInto = [&](const uint8_t* p, size_t n) {
+      size_t size = out.cipher->Seal(kRecordData, p, n, out.records.Room(n + kRecordHeader + kRecordTag));
+      out.records.end += size;
+      ok = ok && size > 0;
+    };
+    if (!server) sealInto(nullptr, 0);
+    // What Node had already read from A is sealed next.
+    for (size_t at = 0; at < out.pending.size(); at += kRecordMaxPlain) {
+      size_t n = std::min(kRecordMaxPlain, out.pending.size() - at);
+      sealInto(reinterpret_cast<const uint8_t*>(out.pending.data()) + at, n);
+      out.bytes += n;
+    }
+    out.pending.clear();
+    // What Node had already read (and decrypted) from B goes to A first.
+    if (!in.pending.empty()) {
+      std::memcpy(in.plain.Room(in.pending.size()), in.pending.data(), in.pending.size());
+      in.plain.end += in.pending.size();
+      in.pending.clear();
+    }
+    if (!ok) ThrowErrno(env, op, EPROTO, "sealing failed");
+  }
   uint64_t id = nextId_++;
   pair->id = id;
   pair->idleMs = idleMs;
@@ -340,6 +385,8 @@ void Splicer::Pump(SplicePair& p) {
 
 // Moves what it can from d.from to d.to until a side blocks or the turn's budget is spent; 0 or an errno.
 int Splicer::PumpDir(SpliceDir& d, bool& progress, size_t& budget) {
+  if (d.mode == SpliceDir::Mode::kSeal) return SealDir(d, progress, budget);
+  if (d.mode == SpliceDir::Mode::kOpen) return OpenDir(d, progress, budget);
   if (d.shut) return 0;
   while (!d.pending.empty()) {
     ssize_t n = send(d.to, d.pending.data(), d.pending.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -404,6 +451,139 @@ int Splicer::PumpDir(SpliceDir& d, bool& progress, size_t& budget) {
     d.shut = true;
     progress = true;
   }
+  return 0;
+}
+
+// Plaintext from d.from sealed into records to d.to (the tunnel), until a side blocks or the budget is spent.
+// Its end travels as an end record, then a FIN; a tunnel that ends without one was cut.
+int Splicer::SealDir(SpliceDir& d, bool& progress, size_t& budget) {
+  if (d.shut || d.held) return 0;
+  for (;;) {
+    // What is sealed goes out before anything new is read.
+    while (d.records.size() > 0) {
+      ssize_t n = send(d.to, d.records.data(), d.records.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno == EAGAIN ? 0 : errno;
+      }
+      d.records.Consume(static_cast<size_t>(n));
+      budget -= std::min(budget, static_cast<size_t>(n));
+      progress = true;
+    }
+    if (d.ended) break;
+    if (budget == 0) return 0;
+    if (d.eof) {
+      size_t n = d.cipher->Seal(kRecordEnd, nullptr, 0, d.records.Room(kRecordHeader + kRecordTag));
+      if (!n) return EPROTO;
+      d.records.end += n;
+      d.ended = true;
+      continue;
+    }
+    // Read straight into the record's place and seal it there (one buffer, warm in the cache).
+    uint8_t* room = d.records.Room(kRecordHeader + kRecordMaxPlain + kRecordTag);
+    ssize_t n = recv(d.from, room + kRecordHeader, kRecordMaxPlain, MSG_DONTWAIT);
+    if (n > 0) {
+      size_t size = d.cipher->Seal(kRecordData, room + kRecordHeader, static_cast<size_t>(n), room);
+      if (!size) return EPROTO;
+      d.records.end += size;
+      d.bytes += static_cast<uint64_t>(n);
+      progress = true;
+    } else if (n == 0) {
+      d.eof = true;
+      progress = true;
+    } else if (errno != EINTR) {
+      if (errno != EAGAIN) return errno;
+      d.records.Free();  // idle: an idle tunnel holds no buffer
+      return 0;
+    }
+  }
+  if (shutdown(d.to, SHUT_WR) < 0 && errno != ENOTCONN) return errno;
+  d.records.Free();
+  d.shut = true;
+  progress = true;
+  return 0;
+}
+
+// Records from d.from (the tunnel) opened, their plaintext to d.to. A record that does not authenticate, one
+// after the end record, or a stream that ends without one, cuts the pair: nothing unauthenticated is passed
+// on, and a truncated stream never ends like a complete one.
+int Splicer::OpenDir(SpliceDir& d, bool& progress, size_t& budget) {
+  if (d.shut) return 0;
+  constexpr size_t kMaxRecord = kRecordHeader + kRecordMaxPlain + kRecordTag;
+  for (;;) {
+    while (d.plain.size() > 0) {
+      ssize_t n = send(d.to, d.plain.data(), d.plain.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno == EAGAIN ? 0 : errno;
+      }
+      d.plain.Consume(static_cast<size_t>(n));
+      d.bytes += static_cast<uint64_t>(n);
+      budget -= std::min(budget, static_cast<size_t>(n));
+      progress = true;
+    }
+    // The last record's plaintext, opened where it arrived.
+    while (d.opened > d.openedSent) {
+      uint8_t* at = d.records.data() + kRecordHeader + d.openedSent;
+      ssize_t n = send(d.to, at, d.opened - d.openedSent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno == EAGAIN ? 0 : errno;
+      }
+      d.openedSent += static_cast<size_t>(n);
+      d.bytes += static_cast<uint64_t>(n);
+      budget -= std::min(budget, static_cast<size_t>(n));
+      progress = true;
+    }
+    if (d.opened) {
+      d.records.Consume(d.opened + kRecordHeader + kRecordTag);
+      d.opened = d.openedSent = 0;
+    }
+    if (d.ended) {
+      if (d.records.size() > 0) return EPROTO;  // bytes after the end record
+      break;
+    }
+    if (budget == 0) return 0;
+    long size = RecordCipher::RecordSize(d.records.data(), d.records.size());
+    if (size < 0) return EPROTO;
+    if (size > 0 && d.records.size() >= static_cast<size_t>(size)) {
+      uint8_t type = 0;
+      if (!d.cipher->Open(d.records.data(), static_cast<size_t>(size), d.records.data() + kRecordHeader, type))
+        return EBADMSG;
+      d.opened = static_cast<size_t>(size) - kRecordHeader - kRecordTag;
+      if (!d.opened) d.records.Consume(static_cast<size_t>(size));
+      if (d.releases) {  // the peer proved it reads records now: the held direction may send
+        d.releases->held = false;
+        d.releases = nullptr;
+      }
+      if (type == kRecordEnd) d.ended = true;
+      progress = true;
+      continue;
+    }
+    if (d.eof) return EPROTO;  // the tunnel ended inside a record or without the end record: truncated
+    // Up to two records at a time: fewer calls, and never more than that held per direction.
+    // (Fewer than kMaxRecord bytes are queued here, else a whole record would be.)
+    size_t space = 2 * kMaxRecord - d.records.size();
+    uint8_t* room = d.records.Room(space);
+    ssize_t n = recv(d.from, room, space, MSG_DONTWAIT);
+    if (n > 0) {
+      d.records.end += static_cast<size_t>(n);
+      progress = true;
+    } else if (n == 0) {
+      d.eof = true;
+      progress = true;
+    } else if (errno != EINTR) {
+      if (errno != EAGAIN) return errno;
+      if (d.records.size() == 0) d.records.Free();  // idle: an idle tunnel holds no buffer
+      d.plain.Free();
+      return 0;
+    }
+  }
+  if (shutdown(d.to, SHUT_WR) < 0 && errno != ENOTCONN) return errno;
+  d.records.Free();
+  d.plain.Free();
+  d.shut = true;
+  progress = true;
   return 0;
 }
 

@@ -1,10 +1,13 @@
 // Splicer: moves the bytes of connected TCP socket pairs both ways inside the kernel (splice(2) through a
 // pipe), on one thread of its own, so that the proxy's and the gateway's tunnels cost no copy into Node and
-// no JavaScript per chunk. It owns the sockets (its own dups), the pipes and the thread; each pair ends once,
-// reported to the JS callback with its byte counts.
+// no JavaScript per chunk. A pair may be sealed: its second socket is an authenticated tunnel that carries
+// sealed records (records.h), which this thread seals and opens instead of splicing. It owns the sockets (its
+// own dups), the pipes, the ciphers and the thread; each pair ends once, reported to the JS callback with its
+// byte counts.
 #pragma once
 
 #include <atomic>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -14,8 +17,43 @@
 #include <vector>
 
 #include "common.h"
+#include "records.h"
 
 namespace ecnet {
+
+// Bytes waiting to be sent or opened: [at, end) of an uninitialised buffer, allocated on demand.
+struct ByteQueue {
+  std::unique_ptr<uint8_t[]> buf;
+  size_t cap = 0;
+  size_t at = 0;
+  size_t end = 0;
+
+  size_t size() const { return end - at; }
+  uint8_t* data() { return buf.get() + at; }
+  // Room for `n` more bytes after what is queued (moved to the front when that is enough).
+  uint8_t* Room(size_t n) {
+    if (at > 0 && cap - end < n) {
+      std::memmove(buf.get(), buf.get() + at, end - at);
+      end -= at;
+      at = 0;
+    }
+    if (cap - end < n) {
+      std::unique_ptr<uint8_t[]> bigger(new uint8_t[end + n]);
+      if (end) std::memcpy(bigger.get(), buf.get(), end);
+      buf = std::move(bigger);
+      cap = end + n;
+    }
+    return buf.get() + end;
+  }
+  void Consume(size_t n) {
+    at += n;
+    if (at == end) at = end = 0;
+  }
+  void Free() {
+    buf.reset();
+    cap = at = end = 0;
+  }
+};
 
 // One direction of a pair: bytes from `from` to `to`, through a pipe that is taken only while bytes are in
 // flight (an idle connection holds no pipe, so 10,000 idle tunnels cost sockets only).
@@ -28,6 +66,18 @@ struct SpliceDir {
   bool eof = false;     // `from` has no more bytes
   bool shut = false;    // `to` was shut for writing after the last byte
   uint64_t bytes = 0;
+
+  // A sealed pair's directions: kSeal reads plaintext and writes records, kOpen reads records and writes
+  // their plaintext. Their buffers are held only while bytes are in flight.
+  enum class Mode : uint8_t { kSplice, kSeal, kOpen } mode = Mode::kSplice;
+  std::unique_ptr<RecordCipher> cipher;
+  ByteQueue records;  // kSeal: records not yet sent; kOpen: bytes received, not yet opened
+  ByteQueue plain;    // kOpen: plaintext Node had already read from the tunnel, sent first
+  size_t opened = 0;  // kOpen: the first queued record is open in place: its plaintext's length
+  size_t openedSent = 0;
+  bool held = false;  // kSeal: sends nothing until the peer's first record authenticated (the server end)
+  SpliceDir* releases = nullptr;  // kOpen: the direction that its first authenticated record releases
+  bool ended = false;             // kSeal: the end record is sealed; kOpen: the end record arrived
 };
 
 // Owns its two socket descriptors and any pipe still held (closed here if Finish did not take them).
@@ -71,6 +121,8 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   void Pump(SplicePair& p);
   int PumpDir(SpliceDir& d, bool& progress, size_t& budget);
   int CopyDir(SpliceDir& d, bool& moved);
+  int SealDir(SpliceDir& d, bool& progress, size_t& budget);
+  int OpenDir(SpliceDir& d, bool& progress, size_t& budget);
   void Finish(uint64_t id, int err);
   void ScanIdle(int64_t now);
   int TakePipe(int out[2]);

@@ -15,7 +15,8 @@ import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, SOURCE_WORKLOAD_HEADER, STATUS, type TunnelTls, parseAuthority, parseWorkload } from '../tunnel/protocol.js';
 import type { Endpoint } from '../api/core.js';
 import { type Catalog, decide } from './catalog.js';
-import { Tunnels, connectWithin, listen } from '../tunnel/splice.js';
+import { Tunnels, connectWithin, listen, stopReading } from '../tunnel/splice.js';
+import { RECORDS_HEADER, RECORDS_VERSION, recordSeal } from '../tunnel/records.js';
 import { matchIngress } from './ingress.js';
 
 export interface GatewayOptions {
@@ -44,6 +45,8 @@ export interface GatewayStats {
   active: number;
   /** Of `tunnels`, how many moved their bytes in the kernel. */
   kernelSpliced: number;
+  /** Of `kernelSpliced`, how many were TLS tunnels carrying sealed records. */
+  sealed: number;
   refused: Record<number, number>;
   ingress: number;
   /** Reset at once: a connection limit was reached (total, or the source's own). */
@@ -81,7 +84,7 @@ export class Gateway {
   readonly #log: Logger;
   readonly #tunnels: Tunnels;
   readonly #next = new Map<string, number>();
-  readonly stats: GatewayStats = { tunnels: 0, active: 0, kernelSpliced: 0, refused: {}, ingress: 0, limited: 0 };
+  readonly stats: GatewayStats = { tunnels: 0, active: 0, kernelSpliced: 0, sealed: 0, refused: {}, ingress: 0, limited: 0 };
   readonly #limiter: ConnectionLimiter;
   #closed = false;
 
@@ -92,8 +95,8 @@ export class Gateway {
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
     this.#ingressIdleMs = options.ingressIdleMs ?? 60_000;
     this.#log = options.logger ?? componentLogger('gateway');
-    // A TLS gateway's tunnels are all TLS: their bytes must pass through Node, no splicer is needed.
-    this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice && !options.tls), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
+    // A TLS gateway's tunnels need the splicer for sealed records; others pass through Node's TLS streams.
+    this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
     this.#limiter = new ConnectionLimiter(options.limits);
     // Before the HTTP parser sees a byte: over a limit, the connection is reset.
     // (A TLS server emits 'connection' with the TCP socket, before the handshake.)
@@ -206,6 +209,20 @@ export class Gateway {
     }
     if (socket.destroyed || this.#closed) return void up.socket.destroy();
     this.stats.tunnels++;
+    // Sealed records (tunnel/records.ts), when the member asks and this gateway's splicer can carry them: the
+    // TLS layer stops reading, the 200 goes out through it, and then the TCP socket is the splicer's.
+    if (who && req.headers[RECORDS_HEADER] === RECORDS_VERSION && !head.length && this.#tunnels.canSeal) {
+      const seal = recordSeal(socket as TLSSocket, true);
+      stopReading(socket);
+      socket.write(`HTTP/1.1 200 Connection Established\r\n${RECORDS_HEADER}: ${RECORDS_VERSION}\r\n\r\n`, (err) => {
+        if (err || socket.destroyed || this.#closed) {
+          up.socket.destroy();
+          return void socket.destroy();
+        }
+        this.#tunnels.add(up.socket, socket, () => this.#limiter.release(socket), seal);
+      });
+      return;
+    }
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (head.length) up.socket.write(head);
     this.#tunnels.add(socket, up.socket, () => this.#limiter.release(socket));

@@ -103,7 +103,8 @@ export interface NativeMap {
  * ETIMEDOUT after `idleMs` without a byte, ECANCELED on abort() or close(), else the socket error.
  */
 export interface NativeSplicer {
-  add(fdA: number, fdB: number, idleMs: number, pendingAtoB?: Buffer | null, pendingBtoA?: Buffer | null): number;
+  /** With `seal`, fdB is a tunnel carrying sealed records (src/tunnel/records.ts) that the thread seals and opens. */
+  add(fdA: number, fdB: number, idleMs: number, pendingAtoB?: Buffer | null, pendingBtoA?: Buffer | null, seal?: { send: Buffer; recv: Buffer; server: boolean; rekeyRecords?: number } | null): number;
   abort(id: number): void;
   stats(): { pairs: number; pipes: number };
   /** Whether pairs hold the event loop open (as the sockets they came from did). */

@@ -3,6 +3,7 @@
 import { errnoNames } from './errors.js';
 import { type NativeSplicer, loadNative } from './addon.js';
 import { EcnetError } from '../errors.js';
+import type { RecordSeal } from '../tunnel/records.js';
 
 /** A splicer that could not be opened or could not take a pair (the addon's BpfError is the cause). */
 export class SpliceError extends EcnetError<'ECNET_SPLICE'> {
@@ -50,11 +51,14 @@ export class KernelSplicer {
   /**
    * Moves bytes between two connected TCP sockets, given as descriptors that the caller closes right after
    * (the splicer keeps its own). `pendingAtoB`/`pendingBtoA` are bytes already read from one side, sent first.
+   * With `seal`, fdB is a tunnel that carries sealed records (src/tunnel/records.ts): the splicer's thread
+   * seals what A sends and opens what B sends; a record that does not authenticate cuts the pair (EBADMSG), and
+   * so does a tunnel that ends without its end record (EPROTO).
    */
-  add(fdA: number, fdB: number, idleMs: number, pendingAtoB: Buffer | undefined, pendingBtoA: Buffer | undefined, onEnd: (end: SpliceEnd) => void): SplicedPair {
+  add(fdA: number, fdB: number, idleMs: number, pendingAtoB: Buffer | undefined, pendingBtoA: Buffer | undefined, onEnd: (end: SpliceEnd) => void, seal?: RecordSeal): SplicedPair {
     let id: number;
     try {
-      id = this.#native.add(fdA, fdB, Math.floor(Math.max(0, Math.min(idleMs, 0xffffffff))) || 0, pendingAtoB ?? null, pendingBtoA ?? null);
+      id = this.#native.add(fdA, fdB, Math.floor(Math.max(0, Math.min(idleMs, 0xffffffff))) || 0, pendingAtoB ?? null, pendingBtoA ?? null, seal ?? null);
     } catch (cause) {
       throw new SpliceError(`kernel splicer refused the pair: ${(cause as Error).message}`, { cause });
     }

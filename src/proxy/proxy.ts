@@ -71,6 +71,8 @@ export interface ProxyStats {
   active: number;
   /** Of `proxied`, how many moved their bytes in the kernel. */
   kernelSpliced: number;
+  /** Of `kernelSpliced`, how many were TLS tunnels carrying sealed records. */
+  sealed: number;
   /** Reset at once: a connection limit was reached (total, or the client's own). */
   limited: number;
 }
@@ -85,7 +87,7 @@ export class NodeProxy {
   readonly #conns: Tunnels;
   readonly #next = new Map<string, number>();
   readonly #sequence = new Map<string, number>();
-  readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0, limited: 0 };
+  readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0, sealed: 0, limited: 0 };
   readonly #limiter: ConnectionLimiter;
   #closed = false;
 
@@ -209,6 +211,7 @@ export class NodeProxy {
         ...(this.#o.tls ? { tls: this.#o.tls } : {}),
         cluster: c.clusterKey,
         ...(workload ? { workload } : {}),
+        records: this.#conns.canSeal,
       });
       this.#o.health.success(c.clusterKey);
       return s;

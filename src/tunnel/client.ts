@@ -3,9 +3,10 @@
 // can try the next cluster before the client has seen anything.
 import { request } from 'node:http';
 import { type Socket, isIP } from 'node:net';
-import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
+import { type PeerCertificate, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import type { ClusterKey } from '../api/flomesh.js';
 import { clusterSpiffeId, uriSan } from '../identity/spiffe.js';
+import { RECORDS_HEADER, RECORDS_VERSION, recordSeal, sealedTunnels } from './records.js';
 import { SOURCE_CLUSTER_HEADER, SOURCE_WORKLOAD_HEADER, type ServiceTarget, TunnelError, type TunnelTls, formatAuthority } from './protocol.js';
 
 export interface TunnelOptions {
@@ -23,6 +24,11 @@ export interface TunnelOptions {
   cluster?: ClusterKey;
   /** The calling workload (`namespace/serviceaccount`), when the proxy knows it. */
   workload?: string;
+  /**
+   * Ask the gateway for sealed records (records.ts) once the tunnel is up; only over mutual TLS with cluster
+   * identities, and only when the caller's splicer can carry them. A tunnel that got them is in sealedTunnels.
+   */
+  records?: boolean;
 }
 
 /** The connection to a gateway: TCP from `connect` (or a plain one), wrapped in TLS when configured. */
@@ -67,6 +73,7 @@ export function openTunnel(o: TunnelOptions): Promise<Socket> {
   const authority = formatAuthority(o.target);
   const where = `${o.gateway.host}:${o.gateway.port}`;
   const createConnection = gatewayConnection(o.gateway.host, o.gateway.port, o.connect, o.tls, o.cluster);
+  const askRecords = Boolean(o.records && o.tls?.clusterSet);
   return new Promise((resolve, reject) => {
     let settled = false;
     const fail = (err: TunnelError) => {
@@ -81,7 +88,12 @@ export function openTunnel(o: TunnelOptions): Promise<Socket> {
       port: o.gateway.port,
       method: 'CONNECT',
       path: authority,
-      headers: { host: authority, [SOURCE_CLUSTER_HEADER]: o.sourceCluster, ...(o.workload ? { [SOURCE_WORKLOAD_HEADER]: o.workload } : {}) },
+      headers: {
+        host: authority,
+        [SOURCE_CLUSTER_HEADER]: o.sourceCluster,
+        ...(o.workload ? { [SOURCE_WORKLOAD_HEADER]: o.workload } : {}),
+        ...(askRecords ? { [RECORDS_HEADER]: RECORDS_VERSION } : {}),
+      },
       // No agent: Node uses createConnection only then (with `agent: false` it makes a plain socket itself).
       ...(createConnection ? { createConnection } : { agent: false }),
     });
@@ -97,6 +109,14 @@ export function openTunnel(o: TunnelOptions): Promise<Socket> {
             status: res.statusCode ?? 0,
           }),
         );
+      }
+      if (askRecords && res.headers[RECORDS_HEADER] === RECORDS_VERSION) {
+        // The gateway sends its first record only after ours, so nothing may follow its 200 here.
+        if (head.length) {
+          socket.destroy();
+          return reject(new TunnelError('ECNET_TUNNEL_PROTOCOL', `gateway ${where} sent bytes after agreeing to sealed records`));
+        }
+        sealedTunnels.set(socket, recordSeal(socket as TLSSocket, false));
       }
       // Bytes the endpoint sent before the stream was handed over belong to the application.
       if (head.length) socket.unshift(head);

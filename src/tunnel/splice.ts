@@ -1,14 +1,18 @@
 // Bytes both ways between two sockets, as the proxy and the gateway both need. Two ways to do it:
 // - in the kernel (KernelSplicer: splice(2) on a thread of the addon), for plain TCP pairs: no copy into
 //   Node and no JavaScript per chunk, which is what bulk throughput through two hops needs;
-// - as streams (pipe), for TLS tunnels (the bytes must pass through Node's TLS) or when no splicer is given:
+// - sealed, for TLS tunnels whose ends agreed to records (records.ts): the same thread seals and opens them
+//   (AES-128-GCM with keys exported from the TLS session), so those bytes do not pass through Node either;
+// - as streams (pipe), for other TLS tunnels (the bytes pass through Node's TLS) or when no splicer is given:
 //   pipe gives backpressure and passes a half-close on (both sockets allow half-open).
 // Either way an error or `idleMs` without a byte closes both, and `onClose` runs once.
+import { constants } from 'node:os';
 import type { Server, Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { KernelSplicer, type SpliceEnd, type SplicedPair } from '../native/kernel-splice.js';
 import { setLingerZero, socketError } from '../native/libc.js';
 import type { Logger } from '../logger.js';
+import { type RecordSeal, sealedTunnels } from './records.js';
 
 /** A pair being spliced. */
 export interface Spliced {
@@ -18,9 +22,20 @@ export interface Spliced {
   destroy(): void;
 }
 
-/** Splices `a` and `b`, in the kernel when `kernel` is given and both are plain TCP sockets. */
-export function splice(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel?: KernelSplicer, log?: Logger): Spliced {
-  return (kernel && spliceInKernel(a, b, idleMs, onClose, kernel, log)) || spliceStreams(a, b, idleMs, onClose);
+/**
+ * Splices `a` and `b`, in the kernel when `kernel` is given and both are plain TCP sockets. With `seal`, `b` is a
+ * TLS tunnel whose peer now expects records: only the kernel splicer can carry it, and a pair it cannot take
+ * is cut (reset both) rather than passed to streams the peer would not understand.
+ */
+export function splice(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel?: KernelSplicer, log?: Logger, seal?: RecordSeal): Spliced {
+  const inKernel = kernel && spliceInKernel(a, b, idleMs, onClose, kernel, log, seal);
+  if (inKernel) return inKernel;
+  if (!seal) return spliceStreams(a, b, idleMs, onClose);
+  log?.warn('a sealed tunnel could not be handed to the splicer: cut');
+  resetSocket(a);
+  resetSocket(b);
+  queueMicrotask(() => onClose({ errno: constants.errno.ECANCELED, reason: 'ECANCELED', aToB: 0, bToA: 0 }));
+  return { mode: 'kernel', destroy: () => undefined };
 }
 
 function spliceStreams(a: Socket, b: Socket, idleMs: number, onClose: () => void): Spliced {
@@ -91,8 +106,11 @@ interface StreamHandle {
 }
 const handleOf = (s: Socket) => (s as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
 
-/** Stops libuv reading the socket (pause() alone does not stop the handle when nothing is buffered). */
-function stopReading(s: Socket): void {
+/**
+ * Stops libuv reading the socket (pause() alone does not stop the handle when nothing is buffered). On a TLS
+ * socket this stops the TLS layer reading its TCP socket too.
+ */
+export function stopReading(s: Socket): void {
   s.pause();
   const h = handleOf(s);
   if (h?.reading && h.readStop) {
@@ -110,15 +128,17 @@ function takeBuffered(s: Socket): Buffer | undefined {
 
 /**
  * Hands both sockets' descriptors to the splicer and closes Node's handles, all in this one tick (so libuv
- * cannot read a byte in between). Undefined when a socket is not a plain TCP socket in a clean state: TLS,
- * already at its end, or with writes still queued in Node; those stay streams.
+ * cannot read a byte in between). Undefined when a socket is not a plain TCP socket in a clean state: TLS
+ * (unless it is `b` with `seal`: its TCP descriptor carries records from now on), already at its end, or with
+ * writes still queued in Node; those stay streams.
  */
-function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel: KernelSplicer, log: Logger | undefined): Spliced | undefined {
+function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel: KernelSplicer, log: Logger | undefined, seal: RecordSeal | undefined): Spliced | undefined {
   const fds = [a, b].map((s) => {
     const fd = handleOf(s)?.fd;
     const ended = (s as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended;
+    const tls = s instanceof TLSSocket && !(seal && s === b);
     // (A writable side already ended would lose its FIN: destroy() cancels a shutdown libuv has not sent.)
-    return s instanceof TLSSocket || s.destroyed || ended || s.writableEnded || s.writableLength > 0 || typeof fd !== 'number' || fd < 0 ? undefined : fd;
+    return tls || s.destroyed || ended || s.writableEnded || s.writableLength > 0 || typeof fd !== 'number' || fd < 0 ? undefined : fd;
   });
   if (fds[0] === undefined || fds[1] === undefined) return undefined;
   stopReading(a);
@@ -132,7 +152,7 @@ function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: Sp
   try {
     a.setNoDelay(true);
     b.setNoDelay(true);
-    pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, onClose); // it reports each pair's end once
+    pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, onClose, seal); // it reports each pair's end once
   } catch (err) {
     // No splicer (closed, out of descriptors): the bytes taken go back, and the pair stays streams.
     log?.debug({ err }, 'kernel splice refused: the pair stays streams');
@@ -174,25 +194,34 @@ export class Tunnels {
   readonly #splicer: KernelSplicer | undefined;
   readonly #idleMs: number;
   readonly #log: Logger;
-  readonly #counts: { active: number; kernelSpliced: number };
+  readonly #counts: { active: number; kernelSpliced: number; sealed?: number };
 
-  constructor(o: { kernelSplice: boolean; idleMs: number; log: Logger; counts: { active: number; kernelSpliced: number } }) {
+  constructor(o: { kernelSplice: boolean; idleMs: number; log: Logger; counts: { active: number; kernelSpliced: number; sealed?: number } }) {
     this.#splicer = o.kernelSplice ? openSplicer(o.log) : undefined;
     this.#idleMs = o.idleMs;
     this.#log = o.log;
     this.#counts = o.counts;
   }
 
-  /** Splices a and b until both are done; then `onEnd` (e.g. a connection limit's release). */
-  add(a: Socket, b: Socket, onEnd?: () => void): void {
+  /**
+   * Splices a and b until both are done; then `onEnd` (e.g. a connection limit's release). A tunnel `b` that
+   * agreed to sealed records (`seal`, or its tunnel client's note in sealedTunnels) is sealed by the splicer.
+   */
+  add(a: Socket, b: Socket, onEnd?: () => void, seal: RecordSeal | undefined = sealedTunnels.get(b)): void {
     this.#counts.active++;
     const pair = splice(a, b, this.#idleMs, () => {
       this.#counts.active--;
       this.#pairs.delete(pair);
       onEnd?.();
-    }, this.#splicer, this.#log);
+    }, this.#splicer, this.#log, seal);
     if (pair.mode === 'kernel') this.#counts.kernelSpliced++;
+    if (seal) this.#counts.sealed = (this.#counts.sealed ?? 0) + 1;
     this.#pairs.add(pair);
+  }
+
+  /** Whether TLS tunnels may agree to sealed records: only the kernel splicer carries them. */
+  get canSeal(): boolean {
+    return this.#splicer !== undefined;
   }
 
   get size(): number {
