@@ -4,7 +4,7 @@
 // disagree cut the pair (reset), and nothing unauthenticated reaches the application. Then end to end: a node
 // proxy and a gateway with cluster identities agree to records by default, and a proxy without a splicer still
 // gets TLS streams from the same gateway. No root needed; the addon must be built.
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { Gateway } from '../src/gateway/gateway.js';
 import { type KeyPair, createCa, issue } from '../src/identity/pki.js';
 import { clusterSpiffeId } from '../src/identity/spiffe.js';
 import { KernelSplicer, type SpliceEnd } from '../src/native/kernel-splice.js';
+import { socketError } from '../src/native/libc.js';
 import { packageRoot } from '../src/paths.js';
 import { NodeProxy, type Route } from '../src/proxy/proxy.js';
 import type { TunnelTls } from '../src/tunnel/protocol.js';
@@ -33,7 +34,12 @@ function collect(s: Socket): Promise<{ bytes: Buffer; end: 'fin' | 'reset' }> {
   const chunks: Buffer[] = [];
   s.on('data', (d: Buffer) => chunks.push(d));
   return new Promise((resolve) => {
-    s.once('end', () => resolve({ bytes: Buffer.concat(chunks), end: 'fin' }));
+    s.once('end', () => {
+      // libuv reports a reset that arrives after a partial read as end of stream: the socket's error tells.
+      const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      const errno = typeof fd === 'number' && fd >= 0 ? socketError(fd) : 0;
+      resolve({ bytes: Buffer.concat(chunks), end: errno ? 'reset' : 'fin' });
+    });
     s.once('error', () => resolve({ bytes: Buffer.concat(chunks), end: 'reset' }));
   });
 }
@@ -68,8 +74,9 @@ describeBuilt('sealed records between two splicers', () => {
   };
 
   const secrets = () => ({ toServer: randomBytes(32), toClient: randomBytes(32) });
-  const clientSeal = (k: ReturnType<typeof secrets>, rekeyRecords?: number): RecordSeal => ({ send: k.toServer, recv: k.toClient, server: false, ...(rekeyRecords ? { rekeyRecords } : {}) });
-  const serverSeal = (k: ReturnType<typeof secrets>, rekeyRecords?: number): RecordSeal => ({ send: k.toClient, recv: k.toServer, server: true, ...(rekeyRecords ? { rekeyRecords } : {}) });
+  // Copies: the splicer zeroes the secrets it was given once it holds its own.
+  const clientSeal = (k: ReturnType<typeof secrets>, rekeyRecords?: number): RecordSeal => ({ send: Buffer.from(k.toServer), recv: Buffer.from(k.toClient), server: false, ...(rekeyRecords ? { rekeyRecords } : {}) });
+  const serverSeal = (k: ReturnType<typeof secrets>, rekeyRecords?: number): RecordSeal => ({ send: Buffer.from(k.toClient), recv: Buffer.from(k.toServer), server: true, ...(rekeyRecords ? { rekeyRecords } : {}) });
 
   /**
    * app ⇄ [client end] ⇄ tunnel ⇄ [server end] ⇄ backend, each end a sealed pair on the splicer. `between`, when
@@ -214,6 +221,71 @@ describeBuilt('sealed records between two splicers', () => {
     while (!ends.server) await wait(10);
     expect(ends.server.reason).toBe('EPROTO');
   });
+
+  /** The record format of docs/contracts.md, written here from the contract (not the addon): one direction. */
+  const sealer = (secret: Buffer) => {
+    const expand = (label: string, n: number) => createHmac('sha256', secret).update(`ecnet records ${label}\x01`).digest().subarray(0, n);
+    const key = expand('key', 16);
+    const iv = expand('iv', 12);
+    let seq = 0n;
+    return (type: number, plain: Buffer): Buffer => {
+      const nonce = Buffer.from(iv);
+      const s = Buffer.alloc(8);
+      s.writeBigUInt64BE(seq++);
+      for (let i = 0; i < 8; i++) nonce[4 + i]! ^= s[i]!;
+      const len = plain.length + 16;
+      const header = Buffer.from([type, (len >> 16) & 0xff, (len >> 8) & 0xff, len & 0xff]);
+      const c = createCipheriv('aes-128-gcm', key, nonce);
+      c.setAAD(header);
+      return Buffer.concat([header, c.update(plain), c.final(), c.getAuthTag()]);
+    };
+  };
+
+  /** A server end whose client is this test, writing records by hand on the tunnel's other socket. */
+  const handWritten = async (k: ReturnType<typeof secrets>) => {
+    const [client, tunnelServer] = await pair();
+    const [serverPlain, backend] = await pair();
+    const ends: { server?: SpliceEnd } = {};
+    splice(serverPlain, tunnelServer, 60_000, (e) => (ends.server = e), kernel, undefined, serverSeal(k));
+    return { client, backend, ends, seal: sealer(k.toServer) };
+  };
+
+  it('opens records written from the contract alone, and passes a hand-written end on as a FIN', async () => {
+    const k = secrets();
+    const { client, backend, ends, seal } = await handWritten(k);
+    const atBackend = collect(backend);
+    const payload = randomBytes(100_000);
+    client.write(Buffer.concat([seal(0x17, Buffer.alloc(0)), seal(0x17, payload.subarray(0, 60_000)), seal(0x17, payload.subarray(60_000)), seal(0x15, Buffer.alloc(0))]));
+    const b = await atBackend;
+    expect(b.end).toBe('fin');
+    expect(sha(b.bytes)).toBe(sha(payload));
+    backend.end();
+    while (!ends.server) await wait(10);
+    expect(ends.server.errno).toBe(0);
+  });
+
+  it('cuts a peer that sends empty records after its first (work for the thread, no bytes), and serves the others meanwhile', async () => {
+    const k = secrets();
+    const { client, backend, ends, seal } = await handWritten(k);
+    const atBackend = collect(backend);
+    // Another pair on the same thread keeps answering while the flood is opened.
+    const k2 = secrets();
+    const other = await link({ client: clientSeal(k2), server: serverSeal(k2) });
+    other.backend.on('data', (d) => other.backend.write(d));
+    const first = seal(0x17, Buffer.from('x'));
+    const empties = Buffer.concat(Array.from({ length: 50_000 }, () => seal(0x17, Buffer.alloc(0))));
+    client.write(Buffer.concat([first, empties]));
+    const t = Date.now();
+    other.app.write('ping');
+    await new Promise((r) => other.app.once('data', r));
+    expect(Date.now() - t).toBeLessThan(1000);
+    const b = await atBackend;
+    expect(b.end).toBe('reset');
+    // (A reset may take unread bytes with it: 'x' arrived or not, nothing else did.)
+    expect(['', 'x']).toContain(b.bytes.toString());
+    while (!ends.server) await wait(10);
+    expect(ends.server.reason).toBe('EPROTO');
+  });
 });
 
 describeBuilt('sealed records between a node proxy and a gateway with cluster identities', () => {
@@ -271,6 +343,95 @@ describeBuilt('sealed records between a node proxy and a gateway with cluster id
     expect(a.bytes.toString()).toBe(`${data.length} ${sha(data)}`);
     expect(p.stats).toMatchObject({ proxied: 1, kernelSpliced: 1, sealed: 1 });
     expect(gw.stats.sealed).toBe(before + 1);
+  });
+
+  it('count against the gateway\'s connection limits until they end, not only until the hand-over', async () => {
+    // A gateway that holds 2 connections; the backend holds each tunnel open until the client ends it.
+    const hold = createServer({ allowHalfOpen: true }, (c) => {
+      c.on('error', () => undefined);
+      c.on('data', () => undefined);
+      c.on('end', () => c.end('bye'));
+      c.write('hello');
+    });
+    await new Promise<void>((r) => hold.listen(0, '127.0.0.1', r));
+    const catalog = staticCatalog([{ namespace: 'ns', name: 'late', ports: new Map([[80, [{ ip: '127.0.0.1', port: (hold.address() as AddressInfo).port }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } }]);
+    const small = await Gateway.start({ host: '127.0.0.1', port: 0, catalog, kernelSplice: true, tls: await id(1), limits: { total: 2, perSource: 2 } });
+    const p = await NodeProxy.start({
+      host: '127.0.0.1',
+      port: 0,
+      localCluster: clusterKey(2),
+      routes: { lookup: () => ({ ...route(), exporters: [{ clusterKey: clusterKey(1), gateway: { host: '127.0.0.1', port: small.address.port } }] }) },
+      originalDestination: () => ({ ip: '10.96.0.9', port: 80 }),
+      tls: await id(2),
+      kernelSplice: true,
+    });
+    proxies.push(p);
+    try {
+      const open = async () => {
+        const c = connect({ port: p.address.port, host: '127.0.0.1', allowHalfOpen: true });
+        c.on('error', () => undefined);
+        const first = await new Promise<string>((resolve) => {
+          c.once('data', (d) => resolve(d.toString()));
+          c.once('close', () => resolve('closed'));
+        });
+        return { c, first };
+      };
+      const a = await open();
+      const b = await open();
+      expect([a.first, b.first]).toEqual(['hello', 'hello']);
+      expect(small.stats.sealed).toBe(2);
+      // A third tunnel is over the limit, also with the first two already in the splicer.
+      expect((await open()).first).toBe('closed');
+      expect(small.stats.limited).toBeGreaterThanOrEqual(1);
+      // One ends: its slot is free again.
+      const answer = collect(a.c);
+      a.c.end();
+      expect((await answer).bytes.toString()).toBe('bye');
+      let d = await open();
+      for (let i = 0; i < 20 && d.first !== 'hello'; i++) d = (await wait(50), await open());
+      expect(d.first).toBe('hello');
+      b.c.destroy();
+      d.c.destroy();
+    } finally {
+      p.destroy();
+      small.destroy();
+      hold.close();
+    }
+  });
+
+  it('give a backend that answers and closes at once its bytes and its end', async () => {
+    const banner = createServer({ allowHalfOpen: true }, (c) => {
+      c.on('error', () => undefined);
+      c.end('banner and goodbye');
+    });
+    await new Promise<void>((r) => banner.listen(0, '127.0.0.1', r));
+    const catalog = staticCatalog([{ namespace: 'ns', name: 'late', ports: new Map([[80, [{ ip: '127.0.0.1', port: (banner.address() as AddressInfo).port }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } }]);
+    const gw2 = await Gateway.start({ host: '127.0.0.1', port: 0, catalog, kernelSplice: true, tls: await id(1) });
+    const p = await NodeProxy.start({
+      host: '127.0.0.1',
+      port: 0,
+      localCluster: clusterKey(2),
+      routes: { lookup: () => ({ ...route(), exporters: [{ clusterKey: clusterKey(1), gateway: { host: '127.0.0.1', port: gw2.address.port } }] }) },
+      originalDestination: () => ({ ip: '10.96.0.9', port: 80 }),
+      tls: await id(2),
+      kernelSplice: true,
+    });
+    proxies.push(p);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const c = connect({ port: p.address.port, host: '127.0.0.1', allowHalfOpen: true });
+        c.on('error', () => undefined);
+        const got = await collect(c);
+        expect(got).toMatchObject({ end: 'fin' });
+        expect(got.bytes.toString()).toBe('banner and goodbye');
+        c.end();
+      }
+      expect(gw2.stats.sealed).toBe(5);
+    } finally {
+      p.destroy();
+      gw2.destroy();
+      banner.close();
+    }
   });
 
   it('leave a proxy without a splicer on TLS streams, with the same gateway', async () => {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cmath>
 #include <ctime>
 #include <optional>
 #include <system_error>
@@ -176,7 +177,8 @@ Napi::Value Splicer::Add(const Napi::CallbackInfo& info) {
       return v.As<Napi::Buffer<uint8_t>>().Data();
     };
     Napi::Value rk = seal.Get("rekeyRecords");
-    uint64_t rekey = rk.IsNumber() ? static_cast<uint64_t>(std::max(1.0, rk.As<Napi::Number>().DoubleValue())) : 0;
+    double rkv = rk.IsNumber() ? rk.As<Napi::Number>().DoubleValue() : 0;
+    uint64_t rekey = std::isfinite(rkv) && rkv >= 1 && rkv <= 9007199254740992.0 ? static_cast<uint64_t>(rkv) : 0;
     bool server = seal.Get("server").ToBoolean();
     SpliceDir& out = pair->dir[0];  // plaintext from A, sealed to B
     SpliceDir& in = pair->dir[1];   // records from B, opened to A
@@ -203,6 +205,8 @@ Napi::Value Splicer::Add(const Napi::CallbackInfo& info) {
       out.bytes += n;
     }
     out.pending.clear();
+    // A had already ended (its FIN read by Node): the end record follows what it sent.
+    out.eof = seal.Get("aEnded").ToBoolean();
     // What Node had already read (and decrypted) from B goes to A first.
     if (!in.pending.empty()) {
       std::memcpy(in.plain.Room(in.pending.size()), in.pending.data(), in.pending.size());
@@ -531,8 +535,7 @@ int Splicer::OpenDir(SpliceDir& d, bool& progress, size_t& budget) {
         return errno == EAGAIN ? 0 : errno;
       }
       d.openedSent += static_cast<size_t>(n);
-      d.bytes += static_cast<uint64_t>(n);
-      budget -= std::min(budget, static_cast<size_t>(n));
+      d.bytes += static_cast<uint64_t>(n);  // (the turn was charged when the record was opened)
       progress = true;
     }
     if (d.opened) {
@@ -551,6 +554,13 @@ int Splicer::OpenDir(SpliceDir& d, bool& progress, size_t& budget) {
       if (!d.cipher->Open(d.records.data(), static_cast<size_t>(size), d.records.data() + kRecordHeader, type))
         return EBADMSG;
       d.opened = static_cast<size_t>(size) - kRecordHeader - kRecordTag;
+      // An empty data record carries nothing: only the client's first one (its hello) has a purpose. More
+      // would cost the thread work without bytes; a peer that sends them is cut.
+      if (type == kRecordData && !d.opened && d.recordsOpened > 0) return EPROTO;
+      d.recordsOpened++;
+      // The turn is charged for what came off the wire, whatever it carried, so that no peer keeps the
+      // thread to itself with records that are small or empty.
+      budget -= std::min(budget, static_cast<size_t>(size));
       if (!d.opened) d.records.Consume(static_cast<size_t>(size));
       if (d.releases) {  // the peer proved it reads records now: the held direction may send
         d.releases->held = false;

@@ -75,6 +75,7 @@ struct SpliceDir {
   ByteQueue plain;    // kOpen: plaintext Node had already read from the tunnel, sent first
   size_t opened = 0;  // kOpen: the first queued record is open in place: its plaintext's length
   size_t openedSent = 0;
+  uint64_t recordsOpened = 0;  // kOpen
   bool held = false;  // kSeal: sends nothing until the peer's first record authenticated (the server end)
   SpliceDir* releases = nullptr;  // kOpen: the direction that its first authenticated record releases
   bool ended = false;             // kSeal: the end record is sealed; kOpen: the end record arrived

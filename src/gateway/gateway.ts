@@ -15,7 +15,7 @@ import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, SOURCE_WORKLOAD_HEADER, STATUS, type TunnelTls, parseAuthority, parseWorkload } from '../tunnel/protocol.js';
 import type { Endpoint } from '../api/core.js';
 import { type Catalog, decide } from './catalog.js';
-import { Tunnels, connectWithin, listen, stopReading } from '../tunnel/splice.js';
+import { Tunnels, connectWithin, listen, resetSocket, stopReading } from '../tunnel/splice.js';
 import { RECORDS_HEADER, RECORDS_VERSION, recordSeal } from '../tunnel/records.js';
 import { matchIngress } from './ingress.js';
 
@@ -104,6 +104,7 @@ export class Gateway {
       if (!this.#limiter.admitOrReset(s)) return void this.stats.limited++;
       // Every connection, also one still in its TLS handshake (which no HTTP bookkeeping knows): an abort ends them all.
       this.#sockets.add(s);
+      s.setNoDelay(true);
       s.once('close', () => this.#sockets.delete(s));
     });
     // Nothing a client or a backend sends may end the process: whatever escapes a handler closes that connection.
@@ -213,13 +214,16 @@ export class Gateway {
     // TLS layer stops reading, the 200 goes out through it, and then the TCP socket is the splicer's.
     if (who && req.headers[RECORDS_HEADER] === RECORDS_VERSION && !head.length && this.#tunnels.canSeal) {
       const seal = recordSeal(socket as TLSSocket, true);
+      // The connection's slot is the TCP socket's, which closes at the hand-over: it is freed when the tunnel ends.
+      const release = this.#limiter.detach((socket as unknown as { _parent?: Socket })._parent ?? socket);
       stopReading(socket);
       socket.write(`HTTP/1.1 200 Connection Established\r\n${RECORDS_HEADER}: ${RECORDS_VERSION}\r\n\r\n`, (err) => {
         if (err || socket.destroyed || this.#closed) {
-          up.socket.destroy();
-          return void socket.destroy();
+          release();
+          resetSocket(up.socket);
+          return void resetSocket(socket);
         }
-        this.#tunnels.add(up.socket, socket, () => this.#limiter.release(socket), seal);
+        this.#tunnels.add(up.socket, socket, release, seal);
       });
       return;
     }

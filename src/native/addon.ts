@@ -104,7 +104,7 @@ export interface NativeMap {
  */
 export interface NativeSplicer {
   /** With `seal`, fdB is a tunnel carrying sealed records (src/tunnel/records.ts) that the thread seals and opens. */
-  add(fdA: number, fdB: number, idleMs: number, pendingAtoB?: Buffer | null, pendingBtoA?: Buffer | null, seal?: { send: Buffer; recv: Buffer; server: boolean; rekeyRecords?: number } | null): number;
+  add(fdA: number, fdB: number, idleMs: number, pendingAtoB?: Buffer | null, pendingBtoA?: Buffer | null, seal?: { send: Buffer; recv: Buffer; server: boolean; rekeyRecords?: number; aEnded?: boolean } | null): number;
   abort(id: number): void;
   stats(): { pairs: number; pipes: number };
   /** Whether pairs hold the event loop open (as the sockets they came from did). */

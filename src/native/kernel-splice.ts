@@ -53,7 +53,8 @@ export class KernelSplicer {
    * (the splicer keeps its own). `pendingAtoB`/`pendingBtoA` are bytes already read from one side, sent first.
    * With `seal`, fdB is a tunnel that carries sealed records (src/tunnel/records.ts): the splicer's thread
    * seals what A sends and opens what B sends; a record that does not authenticate cuts the pair (EBADMSG), and
-   * so does a tunnel that ends without its end record (EPROTO).
+   * so does a tunnel that ends without its end record (EPROTO). The secrets' buffers are zeroed once the
+   * splicer holds its own copy.
    */
   add(fdA: number, fdB: number, idleMs: number, pendingAtoB: Buffer | undefined, pendingBtoA: Buffer | undefined, onEnd: (end: SpliceEnd) => void, seal?: RecordSeal): SplicedPair {
     let id: number;
@@ -62,6 +63,9 @@ export class KernelSplicer {
     } catch (cause) {
       throw new SpliceError(`kernel splicer refused the pair: ${(cause as Error).message}`, { cause });
     }
+    // The thread has its own copy of the secrets: none stays in the JavaScript heap longer than needed.
+    seal?.send.fill(0);
+    seal?.recv.fill(0);
     // Live pairs hold the event loop open, as their sockets did before the hand-over.
     if (this.#pending.size === 0) this.#native.keepAlive(true);
     this.#pending.set(id, onEnd);

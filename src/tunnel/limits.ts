@@ -78,6 +78,17 @@ export class ConnectionLimiter {
   }
 
   /**
+   * Detaches the slot of an admitted socket from its 'close' (a TLS socket handed to the splicer closes its TCP
+   * socket at the hand-over, long before the tunnel ends) and returns what frees it; a no-op for others.
+   */
+  detach(socket: Socket): () => void {
+    const release = this.#release.get(socket);
+    if (!release) return () => undefined;
+    socket.off('close', release);
+    return release;
+  }
+
+  /**
    * Frees the slot of an admitted socket now (idempotent). A pair handed to the kernel splicer loses its
    * sockets' listeners at the hand-over, so its end frees the slot through this, not through 'close'.
    */

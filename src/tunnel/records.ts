@@ -19,6 +19,8 @@ export interface RecordSeal {
   server: boolean;
   /** Records per key before both ends ratchet it forward (tests make it small). */
   rekeyRecords?: number;
+  /** The plaintext side had already ended when the pair was handed over (set by the splicer's caller). */
+  aEnded?: boolean;
 }
 
 /** This end's record keys, from the TLS session of `socket` (client: the proxy; server: the gateway). */

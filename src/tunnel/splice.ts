@@ -133,10 +133,13 @@ function takeBuffered(s: Socket): Buffer | undefined {
  * writes still queued in Node; those stay streams.
  */
 function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel: KernelSplicer, log: Logger | undefined, seal: RecordSeal | undefined): Spliced | undefined {
+  const endedOf = (s: Socket) => Boolean((s as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended);
   const fds = [a, b].map((s) => {
     const fd = handleOf(s)?.fd;
-    const ended = (s as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended;
     const tls = s instanceof TLSSocket && !(seal && s === b);
+    // A sealed pair may start with `a` already at its end (a backend that answered and closed before the
+    // hand-over): the splicer seals what Node read, then the end record.
+    const ended = endedOf(s) && !(seal && s === a);
     // (A writable side already ended would lose its FIN: destroy() cancels a shutdown libuv has not sent.)
     return tls || s.destroyed || ended || s.writableEnded || s.writableLength > 0 || typeof fd !== 'number' || fd < 0 ? undefined : fd;
   });
@@ -152,7 +155,8 @@ function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: Sp
   try {
     a.setNoDelay(true);
     b.setNoDelay(true);
-    pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, onClose, seal); // it reports each pair's end once
+    const sealed = seal && { ...seal, aEnded: endedOf(a) };
+    pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, onClose, sealed); // it reports each pair's end once
   } catch (err) {
     // No splicer (closed, out of descriptors): the bytes taken go back, and the pair stays streams.
     log?.debug({ err }, 'kernel splice refused: the pair stays streams');
