@@ -3,7 +3,7 @@
 // can try the next cluster before the client has seen anything.
 import { request } from 'node:http';
 import { type Socket, isIP } from 'node:net';
-import { type PeerCertificate, type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { type PeerCertificate, type SecureContext, type TLSSocket, connect as tlsConnect, createSecureContext } from 'node:tls';
 import type { ClusterKey } from '../api/flomesh.js';
 import { clusterSpiffeId, uriSan } from '../identity/spiffe.js';
 import { RECORDS_HEADER, RECORDS_VERSION, recordSeal, sealedTunnels } from './records.js';
@@ -59,14 +59,30 @@ export function gatewayConnection(
       port,
       // SNI for a name; an IP address is checked against the certificate's IP SANs.
       ...(isIP(host) ? {} : { servername: host }),
-      ...(tls.ca ? { ca: tls.ca } : {}),
-      ...(tls.cert ? { cert: tls.cert } : {}),
-      ...(tls.key ? { key: tls.key } : {}),
+      secureContext: secureContextOf(tls),
       // Always verified: the agent's configuration refuses TLS without a CA (see tlsConfig).
       rejectUnauthorized: true,
       ...(tls.clusterSet ? { minVersion: 'TLSv1.3' as const } : {}),
       ...identity,
     });
+}
+
+/**
+ * One secure context per certificate, key and CA, made again when they change (a renewal updates `tls` in
+ * place): parsing the PEM and the CA store for every tunnel cost most of a new tunnel's time.
+ */
+const contexts = new WeakMap<TunnelTls, { cert?: string; key?: string; ca?: string; context: SecureContext }>();
+function secureContextOf(tls: TunnelTls): SecureContext {
+  const cached = contexts.get(tls);
+  if (cached && cached.cert === tls.cert && cached.key === tls.key && cached.ca === tls.ca) return cached.context;
+  const context = createSecureContext({
+    ...(tls.ca ? { ca: tls.ca } : {}),
+    ...(tls.cert ? { cert: tls.cert } : {}),
+    ...(tls.key ? { key: tls.key } : {}),
+    ...(tls.clusterSet ? { minVersion: 'TLSv1.3' as const } : {}),
+  });
+  contexts.set(tls, { ...(tls.cert ? { cert: tls.cert } : {}), ...(tls.key ? { key: tls.key } : {}), ...(tls.ca ? { ca: tls.ca } : {}), context });
+  return context;
 }
 
 export function openTunnel(o: TunnelOptions): Promise<Socket> {
