@@ -16,11 +16,12 @@ export function localCommand(): Command {
     .command('up')
     .description('create the cluster set (control-plane + members) and start the controller, and per member an agent and a gateway')
     .option('--clusters <names>', 'member clusters', DEFAULT_MEMBERS.join(','))
-    .action(async (flags: { clusters: string }, cmd: Command) => {
+    .option('--plain-tunnels', 'agents and gateways without mTLS, as docs/identity.md says to install them (benchmarks compare the two)')
+    .action(async (flags: { clusters: string; plainTunnels?: boolean }, cmd: Command) => {
       const set = new ClusterSet(state(cmd));
       const members = flags.clusters.split(',').filter(Boolean);
       try {
-        await set.up(members, (line) => process.stdout.write(`  ${line}\n`));
+        await set.up(members, (line) => process.stdout.write(`  ${line}\n`), { plainTunnels: Boolean(flags.plainTunnels) });
       } catch (err) {
         process.stderr.write(`ecnet local up failed, cleaning up: ${(err as Error).message}\n`);
         await set.down();

@@ -31,6 +31,17 @@ interface SetState {
   pids: Record<string, number>;
   /** Each member's gateway pod: its name, namespace and address. */
   gateways?: Record<string, { name: string; netns: string; ip: string }>;
+  /** Agents and gateways run with plain tunnels (`up --plain-tunnels`). */
+  plainTunnels?: boolean;
+}
+
+/**
+ * A component as docs/identity.md says to install it without mTLS: no --identity-dir, --plain-tunnels, and its
+ * probes over HTTP (the Secret volume stays mounted and unused).
+ */
+function withPlainTunnels(plan: ProcessPlan): ProcessPlan {
+  const argv = plan.argv.filter((a) => !a.startsWith('--identity-dir'));
+  return { ...plan, argv: [...argv, '--plain-tunnels'], probes: plan.probes.map((p) => ({ ...p, url: p.url.replace(/^https:/, 'http:') })) };
 }
 
 /** The gateway's LoadBalancer Service as daemonset/ declares it: the Cluster's gatewayPort is its port. */
@@ -89,7 +100,7 @@ export class ClusterSet {
     return { pid: child.pid!, ...(user.warning ? { warning: user.warning } : {}) };
   }
 
-  async up(members: string[], progress: (line: string) => void): Promise<void> {
+  async up(members: string[], progress: (line: string) => void, o: { plainTunnels?: boolean } = {}): Promise<void> {
     if (this.state()) throw new LocalError(`a local cluster set is already up in ${this.stateDir} (\`ecnet local down\` first)`);
     for (const d of [CONTROL_PLANE, ...members]) mkdirSync(join(this.clustersDir, d), { recursive: true });
     const controlPlane = new LocalSource({ dir: join(this.clustersDir, CONTROL_PLANE), watch: false });
@@ -110,7 +121,7 @@ export class ClusterSet {
     } finally {
       controlPlane.destroy();
     }
-    const state: SetState = { members, pids: {} };
+    const state: SetState = { members, pids: {}, ...(o.plainTunnels ? { plainTunnels: true } : {}) };
     this.#save(state);
     progress('underlay 10.0.2.0/24');
     createUnderlay();
@@ -153,7 +164,7 @@ export class ClusterSet {
   /** The process the kubelet would start for `component` on this member's node. */
   #plan(t: MemberTopology, component: Component, podName: string, podIP: string): ProcessPlan {
     const w = readWorkload(component);
-    return planProcess(w, {
+    const plan = planProcess(w, {
       pod: { name: podName, namespace: w.namespace, nodeName: `${t.name}-node`, hostIP: t.underlayIp, podIP, labels: w.labels, ...(w.serviceAccountName ? { serviceAccountName: w.serviceAccountName } : {}) },
       // What the per-cluster overlay does: this member's key.
       configMaps: { ...generatedConfigMaps(), 'ecnet-cluster': { clusterKey: `default/default/default/${t.name}` } },
@@ -163,6 +174,7 @@ export class ClusterSet {
       secretDir: (name) => secretVolumeDir(this.stateDir, t.name, component, name),
       source: ['--cluster', join(this.clustersDir, t.name)],
     });
+    return this.state()?.plainTunnels ? withPlainTunnels(plan) : plan;
   }
 
   /** As the kubelet, a pod starts once the Secrets it mounts exist (the controller issues ecnet-identity). */

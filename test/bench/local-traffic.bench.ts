@@ -1,7 +1,8 @@
 // `npm run bench:local` (root): the traffic path pod to pod on `ecnet local`, against the direct path measured
 // in the same run. Direct: a pod of cluster-1 to the backend pod of cluster-1 (across namespaces, through the
 // node, no ecnet). Through ecnet: a pod of cluster-2 to the imported ClusterIP → datapath → cluster-2's proxy →
-// underlay → cluster-1's gateway → the same backend pod. Interleaved rounds, medians.
+// underlay → cluster-1's gateway → the same backend pod. Interleaved rounds, medians. Twice: the default install
+// (mTLS between clusters, the bytes in sealed records) and `local up --plain-tunnels`, side by side.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -24,10 +25,12 @@ const load = (cluster: string, args: Record<string, unknown>): Record<string, nu
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const f = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
-async function main(): Promise<void> {
-  if (kernelSkipReason) return void console.log(`local traffic benchmark skipped: ${kernelSkipReason}`);
+type Figures = Record<string, { direct: number[]; ecnet: number[] }>;
+
+/** One cluster set (`up` with `upArgs`): its direct path and the path through ecnet, in interleaved rounds. */
+function measure(upArgs: string[]): Figures {
   try {
-    ecnet('local', 'up', '--clusters', 'cluster-1,cluster-2');
+    ecnet('local', 'up', '--clusters', 'cluster-1,cluster-2', ...upArgs);
     const sink = "require('net').createServer({allowHalfOpen:true},c=>{let n=0;c.on('data',d=>n+=d.length);c.on('end',()=>c.end(String(n)))}).listen(9301)";
     const echo = "require('net').createServer(c=>{c.setNoDelay(true);c.on('data',d=>c.write(d));c.on('error',()=>{})}).listen(9302)";
     ecnet('local', 'run', '--cluster', 'cluster-1', '--namespace', 'bench', '--labels', 'app=sink', '--name', 'sink-0', '--', process.execPath, '-e', sink);
@@ -50,7 +53,7 @@ async function main(): Promise<void> {
       else spawnSync('sleep', ['0.2']);
     }
     if (!via.echo) throw new Error('the imports did not reach cluster-2');
-    const r: Record<string, { direct: number[]; ecnet: number[] }> = {};
+    const r: Figures = {};
     const add = (k: string, w: 'direct' | 'ecnet', v: number) => ((r[k] ??= { direct: [], ecnet: [] })[w].push(v));
     for (let round = 0; round < ROUNDS; round++) {
       for (const [w, cluster, t] of [['direct', 'cluster-1', direct], ['ecnet', 'cluster-2', via]] as const) {
@@ -63,14 +66,31 @@ async function main(): Promise<void> {
         add('cps', w, c.cps!);
       }
     }
-    const m = (k: string, w: 'direct' | 'ecnet') => median(r[k]![w]);
-    console.log(`local traffic benchmark, pod to pod on ecnet local (${cpus().length} cores; ${ROUNDS} interleaved rounds, medians)`);
-    console.log(`  bulk throughput       direct ${f(m('bulk', 'direct'))} MB/s   via ecnet ${f(m('bulk', 'ecnet'))} MB/s   ratio ${f(m('bulk', 'ecnet') / m('bulk', 'direct'), 2)} (floor 0.35, aim 0.6)`);
-    console.log(`  64 B request/response p50 direct ${f(m('p50', 'direct'))} µs   via ecnet ${f(m('p50', 'ecnet'))} µs   added ${f(m('p50', 'ecnet') - m('p50', 'direct'))} µs (floor ≤ 250)`);
-    console.log(`                        p99 direct ${f(m('p99', 'direct'))} µs   via ecnet ${f(m('p99', 'ecnet'))} µs   added ${f(m('p99', 'ecnet') - m('p99', 'direct'))} µs (floor ≤ 1000)`);
-    console.log(`  new connections/s     direct ${f(m('cps', 'direct'))}   via ecnet ${f(m('cps', 'ecnet'))}   ratio ${f(m('cps', 'ecnet') / m('cps', 'direct'), 2)} (floor 0.1)`);
+    return r;
   } finally {
     spawnSync(process.execPath, [cli, 'local', 'down'], { env });
+  }
+}
+
+async function main(): Promise<void> {
+  if (kernelSkipReason) return void console.log(`local traffic benchmark skipped: ${kernelSkipReason}`);
+  try {
+    // The default install (mTLS with cluster identities: sealed records), then the same with plain tunnels;
+    // each against its own direct path, so that the two compare as ratios.
+    const mtls = measure([]);
+    const plain = measure(['--plain-tunnels']);
+    const m = (r: Figures, k: string, w: 'direct' | 'ecnet') => median(r[k]![w]);
+    console.log(`local traffic benchmark, pod to pod on ecnet local (${cpus().length} cores; ${ROUNDS} interleaved rounds per cluster set, medians)`);
+    for (const [name, r] of [['mTLS (default)', mtls], ['plain tunnels', plain]] as const) {
+      console.log(`  ${name}`);
+      console.log(`    bulk throughput       direct ${f(m(r, 'bulk', 'direct'))} MB/s   via ecnet ${f(m(r, 'bulk', 'ecnet'))} MB/s   ratio ${f(m(r, 'bulk', 'ecnet') / m(r, 'bulk', 'direct'), 2)} (floor 0.35, aim 0.6)`);
+      console.log(`    64 B request/response p50 direct ${f(m(r, 'p50', 'direct'))} µs   via ecnet ${f(m(r, 'p50', 'ecnet'))} µs   added ${f(m(r, 'p50', 'ecnet') - m(r, 'p50', 'direct'))} µs (floor ≤ 250)`);
+      console.log(`                          p99 direct ${f(m(r, 'p99', 'direct'))} µs   via ecnet ${f(m(r, 'p99', 'ecnet'))} µs   added ${f(m(r, 'p99', 'ecnet') - m(r, 'p99', 'direct'))} µs (floor ≤ 1000)`);
+      console.log(`    new connections/s     direct ${f(m(r, 'cps', 'direct'))}   via ecnet ${f(m(r, 'cps', 'ecnet'))}   ratio ${f(m(r, 'cps', 'ecnet') / m(r, 'cps', 'direct'), 2)} (floor 0.1)`);
+    }
+    const rel = (k: string) => m(mtls, k, 'ecnet') / m(mtls, k, 'direct') / (m(plain, k, 'ecnet') / m(plain, k, 'direct'));
+    console.log(`  mTLS against plain (each against its direct path): bulk ${f(rel('bulk'), 2)}× (aim 0.8), new connections/s ${f(rel('cps'), 2)}×`);
+  } finally {
     rmSync(stateDir, { recursive: true, force: true });
   }
 }
