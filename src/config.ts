@@ -430,6 +430,8 @@ export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags, LimitFlags
   admin?: string;
   splice?: string;
   allowLoopbackProxy?: boolean;
+  /** The hand-over socket shared by an agent and its successor on the node (ECNET_HANDOVER). */
+  handover?: string;
 }
 
 export const agentDefaults = {
@@ -455,6 +457,8 @@ export interface AgentConfig {
   splice: SpliceMode;
   /** The node proxy's connection limits. */
   limits: Partial<ConnectionLimits>;
+  /** The hand-over socket (docs/restarts.md); undefined: no hand-over, a restart drains and starts afresh. */
+  handover: string | undefined;
 }
 
 const CLUSTER_KEY = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?){3}$/;
@@ -492,6 +496,7 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       tls,
       splice: spliceMode(flags.splice, env),
       limits: limitsConfig(flags, env),
+      handover: flags.handover ?? env.ECNET_HANDOVER ?? undefined,
     };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;

@@ -86,7 +86,7 @@ describe('daemonset/ manifests', () => {
 
   it('the validator is not a rubber stamp', async () => {
     const bad = structuredClone(agentDs);
-    bad.spec.template.spec.containers[0].ports[0].containerPort = 'admin';
+    bad.spec.template.spec.containers[0].startupProbe.httpGet.port = { not: 'a port' };
     expect(await problems(bad)).not.toEqual([]);
   });
 
@@ -199,7 +199,10 @@ describe('the agent DaemonSet matches what `ecnet agent` does', () => {
     expect(cfg.datapath.bpffs).toBe(defaults.bpffs);
     expect(agentPod.hostNetwork).toBe(true);
     expect(agentPod.dnsPolicy).toBe('ClusterFirstWithHostNet');
-    expect(agentDs.spec.updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
+    // An upgrade surges the new agent next to the old one, which hands the node over (docs/restarts.md).
+    expect(agentDs.spec.updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+    expect(cfg.handover).toBe(`${mount('handover').mountPath}/handover.sock`);
+    expect(volume('handover').hostPath).toEqual({ path: mount('handover').mountPath, type: 'DirectoryOrCreate' });
     expect(agent.lifecycle?.preStop, 'a preStop would detach on every restart').toBeUndefined();
   });
 
@@ -211,9 +214,9 @@ describe('the agent DaemonSet matches what `ecnet agent` does', () => {
     expect(volume('cgroup').hostPath).toEqual({ path: '/sys/fs/cgroup', type: 'Directory' });
   });
 
-  it('declares the ports it listens on, and gets exactly the capabilities it needs', () => {
-    const ports = Object.fromEntries(agent.ports.map((p: Json) => [p.name, p.containerPort]));
-    expect(ports).toEqual({ admin: admin.port, proxy: cfg.load.settings.proxy.port });
+  it('declares no host port (a surge pod could not join the old one on its node), probes its admin port, and gets exactly the capabilities it needs', () => {
+    expect(agent.ports).toBeUndefined();
+    for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) expect(agent[probe].httpGet).toMatchObject({ host: admin.ip, port: admin.port, path: '/healthz' });
     expect(agent.securityContext.capabilities.add.sort()).toEqual(['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_RESOURCE']);
     expect(agent.securityContext.runAsUser).toBe(0);
     expect(agent.resources.requests).toBeDefined();

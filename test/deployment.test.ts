@@ -93,7 +93,7 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
       pod: { name: podName, namespace: w.namespace, nodeName: c ? `${c.t.name}-node` : 'hub-node', hostIP: c?.t.underlayIp ?? API_IP, podIP, labels: w.labels },
       configMaps: { ...generatedConfigMaps(), ...(c ? { 'ecnet-cluster': { clusterKey: key(c.t.name) } } : {}) },
       // Host paths: this node's own cgroup subtree and pin directory (the controller mounts none).
-      hostPath: hostPathsUnder(c ? { '/sys/fs/cgroup': c.cgroup, '/sys/fs/bpf': c.pins } : {}),
+      hostPath: hostPathsUnder(c ? { '/sys/fs/cgroup': c.cgroup, '/sys/fs/bpf': c.pins, '/var/run/ecnet-agent': join(work, 'nodes', c.t.name) } : {}),
       // Secret volumes, where the test projected them as the kubelet would (projectSecrets below).
       secretDir: (name) => join(work, 'volumes', c?.t.name ?? 'hub', component, name),
       source: ['--kubeconfig', kubeconfig],
@@ -150,6 +150,8 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
       writeFileSync(kubeconfig, api.kubeconfig);
       const cgroup = join(cgroupRoot, name);
       mkdirSync(cgroup, { recursive: true });
+      // The agent's hostPath for its hand-over socket (DirectoryOrCreate).
+      mkdirSync(join(work, 'nodes', name), { recursive: true });
       // The gateway is a pod (slot 2) behind its LoadBalancer Service on the node's address.
       const gwName = `ecnet-gateway-${name}`;
       netns.push(pod(t, 2).ns);

@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "ecnet.h"
+#include "fdpass.h"
 #include "link.h"
 #include "map.h"
 #include "object.h"
@@ -115,6 +116,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   data->splicerCtor = Napi::Persistent(Splicer::Init(env));
 
   exports.Set("Splicer", data->splicerCtor.Value());
+  InitFdPass(env, exports);
   exports.Set("openObject", Napi::Function::New<OpenObject>(env, "openObject"));
   exports.Set("openPinnedMap", Napi::Function::New<OpenPinnedMap>(env, "openPinnedMap"));
   exports.Set("openMapById", Napi::Function::New<OpenMapById>(env, "openMapById"));

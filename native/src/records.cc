@@ -49,6 +49,12 @@ RecordCipher::~RecordCipher() {
   OPENSSL_cleanse(iv_, sizeof(iv_));
 }
 
+void RecordCipher::Export(uint8_t secret[kRecordSecret], uint64_t& seq, uint64_t& rekey) const {
+  std::memcpy(secret, secret_, kRecordSecret);
+  seq = seq_;
+  rekey = rekey_;
+}
+
 // Keys and IV of the current secret, and the context set up with them.
 bool RecordCipher::Derive() {
   uint8_t key[16];  // AES-128-GCM, as TLS_AES_128_GCM_SHA256: the faster of TLS 1.3's AES suites

@@ -37,6 +37,10 @@ class RecordCipher {
 
   // False when OpenSSL could not set the cipher up; nothing else works then.
   bool ok() const { return ctx_ != nullptr; }
+  // The state another process needs to go on where this one stops (a hand-over between agents): the current
+  // secret, the next sequence number and the key update interval. Resume() takes them on a new cipher.
+  void Export(uint8_t secret[kRecordSecret], uint64_t& seq, uint64_t& rekey) const;
+  void Resume(uint64_t seq) { seq_ = seq; }
   // Writes one record of `type` carrying p[0..n) (n <= kRecordMaxPlain) to dst, which has room for
   // n + kRecordHeader + kRecordTag bytes; returns its size, 0 on a cipher failure. In place when
   // p == dst + kRecordHeader.

@@ -1,6 +1,7 @@
 #include "splicer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <csignal>
 #include <cmath>
@@ -73,6 +74,10 @@ Napi::Function Splicer::Init(Napi::Env env) {
                          InstanceMethod<&Splicer::Stats>("stats"),
                          InstanceMethod<&Splicer::KeepAlive>("keepAlive"),
                          InstanceMethod<&Splicer::Close>("close"),
+                         InstanceMethod<&Splicer::Detach>("detach"),
+                         InstanceMethod<&Splicer::Release>("release"),
+                         InstanceMethod<&Splicer::Restore>("restore"),
+                         InstanceMethod<&Splicer::Adopt>("adopt"),
                      });
 }
 
@@ -256,6 +261,205 @@ void Splicer::KeepAlive(const Napi::CallbackInfo& info) {
 
 void Splicer::Close(const Napi::CallbackInfo&) { Stop(); }
 
+namespace {
+
+Napi::Buffer<uint8_t> BufferOf(Napi::Env env, const uint8_t* p, size_t n) {
+  return Napi::Buffer<uint8_t>::Copy(env, n ? p : reinterpret_cast<const uint8_t*>(""), n);
+}
+
+std::string StringArg(Napi::Object o, const char* name) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsBuffer()) return {};
+  auto b = v.As<Napi::Buffer<uint8_t>>();
+  return std::string(reinterpret_cast<const char*>(b.Data()), b.Length());
+}
+
+uint64_t U64(Napi::Object o, const char* name) {
+  Napi::Value v = o.Get(name);
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
+  return std::isfinite(d) && d > 0 && d <= 9007199254740992.0 ? static_cast<uint64_t>(d) : 0;
+}
+
+}  // namespace
+
+// The pairs leave the thread unreported: their state and descriptors go to another process, or come back.
+Napi::Value Splicer::Detach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (closed_) ThrowErrno(env, "splice_detach", EBADF, "splicer is closed");
+  std::vector<std::unique_ptr<SplicePair>> pairs;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    detachAsked_ = true;
+    Wake();
+    if (!detachCv_.wait_for(lock, std::chrono::seconds(5), [this] { return !detachAsked_ || failed_.load(); }))
+      ThrowErrno(env, "splice_detach", ETIMEDOUT, "the splicer thread did not answer");
+    if (detachAsked_) ThrowErrno(env, "splice_detach", failed_.load(), "the splicer thread stopped");
+    pairs.swap(detachedNow_);
+  }
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (auto& p : pairs) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", static_cast<double>(p->id));
+    o.Set("idleMs", static_cast<double>(p->idleMs));
+    Napi::Array fds = Napi::Array::New(env);
+    uint32_t nfd = 0;
+    fds.Set(nfd++, p->fd[0]);
+    fds.Set(nfd++, p->fd[1]);
+    Napi::Array dirs = Napi::Array::New(env);
+    for (int k = 0; k < 2; k++) {
+      SpliceDir& d = p->dir[k];
+      Napi::Object x = Napi::Object::New(env);
+      x.Set("mode", static_cast<int>(d.mode));
+      x.Set("pending", BufferOf(env, reinterpret_cast<const uint8_t*>(d.pending.data()), d.pending.size()));
+      x.Set("eof", d.eof);
+      x.Set("shut", d.shut);
+      x.Set("bytes", static_cast<double>(d.bytes));
+      // Bytes in flight in a pipe travel with the pipe itself; an empty one is closed with the pair.
+      x.Set("inPipe", static_cast<double>(d.inPipe));
+      if (d.inPipe > 0 && d.pipe[0] >= 0) {
+        fds.Set(nfd++, d.pipe[0]);
+        fds.Set(nfd++, d.pipe[1]);
+      }
+      if (d.cipher) {
+        uint8_t secret[kRecordSecret];
+        uint64_t seq = 0, rekey = 0;
+        d.cipher->Export(secret, seq, rekey);
+        x.Set("secret", BufferOf(env, secret, sizeof(secret)));
+        std::memset(secret, 0, sizeof(secret));
+        x.Set("seq", static_cast<double>(seq));
+        x.Set("rekey", static_cast<double>(rekey));
+        x.Set("records", BufferOf(env, d.records.data(), d.records.size()));
+        x.Set("plain", BufferOf(env, d.plain.data(), d.plain.size()));
+        x.Set("opened", static_cast<double>(d.opened));
+        x.Set("openedSent", static_cast<double>(d.openedSent));
+        x.Set("held", d.held);
+        x.Set("releases", d.releases != nullptr);
+        x.Set("ended", d.ended);
+        x.Set("recordsOpened", static_cast<double>(d.recordsOpened));
+      }
+      dirs.Set(static_cast<uint32_t>(k), x);
+    }
+    o.Set("dirs", dirs);
+    o.Set("fds", fds);
+    out.Set(i++, o);
+    livePairs_--;
+    detached_.emplace(p->id, std::move(p));
+  }
+  return out;
+}
+
+void Splicer::Release(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsArray()) return;
+  Napi::Array ids = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < ids.Length(); i++) {
+    auto it = detached_.find(static_cast<uint64_t>(ids.Get(i).As<Napi::Number>().DoubleValue()));
+    if (it == detached_.end()) continue;
+    // Another process holds its own copies now: these close without a FIN reaching anyone.
+    for (SpliceDir& d : it->second->dir)
+      if (d.pipe[0] >= 0) livePipes_--;
+    detached_.erase(it);
+  }
+}
+
+void Splicer::Restore(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsArray()) return;
+  Napi::Array ids = info[0].As<Napi::Array>();
+  std::vector<std::unique_ptr<SplicePair>> back;
+  for (uint32_t i = 0; i < ids.Length(); i++) {
+    auto it = detached_.find(static_cast<uint64_t>(ids.Get(i).As<Napi::Number>().DoubleValue()));
+    if (it == detached_.end()) continue;
+    back.push_back(std::move(it->second));
+    detached_.erase(it);
+  }
+  if (back.empty()) return;
+  livePairs_ += static_cast<uint32_t>(back.size());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& p : back) adds_.push_back(std::move(p));
+  }
+  Wake();
+}
+
+// A pair another process detached: its state as detach() gave it, its descriptors (dups are kept here; the
+// caller closes its own). Returns the pair's id here.
+Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string op = "splice_adopt";
+  if (closed_) ThrowErrno(env, op, EBADF, "splicer is closed");
+  if (int err = failed_.load()) ThrowErrno(env, op, err, "the splicer thread stopped");
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsArray()) ThrowErrno(env, op, EINVAL, "arguments: state, fds");
+  Napi::Object st = info[0].As<Napi::Object>();
+  Napi::Array fdArr = info[1].As<Napi::Array>();
+  Napi::Value dv = st.Get("dirs");
+  if (!dv.IsArray() || dv.As<Napi::Array>().Length() != 2) ThrowErrno(env, op, EINVAL, "state.dirs must have 2 directions");
+  Napi::Array dirs = dv.As<Napi::Array>();
+  std::vector<int> fds;
+  for (uint32_t i = 0; i < fdArr.Length(); i++) fds.push_back(fdArr.Get(i).As<Napi::Number>().Int32Value());
+  auto pair = std::make_unique<SplicePair>();
+  size_t next = 0;
+  auto dup = [&](int& into) {
+    if (next >= fds.size()) ThrowErrno(env, op, EINVAL, "fewer descriptors than the state needs");
+    into = fcntl(fds[next++], F_DUPFD_CLOEXEC, 0);
+    if (into < 0) ThrowErrno(env, op + " dup", errno);
+    int fl = fcntl(into, F_GETFL);
+    if (fl < 0 || fcntl(into, F_SETFL, fl | O_NONBLOCK) < 0) ThrowErrno(env, op + " fcntl", errno);
+  };
+  dup(pair->fd[0]);
+  dup(pair->fd[1]);
+  for (int k = 0; k < 2; k++) {
+    Napi::Object x = dirs.Get(static_cast<uint32_t>(k)).As<Napi::Object>();
+    SpliceDir& d = pair->dir[k];
+    int mode = x.Get("mode").ToNumber().Int32Value();
+    if (mode < 0 || mode > 2) ThrowErrno(env, op, EINVAL, "unknown direction mode");
+    d.mode = static_cast<SpliceDir::Mode>(mode);
+    d.pending = StringArg(x, "pending");
+    d.eof = x.Get("eof").ToBoolean();
+    d.shut = x.Get("shut").ToBoolean();
+    d.bytes = U64(x, "bytes");
+    d.inPipe = U64(x, "inPipe");
+    if (d.inPipe > 0) {
+      dup(d.pipe[0]);
+      dup(d.pipe[1]);
+      livePipes_++;
+    }
+    if (d.mode != SpliceDir::Mode::kSplice) {
+      std::string secret = StringArg(x, "secret");
+      if (secret.size() != kRecordSecret) ThrowErrno(env, op, EINVAL, "a sealed direction needs its 32-byte secret");
+      d.cipher = std::make_unique<RecordCipher>(reinterpret_cast<const uint8_t*>(secret.data()),
+                                                d.mode == SpliceDir::Mode::kSeal, U64(x, "rekey"));
+      if (!d.cipher->ok()) ThrowErrno(env, op, ENOTSUP, "AES-128-GCM is not available");
+      d.cipher->Resume(U64(x, "seq"));
+      for (auto [name, q] : {std::pair<const char*, ByteQueue*>{"records", &d.records}, {"plain", &d.plain}}) {
+        std::string b = StringArg(x, name);
+        if (!b.empty()) {
+          std::memcpy(q->Room(b.size()), b.data(), b.size());
+          q->end += b.size();
+        }
+      }
+      d.opened = U64(x, "opened");
+      d.openedSent = U64(x, "openedSent");
+      if (d.opened > d.records.size() || d.openedSent > d.opened) ThrowErrno(env, op, EINVAL, "inconsistent opened record");
+      d.held = x.Get("held").ToBoolean();
+      d.ended = x.Get("ended").ToBoolean();
+      d.recordsOpened = U64(x, "recordsOpened");
+    }
+  }
+  if (dirs.Get(1u).As<Napi::Object>().Get("releases").ToBoolean()) pair->dir[1].releases = &pair->dir[0];
+  pair->dir[0].from = pair->dir[1].to = pair->fd[0];
+  pair->dir[0].to = pair->dir[1].from = pair->fd[1];
+  pair->idleMs = static_cast<int64_t>(U64(st, "idleMs"));
+  uint64_t id = nextId_++;
+  pair->id = id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    adds_.push_back(std::move(pair));
+  }
+  livePairs_++;
+  Wake();
+  return Napi::Number::New(env, static_cast<double>(id));
+}
+
 void Splicer::Stop() {
   if (closed_) return;
   closed_ = true;
@@ -365,6 +569,26 @@ void Splicer::TakeCommands() {
   }
   for (uint64_t id : aborts)
     if (pairs_.count(id)) Finish(id, ECANCELED);
+  bool detach = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    detach = detachAsked_;
+  }
+  if (!detach) return;
+  std::vector<std::unique_ptr<SplicePair>> out;
+  for (auto& [id, p] : pairs_) {
+    for (int fd : p->fd) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+    p->ready = false;
+    out.push_back(std::move(p));
+  }
+  pairs_.clear();
+  ready_.clear();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& p : out) detachedNow_.push_back(std::move(p));
+    detachAsked_ = false;
+  }
+  detachCv_.notify_all();
 }
 
 void Splicer::Pump(SplicePair& p) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <cstdint>
 #include <memory>
@@ -115,6 +116,13 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   Napi::Value Stats(const Napi::CallbackInfo& info);
   void KeepAlive(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
+  // Hand-over to another process: detach() takes every pair off the thread, unreported, and returns each one's
+  // state and descriptors (still owned here); release(ids) closes them once another process holds its own
+  // copies, restore(ids) puts them back on the thread. adopt(state, fds) takes a pair detached elsewhere.
+  Napi::Value Detach(const Napi::CallbackInfo& info);
+  void Release(const Napi::CallbackInfo& info);
+  void Restore(const Napi::CallbackInfo& info);
+  Napi::Value Adopt(const Napi::CallbackInfo& info);
 
   // Thread side.
   void Run();
@@ -149,6 +157,12 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   std::vector<uint64_t> aborts_;
   std::vector<SpliceDone> done_;
   bool flushQueued_ = false;
+  bool detachAsked_ = false;
+  std::vector<std::unique_ptr<SplicePair>> detachedNow_;  // from the thread to detach(), under mu_
+  std::condition_variable detachCv_;
+
+  // JS thread only: detached pairs until released or restored.
+  std::unordered_map<uint64_t, std::unique_ptr<SplicePair>> detached_;
 
   // Thread-only state.
   std::unordered_map<uint64_t, std::unique_ptr<SplicePair>> pairs_;

@@ -6,7 +6,7 @@ import type { IdentityFiles } from '../identity/files.js';
 import { describe, renewalOverdue } from '../identity/pki.js';
 import { clusterSpiffeId } from '../identity/spiffe.js';
 import type { NodeProxy } from '../proxy/proxy.js';
-import { listen } from '../tunnel/splice.js';
+import { listen, listenOn } from '../tunnel/splice.js';
 import type { Agent, RouteMap } from './agent.js';
 
 export interface RouteReport {
@@ -65,7 +65,7 @@ export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number, cl
   });
 }
 
-export async function startAdmin(host: string, port: number, agent: Agent, routes: RouteMap, proxy: NodeProxy, identity?: IdentityFiles, tlsFiles = false): Promise<Server> {
+export async function startAdmin(host: string, port: number, agent: Agent, routes: RouteMap, proxy: NodeProxy, identity?: IdentityFiles, tlsFiles = false, listenFd?: number): Promise<Server> {
   const server = createServer((req, res) => {
     const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
     if (req.url === '/healthz') {
@@ -73,12 +73,15 @@ export async function startAdmin(host: string, port: number, agent: Agent, route
       // A certificate past its renewal time means the controller has not renewed it: said, not failed (a
       // restart would not help, and the tunnels still work until it expires).
       const cert = identity ? { notAfter: identity.notAfter.toISOString(), renewalOverdue: renewalOverdue(identity.tls.cert) } : undefined;
-      return json(ok ? 200 : 503, { ok, ...agent.status, proxy: proxy.stats, ...(cert ? { identity: cert } : {}) });
+      // pid: which agent answers (after a hand-over, the successor answers on the same port).
+      return json(ok ? 200 : 503, { ok, pid: process.pid, ...agent.status, proxy: proxy.stats, ...(cert ? { identity: cert } : {}) });
     }
     if (req.url === '/routes') return json(200, routeReports(routes, proxy, Date.now(), identity?.clusterSet));
     if (req.url === '/identity') return json(200, identityReport(identity, tlsFiles));
     json(404, { error: `no ${req.url}; try /healthz, /routes or /identity` });
   });
-  await listen(server as unknown as import('node:net').Server, host, port);
+  // A predecessor's listening socket when one was handed over (the probes never see the port closed).
+  if (listenFd !== undefined) await listenOn(server as unknown as import('node:net').Server, listenFd);
+  else await listen(server as unknown as import('node:net').Server, host, port);
   return server;
 }

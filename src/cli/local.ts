@@ -71,6 +71,17 @@ export function localCommand(): Command {
       });
   }
   local
+    .command('restart')
+    .description("replace a member's agent as an upgrade does: the new one takes the node over (listening sockets and connections), then the old one stops; --crash kills the old one first")
+    .requiredOption('--cluster <name>', 'member cluster')
+    .requiredOption('--component <agent>', 'which process (agent)')
+    .option('--crash', 'SIGKILL the running one first, as a crash or an OOM kill would')
+    .action(async (flags: { cluster: string; component: string; crash?: boolean }, cmd: Command) => {
+      if (flags.component !== 'agent') throw new ConfigError('--component: only agent is restarted this way for now');
+      const r = await new ClusterSet(state(cmd)).restartAgent(flags.cluster, { crash: Boolean(flags.crash) });
+      process.stdout.write(`${flags.cluster} agent: pid ${r.old ?? '-'} → ${r.pid}, ready in ${r.readyMs} ms${flags.crash ? ' (after a crash)' : ''}\n`);
+    });
+  local
     .command('supervise', { hidden: true })
     .description('(started by up) the controller, endpoints and names of the cluster set')
     .action(async (_flags: unknown, cmd: Command) => {

@@ -15,6 +15,8 @@ import { table } from './table.js';
 import { untilSignal } from '../util/process.js';
 import { IdentityFiles } from '../identity/files.js';
 import { PodWorkloads } from '../agent/workloads.js';
+import { HandoverListener } from '../handover/channel.js';
+import { type Taken, giveTo, takeOver } from '../handover/agent-handover.js';
 
 /** Tunnels without TLS: said once at start, as a warning (anyone who reaches a gateway can open them). */
 function plainWarning(component: string): void {
@@ -95,9 +97,20 @@ export function agentCommand(): Command {
     .option('--cgroup <dir>', 'cgroup v2 directory the programs attach to (default: the root)')
     .option('--admin <ip:port>', `admin endpoint: /healthz, /routes (default ${agentDefaults.admin})`)
     .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
+    .option('--handover <path>', 'unix socket where this agent takes over from a running one on the node (its listening sockets and connections), and hands over to its successor')
     .action(async (flags: AgentFlags) => {
       const cfg = agentConfig(flags);
       if (!cfg.datapath.cgroup) throw new ConfigError('no cgroup v2 hierarchy found and --cgroup not given');
+      const log = componentLogger('agent');
+      // First of all, a running agent's listening sockets: while this one starts, no connection is refused.
+      let taken: Taken | undefined;
+      if (cfg.handover) {
+        try {
+          taken = await takeOver(cfg.handover, log);
+        } catch (err) {
+          log.warn({ err }, 'hand-over refused: starting afresh (the running agent keeps its connections)');
+        }
+      }
       const mark = cfg.load.settings.proxyMark;
       const connect = (host: string, port: number) => connectMarked({ host, port, mark });
       // Loads, or reuses what a previous agent pinned: a restart does not detach anything.
@@ -110,11 +123,17 @@ export function agentCommand(): Command {
       const tls = identity?.tls ?? cfg.tls;
       if (!tls) plainWarning('agent');
       const routes = new RouteMap();
+      // The predecessor's routes answer until this agent's own first reconcile replaces them.
+      if (taken) routes.add(taken.routes);
       const source = await openSource(cfg.source);
       // The pods of this node by address: their ServiceAccount goes with each tunnel (a gateway enforces the export's).
       const workloads = cfg.nodeName ? new PodWorkloads(source, cfg.nodeName) : undefined;
       if (!workloads) componentLogger('agent').warn('no node name (NODE_NAME or --node-name): tunnels carry no workload identity, and exports that name a serviceAccountName refuse them');
+      const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes });
+      let routesKnown!: () => void;
+      const routesReady = new Promise<void>((r) => (routesKnown = r));
       const proxy = await NodeProxy.start({
+        ...(taken ? { listenFds: { fd: taken.listeners.fd, ...(taken.listeners.fd6 !== undefined ? { fd6: taken.listeners.fd6 } : {}) } } : { routesReady }),
         ...(workloads ? { workloadOf: (ip: string) => workloads.of(ip) } : {}),
         host: cfg.load.settings.proxy.ip,
         ...(cfg.load.settings.proxyIp6 ? { host6: cfg.load.settings.proxyIp6 } : {}),
@@ -127,8 +146,15 @@ export function agentCommand(): Command {
         limits: cfg.limits,
         ...(tls ? { tls } : {}),
       });
-      const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes });
+      // How long connections to imported services were refused after a crash: from the process start to here.
+      log.info({ msSinceProcessStart: Math.round(performance.now()), handedOver: Boolean(taken) }, 'node proxy listening');
+      const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy, identity, Boolean(cfg.tls), taken?.listeners.admin);
+      if (taken) {
+        const took = await taken.finish((state, fds) => proxy.tunnels.adopt(state, fds));
+        log.info(took, 'hand-over: this agent has the node');
+      }
       await agent.start();
+      routesKnown();
       const checks = new HealthChecks({
         health: proxy.health,
         connect,
@@ -136,9 +162,33 @@ export function agentCommand(): Command {
         targets: () => new Map(routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => [e.clusterKey, e.gateway] as const))),
       });
       checks.start();
-      const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy, identity, Boolean(cfg.tls));
+      // Successors ask here from now on (the socket path is this agent's now); one at a time, and again after
+      // one that failed.
+      let handover: HandoverListener | undefined;
+      const awaitSuccessor = (path: string) => {
+        handover = new HandoverListener(path, (channel) => {
+          handover?.close();
+          handover = undefined;
+          void giveTo(channel, {
+            proxy,
+            admin,
+            routes: () => routes.entries(),
+            retire: async () => {
+              checks.close();
+              await agent.close();
+            },
+            log,
+          }).then((tookOver) => {
+            if (!tookOver && !stopping) awaitSuccessor(path);
+          });
+        });
+      };
+      let stopping = false;
+      if (cfg.handover) awaitSuccessor(cfg.handover);
       process.stderr.write(`ecnet agent: ${cfg.clusterKey}, proxy ${proxy.address.host}:${proxy.address.port}, admin ${cfg.admin.ip}:${cfg.admin.port}, ${source.description}\n`);
       await runUntilSignal(async () => {
+        stopping = true;
+        handover?.close();
         identity?.close();
         workloads?.close();
         admin.close();

@@ -2,13 +2,23 @@
 // may sign leaves only, and per member one leaf naming the cluster by its SPIFFE ID (client and server use),
 // short-lived and renewed well before expiry by the controller. @peculiar/x509 builds the certificates (Node's
 // crypto parses X.509 but cannot make it); keys are WebCrypto keys exported as PKCS#8 PEM for node:tls.
-// @peculiar/x509 resolves its parsers through tsyringe, which needs the Reflect metadata API loaded first.
-import 'reflect-metadata';
+// @peculiar/x509 resolves its parsers through tsyringe, which needs the Reflect metadata API loaded first. Both
+// are loaded on first use: only the controller issues, and an agent starting after a crash must not wait for
+// them (they were a third of its start-up).
 import { X509Certificate as NodeX509, createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { EcnetError } from '../errors.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+let x509lib: typeof X509 | undefined;
+async function x509Lib(): Promise<typeof X509> {
+  if (!x509lib) {
+    await import('reflect-metadata');
+    const lib = await import('@peculiar/x509');
+    lib.cryptoProvider.set(webcrypto as unknown as Crypto);
+    x509lib = lib;
+  }
+  return x509lib;
+}
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
@@ -34,6 +44,7 @@ async function keys(): Promise<CryptoKeyPair> {
 
 /** A new CA for the cluster set, valid `days`. */
 export async function createCa(clusterSet: string, now = Date.now(), days = 3650): Promise<KeyPair> {
+  const x509 = await x509Lib();
   const k = await keys();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
@@ -52,8 +63,9 @@ export async function createCa(clusterSet: string, now = Date.now(), days = 3650
 }
 
 /** Reads a CA given as PEM; refuses one that is not a CA or whose key does not match. */
-export async function loadCa(ca: KeyPair): Promise<{ cert: x509.X509Certificate; signingKey: CryptoKey }> {
-  let cert: x509.X509Certificate;
+export async function loadCa(ca: KeyPair): Promise<{ cert: X509.X509Certificate; signingKey: CryptoKey }> {
+  const x509 = await x509Lib();
+  let cert: X509.X509Certificate;
   let signingKey: CryptoKey;
   try {
     cert = new x509.X509Certificate(ca.cert);
@@ -70,6 +82,7 @@ export async function loadCa(ca: KeyPair): Promise<{ cert: x509.X509Certificate;
 
 /** A leaf for `spiffeId`, valid from now for `ttlMs`, signed by `ca`; usable as TLS client and server. */
 export async function issue(ca: KeyPair, spiffeId: string, ttlMs: number, now = Date.now()): Promise<KeyPair> {
+  const x509 = await x509Lib();
   const { cert: caCert, signingKey } = await loadCa(ca);
   const k = await keys();
   const notAfter = Math.min(now + ttlMs, caCert.notAfter.getTime());

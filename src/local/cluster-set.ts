@@ -161,6 +161,13 @@ export class ClusterSet {
     }
   }
 
+  /** A node's /var/run/ecnet-agent (DirectoryOrCreate, as the kubelet makes it): the agents' hand-over socket. */
+  #hostRunDir(member: string): string {
+    const dir = join(this.#runDir, 'nodes', member, 'ecnet-agent');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return dir;
+  }
+
   /** The process the kubelet would start for `component` on this member's node. */
   #plan(t: MemberTopology, component: Component, podName: string, podIP: string): ProcessPlan {
     const w = readWorkload(component);
@@ -169,7 +176,7 @@ export class ClusterSet {
       // What the per-cluster overlay does: this member's key.
       configMaps: { ...generatedConfigMaps(), 'ecnet-cluster': { clusterKey: `default/default/default/${t.name}` } },
       // Host paths of the manifests' hostPath volumes: this node's own cgroup subtree and pin directory.
-      hostPath: hostPathsUnder({ '/sys/fs/cgroup': join(this.#cgroupRoot, t.name), '/sys/fs/bpf': join(BPFFS, t.name) }),
+      hostPath: hostPathsUnder({ '/sys/fs/cgroup': join(this.#cgroupRoot, t.name), '/sys/fs/bpf': join(BPFFS, t.name), '/var/run/ecnet-agent': this.#hostRunDir(t.name) }),
       // Secret volumes: where the supervisor projects them for this member's pod of `component`.
       secretDir: (name) => secretVolumeDir(this.stateDir, t.name, component, name),
       source: ['--cluster', join(this.clustersDir, t.name)],
@@ -240,6 +247,44 @@ export class ClusterSet {
     this.#save(s);
     await waitProbes(this.#runDir, name, pid, urls, t.nodeNs, since);
     return pid;
+  }
+
+  /**
+   * Replaces a member's agent the way an upgrade does: the new process starts next to the running one (a
+   * surge pod), takes the node over through the hand-over socket, answers the probes; then the old one gets
+   * SIGTERM and is waited for. With `crash`, the old one is killed first (SIGKILL) and the new one starts
+   * afresh. Returns both pids and how long the new one took to answer its probes.
+   */
+  async restartAgent(cluster: string, o: { crash?: boolean } = {}): Promise<{ old: number | undefined; pid: number; readyMs: number }> {
+    const t = this.#member(cluster);
+    const s = this.state()!;
+    const name = `${cluster}-agent`;
+    const old = s.pids[name];
+    if (o.crash && old && pidAlive(old)) {
+      process.kill(old, 'SIGKILL');
+      while (pidAlive(old)) await new Promise((r) => setTimeout(r, 10));
+    }
+    const file = join(this.#runDir, `${name}.log`);
+    const since = existsSync(file) ? readFileSync(file, 'utf8').length : 0;
+    const started = Date.now();
+    const { pid, urls } = await this.#startComponent(t, 'agent', s);
+    // Ready when the probes answer from the new process (the old one answers on the same port until then).
+    try {
+      await waitProbes(this.#runDir, name, pid, urls, t.nodeNs, since, pid);
+    } catch (err) {
+      if (pidAlive(pid)) process.kill(pid, 'SIGKILL'); // the running one stays, as a failed surge pod leaves it
+      throw err;
+    }
+    const readyMs = Date.now() - started;
+    s.pids[name] = pid;
+    this.#save(s);
+    if (!o.crash && old && pidAlive(old)) {
+      process.kill(old, 'SIGTERM');
+      const until = Date.now() + 20_000;
+      while (pidAlive(old) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      if (pidAlive(old)) process.kill(old, 'SIGKILL');
+    }
+    return { old, pid, readyMs };
   }
 
   /** Removes everything `up` and `run` made; safe to run any time. Returns what it removed. */

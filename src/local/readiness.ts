@@ -19,12 +19,14 @@ export async function waitLog(runDir: string, name: string, pid: number, ready: 
 }
 
 /** A component serves once the probes its manifest declares (startup, readiness) answer 200, asked from the node as the kubelet does. */
-export async function waitProbes(runDir: string, name: string, pid: number, urls: string[], nodeNs: string, since = 0): Promise<void> {
+export async function waitProbes(runDir: string, name: string, pid: number, urls: string[], nodeNs: string, since = 0, answeredBy?: number): Promise<void> {
   const deadline = Date.now() + 30_000;
   for (const url of urls) {
     for (;;) {
-      const r = spawnSync('ip', ['netns', 'exec', nodeNs, 'curl', '-sfk', '-o', '/dev/null', '-m', '1', url]);
-      if (r.status === 0) break;
+      // With `answeredBy`, the answer must say it comes from that process (its "pid"): a predecessor answers on
+      // the same port until the hand-over.
+      const r = spawnSync('ip', ['netns', 'exec', nodeNs, 'curl', '-sfk', '-m', '1', url], { encoding: 'utf8' });
+      if (r.status === 0 && (answeredBy === undefined || answerPid(r.stdout) === answeredBy)) break;
       if (!pidAlive(pid) || Date.now() > deadline) {
         const file = join(runDir, `${name}.log`);
         const log = existsSync(file) ? readFileSync(file, 'utf8').slice(since) : '';
@@ -32,5 +34,13 @@ export async function waitProbes(runDir: string, name: string, pid: number, urls
       }
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+}
+
+function answerPid(body: string): number | undefined {
+  try {
+    return (JSON.parse(body) as { pid?: number }).pid;
+  } catch {
+    return undefined;
   }
 }

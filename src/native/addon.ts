@@ -111,12 +111,66 @@ export interface NativeSplicer {
   keepAlive(on: boolean): void;
   /** Ends every pair (ECANCELED) and stops the thread; idempotent. */
   close(): void;
+  /** Takes every pair off the thread, unreported: their state and descriptors (still owned by the splicer). */
+  detach(): NativeDetachedPair[];
+  /** Closes detached pairs' descriptors (another process holds its own copies now). */
+  release(ids: number[]): void;
+  /** Puts detached pairs back on the thread (a hand-over that did not happen). */
+  restore(ids: number[]): void;
+  /** Takes a pair another process detached; dups `fds` (the caller closes its own); returns its id here. */
+  adopt(state: NativePairState, fds: number[]): number;
+}
+
+/** A pair's state between two processes (JSON-able apart from the Buffers). */
+export interface NativePairState {
+  idleMs: number;
+  dirs: NativeDirState[];
+}
+export interface NativeDirState {
+  mode: 0 | 1 | 2;
+  pending: Buffer;
+  eof: boolean;
+  shut: boolean;
+  bytes: number;
+  /** Bytes in the direction's pipe, whose two descriptors follow the pair's two sockets in `fds`. */
+  inPipe: number;
+  secret?: Buffer;
+  seq?: number;
+  rekey?: number;
+  records?: Buffer;
+  plain?: Buffer;
+  opened?: number;
+  openedSent?: number;
+  held?: boolean;
+  releases?: boolean;
+  ended?: boolean;
+  recordsOpened?: number;
+}
+export interface NativeDetachedPair extends NativePairState {
+  id: number;
+  /** The two sockets, then the pipes of the directions that have bytes in them. */
+  fds: number[];
+}
+
+/** Descriptor passing over a unix stream socket (native/src/fdpass.cc); every call blocks at most its timeout. */
+export interface NativeHandover {
+  listen(path: string): number;
+  /** A waiting connection's descriptor, or -1. */
+  accept(fd: number): number;
+  connect(path: string): number;
+  send(fd: number, bytes: Buffer, fds: number[], timeoutMs: number): void;
+  /** The next message, or null at the end of the stream. Descriptors received are the caller's to close. */
+  recv(fd: number, timeoutMs: number): { bytes: Buffer; fds: number[] } | null;
+  /** Whether a message (or the end) is there to read within `timeoutMs` (0: now). */
+  readable(fd: number, timeoutMs: number): boolean;
+  close(fd: number): void;
 }
 
 export type SpliceDoneCallback = (id: number, errno: number, aToB: number, bToA: number) => void;
 
 export interface NativeBinding {
   Splicer: new (onDone: SpliceDoneCallback) => NativeSplicer;
+  handover: NativeHandover;
   openObject(path: string, pinRoot: string): NativeObject;
   openPinnedMap(path: string): NativeMap;
   openMapById(id: number): NativeMap;

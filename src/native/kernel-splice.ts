@@ -1,7 +1,7 @@
 // Kernel splicing of socket pairs: the one owner of an addon Splicer (its thread, pipes and socket dups).
 // The proxy and the gateway hand each established tunnel to it, so bulk bytes never cross into JavaScript.
 import { errnoNames } from './errors.js';
-import { type NativeSplicer, loadNative } from './addon.js';
+import { type NativeDetachedPair, type NativePairState, type NativeSplicer, loadNative } from './addon.js';
 import { EcnetError } from '../errors.js';
 import type { RecordSeal } from '../tunnel/records.js';
 
@@ -21,6 +21,8 @@ export interface SpliceEnd {
   /** Bytes moved from the first socket to the second, and back. */
   aToB: number;
   bToA: number;
+  /** The pair went on in another process (a hand-over), not ended. */
+  handedOver?: boolean;
 }
 
 export interface SplicedPair {
@@ -72,6 +74,39 @@ export class KernelSplicer {
     return { abort: () => this.#pending.has(id) && !this.#closed && this.#native.abort(id) };
   }
 
+  /**
+   * Takes every pair off the thread for another process (a hand-over): each one's state and descriptors. Each
+   * must then be released (handed over: its end is reported as such) or restored (back on this thread).
+   */
+  detach(): NativeDetachedPair[] {
+    if (this.#closed) return [];
+    return this.#native.detach();
+  }
+
+  /** The detached pairs another process now holds: their descriptors close here, their ends are reported. */
+  release(ids: number[]): void {
+    this.#native.release(ids);
+    for (const id of ids) this.ended(id, 0, 0, 0, true);
+  }
+
+  /** Detached pairs that stay: back on this thread. */
+  restore(ids: number[]): void {
+    this.#native.restore(ids);
+  }
+
+  /** A pair detached by another process; `fds` are dup'd (the caller closes its own). */
+  adopt(state: NativePairState, fds: number[], onEnd: (end: SpliceEnd) => void): SplicedPair {
+    let id: number;
+    try {
+      id = this.#native.adopt(state, fds);
+    } catch (cause) {
+      throw new SpliceError(`kernel splicer refused the adopted pair: ${(cause as Error).message}`, { cause });
+    }
+    if (this.#pending.size === 0) this.#native.keepAlive(true);
+    this.#pending.set(id, onEnd);
+    return { abort: () => this.#pending.has(id) && !this.#closed && this.#native.abort(id) };
+  }
+
   /** Pairs not yet ended, and the pipes the thread holds (in use or pooled). */
   stats(): { pairs: number; pipes: number } {
     return this.#native.stats();
@@ -92,11 +127,11 @@ export class KernelSplicer {
   }
 
   /** @internal the addon's report of one pair. */
-  private ended(id: number, errno: number, aToB: number, bToA: number): void {
+  private ended(id: number, errno: number, aToB: number, bToA: number, handedOver = false): void {
     const onEnd = this.#pending.get(id);
     if (!onEnd) return;
     this.#pending.delete(id);
     if (this.#pending.size === 0 && !this.#closed) this.#native.keepAlive(false);
-    onEnd({ errno, reason: errno ? (errnoNames.get(errno) ?? `errno ${errno}`) : '', aToB, bToA });
+    onEnd({ errno, reason: errno ? (errnoNames.get(errno) ?? `errno ${errno}`) : '', aToB, bToA, ...(handedOver ? { handedOver } : {}) });
   }
 }

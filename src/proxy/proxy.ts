@@ -12,7 +12,7 @@ import { type Candidate, type Exporter, plan } from '../policy/plan.js';
 import { openTunnel } from '../tunnel/client.js';
 import { STATUS, TunnelError, type TunnelTls } from '../tunnel/protocol.js';
 import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
-import { Tunnels, connectWithin, listen } from '../tunnel/splice.js';
+import { Tunnels, connectWithin, listen, listenOn } from '../tunnel/splice.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
 export interface Route {
@@ -55,6 +55,17 @@ export interface ProxyOptions {
   kernelSplice?: boolean;
   /** Connection limits (total, per client address); see tunnel/limits.ts for the defaults. */
   limits?: Partial<ConnectionLimits>;
+  /**
+   * Listening sockets to accept on instead of binding host/port (host6): a predecessor's, handed over. The
+   * proxy owns them from then on.
+   */
+  listenFds?: { fd: number; fd6?: number };
+  /**
+   * Resolves once the routes are known (the agent's first reconcile): connections accepted before wait for it
+   * (at most `routesWaitMs`, default 10 s) rather than being reset for want of a route.
+   */
+  routesReady?: Promise<unknown>;
+  routesWaitMs?: number;
   /** Draws for weighted choices; default: a low-discrepancy sequence per route (see #draws). */
   random?: () => number;
   now?: () => number;
@@ -77,7 +88,12 @@ export interface ProxyStats {
   limited: number;
 }
 
-type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6' | 'limits' | 'workloadOf'>> & { health: HealthBook; tls?: TunnelTls; random?: () => number; workloadOf?: (ip: string) => string | undefined };
+type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6' | 'limits' | 'workloadOf' | 'listenFds' | 'routesReady' | 'routesWaitMs'>> & {
+  health: HealthBook;
+  tls?: TunnelTls;
+  random?: () => number;
+  workloadOf?: (ip: string) => string | undefined;
+};
 
 export class NodeProxy {
   readonly #server: Server;
@@ -89,9 +105,19 @@ export class NodeProxy {
   readonly #sequence = new Map<string, number>();
   readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0, sealed: 0, limited: 0 };
   readonly #limiter: ConnectionLimiter;
+  /** Until the routes are known: what a connection accepted before waits for. */
+  #routesReady: Promise<unknown> | undefined;
+  readonly #routesWaitMs: number;
+  /** Connections between accept and their hand-over to the tunnels (a hand-over waits for them). */
+  #opening = 0;
   #closed = false;
 
   private constructor(options: ProxyOptions, server: Server, server6: Server | undefined) {
+    this.#routesReady = options.routesReady?.then(
+      () => (this.#routesReady = undefined),
+      () => (this.#routesReady = undefined),
+    );
+    this.#routesWaitMs = options.routesWaitMs ?? 10_000;
     this.#server = server;
     this.#server6 = server6;
     this.#o = {
@@ -120,8 +146,13 @@ export class NodeProxy {
     const server6 = options.host6 ? make() : undefined;
     const proxy = new NodeProxy(options, server, server6);
     try {
-      await listen(server, options.host, options.port);
-      if (server6) await listen(server6, options.host6!, (server.address() as AddressInfo).port);
+      if (options.listenFds) {
+        await listenOn(server, options.listenFds.fd);
+        if (server6 && options.listenFds.fd6 !== undefined) await listenOn(server6, options.listenFds.fd6);
+      } else {
+        await listen(server, options.host, options.port);
+        if (server6) await listen(server6, options.host6!, (server.address() as AddressInfo).port);
+      }
     } catch (err) {
       proxy.destroy();
       throw err;
@@ -152,8 +183,23 @@ export class NodeProxy {
   }
 
   async #accept(client: Socket): Promise<void> {
+    this.#opening++;
+    try {
+      await this.#serve(client);
+    } finally {
+      this.#opening--;
+    }
+  }
+
+  async #serve(client: Socket): Promise<void> {
     this.stats.accepted++;
     client.on('error', () => client.destroy());
+    if (this.#routesReady) {
+      // Routes not known yet (a new agent): the connection waits for them rather than being reset for want of one.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.#routesReady, new Promise((r) => (timer = setTimeout(r, this.#routesWaitMs)))]);
+      clearTimeout(timer);
+    }
     const dst = this.#o.originalDestination(client);
     if (!dst) {
       // Not sent here by the datapath (or reset before we looked): nothing to forward to.
@@ -241,6 +287,29 @@ export class NodeProxy {
     const i = this.#next.get(key) ?? 0;
     this.#next.set(key, (i + 1) % Math.max(1, n));
     return i % Math.max(1, n);
+  }
+
+  /** The listening sockets' descriptors (a hand-over gives them to the successor). */
+  listenerFds(): { fd: number; fd6?: number } {
+    const fdOf = (srv: Server) => (srv as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+    return { fd: fdOf(this.#server), ...(this.#server6 ? { fd6: fdOf(this.#server6) } : {}) };
+  }
+
+  /** Stops accepting (the listening sockets stay open where a successor holds them). */
+  stopAccepting(): void {
+    this.#server.close();
+    this.#server6?.close();
+  }
+
+  /** Resolves once no accepted connection is still being set up (at most `ms`). */
+  async settled(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.#opening > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  /** The established connections, for a hand-over (see Tunnels). */
+  get tunnels(): Tunnels {
+    return this.#conns;
   }
 
   /** Stops accepting; proxied connections run until they end (or `graceMs`). */

@@ -9,7 +9,8 @@
 import { constants } from 'node:os';
 import type { Server, Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { KernelSplicer, type SpliceEnd, type SplicedPair } from '../native/kernel-splice.js';
+import { KernelSplicer, SpliceError, type SpliceEnd, type SplicedPair } from '../native/kernel-splice.js';
+import type { NativeDetachedPair, NativePairState } from '../native/addon.js';
 import { setLingerZero, socketError } from '../native/libc.js';
 import type { Logger } from '../logger.js';
 import { type RecordSeal, sealedTunnels } from './records.js';
@@ -223,6 +224,39 @@ export class Tunnels {
     this.#pairs.add(pair);
   }
 
+  /**
+   * A hand-over: every pair in the kernel splicer, detached for another process (streams stay here). Each must
+   * then be released (`handedOver`) or restored.
+   */
+  detach(): NativeDetachedPair[] {
+    return this.#splicer?.detach() ?? [];
+  }
+
+  /** Detached pairs now held by another process: they end here (their slots are freed). */
+  handedOver(ids: number[]): void {
+    this.#splicer?.release(ids);
+  }
+
+  /** Detached pairs that stay (the hand-over failed): back on the splicer. */
+  restore(ids: number[]): void {
+    this.#splicer?.restore(ids);
+  }
+
+  /** A pair another process detached: carried on here until it ends. Throws when there is no splicer. */
+  adopt(state: NativePairState, fds: number[]): void {
+    if (!this.#splicer) throw new SpliceError('no kernel splicer to adopt a pair', { cause: undefined });
+    this.#counts.active++;
+    this.#counts.kernelSpliced++;
+    if (state.dirs[0]?.mode) this.#counts.sealed = (this.#counts.sealed ?? 0) + 1;
+    let pair: Spliced | undefined;
+    const native = this.#splicer.adopt(state, fds, () => {
+      this.#counts.active--;
+      if (pair) this.#pairs.delete(pair);
+    });
+    pair = { mode: 'kernel', destroy: () => native.abort() };
+    this.#pairs.add(pair);
+  }
+
   /** Whether TLS tunnels may agree to sealed records: only the kernel splicer carries them. */
   get canSeal(): boolean {
     return this.#splicer !== undefined;
@@ -251,6 +285,17 @@ export function listen(server: Server, host: string, port: number): Promise<void
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Accepts on a listening socket given as a descriptor (a predecessor's); the server owns it from then on. */
+export function listenOn(server: Server, fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ fd }, () => {
       server.off('error', reject);
       resolve();
     });

@@ -1,0 +1,171 @@
+// An agent hands its node over to its successor (an upgrade: the DaemonSet surges a new pod next to the old
+// one) without a failed or a cut connection:
+//   successor → hello
+//   running   → listeners: the proxy's listening sockets and the admin one (descriptors), and its routes
+//   successor   accepts on them at once (connections queue in the same backlog: none is refused) → listening
+//   running     stops accepting, waits for connections still being set up, takes every kernel-spliced pair
+//               off its splicer (plain and sealed: sockets, pipes with bytes in flight, cipher state) →
+//   running   → pairs (batches, with their descriptors)       successor adopts them → adopted (the ids)
+//   running   → done; it stops writing the datapath and only drains what could not move (stream pairs).
+// Whatever fails before the successor confirmed stays with the running agent (pairs are restored to its
+// splicer, listeners kept): a failed hand-over falls back to draining, never to dropping. docs/restarts.md.
+import type { Server } from 'node:http';
+import type { Route } from '../proxy/proxy.js';
+import type { NativeDetachedPair, NativePairState } from '../native/addon.js';
+import type { Logger } from '../logger.js';
+import { HandoverChannel, HandoverError } from './channel.js';
+
+const VERSION = 1;
+/** Descriptors per message (SCM_RIGHTS carries at most 253). */
+const FDS_PER_MESSAGE = 240;
+
+/** What the running agent gives. */
+export interface Giver {
+  proxy: {
+    listenerFds(): { fd: number; fd6?: number };
+    stopAccepting(): void;
+    settled(ms: number): Promise<void>;
+    tunnels: { detach(): NativeDetachedPair[]; handedOver(ids: number[]): void; restore(ids: number[]): void };
+  };
+  admin: Server;
+  routes(): [string, Route][];
+  /** Stops reconciling: the successor writes the datapath from now on. */
+  retire(): Promise<void>;
+  log: Logger;
+}
+
+const fdOf = (s: Server) => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+
+/** Serves one successor on `channel`. True when it took over; false (everything still here) when not. */
+export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolean> {
+  const started = Date.now();
+  let detached: NativeDetachedPair[] = [];
+  const given = new Set<number>();
+  let listening = false;
+  try {
+    const hello = await channel.recv<{ version: number; pid?: number }>('hello');
+    if (hello.body.version !== VERSION) throw new HandoverError(`hand-over version ${String(hello.body.version)} is not ${VERSION}`);
+    g.log.info({ successor: hello.body.pid }, 'hand-over: a successor asks for this node');
+    const l = g.proxy.listenerFds();
+    const fds = [l.fd, ...(l.fd6 !== undefined ? [l.fd6] : []), fdOf(g.admin)];
+    if (fds.some((fd) => fd < 0)) throw new HandoverError('a listening socket has no descriptor');
+    channel.send({ type: 'listeners', proxy6: l.fd6 !== undefined, routes: g.routes() }, fds);
+    await channel.recv('listening', 10_000);
+    listening = true;
+    // The successor accepts now; this agent finishes what it accepted and gives the established pairs.
+    g.proxy.stopAccepting();
+    g.admin.close();
+    g.admin.closeIdleConnections();
+    await g.proxy.settled(6_000);
+    detached = g.proxy.tunnels.detach();
+    for (let i = 0; i < detached.length; ) {
+      const batch: NativeDetachedPair[] = [];
+      let n = 0;
+      while (i < detached.length && n + detached[i]!.fds.length <= FDS_PER_MESSAGE) {
+        n += detached[i]!.fds.length;
+        batch.push(detached[i++]!);
+      }
+      channel.send({ type: 'pairs', pairs: batch.map(({ fds, ...state }) => ({ ...state, fdCount: fds.length })) }, batch.flatMap((p) => p.fds));
+      const ack = await channel.recv<{ ids: number[] }>('adopted', 10_000);
+      const ids = ack.body.ids.filter((id) => batch.some((p) => p.id === id));
+      g.proxy.tunnels.handedOver(ids);
+      for (const id of ids) given.add(id);
+      // Pairs the successor could not take stay here.
+      const kept = batch.filter((p) => !given.has(p.id)).map((p) => p.id);
+      if (kept.length) g.proxy.tunnels.restore(kept);
+    }
+    channel.send({ type: 'done' });
+    await g.retire();
+    g.log.info({ pairs: given.size, ms: Date.now() - started }, 'hand-over: done; this agent only drains what could not move');
+    return true;
+  } catch (err) {
+    const back = detached.map((p) => p.id).filter((id) => !given.has(id));
+    if (back.length) g.proxy.tunnels.restore(back);
+    try {
+      channel.send({ type: 'abort', reason: (err as Error).message });
+    } catch {
+      // the successor is gone
+    }
+    g.log.warn({ err, restored: back.length, listenersGiven: listening }, 'hand-over failed: what was not taken stays here');
+    return false;
+  } finally {
+    channel.close();
+  }
+}
+
+/** What a successor takes: the listening sockets (descriptors it now owns) and the routes of its predecessor. */
+export interface Taken {
+  listeners: { fd: number; fd6?: number; admin: number };
+  routes: [string, Route][];
+  /** Confirms the listeners are in use and adopts the pairs, one by one (`adopt` throws to refuse one). */
+  finish(adopt: (state: NativePairState, fds: number[]) => void): Promise<{ pairs: number; refused: number }>;
+  /** Gives up before finish (the listeners' descriptors are closed; the running agent keeps everything). */
+  abort(reason: string): void;
+}
+
+/** Asks the agent running at `path` for the node; undefined when none answers there. */
+export async function takeOver(path: string, log: Logger): Promise<Taken | undefined> {
+  const channel = HandoverChannel.connect(path);
+  if (!channel) return undefined;
+  let m;
+  try {
+    channel.send({ type: 'hello', version: VERSION, pid: process.pid });
+    m = await channel.recv<{ proxy6: boolean; routes: [string, Route][] }>('listeners', 10_000);
+  } catch (err) {
+    channel.close();
+    throw err;
+  }
+  const [fd, ...rest] = m.fds;
+  const fd6 = m.body.proxy6 ? rest.shift() : undefined;
+  const admin = rest.shift();
+  if (fd === undefined || admin === undefined) {
+    channel.closeFds(m.fds);
+    channel.close();
+    throw new HandoverError('hand-over: the listeners came without their descriptors');
+  }
+  log.info({ routes: m.body.routes.length }, 'hand-over: took the listening sockets and the routes');
+  return {
+    listeners: { fd, ...(fd6 !== undefined ? { fd6 } : {}), admin },
+    routes: m.body.routes,
+    abort: (reason) => {
+      try {
+        channel.send({ type: 'abort', reason });
+      } catch {
+        // gone
+      }
+      channel.closeFds(m.fds);
+      channel.close();
+    },
+    finish: async (adopt) => {
+      let pairs = 0;
+      let refused = 0;
+      try {
+        channel.send({ type: 'listening' });
+        for (;;) {
+          const msg = await channel.recv<{ pairs?: (NativePairState & { id: number; fdCount: number })[] }>(['pairs', 'done'], 15_000);
+          if (msg.body.type === 'done') break;
+          const ids: number[] = [];
+          let at = 0;
+          for (const p of msg.body.pairs ?? []) {
+            const fds = msg.fds.slice(at, at + p.fdCount);
+            at += p.fdCount;
+            try {
+              adopt(p, fds);
+              ids.push(p.id);
+              pairs++;
+            } catch (err) {
+              refused++;
+              log.warn({ err }, 'hand-over: a pair could not be adopted; the predecessor keeps it');
+            }
+          }
+          // Ours are dups now (or stay the predecessor's): these copies close.
+          channel.closeFds(msg.fds);
+          channel.send({ type: 'adopted', ids });
+        }
+      } finally {
+        channel.close();
+      }
+      return { pairs, refused };
+    },
+  };
+}
