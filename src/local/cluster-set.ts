@@ -359,19 +359,29 @@ export class ClusterSet {
   }
 
   /** The first pod address of a member not in use. */
-  #freeSlot(t: MemberTopology): number {
-    let slot = 2;
+  #freeSlot(t: MemberTopology, from = 2): number {
+    let slot = from;
     while (netnsExists(pod(t, slot).ns)) slot++;
     if (slot > 254) throw new LocalError(`${t.name} has no pod address left`);
     return slot;
   }
 
+  /** A pod in the first free slot; another command taking the same slot at the same time moves this one on. */
+  #podInFreeSlot(t: MemberTopology, name: string): { slot: number; ns: string; ip: string } {
+    for (let slot = this.#freeSlot(t), tries = 0; ; slot = this.#freeSlot(t, slot + 1), tries++) {
+      try {
+        return { slot, ...createPod(t, slot, name) };
+      } catch (err) {
+        if (tries >= 20 || !/File exists/.test(String((err as { stderr?: unknown }).stderr ?? (err as Error).message))) throw err;
+      }
+    }
+  }
+
   /** Starts CMD as a pod of `cluster`; returns its name. */
   async run(cluster: string, namespace: string, labels: Record<string, string>, name: string | undefined, cmd: string[], serviceAccount = 'default'): Promise<string> {
     const t = this.#member(cluster);
-    const slot = this.#freeSlot(t);
     const podName = name ?? `${Object.values(labels)[0] ?? 'pod'}-${randomBytes(3).toString('hex')}`;
-    const { ns, ip } = createPod(t, slot, podName);
+    const { ns, ip } = this.#podInFreeSlot(t, podName);
     const cg = join(this.#cgroupRoot, cluster, podName);
     mkdirSync(cg, { recursive: true });
     mkdirSync(this.#runDir, { recursive: true });
@@ -418,9 +428,10 @@ export class ClusterSet {
       ns = p.metadata.annotations![NETNS_ANNOTATION]!;
       cg = join(this.#cgroupRoot, cluster, podName);
     } else {
-      const slot = this.#freeSlot(t);
       const name = `exec-${randomBytes(3).toString('hex')}`;
-      ns = createPod(t, slot, name).ns;
+      const created = this.#podInFreeSlot(t, name);
+      const slot = created.slot;
+      ns = created.ns;
       cg = join(this.#cgroupRoot, cluster, name);
       mkdirSync(cg, { recursive: true });
       throwaway = { slot, name };
