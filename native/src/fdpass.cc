@@ -198,6 +198,16 @@ Napi::Value Recv(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The uid of the process at the other end of a unix socket (SO_PEERCRED), as the kernel recorded it.
+Napi::Value PeerUid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(ArgU32(info, 0, "handover_peer", "fd"));
+  ucred cred = {};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) ThrowErrno(env, "handover_peer", errno);
+  return Napi::Number::New(env, cred.uid);
+}
+
 // Whether the socket has something to read (a message, or its end) within timeoutMs.
 Napi::Value Readable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -222,6 +232,7 @@ void InitFdPass(Napi::Env env, Napi::Object exports) {
   h.Set("send", Napi::Function::New(env, Send, "send"));
   h.Set("recv", Napi::Function::New(env, Recv, "recv"));
   h.Set("readable", Napi::Function::New(env, Readable, "readable"));
+  h.Set("peerUid", Napi::Function::New(env, PeerUid, "peerUid"));
   h.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("handover", h);
 }

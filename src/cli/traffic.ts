@@ -181,7 +181,7 @@ export function agentCommand(): Command {
           }).then((tookOver) => {
             if (!tookOver && !stopping) awaitSuccessor(path);
           });
-        });
+        }, 100, (err) => log.warn({ err }, 'hand-over refused'));
       };
       let stopping = false;
       if (cfg.handover) awaitSuccessor(cfg.handover);

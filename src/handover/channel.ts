@@ -38,18 +38,36 @@ export class HandoverChannel {
   /** Connects to a running agent's hand-over socket; undefined when none answers there. */
   static connect(path: string): HandoverChannel | undefined {
     const native = loadNative().handover;
+    let fd: number;
     try {
-      return new HandoverChannel(native.connect(path), native);
+      fd = native.connect(path);
     } catch (err) {
       const code = (err as { errnoName?: string }).errnoName;
       if (code === 'ENOENT' || code === 'ECONNREFUSED') return undefined;
       throw new HandoverError(`cannot reach the hand-over socket ${path}`, { cause: err });
     }
+    const channel = new HandoverChannel(fd, native);
+    channel.#requireSameUser('the agent listening there');
+    return channel;
+  }
+
+  /** Only a process of this one's user (root, for the agent) may give or take a node's connections. */
+  #requireSameUser(who: string): void {
+    const uid = this.#native.peerUid(this.#fd);
+    const mine = process.getuid?.() ?? uid;
+    if (uid === mine) return;
+    this.close();
+    throw new HandoverError(`hand-over refused: ${who} runs as uid ${uid}, not ${mine}`);
   }
 
   /** @internal a connection accepted by HandoverListener. */
   static adopt(fd: number): HandoverChannel {
     return new HandoverChannel(fd, loadNative().handover);
+  }
+
+  /** @internal throws (and closes) unless the peer is a process of this one's user. */
+  requireSameUser(): void {
+    this.#requireSameUser('the process asking for this node');
   }
 
   send(body: { type: string } & Record<string, unknown>, fds: number[] = [], timeoutMs = 5_000): void {
@@ -113,7 +131,7 @@ export class HandoverListener {
   readonly #native: NativeHandover;
   readonly #timer: NodeJS.Timeout;
 
-  constructor(path: string, onChannel: (c: HandoverChannel) => void, pollMs = 100) {
+  constructor(path: string, onChannel: (c: HandoverChannel) => void, pollMs = 100, onRefused?: (err: HandoverError) => void) {
     this.#native = loadNative().handover;
     try {
       this.#fd = this.#native.listen(path);
@@ -123,7 +141,15 @@ export class HandoverListener {
     this.#timer = setInterval(() => {
       if (this.#fd < 0) return;
       const fd = this.#native.accept(this.#fd);
-      if (fd >= 0) onChannel(HandoverChannel.adopt(fd));
+      if (fd < 0) return;
+      const channel = HandoverChannel.adopt(fd);
+      try {
+        channel.requireSameUser();
+      } catch (err) {
+        onRefused?.(err as HandoverError);
+        return;
+      }
+      onChannel(channel);
     }, pollMs);
     this.#timer.unref();
   }

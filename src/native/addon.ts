@@ -161,6 +161,8 @@ export interface NativeHandover {
   send(fd: number, bytes: Buffer, fds: number[], timeoutMs: number): void;
   /** The next message, or null at the end of the stream. Descriptors received are the caller's to close. */
   recv(fd: number, timeoutMs: number): { bytes: Buffer; fds: number[] } | null;
+  /** The uid of the process at the other end (SO_PEERCRED). */
+  peerUid(fd: number): number;
   /** Whether a message (or the end) is there to read within `timeoutMs` (0: now). */
   readable(fd: number, timeoutMs: number): boolean;
   close(fd: number): void;
