@@ -13,7 +13,9 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace ecnet {
@@ -78,6 +80,8 @@ Napi::Function Splicer::Init(Napi::Env env) {
                          InstanceMethod<&Splicer::Release>("release"),
                          InstanceMethod<&Splicer::Restore>("restore"),
                          InstanceMethod<&Splicer::Adopt>("adopt"),
+                         InstanceMethod<&Splicer::Start>("start"),
+                         InstanceMethod<&Splicer::Drop>("drop"),
                      });
 }
 
@@ -372,7 +376,7 @@ void Splicer::Restore(const Napi::CallbackInfo& info) {
     back.push_back(std::move(it->second));
     detached_.erase(it);
   }
-  if (back.empty()) return;
+  if (back.empty() || closed_) return;  // after close(): no thread to take them; they close here
   livePairs_ += static_cast<uint32_t>(back.size());
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -407,6 +411,17 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
   };
   dup(pair->fd[0]);
   dup(pair->fd[1]);
+  for (int fd : pair->fd) {
+    int type = 0;
+    socklen_t len = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM)
+      ThrowErrno(env, op, ENOTSOCK, "a pair's descriptors must be stream sockets");
+  }
+  constexpr size_t kMaxRecord = kRecordHeader + kRecordMaxPlain + kRecordTag;
+  constexpr size_t kMaxPending = 4u << 20;  // what Node can have read ahead is far less
+  int mode0 = dirs.Get(0u).As<Napi::Object>().Get("mode").ToNumber().Int32Value();
+  int mode1 = dirs.Get(1u).As<Napi::Object>().Get("mode").ToNumber().Int32Value();
+  if (!((mode0 == 0 && mode1 == 0) || (mode0 == 1 && mode1 == 2))) ThrowErrno(env, op, EINVAL, "the directions' modes do not make a pair");
   for (int k = 0; k < 2; k++) {
     Napi::Object x = dirs.Get(static_cast<uint32_t>(k)).As<Napi::Object>();
     SpliceDir& d = pair->dir[k];
@@ -414,6 +429,7 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
     if (mode < 0 || mode > 2) ThrowErrno(env, op, EINVAL, "unknown direction mode");
     d.mode = static_cast<SpliceDir::Mode>(mode);
     d.pending = StringArg(x, "pending");
+    if (d.pending.size() > kMaxPending) ThrowErrno(env, op, EINVAL, "pending bytes out of bounds");
     d.eof = x.Get("eof").ToBoolean();
     d.shut = x.Get("shut").ToBoolean();
     d.bytes = U64(x, "bytes");
@@ -422,6 +438,15 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
       dup(d.pipe[0]);
       dup(d.pipe[1]);
       livePipes_++;
+      d.pipeForeign = true;
+      // The two ends of one pipe, holding exactly the bytes the state says (else a later pair could read them).
+      struct stat r = {}, w = {};
+      int queued = -1;
+      if (fstat(d.pipe[0], &r) < 0 || fstat(d.pipe[1], &w) < 0 || !S_ISFIFO(r.st_mode) || r.st_ino != w.st_ino ||
+          r.st_dev != w.st_dev || (fcntl(d.pipe[0], F_GETFL) & O_ACCMODE) != O_RDONLY ||
+          (fcntl(d.pipe[1], F_GETFL) & O_ACCMODE) != O_WRONLY || ioctl(d.pipe[0], FIONREAD, &queued) < 0 ||
+          static_cast<size_t>(queued) != d.inPipe)
+        ThrowErrno(env, op, EINVAL, "a direction's pipe is not the one its state describes");
     }
     if (d.mode != SpliceDir::Mode::kSplice) {
       std::string secret = StringArg(x, "secret");
@@ -439,7 +464,11 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
       }
       d.opened = U64(x, "opened");
       d.openedSent = U64(x, "openedSent");
-      if (d.opened > d.records.size() || d.openedSent > d.opened) ThrowErrno(env, op, EINVAL, "inconsistent opened record");
+      if (d.records.size() > 2 * kMaxRecord || d.plain.size() > kMaxPending) ThrowErrno(env, op, EINVAL, "queued bytes out of bounds");
+      if (d.mode == SpliceDir::Mode::kSeal ? d.opened != 0 || d.openedSent != 0
+                                           : (d.opened > 0 && d.opened + kRecordHeader + kRecordTag > d.records.size()) ||
+                                                 d.openedSent > d.opened)
+        ThrowErrno(env, op, EINVAL, "inconsistent opened record");
       d.held = x.Get("held").ToBoolean();
       d.ended = x.Get("ended").ToBoolean();
       d.recordsOpened = U64(x, "recordsOpened");
@@ -451,13 +480,50 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
   pair->idleMs = static_cast<int64_t>(U64(st, "idleMs"));
   uint64_t id = nextId_++;
   pair->id = id;
+  livePairs_++;
+  // Parked: held here, not pumped, until start() (the predecessor has let go) or drop() (it keeps the pair).
+  if (info.Length() > 2 && info[2].ToBoolean()) {
+    parked_.emplace(id, std::move(pair));
+    return Napi::Number::New(env, static_cast<double>(id));
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     adds_.push_back(std::move(pair));
   }
-  livePairs_++;
   Wake();
   return Napi::Number::New(env, static_cast<double>(id));
+}
+
+void Splicer::Start(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsArray()) return;
+  Napi::Array ids = info[0].As<Napi::Array>();
+  std::vector<std::unique_ptr<SplicePair>> go;
+  for (uint32_t i = 0; i < ids.Length(); i++) {
+    auto it = parked_.find(static_cast<uint64_t>(ids.Get(i).As<Napi::Number>().DoubleValue()));
+    if (it == parked_.end()) continue;
+    go.push_back(std::move(it->second));
+    parked_.erase(it);
+  }
+  if (go.empty() || closed_) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& p : go) adds_.push_back(std::move(p));
+  }
+  Wake();
+}
+
+// Parked pairs the predecessor keeps: only these dups close (the sockets stay open in the predecessor).
+void Splicer::Drop(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsArray()) return;
+  Napi::Array ids = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < ids.Length(); i++) {
+    auto it = parked_.find(static_cast<uint64_t>(ids.Get(i).As<Napi::Number>().DoubleValue()));
+    if (it == parked_.end()) continue;
+    for (SpliceDir& d : it->second->dir)
+      if (d.pipe[0] >= 0) livePipes_--;
+    livePairs_--;
+    parked_.erase(it);
+  }
 }
 
 void Splicer::Stop() {
@@ -672,7 +738,7 @@ int Splicer::PumpDir(SpliceDir& d, bool& progress, size_t& budget) {
     if (!moved) break;
     progress = true;
   }
-  if (d.inPipe == 0 && d.pipe[0] >= 0) GivePipe(d.pipe);
+  if (d.inPipe == 0 && d.pipe[0] >= 0) ReturnPipe(d);
   if (d.eof && d.inPipe == 0 && d.pending.empty()) {
     // The half-close travels on only after the last byte did.
     if (shutdown(d.to, SHUT_WR) < 0 && errno != ENOTCONN) return errno;
@@ -859,7 +925,7 @@ void Splicer::Finish(uint64_t id, int err) {
   for (SpliceDir& d : p->dir) {
     if (d.pipe[0] < 0) continue;
     if (d.inPipe == 0) {
-      GivePipe(d.pipe);
+      ReturnPipe(d);
     } else {  // bytes that can no longer go anywhere: the pipe goes with them
       CloseFd(d.pipe[0]);
       CloseFd(d.pipe[1]);
@@ -922,6 +988,15 @@ int Splicer::TakePipe(int out[2]) {
   (void)fcntl(out[1], F_SETPIPE_SZ, kPipeBytes);  // a refusal leaves the default size, which works too
   livePipes_++;
   return 0;
+}
+
+// A pipe that came from another process may still be written by it: it is closed, never pooled.
+void Splicer::ReturnPipe(SpliceDir& d) {
+  if (!d.pipeForeign) return GivePipe(d.pipe);
+  CloseFd(d.pipe[0]);
+  CloseFd(d.pipe[1]);
+  d.pipeForeign = false;
+  livePipes_--;
 }
 
 void Splicer::GivePipe(int pipe[2]) {

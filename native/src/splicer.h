@@ -63,6 +63,7 @@ struct SpliceDir {
   int to = -1;
   int pipe[2] = {-1, -1};
   size_t inPipe = 0;
+  bool pipeForeign = false;  // adopted from another process: closed, never pooled
   std::string pending;  // bytes to write before anything spliced: what Node had read, or a copy fallback's rest
   bool eof = false;     // `from` has no more bytes
   bool shut = false;    // `to` was shut for writing after the last byte
@@ -123,6 +124,8 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   void Release(const Napi::CallbackInfo& info);
   void Restore(const Napi::CallbackInfo& info);
   Napi::Value Adopt(const Napi::CallbackInfo& info);
+  void Start(const Napi::CallbackInfo& info);
+  void Drop(const Napi::CallbackInfo& info);
 
   // Thread side.
   void Run();
@@ -135,6 +138,7 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   void Finish(uint64_t id, int err);
   void ScanIdle(int64_t now);
   int TakePipe(int out[2]);
+  void ReturnPipe(SpliceDir& d);
   void GivePipe(int pipe[2]);
   void Wake();
   // Joins the thread, closes what is left and releases the report function; idempotent, JS thread only.
@@ -161,8 +165,9 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   std::vector<std::unique_ptr<SplicePair>> detachedNow_;  // from the thread to detach(), under mu_
   std::condition_variable detachCv_;
 
-  // JS thread only: detached pairs until released or restored.
+  // JS thread only: detached pairs until released or restored; adopted pairs parked until started or dropped.
   std::unordered_map<uint64_t, std::unique_ptr<SplicePair>> detached_;
+  std::unordered_map<uint64_t, std::unique_ptr<SplicePair>> parked_;
 
   // Thread-only state.
   std::unordered_map<uint64_t, std::unique_ptr<SplicePair>> pairs_;

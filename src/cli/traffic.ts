@@ -64,6 +64,7 @@ export function gatewayCommand(): Command {
     .description("the cluster's entry: tunnels for exported services to ready local endpoints, ingress rules, /healthz")
     .option('--listen <ip:port>', `where to listen (default ${gatewayDefaults.listen})`)
     .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
+    .option('--drain-timeout <seconds>', 'after SIGTERM (readiness off, nothing new accepted), how long open tunnels may run before they are cut; default 10')
     .action(async (flags: GatewayFlags) => {
       const cfg = gatewayConfig(flags);
       const source = await openSource(cfg.source);
@@ -77,7 +78,7 @@ export function gatewayCommand(): Command {
       process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}${identity ? `, as ${identity.cluster}` : ''}\n`);
       await runUntilSignal(async () => {
         identity?.close();
-        await gw!.close();
+        await gw!.close(cfg.drainMs);
         catalog.close();
         await source.close();
       });
@@ -104,13 +105,15 @@ export function agentCommand(): Command {
       const log = componentLogger('agent');
       // First of all, a running agent's listening sockets: while this one starts, no connection is refused.
       let taken: Taken | undefined;
-      if (cfg.handover) {
+      const tryTakeOver = async (quiet: boolean) => {
+        if (!cfg.handover || taken) return;
         try {
           taken = await takeOver(cfg.handover, log);
         } catch (err) {
-          log.warn({ err }, 'hand-over refused: starting afresh (the running agent keeps its connections)');
+          if (!quiet) log.warn({ err }, 'hand-over refused: starting afresh (the running agent keeps its connections)');
         }
-      }
+      };
+      await tryTakeOver(false);
       const mark = cfg.load.settings.proxyMark;
       const connect = (host: string, port: number) => connectMarked({ host, port, mark });
       // Loads, or reuses what a previous agent pinned: a restart does not detach anything.
@@ -123,8 +126,6 @@ export function agentCommand(): Command {
       const tls = identity?.tls ?? cfg.tls;
       if (!tls) plainWarning('agent');
       const routes = new RouteMap();
-      // The predecessor's routes answer until this agent's own first reconcile replaces them.
-      if (taken) routes.add(taken.routes);
       const source = await openSource(cfg.source);
       // The pods of this node by address: their ServiceAccount goes with each tunnel (a gateway enforces the export's).
       const workloads = cfg.nodeName ? new PodWorkloads(source, cfg.nodeName) : undefined;
@@ -132,8 +133,9 @@ export function agentCommand(): Command {
       const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes });
       let routesKnown!: () => void;
       const routesReady = new Promise<void>((r) => (routesKnown = r));
-      const proxy = await NodeProxy.start({
-        ...(taken ? { listenFds: { fd: taken.listeners.fd, ...(taken.listeners.fd6 !== undefined ? { fd6: taken.listeners.fd6 } : {}) } } : { routesReady }),
+      const startProxy = (t: Taken | undefined) =>
+        NodeProxy.start({
+        ...(t ? { listenFds: { fd: t.listeners.fd, ...(t.listeners.fd6 !== undefined && cfg.load.settings.proxyIp6 ? { fd6: t.listeners.fd6 } : {}) } } : { routesReady }),
         ...(workloads ? { workloadOf: (ip: string) => workloads.of(ip) } : {}),
         host: cfg.load.settings.proxy.ip,
         ...(cfg.load.settings.proxyIp6 ? { host6: cfg.load.settings.proxyIp6 } : {}),
@@ -146,12 +148,35 @@ export function agentCommand(): Command {
         limits: cfg.limits,
         ...(tls ? { tls } : {}),
       });
+      // The port is taken by an agent that does not hand over (an older version, or one whose hand-over failed):
+      // wait for it to go, asking it again meanwhile, rather than exit and be restarted in a loop.
+      let proxy: NodeProxy;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          proxy = await startProxy(taken);
+          break;
+        } catch (err) {
+          if (taken || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+          if (attempt === 0) log.warn({ err }, 'the node proxy port is taken by an agent that does not hand over: waiting for it to stop');
+          await new Promise((r) => setTimeout(r, 1_000));
+          await tryTakeOver(true);
+        }
+      }
+      // The predecessor's routes answer until this agent's own first reconcile replaces them.
+      if (taken) {
+        routes.add(taken.routes);
+        if (taken.listeners.fd6 !== undefined && !cfg.load.settings.proxyIp6) taken.discard(taken.listeners.fd6);
+      }
       // How long connections to imported services were refused after a crash: from the process start to here.
       log.info({ msSinceProcessStart: Math.round(performance.now()), handedOver: Boolean(taken) }, 'node proxy listening');
       const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy, identity, Boolean(cfg.tls), taken?.listeners.admin);
       if (taken) {
-        const took = await taken.finish((state, fds) => proxy.tunnels.adopt(state, fds));
-        log.info(took, 'hand-over: this agent has the node');
+        const took = await taken.finish({
+          adopt: (state, fds) => proxy.tunnels.adopt(state, fds),
+          start: (ids) => proxy.tunnels.start(ids),
+          drop: (ids) => proxy.tunnels.drop(ids),
+        });
+        log.info({ pairs: took.pairs, refused: took.refused, ...(took.error ? { err: took.error } : {}) }, 'hand-over: this agent has the node');
       }
       await agent.start();
       routesKnown();

@@ -14,6 +14,7 @@ import type { Route } from '../proxy/proxy.js';
 import type { NativeDetachedPair, NativePairState } from '../native/addon.js';
 import type { Logger } from '../logger.js';
 import { HandoverChannel, HandoverError } from './channel.js';
+import { listenOn } from '../tunnel/splice.js';
 
 const VERSION = 1;
 /** Descriptors per message (SCM_RIGHTS carries at most 253). */
@@ -24,6 +25,8 @@ export interface Giver {
   proxy: {
     listenerFds(): { fd: number; fd6?: number };
     stopAccepting(): void;
+    /** Accepts again on (duplicates of) the listening sockets it gave: a hand-over failed after they moved. */
+    resumeAccepting(fds: { fd: number; fd6?: number }): Promise<void>;
     settled(ms: number): Promise<void>;
     tunnels: { detach(): NativeDetachedPair[]; handedOver(ids: number[]): void; restore(ids: number[]): void };
   };
@@ -35,13 +38,20 @@ export interface Giver {
 }
 
 const fdOf = (s: Server) => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+/** Bytes of state per message, besides the descriptors. */
+const BYTES_PER_MESSAGE = 8 << 20;
+const stateBytes = (p: NativeDetachedPair) => p.dirs.reduce((n, d) => n + d.pending.length + (d.records?.length ?? 0) + (d.plain?.length ?? 0), 0);
 
-/** Serves one successor on `channel`. True when it took over; false (everything still here) when not. */
+/**
+ * Serves one successor on `channel`. True when it took over; false when not, and then everything is here again:
+ * pairs the successor did not take are back on this splicer, and this agent accepts on its listening sockets
+ * again (beside the successor, if it lives).
+ */
 export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolean> {
   const started = Date.now();
   let detached: NativeDetachedPair[] = [];
   const given = new Set<number>();
-  let listening = false;
+  let kept: { fd: number; fd6?: number; admin: number } | undefined;
   try {
     const hello = await channel.recv<{ version: number; pid?: number }>('hello');
     if (hello.body.version !== VERSION) throw new HandoverError(`hand-over version ${String(hello.body.version)} is not ${VERSION}`);
@@ -51,7 +61,8 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
     if (fds.some((fd) => fd < 0)) throw new HandoverError('a listening socket has no descriptor');
     channel.send({ type: 'listeners', proxy6: l.fd6 !== undefined, routes: g.routes() }, fds);
     await channel.recv('listening', 10_000);
-    listening = true;
+    // Copies of our own, to accept on again should anything fail from here.
+    kept = { fd: channel.dup(l.fd), ...(l.fd6 !== undefined ? { fd6: channel.dup(l.fd6) } : {}), admin: channel.dup(fdOf(g.admin)) };
     // The successor accepts now; this agent finishes what it accepted and gives the established pairs.
     g.proxy.stopAccepting();
     g.admin.close();
@@ -61,32 +72,46 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
     for (let i = 0; i < detached.length; ) {
       const batch: NativeDetachedPair[] = [];
       let n = 0;
-      while (i < detached.length && n + detached[i]!.fds.length <= FDS_PER_MESSAGE) {
+      let bytes = 0;
+      while (i < detached.length && (batch.length === 0 || (n + detached[i]!.fds.length <= FDS_PER_MESSAGE && bytes + stateBytes(detached[i]!) <= BYTES_PER_MESSAGE))) {
         n += detached[i]!.fds.length;
+        bytes += stateBytes(detached[i]!);
         batch.push(detached[i++]!);
       }
-      channel.send({ type: 'pairs', pairs: batch.map(({ fds, ...state }) => ({ ...state, fdCount: fds.length })) }, batch.flatMap((p) => p.fds));
+      channel.send({ type: 'pairs', pairs: batch.map(({ fds, ...state }) => ({ ...state, fdCount: fds.length })) }, batch.flatMap((p) => p.fds), 10_000);
       const ack = await channel.recv<{ ids: number[] }>('adopted', 10_000);
       const ids = ack.body.ids.filter((id) => batch.some((p) => p.id === id));
+      // The successor holds them parked; once told, it pumps them, and these copies close.
+      channel.send({ type: 'commit', ids });
       g.proxy.tunnels.handedOver(ids);
       for (const id of ids) given.add(id);
       // Pairs the successor could not take stay here.
-      const kept = batch.filter((p) => !given.has(p.id)).map((p) => p.id);
-      if (kept.length) g.proxy.tunnels.restore(kept);
+      const refused = batch.filter((p) => !given.has(p.id)).map((p) => p.id);
+      if (refused.length) g.proxy.tunnels.restore(refused);
     }
     channel.send({ type: 'done' });
     await g.retire();
+    channel.closeFds([kept.fd, ...(kept.fd6 !== undefined ? [kept.fd6] : []), kept.admin]);
     g.log.info({ pairs: given.size, ms: Date.now() - started }, 'hand-over: done; this agent only drains what could not move');
     return true;
   } catch (err) {
     const back = detached.map((p) => p.id).filter((id) => !given.has(id));
     if (back.length) g.proxy.tunnels.restore(back);
     try {
+      // The successor drops what it parked: nobody but this agent pumps those pairs.
       channel.send({ type: 'abort', reason: (err as Error).message });
     } catch {
       // the successor is gone
     }
-    g.log.warn({ err, restored: back.length, listenersGiven: listening }, 'hand-over failed: what was not taken stays here');
+    if (kept) {
+      try {
+        await g.proxy.resumeAccepting({ fd: kept.fd, ...(kept.fd6 !== undefined ? { fd6: kept.fd6 } : {}) });
+        await listenOn(g.admin as unknown as import('node:net').Server, kept.admin);
+      } catch (e) {
+        g.log.error({ err: e }, 'hand-over: could not accept again on the listening sockets');
+      }
+    }
+    g.log.warn({ err, restored: back.length, listenersKept: Boolean(kept) }, 'hand-over failed: what was not taken stays here');
     return false;
   } finally {
     channel.close();
@@ -97,12 +122,17 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
 export interface Taken {
   listeners: { fd: number; fd6?: number; admin: number };
   routes: [string, Route][];
-  /** Confirms the listeners are in use and adopts the pairs, one by one (`adopt` throws to refuse one). */
-  finish(adopt: (state: NativePairState, fds: number[]) => void): Promise<{ pairs: number; refused: number }>;
+  /**
+   * Confirms the listeners are in use and takes the pairs: each is adopted parked (`adopt` throws to refuse
+   * one), then pumped once the predecessor has let go of it (`start`), or let go (`drop`) when the predecessor
+   * keeps it. Never throws: what went wrong is in `error`.
+   */
+  finish(pairs: { adopt: (state: NativePairState, fds: number[]) => number; start: (ids: number[]) => void; drop: (ids: number[]) => void }): Promise<{ pairs: number; refused: number; error?: Error }>;
   /** Gives up before finish (the listeners' descriptors are closed; the running agent keeps everything). */
   abort(reason: string): void;
+  /** Closes a listener's descriptor this agent has no use for (an IPv6 one, without IPv6 here). */
+  discard(fd: number): void;
 }
-
 /** Asks the agent running at `path` for the node; undefined when none answers there. */
 export async function takeOver(path: string, log: Logger): Promise<Taken | undefined> {
   const channel = HandoverChannel.connect(path);
@@ -124,9 +154,12 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
     throw new HandoverError('hand-over: the listeners came without their descriptors');
   }
   log.info({ routes: m.body.routes.length }, 'hand-over: took the listening sockets and the routes');
+  // The predecessor's ids of the parked pairs, in the order of `parked`.
+  const adoptedIds: number[] = [];
   return {
     listeners: { fd, ...(fd6 !== undefined ? { fd6 } : {}), admin },
     routes: m.body.routes,
+    discard: (fd) => channel.closeFds([fd]),
     abort: (reason) => {
       try {
         channel.send({ type: 'abort', reason });
@@ -136,23 +169,35 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
       channel.closeFds(m.fds);
       channel.close();
     },
-    finish: async (adopt) => {
+    finish: async (t) => {
       let pairs = 0;
       let refused = 0;
+      let parked: number[] = [];
       try {
         channel.send({ type: 'listening' });
         for (;;) {
-          const msg = await channel.recv<{ pairs?: (NativePairState & { id: number; fdCount: number })[] }>(['pairs', 'done'], 15_000);
+          const msg = await channel.recv<{ pairs?: (NativePairState & { id: number; fdCount: number })[]; ids?: number[] }>(['pairs', 'commit', 'done'], 20_000);
           if (msg.body.type === 'done') break;
+          if (msg.body.type === 'commit') {
+            // The predecessor has let go of these: ours to pump. Any other parked one it keeps.
+            const ids = new Set(msg.body.ids ?? []);
+            const go = parked.filter((_, k) => ids.has(adoptedIds[k]!));
+            t.start(go);
+            t.drop(parked.filter((id) => !go.includes(id)));
+            pairs += go.length;
+            parked = [];
+            adoptedIds.length = 0;
+            continue;
+          }
           const ids: number[] = [];
           let at = 0;
           for (const p of msg.body.pairs ?? []) {
             const fds = msg.fds.slice(at, at + p.fdCount);
             at += p.fdCount;
             try {
-              adopt(p, fds);
+              parked.push(t.adopt(p, fds));
+              adoptedIds.push(p.id);
               ids.push(p.id);
-              pairs++;
             } catch (err) {
               refused++;
               log.warn({ err }, 'hand-over: a pair could not be adopted; the predecessor keeps it');
@@ -162,10 +207,19 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
           channel.closeFds(msg.fds);
           channel.send({ type: 'adopted', ids });
         }
+        return { pairs, refused };
+      } catch (err) {
+        // An abort: the predecessor keeps what is parked here. The channel's end without one: the predecessor
+        // is gone, and nobody but this agent can carry them on.
+        const aborted = /got abort/.test((err as Error).message);
+        if (aborted) t.drop(parked);
+        else t.start(parked);
+        if (!aborted) pairs += parked.length;
+        log.warn({ err, parked: parked.length, kept: !aborted }, 'hand-over interrupted');
+        return { pairs, refused, error: err as Error };
       } finally {
         channel.close();
       }
-      return { pairs, refused };
     },
   };
 }

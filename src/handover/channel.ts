@@ -114,6 +114,11 @@ export class HandoverChannel {
     return { body, fds: m.fds };
   }
 
+  /** A duplicate of `fd`, the caller's to close (with closeFds). */
+  dup(fd: number): number {
+    return this.#native.dup(fd);
+  }
+
   closeFds(fds: number[]): void {
     for (const fd of fds) this.#native.close(fd);
   }

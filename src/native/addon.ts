@@ -117,8 +117,13 @@ export interface NativeSplicer {
   release(ids: number[]): void;
   /** Puts detached pairs back on the thread (a hand-over that did not happen). */
   restore(ids: number[]): void;
-  /** Takes a pair another process detached; dups `fds` (the caller closes its own); returns its id here. */
-  adopt(state: NativePairState, fds: number[]): number;
+  /**
+   * Takes a pair another process detached; dups `fds` (the caller closes its own); returns its id here. With
+   * `parked`, it is not pumped until start(ids); drop(ids) lets it go (its sockets stay the other process's).
+   */
+  adopt(state: NativePairState, fds: number[], parked?: boolean): number;
+  start(ids: number[]): void;
+  drop(ids: number[]): void;
 }
 
 /** A pair's state between two processes (JSON-able apart from the Buffers). */
@@ -163,6 +168,10 @@ export interface NativeHandover {
   recv(fd: number, timeoutMs: number): { bytes: Buffer; fds: number[] } | null;
   /** The uid of the process at the other end (SO_PEERCRED). */
   peerUid(fd: number): number;
+  /** The pid of the process at the other end (SO_PEERCRED). */
+  peerPid(fd: number): number;
+  /** A duplicate of `fd` (close-on-exec), owned by the caller. */
+  dup(fd: number): number;
   /** Whether a message (or the end) is there to read within `timeoutMs` (0: now). */
   readable(fd: number, timeoutMs: number): boolean;
   close(fd: number): void;

@@ -94,17 +94,31 @@ export class KernelSplicer {
     this.#native.restore(ids);
   }
 
-  /** A pair detached by another process; `fds` are dup'd (the caller closes its own). */
-  adopt(state: NativePairState, fds: number[], onEnd: (end: SpliceEnd) => void): SplicedPair {
+  /**
+   * A pair detached by another process; `fds` are dup'd (the caller closes its own). Parked: not pumped until
+   * start(), or let go by drop() (reported as handed over).
+   */
+  adopt(state: NativePairState, fds: number[], onEnd: (end: SpliceEnd) => void, parked = false): SplicedPair & { id: number } {
     let id: number;
     try {
-      id = this.#native.adopt(state, fds);
+      id = this.#native.adopt(state, fds, parked);
     } catch (cause) {
       throw new SpliceError(`kernel splicer refused the adopted pair: ${(cause as Error).message}`, { cause });
     }
     if (this.#pending.size === 0) this.#native.keepAlive(true);
     this.#pending.set(id, onEnd);
-    return { abort: () => this.#pending.has(id) && !this.#closed && this.#native.abort(id) };
+    return { id, abort: () => this.#pending.has(id) && !this.#closed && this.#native.abort(id) };
+  }
+
+  /** Parked adopted pairs to pump from now on. */
+  start(ids: number[]): void {
+    this.#native.start(ids);
+  }
+
+  /** Parked adopted pairs the other process keeps: let go here. */
+  drop(ids: number[]): void {
+    this.#native.drop(ids);
+    for (const id of ids) this.ended(id, 0, 0, 0, true);
   }
 
   /** Pairs not yet ended, and the pipes the thread holds (in use or pooled). */

@@ -148,7 +148,9 @@ export class NodeProxy {
     try {
       if (options.listenFds) {
         await listenOn(server, options.listenFds.fd);
+        // An IPv6 listener the predecessor did not have is bound afresh.
         if (server6 && options.listenFds.fd6 !== undefined) await listenOn(server6, options.listenFds.fd6);
+        else if (server6) await listen(server6, options.host6!, (server.address() as AddressInfo).port);
       } else {
         await listen(server, options.host, options.port);
         if (server6) await listen(server6, options.host6!, (server.address() as AddressInfo).port);
@@ -247,6 +249,16 @@ export class NodeProxy {
       }
       return undefined;
     }
+    // A gateway behind a load balancer that reset or refused the connection may be a replica on its way out: the
+    // same address once more reaches another replica before the next cluster is tried.
+    for (let attempt = 0; ; attempt++) {
+      const s = await this.#tunnel(route, c, workload);
+      if (s !== 'unreachable' || attempt > 0) return s === 'unreachable' ? undefined : s;
+      this.stats.retries++;
+    }
+  }
+
+  async #tunnel(route: Route, c: Candidate & { kind: 'remote' }, workload?: string): Promise<Socket | undefined | 'unreachable'> {
     try {
       const s = await openTunnel({
         gateway: c.gateway,
@@ -266,7 +278,8 @@ export class NodeProxy {
       // 403/404 say the service is not there, not that the gateway is sick.
       if (!(e instanceof TunnelError) || e.status === undefined || e.status === STATUS.noEndpoint) this.#o.health.failure(c.clusterKey, this.#o.now());
       this.#log.info({ cluster: c.clusterKey, err: e }, 'tunnel failed; trying the next candidate');
-      return undefined;
+      const cause = (e as { cause?: { code?: string } }).cause?.code;
+      return e instanceof TunnelError && e.code === 'ECNET_TUNNEL_UNREACHABLE' && (cause === 'ECONNRESET' || cause === 'ECONNREFUSED' || cause === 'EPIPE') ? 'unreachable' : undefined;
     }
   }
 
@@ -299,6 +312,12 @@ export class NodeProxy {
   stopAccepting(): void {
     this.#server.close();
     this.#server6?.close();
+  }
+
+  /** Accepts again on listening sockets given as descriptors (a hand-over that failed after they moved). */
+  async resumeAccepting(fds: { fd: number; fd6?: number }): Promise<void> {
+    await listenOn(this.#server, fds.fd);
+    if (this.#server6 && fds.fd6 !== undefined) await listenOn(this.#server6, fds.fd6);
   }
 
   /** Resolves once no accepted connection is still being set up (at most `ms`). */

@@ -242,19 +242,38 @@ export class Tunnels {
     this.#splicer?.restore(ids);
   }
 
-  /** A pair another process detached: carried on here until it ends. Throws when there is no splicer. */
-  adopt(state: NativePairState, fds: number[]): void {
+  /**
+   * A pair another process detached, parked until start(ids) (then carried on here until it ends) or drop(ids)
+   * (the other process keeps it). Returns its id here; throws when there is no splicer or the state is refused.
+   */
+  adopt(state: NativePairState, fds: number[]): number {
     if (!this.#splicer) throw new SpliceError('no kernel splicer to adopt a pair', { cause: undefined });
+    let pair: Spliced | undefined;
+    const native = this.#splicer.adopt(
+      state,
+      fds,
+      () => {
+        this.#counts.active--;
+        if (pair) this.#pairs.delete(pair);
+      },
+      true,
+    );
     this.#counts.active++;
     this.#counts.kernelSpliced++;
     if (state.dirs[0]?.mode) this.#counts.sealed = (this.#counts.sealed ?? 0) + 1;
-    let pair: Spliced | undefined;
-    const native = this.#splicer.adopt(state, fds, () => {
-      this.#counts.active--;
-      if (pair) this.#pairs.delete(pair);
-    });
     pair = { mode: 'kernel', destroy: () => native.abort() };
     this.#pairs.add(pair);
+    return native.id;
+  }
+
+  /** Adopted pairs to pump from now on (their predecessor has let go). */
+  start(ids: number[]): void {
+    this.#splicer?.start(ids);
+  }
+
+  /** Adopted pairs the predecessor keeps after all. */
+  drop(ids: number[]): void {
+    this.#splicer?.drop(ids);
   }
 
   /** Whether TLS tunnels may agree to sealed records: only the kernel splicer carries them. */
