@@ -390,6 +390,8 @@ export function limitsConfig(flags: LimitFlags, env: NodeJS.ProcessEnv): Partial
 export interface GatewayFlags extends SourceFlags, TlsFlags, LimitFlags {
   listen?: string;
   splice?: string;
+  /** Seconds open tunnels may run after SIGTERM before they are cut (ECNET_DRAIN_TIMEOUT). */
+  drainTimeout?: string;
 }
 
 export interface GatewayConfig {
@@ -400,6 +402,8 @@ export interface GatewayConfig {
   identity: IdentityConfig | undefined;
   splice: SpliceMode;
   limits: Partial<ConnectionLimits>;
+  /** How long open tunnels may run after SIGTERM (readiness is off, nothing new is accepted). */
+  drainMs: number;
 }
 
 export const gatewayDefaults = {
@@ -413,7 +417,9 @@ export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = proc
     const identity = identityConfig(flags, env);
     const tls = identity ? undefined : tlsConfig(flags, true, env);
     requireTls(flags, env, Boolean(identity || tls));
-    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls, identity, splice: spliceMode(flags.splice, env), limits: limitsConfig(flags, env) };
+    const drain = flags.drainTimeout ?? env.ECNET_DRAIN_TIMEOUT ?? '10';
+    if (!/^\d{1,6}$/.test(drain)) throw new ConfigError(`--drain-timeout must be whole seconds, got ${JSON.stringify(drain)}`);
+    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls, identity, splice: spliceMode(flags.splice, env), limits: limitsConfig(flags, env), drainMs: Number(drain) * 1000 };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;
     throw new ConfigError(`--listen: ${(cause as Error).message}`, { cause });

@@ -72,13 +72,18 @@ export function localCommand(): Command {
   }
   local
     .command('restart')
-    .description("replace a member's agent as an upgrade does: the new one takes the node over (listening sockets and connections), then the old one stops; --crash kills the old one first")
+    .description("replace a member's agent or gateway as an upgrade does: a new agent takes the node over (listening sockets and connections), then the old one stops (--crash kills it first); a new gateway pod starts, the old one leaves the endpoints and drains")
     .requiredOption('--cluster <name>', 'member cluster')
-    .requiredOption('--component <agent>', 'which process (agent)')
-    .option('--crash', 'SIGKILL the running one first, as a crash or an OOM kill would')
+    .requiredOption('--component <agent|gateway>', 'which process')
+    .option('--crash', 'agent: SIGKILL the running one first, as a crash or an OOM kill would')
     .action(async (flags: { cluster: string; component: string; crash?: boolean }, cmd: Command) => {
-      if (flags.component !== 'agent') throw new ConfigError('--component: only agent is restarted this way for now');
-      const r = await new ClusterSet(state(cmd)).restartAgent(flags.cluster, { crash: Boolean(flags.crash) });
+      const set = new ClusterSet(state(cmd));
+      if (flags.component === 'gateway') {
+        const r = await set.restartGateway(flags.cluster);
+        return void process.stdout.write(`${flags.cluster} gateway: pid ${r.old ?? '-'} → ${r.pid}, new pod ready in ${r.readyMs} ms, old one drained and stopped in ${r.drainedMs} ms\n`);
+      }
+      if (flags.component !== 'agent') throw new ConfigError('--component must be agent or gateway');
+      const r = await set.restartAgent(flags.cluster, { crash: Boolean(flags.crash) });
       process.stdout.write(`${flags.cluster} agent: pid ${r.old ?? '-'} → ${r.pid}, ready in ${r.readyMs} ms${flags.crash ? ' (after a crash)' : ''}\n`);
     });
   local

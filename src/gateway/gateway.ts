@@ -345,8 +345,12 @@ export class Gateway {
     if (this.#closed) return;
     this.#closed = true;
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    // Connections already accepted may still be in their TLS handshake or before their CONNECT: the HTTP server
+    // counts them idle. They get a moment to become tunnels (or requests) before idle ones are closed.
+    const settle = Math.min(1_000, graceMs);
+    await new Promise((r) => setTimeout(r, settle));
     this.#server.closeIdleConnections();
-    await this.#tunnels.drained(graceMs);
+    await this.#tunnels.drained(graceMs - settle);
     this.destroy();
     await closed;
   }

@@ -44,6 +44,19 @@ function withPlainTunnels(plan: ProcessPlan): ProcessPlan {
   return { ...plan, argv: [...argv, '--plain-tunnels'], probes: plan.probes.map((p) => ({ ...p, url: p.url.replace(/^https:/, 'http:') })) };
 }
 
+/** Waits (at most 10 s) until the node's kube-proxy rules send nothing (`present` false) or something to `ip`. */
+async function waitRules(nodeNs: string, ip: string, present: boolean): Promise<void> {
+  const until = Date.now() + 10_000;
+  const mentions = new RegExp(`(^|[^.\\d])${ip.replace(/\./g, '\\.')}(?![.\\d])`);
+  while (Date.now() < until) {
+    const r = spawnSync('ip', ['netns', 'exec', nodeNs, 'nft', 'list', 'ruleset'], { encoding: 'utf8' });
+    if (r.status === 0 && mentions.test(r.stdout) === present) return;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+const waitRulesWith = (nodeNs: string, ip: string) => waitRules(nodeNs, ip, true);
+const waitRulesWithout = (nodeNs: string, ip: string) => waitRules(nodeNs, ip, false);
+
 /** The gateway's LoadBalancer Service as daemonset/ declares it: the Cluster's gatewayPort is its port. */
 const gatewayService = (): Service & { apiVersion: string } => {
   const svc = readManifest('gateway/service.yaml', 'Service', 'ecnet-gateway');
@@ -196,9 +209,9 @@ export class ClusterSet {
   }
 
   /** Starts a member's agent (in the node's namespace) or gateway (in its pod); returns the pid and probe URLs. */
-  async #startComponent(t: MemberTopology, component: 'gateway' | 'agent', state: SetState): Promise<{ pid: number; urls: string[]; warning?: string }> {
+  async #startComponent(t: MemberTopology, component: 'gateway' | 'agent', state: SetState, gwPod?: { name: string; netns: string; ip: string }): Promise<{ pid: number; urls: string[]; warning?: string; container?: ProcessPlan['container'] }> {
     const volumes = await this.#waitSecrets(t, component);
-    const gw = state.gateways?.[t.name];
+    const gw = gwPod ?? state.gateways?.[t.name];
     if (component === 'agent') {
       const w = readWorkload('agent');
       if (!w.pod.hostNetwork) throw new LocalError('the agent DaemonSet is not hostNetwork: ecnet local runs it in the node\'s network namespace');
@@ -209,7 +222,13 @@ export class ClusterSet {
     if (!gw) throw new LocalError(`${t.name} has no gateway pod (run \`ecnet local down\` and \`up\` again)`);
     const plan = this.#plan(t, 'gateway', gw.name, gw.ip);
     const started = this.#start(`${t.name}-gateway`, plan.argv, { netns: gw.netns, env: plan.env, cgroup: join(this.#cgroupRoot, t.name, gw.name), as: { plan, readable: [cli, join(this.clustersDir, t.name), ...volumes.map((d) => join(d, 'tls.key'))] } });
-    const pid = started.pid;
+    // (A replacement pod joins the endpoints only once it is ready: restartGateway registers it then.)
+    if (!gwPod) await this.#registerGateway(t, gw, started.pid, plan.container);
+    return { ...started, urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url), container: plan.container };
+  }
+
+  /** The gateway's Pod object, Running: from now on its node's kube-proxy sends the LoadBalancer's connections to it too. */
+  async #registerGateway(t: MemberTopology, gw: { name: string; netns: string; ip: string }, pid: number, container: ProcessPlan['container']): Promise<void> {
     const w = readWorkload('gateway');
     const src = new LocalSource({ dir: join(this.clustersDir, t.name), watch: false });
     try {
@@ -218,7 +237,7 @@ export class ClusterSet {
           apiVersion: 'v1',
           kind: 'Pod',
           metadata: { name: gw.name, namespace: w.namespace, labels: w.labels, annotations: { [PID_ANNOTATION]: String(pid), [NETNS_ANNOTATION]: gw.netns } },
-          spec: { containers: [{ name: plan.container.name, ports: plan.container.ports ?? [] }] },
+          spec: { containers: [{ name: container.name, ports: container.ports ?? [] }] },
         } as never,
         { manager: 'ecnet-local' },
       );
@@ -226,7 +245,6 @@ export class ClusterSet {
     } finally {
       src.destroy();
     }
-    return { ...started, urls: plan.probes.filter((p) => p.kind !== 'liveness').map((p) => p.url) };
   }
 
   /** Stops a member's gateway or agent (as a node failure would), or starts it again. */
@@ -285,6 +303,61 @@ export class ClusterSet {
       if (pidAlive(old)) process.kill(old, 'SIGKILL');
     }
     return { old, pid, readyMs };
+  }
+
+  /**
+   * Replaces a member's gateway the way a Deployment's rolling update does (maxSurge 1, maxUnavailable 0): a new
+   * pod starts and answers its probes, the old pod leaves the Service's endpoints (its node's DNAT), then gets
+   * SIGTERM and drains: it stops accepting and lets open tunnels finish (up to its drain time) before it exits.
+   */
+  async restartGateway(cluster: string): Promise<{ old: number | undefined; pid: number; readyMs: number; drainedMs: number }> {
+    const t = this.#member(cluster);
+    const s = this.state()!;
+    const name = `${cluster}-gateway`;
+    const old = s.pids[name];
+    const oldPod = s.gateways?.[cluster];
+    const podName = `ecnet-gateway-${randomBytes(3).toString('hex')}`;
+    const { ns, ip } = this.#podInFreeSlot(t, podName);
+    mkdirSync(join(this.#cgroupRoot, cluster, podName), { recursive: true });
+    const pod = { name: podName, netns: ns, ip };
+    const file = join(this.#runDir, `${name}.log`);
+    const since = existsSync(file) ? readFileSync(file, 'utf8').length : 0;
+    const started = Date.now();
+    let pid: number;
+    try {
+      const c = await this.#startComponent(t, 'gateway', s, pod);
+      pid = c.pid;
+      await waitProbes(this.#runDir, name, pid, c.urls, t.nodeNs, since);
+      await this.#registerGateway(t, pod, pid, c.container!);
+      await waitRulesWith(t.nodeNs, ip);
+    } catch (err) {
+      deleteNetns(ns);
+      throw err;
+    }
+    const readyMs = Date.now() - started;
+    s.pids[name] = pid;
+    s.gateways = { ...s.gateways, [cluster]: pod };
+    this.#save(s);
+    const drainStart = Date.now();
+    if (oldPod) {
+      // Out of the endpoints first (kube-proxy drops it from the DNAT), then stopped: no new connection reaches
+      // a gateway that no longer accepts. Connections already DNATed to it stay with it (conntrack).
+      const src = new LocalSource({ dir: join(this.clustersDir, cluster), watch: false });
+      try {
+        await src.delete(Kinds.Pod, oldPod.name, readWorkload('gateway').namespace);
+      } finally {
+        src.destroy();
+      }
+      await waitRulesWithout(t.nodeNs, oldPod.ip);
+    }
+    if (old && pidAlive(old)) {
+      process.kill(old, 'SIGTERM');
+      const until = Date.now() + 30_000;
+      while (pidAlive(old) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      if (pidAlive(old)) process.kill(old, 'SIGKILL');
+    }
+    if (oldPod) deleteNetns(oldPod.netns);
+    return { old, pid, readyMs, drainedMs: Date.now() - drainStart };
   }
 
   /** Removes everything `up` and `run` made; safe to run any time. Returns what it removed. */
