@@ -80,7 +80,7 @@ export function localCommand(): Command {
       const set = new ClusterSet(state(cmd));
       if (flags.component === 'gateway') {
         const r = await set.restartGateway(flags.cluster);
-        return void process.stdout.write(`${flags.cluster} gateway: pid ${r.old ?? '-'} → ${r.pid}, new pod ready in ${r.readyMs} ms, old one drained and stopped in ${r.drainedMs} ms\n`);
+        return void process.stdout.write(`${flags.cluster} gateway: pid ${r.old ?? '-'} → ${r.pid}, new pod ready in ${r.readyMs} ms; the old one drains its open tunnels\n`);
       }
       if (flags.component !== 'agent') throw new ConfigError('--component must be agent or gateway');
       const r = await set.restartAgent(flags.cluster, { crash: Boolean(flags.crash) });

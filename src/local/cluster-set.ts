@@ -33,6 +33,8 @@ interface SetState {
   gateways?: Record<string, { name: string; netns: string; ip: string }>;
   /** Agents and gateways run with plain tunnels (`up --plain-tunnels`). */
   plainTunnels?: boolean;
+  /** Replaced gateways still draining their tunnels: their pid and pod namespace (removed once they exit). */
+  draining?: { pid: number; netns: string }[];
 }
 
 /**
@@ -308,11 +310,13 @@ export class ClusterSet {
   /**
    * Replaces a member's gateway the way a Deployment's rolling update does (maxSurge 1, maxUnavailable 0): a new
    * pod starts and answers its probes, the old pod leaves the Service's endpoints (its node's DNAT), then gets
-   * SIGTERM and drains: it stops accepting and lets open tunnels finish (up to its drain time) before it exits.
+   * SIGTERM and drains: it stops accepting and lets open tunnels finish (up to its drain time) before it exits,
+   * in the background, as a terminating pod does; `down` (or the next restart) removes its namespace.
    */
-  async restartGateway(cluster: string): Promise<{ old: number | undefined; pid: number; readyMs: number; drainedMs: number }> {
+  async restartGateway(cluster: string): Promise<{ old: number | undefined; pid: number; readyMs: number }> {
     const t = this.#member(cluster);
     const s = this.state()!;
+    this.#reapDrained(s);
     const name = `${cluster}-gateway`;
     const old = s.pids[name];
     const oldPod = s.gateways?.[cluster];
@@ -338,7 +342,6 @@ export class ClusterSet {
     s.pids[name] = pid;
     s.gateways = { ...s.gateways, [cluster]: pod };
     this.#save(s);
-    const drainStart = Date.now();
     if (oldPod) {
       // Out of the endpoints first (kube-proxy drops it from the DNAT), then stopped: no new connection reaches
       // a gateway that no longer accepts. Connections already DNATed to it stay with it (conntrack).
@@ -352,19 +355,29 @@ export class ClusterSet {
     }
     if (old && pidAlive(old)) {
       process.kill(old, 'SIGTERM');
-      const until = Date.now() + 30_000;
-      while (pidAlive(old) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-      if (pidAlive(old)) process.kill(old, 'SIGKILL');
+      if (oldPod) s.draining = [...(s.draining ?? []), { pid: old, netns: oldPod.netns }];
+    } else if (oldPod) {
+      deleteNetns(oldPod.netns);
     }
-    if (oldPod) deleteNetns(oldPod.netns);
-    return { old, pid, readyMs, drainedMs: Date.now() - drainStart };
+    this.#save(s);
+    return { old, pid, readyMs };
+  }
+
+  /** Removes the namespaces of replaced gateways that have finished draining. */
+  #reapDrained(s: SetState): void {
+    const left = (s.draining ?? []).filter((d) => {
+      if (pidAlive(d.pid)) return true;
+      deleteNetns(d.netns);
+      return false;
+    });
+    s.draining = left;
   }
 
   /** Removes everything `up` and `run` made; safe to run any time. Returns what it removed. */
   async down(): Promise<string[]> {
     const done: string[] = [];
     const s = this.state();
-    const pids = new Set<number>(Object.values(s?.pids ?? {}));
+    const pids = new Set<number>([...Object.values(s?.pids ?? {}), ...(s?.draining ?? []).map((d) => d.pid)]);
     for (const m of s?.members ?? []) {
       const src = new LocalSource({ dir: join(this.clustersDir, m), watch: false });
       try {
