@@ -180,3 +180,68 @@ describe('controller convergence over random event sequences (local mode)', () =
     });
   }
 });
+
+describe('controller restarts (local mode)', () => {
+  it('a new controller over a converged set writes nothing and deletes nothing, and goes on from there', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'ecnet-restart-'));
+    mkdirSync(join(root, 'control-plane'));
+    const user = (name: string) => new LocalSource({ dir: join(root, name), watch: false });
+    const cp = user('control-plane');
+    for (const [i, m] of ['m1', 'm2'].entries()) {
+      mkdirSync(join(root, m));
+      await cp.apply(cluster(m, i + 1), { manager: 'test' });
+      const src = user(m);
+      for (const svc of SERVICES) {
+        await src.apply(serviceOf(svc, PORTS[0]!), { manager: 'test' });
+        await src.apply(exportOf(svc), { manager: 'test' });
+      }
+      src.destroy();
+    }
+    cp.destroy();
+    const controlPlane = new LocalSource({ dir: join(root, 'control-plane'), rescanMs: 500 });
+    const start = async () => {
+      const c = new Controller({ controlPlane, connect: memberConnector({ controlPlane, clustersDir: root }), memberTimeoutMs: 60_000, resyncMs: 1_000, debounceMs: 5 });
+      await c.start();
+      return c;
+    };
+    const importsOf = async (m: string) => {
+      const src = user(m);
+      try {
+        return (await src.list<ServiceImport>(Kinds.ServiceImport)).filter(isManaged).map((i) => `${m}:${i.metadata.name}@${i.metadata.resourceVersion}`).sort();
+      } finally {
+        src.destroy();
+      }
+    };
+    const until = async (what: string, ok: () => Promise<boolean>) => {
+      const deadline = Date.now() + 15_000;
+      while (!(await ok())) {
+        if (Date.now() > deadline) throw new Error(`not within 15 s: ${what}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    let controller = await start();
+    try {
+      await until('3 imports in each member', async () => (await importsOf('m1')).length === 3 && (await importsOf('m2')).length === 3);
+      // Settled: two resyncs later, the same objects at the same resourceVersions.
+      await new Promise((r) => setTimeout(r, 2_500));
+      const before = [...(await importsOf('m1')), ...(await importsOf('m2'))];
+      // A crash (no close: nothing released), then the next controller, which resyncs every second.
+      controller.destroy();
+      controller = await start();
+      await new Promise((r) => setTimeout(r, 2_500));
+      expect([...(await importsOf('m1')), ...(await importsOf('m2'))]).toEqual(before);
+      // And it carries on: an export withdrawn in m1 and m2 leaves no import of it anywhere.
+      for (const m of ['m1', 'm2']) {
+        const src = user(m);
+        await src.delete(Kinds.ServiceExport, 'beta', 'shop');
+        src.destroy();
+      }
+      await until('beta imported nowhere', async () => ![...(await importsOf('m1')), ...(await importsOf('m2'))].some((i) => i.includes(':beta@')));
+      expect((await importsOf('m1')).length).toBe(2);
+    } finally {
+      await controller.close();
+      controlPlane.destroy();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
