@@ -748,22 +748,30 @@ int Splicer::PumpDir(SpliceDir& d, bool& progress, size_t& budget) {
   return 0;
 }
 
+// Sends what `q` holds to `to` until it is empty (0), the socket is full (EAGAIN) or fails (its errno); what
+// went is charged to the turn's budget and, with `counted`, to the direction's byte count.
+int Splicer::SendQueued(int to, ByteQueue& q, uint64_t* counted, size_t& budget, bool& progress) {
+  while (q.size() > 0) {
+    ssize_t n = send(to, q.data(), q.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    q.Consume(static_cast<size_t>(n));
+    if (counted) *counted += static_cast<uint64_t>(n);
+    budget -= std::min(budget, static_cast<size_t>(n));
+    progress = true;
+  }
+  return 0;
+}
+
 // Plaintext from d.from sealed into records to d.to (the tunnel), until a side blocks or the budget is spent.
 // Its end travels as an end record, then a FIN; a tunnel that ends without one was cut.
 int Splicer::SealDir(SpliceDir& d, bool& progress, size_t& budget) {
   if (d.shut || d.held) return 0;
   for (;;) {
     // What is sealed goes out before anything new is read.
-    while (d.records.size() > 0) {
-      ssize_t n = send(d.to, d.records.data(), d.records.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return errno == EAGAIN ? 0 : errno;
-      }
-      d.records.Consume(static_cast<size_t>(n));
-      budget -= std::min(budget, static_cast<size_t>(n));
-      progress = true;
-    }
+    if (int err = SendQueued(d.to, d.records, nullptr, budget, progress)) return err == EAGAIN ? 0 : err;
     if (d.ended) break;
     if (budget == 0) return 0;
     if (d.eof) {
@@ -805,17 +813,7 @@ int Splicer::OpenDir(SpliceDir& d, bool& progress, size_t& budget) {
   if (d.shut) return 0;
   constexpr size_t kMaxRecord = kRecordHeader + kRecordMaxPlain + kRecordTag;
   for (;;) {
-    while (d.plain.size() > 0) {
-      ssize_t n = send(d.to, d.plain.data(), d.plain.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return errno == EAGAIN ? 0 : errno;
-      }
-      d.plain.Consume(static_cast<size_t>(n));
-      d.bytes += static_cast<uint64_t>(n);
-      budget -= std::min(budget, static_cast<size_t>(n));
-      progress = true;
-    }
+    if (int err = SendQueued(d.to, d.plain, &d.bytes, budget, progress)) return err == EAGAIN ? 0 : err;
     // The last record's plaintext, opened where it arrived.
     while (d.opened > d.openedSent) {
       uint8_t* at = d.records.data() + kRecordHeader + d.openedSent;

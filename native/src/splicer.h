@@ -134,6 +134,7 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   int PumpDir(SpliceDir& d, bool& progress, size_t& budget);
   int CopyDir(SpliceDir& d, bool& moved);
   int SealDir(SpliceDir& d, bool& progress, size_t& budget);
+  static int SendQueued(int to, ByteQueue& q, uint64_t* counted, size_t& budget, bool& progress);
   int OpenDir(SpliceDir& d, bool& progress, size_t& budget);
   void Finish(uint64_t id, int err);
   void ScanIdle(int64_t now);
