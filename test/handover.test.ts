@@ -170,25 +170,31 @@ describeBuilt('agent hand-over between two node proxies', () => {
     for (const c of conns) c.socket.destroy();
   });
 
-  it('a successor that gives up leaves the listening socket and the pairs with the running proxy', async () => {
+  /** A running proxy with its admin server, serving hand-overs on `name`, and two connections through it. */
+  const running = async (name: string) => {
     const old = await NodeProxy.start(proxyOptions());
     closers.push(() => old.destroy());
     const oldAdmin = await adminServer();
     closers.push(() => oldAdmin.close());
     const port = old.address.port;
-    const path = join(dir, 'b.sock');
-    let given: Promise<boolean> | undefined;
+    const path = join(dir, name);
+    const r: { given?: Promise<boolean> } = {};
     const listener = new HandoverListener(path, (channel) => {
       listener.close();
-      given = giveTo(channel, { proxy: old, admin: oldAdmin, routes: () => [], retire: async () => undefined, log });
+      r.given = giveTo(channel, { proxy: old, admin: oldAdmin, routes: () => [], retire: async () => undefined, log });
     }, 20);
     closers.push(() => listener.close());
     const conns = [echoed(port), echoed(port)];
     for (const c of conns) c.send(50_000);
     for (const c of conns) expect(await c.echoedAll()).toBe(true);
+    return { old, oldAdmin, port, path, conns, given: () => r.given };
+  };
+
+  it('a successor that gives up leaves the listening socket and the pairs with the running proxy', async () => {
+    const { old, oldAdmin, port, path, conns, given } = await running('b.sock');
     const taken = await takeOver(path, log);
     taken!.abort('test: the successor could not start');
-    expect(await given).toBe(false);
+    expect(await given()).toBe(false);
     expect(await once(port)).toBe('ok');
     for (const c of conns) c.send(50_000);
     for (const c of conns) expect(await c.echoedAll()).toBe(true);
@@ -218,21 +224,7 @@ describeBuilt('agent hand-over between two node proxies', () => {
   });
 
   it('a successor that dies after taking the listening sockets: the running proxy accepts on them again and keeps its pairs', async () => {
-    const old = await NodeProxy.start(proxyOptions());
-    closers.push(() => old.destroy());
-    const oldAdmin = await adminServer();
-    closers.push(() => oldAdmin.close());
-    const port = old.address.port;
-    const path = join(dir, 'c.sock');
-    let given: Promise<boolean> | undefined;
-    const listener = new HandoverListener(path, (channel) => {
-      listener.close();
-      given = giveTo(channel, { proxy: old, admin: oldAdmin, routes: () => [], retire: async () => undefined, log });
-    }, 20);
-    closers.push(() => listener.close());
-    const conns = [echoed(port), echoed(port)];
-    for (const c of conns) c.send(50_000);
-    for (const c of conns) expect(await c.echoedAll()).toBe(true);
+    const { port, path, conns, given } = await running('c.sock');
     // A successor that says it listens, takes a batch of pairs, and dies (its descriptors close with it).
     const channel = HandoverChannel.connect(path)!;
     channel.send({ type: 'hello', version: 1 });
@@ -241,7 +233,7 @@ describeBuilt('agent hand-over between two node proxies', () => {
     const pairs = await channel.recv('pairs');
     channel.closeFds([...l.fds, ...pairs.fds]);
     channel.close();
-    expect(await given).toBe(false);
+    expect(await given()).toBe(false);
     expect(await once(port)).toBe('ok');
     for (const c of conns) c.send(50_000);
     for (const c of conns) expect(await c.echoedAll()).toBe(true);

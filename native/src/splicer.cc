@@ -353,29 +353,37 @@ Napi::Value Splicer::Detach(const Napi::CallbackInfo& info) {
   return out;
 }
 
-void Splicer::Release(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsArray()) return;
+// The pairs of `from` named by the array argument, taken out of it (ids it does not hold are skipped).
+std::vector<std::unique_ptr<SplicePair>> Splicer::TakeIds(const Napi::CallbackInfo& info, PairMap& from) {
+  std::vector<std::unique_ptr<SplicePair>> out;
+  if (info.Length() < 1 || !info[0].IsArray()) return out;
   Napi::Array ids = info[0].As<Napi::Array>();
   for (uint32_t i = 0; i < ids.Length(); i++) {
-    auto it = detached_.find(static_cast<uint64_t>(ids.Get(i).As<Napi::Number>().DoubleValue()));
-    if (it == detached_.end()) continue;
-    // Another process holds its own copies now: these close without a FIN reaching anyone.
-    for (SpliceDir& d : it->second->dir)
-      if (d.pipe[0] >= 0) livePipes_--;
-    detached_.erase(it);
+    auto it = from.find(static_cast<uint64_t>(ids.Get(i).ToNumber().DoubleValue()));
+    if (it == from.end()) continue;
+    out.push_back(std::move(it->second));
+    from.erase(it);
   }
+  return out;
+}
+
+// Pairs closed here because another process holds them (its own copies of the descriptors keep the sockets).
+void Splicer::Forget(std::vector<std::unique_ptr<SplicePair>>& pairs, bool counted) {
+  for (auto& p : pairs) {
+    for (SpliceDir& d : p->dir)
+      if (d.pipe[0] >= 0) livePipes_--;
+    if (counted) livePairs_--;
+  }
+  pairs.clear();  // closes them: no FIN reaches anyone while the other copies live
+}
+
+void Splicer::Release(const Napi::CallbackInfo& info) {
+  auto pairs = TakeIds(info, detached_);
+  Forget(pairs, false);
 }
 
 void Splicer::Restore(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsArray()) return;
-  Napi::Array ids = info[0].As<Napi::Array>();
-  std::vector<std::unique_ptr<SplicePair>> back;
-  for (uint32_t i = 0; i < ids.Length(); i++) {
-    auto it = detached_.find(static_cast<uint64_t>(ids.Get(i).As<Napi::Number>().DoubleValue()));
-    if (it == detached_.end()) continue;
-    back.push_back(std::move(it->second));
-    detached_.erase(it);
-  }
+  auto back = TakeIds(info, detached_);
   if (back.empty() || closed_) return;  // after close(): no thread to take them; they close here
   livePairs_ += static_cast<uint32_t>(back.size());
   {
@@ -495,15 +503,7 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
 }
 
 void Splicer::Start(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsArray()) return;
-  Napi::Array ids = info[0].As<Napi::Array>();
-  std::vector<std::unique_ptr<SplicePair>> go;
-  for (uint32_t i = 0; i < ids.Length(); i++) {
-    auto it = parked_.find(static_cast<uint64_t>(ids.Get(i).As<Napi::Number>().DoubleValue()));
-    if (it == parked_.end()) continue;
-    go.push_back(std::move(it->second));
-    parked_.erase(it);
-  }
+  auto go = TakeIds(info, parked_);
   if (go.empty() || closed_) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -514,16 +514,8 @@ void Splicer::Start(const Napi::CallbackInfo& info) {
 
 // Parked pairs the predecessor keeps: only these dups close (the sockets stay open in the predecessor).
 void Splicer::Drop(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsArray()) return;
-  Napi::Array ids = info[0].As<Napi::Array>();
-  for (uint32_t i = 0; i < ids.Length(); i++) {
-    auto it = parked_.find(static_cast<uint64_t>(ids.Get(i).As<Napi::Number>().DoubleValue()));
-    if (it == parked_.end()) continue;
-    for (SpliceDir& d : it->second->dir)
-      if (d.pipe[0] >= 0) livePipes_--;
-    livePairs_--;
-    parked_.erase(it);
-  }
+  auto pairs = TakeIds(info, parked_);
+  Forget(pairs, true);
 }
 
 void Splicer::Stop() {

@@ -167,8 +167,11 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   std::condition_variable detachCv_;
 
   // JS thread only: detached pairs until released or restored; adopted pairs parked until started or dropped.
-  std::unordered_map<uint64_t, std::unique_ptr<SplicePair>> detached_;
-  std::unordered_map<uint64_t, std::unique_ptr<SplicePair>> parked_;
+  using PairMap = std::unordered_map<uint64_t, std::unique_ptr<SplicePair>>;
+  PairMap detached_;
+  PairMap parked_;
+  static std::vector<std::unique_ptr<SplicePair>> TakeIds(const Napi::CallbackInfo& info, PairMap& from);
+  void Forget(std::vector<std::unique_ptr<SplicePair>>& pairs, bool counted);
 
   // Thread-only state.
   std::unordered_map<uint64_t, std::unique_ptr<SplicePair>> pairs_;
