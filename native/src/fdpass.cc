@@ -208,15 +208,6 @@ Napi::Value PeerUid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, cred.uid);
 }
 
-Napi::Value PeerPid(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = static_cast<int>(ArgU32(info, 0, "handover_peer", "fd"));
-  ucred cred = {};
-  socklen_t len = sizeof(cred);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) ThrowErrno(env, "handover_peer", errno);
-  return Napi::Number::New(env, cred.pid);
-}
-
 Napi::Value Dup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = fcntl(static_cast<int>(ArgU32(info, 0, "dup", "fd")), F_DUPFD_CLOEXEC, 0);
@@ -249,7 +240,6 @@ void InitFdPass(Napi::Env env, Napi::Object exports) {
   h.Set("recv", Napi::Function::New(env, Recv, "recv"));
   h.Set("readable", Napi::Function::New(env, Readable, "readable"));
   h.Set("peerUid", Napi::Function::New(env, PeerUid, "peerUid"));
-  h.Set("peerPid", Napi::Function::New(env, PeerPid, "peerPid"));
   h.Set("dup", Napi::Function::New(env, Dup, "dup"));
   h.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("handover", h);

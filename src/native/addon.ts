@@ -168,8 +168,6 @@ export interface NativeHandover {
   recv(fd: number, timeoutMs: number): { bytes: Buffer; fds: number[] } | null;
   /** The uid of the process at the other end (SO_PEERCRED). */
   peerUid(fd: number): number;
-  /** The pid of the process at the other end (SO_PEERCRED). */
-  peerPid(fd: number): number;
   /** A duplicate of `fd` (close-on-exec), owned by the caller. */
   dup(fd: number): number;
   /** Whether a message (or the end) is there to read within `timeoutMs` (0: now). */
