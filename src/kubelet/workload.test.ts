@@ -3,7 +3,7 @@ import { KubeletError } from './container.js';
 import { generatedConfigMaps, hostPathsUnder, planProcess, readWorkload } from './workload.js';
 
 describe("ecnet's workloads as a node of ecnet local starts them", () => {
-  const hostPath = hostPathsUnder({ '/sys/fs/cgroup': '/cg/node-1', '/sys/fs/bpf': '/sys/fs/bpf/local/node-1' });
+  const hostPath = hostPathsUnder({ '/sys/fs/cgroup': '/cg/node-1', '/sys/fs/bpf': '/sys/fs/bpf/local/node-1', '/var/run/ecnet-agent': '/run/node-1/ecnet-agent' });
   const pod = { name: 'p', namespace: 'ecnet-system', nodeName: 'node-1', hostIP: '10.0.2.4', podIP: '10.0.2.4' };
 
   it('the agent: the manifest\'s args with host paths and the source swapped, env resolved from the downward API and the ConfigMap', () => {
@@ -14,7 +14,7 @@ describe("ecnet's workloads as a node of ecnet local starts them", () => {
       source: ['--cluster', '/clusters/cluster-1'],
     });
     expect(p.hostNetwork).toBe(true);
-    expect(p.argv).toEqual(expect.arrayContaining(['agent', '--cluster', '/clusters/cluster-1', '--bpffs=/sys/fs/bpf/local/node-1/ecnet', '--cgroup=/cg/node-1', '--proxy=10.0.2.4']));
+    expect(p.argv).toEqual(expect.arrayContaining(['agent', '--cluster', '/clusters/cluster-1', '--bpffs=/sys/fs/bpf/local/node-1/ecnet', '--cgroup=/cg/node-1', '--proxy=10.0.2.4', '--handover=/run/node-1/ecnet-agent/handover.sock']));
     expect(p.argv).not.toContain('--in-cluster');
     expect(p.env).toMatchObject({ NODE_IP: '10.0.2.4', ECNET_CLUSTER_KEY: 'default/default/default/cluster-1' });
     expect(p.probes.map((x) => x.url)).toEqual(['http://127.0.0.1:15000/healthz', 'http://127.0.0.1:15000/healthz', 'http://127.0.0.1:15000/healthz']);
