@@ -4,7 +4,7 @@
 // underlay → cluster-1's gateway → the same backend pod. Interleaved rounds, medians. Twice: the default install
 // (mTLS between clusters, the bytes in sealed records) and `local up --plain-tunnels`, side by side.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/paths.js';
@@ -22,6 +22,16 @@ const ecnet = (...args: string[]): string => {
 };
 const load = (cluster: string, args: Record<string, unknown>): Record<string, number> =>
   JSON.parse(ecnet('local', 'exec', '--cluster', cluster, '--', process.execPath, loadScript, JSON.stringify(args)).trim().split('\n')[0]!) as Record<string, number>;
+/** The C load client (test/bench/load.c, built by `npm run build`): the client's own cost hides less of the path's. */
+const cLoadBin = join(packageRoot, 'build', 'bench', 'ecnet-load');
+const cLoad = (cluster: string, args: string[]): Record<string, number> =>
+  JSON.parse(ecnet('local', 'exec', '--cluster', cluster, '--', cLoadBin, ...args).trim().split('\n')[0]!) as Record<string, number>;
+/** CPU seconds (user + system) a process has used so far. */
+const cpuSeconds = (pid: number): number => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
+const pidOf = (name: string): number => (JSON.parse(readFileSync(join(stateDir, 'state', 'set.json'), 'utf8')) as { pids: Record<string, number> }).pids[name]!;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const f = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
@@ -64,6 +74,23 @@ function measure(upArgs: string[]): Figures {
         const c = load(cluster, { mode: 'cps', target: t.echo, durationMs: 2000, concurrency: 8 });
         if (c.failed) throw new Error(`${c.failed} connections failed (${w})`);
         add('cps', w, c.cps!);
+        // The same with the C client, and what the agent and the gateway spend per 1,000 new connections.
+        add('c bulk', w, cLoad(cluster, ['bulk', t.sink, String(1 << 30)]).mbps!);
+        const cl = cLoad(cluster, ['rr', t.echo, '5000']);
+        add('c p50', w, cl.p50!);
+        add('c p99', w, cl.p99!);
+        const busy = w === 'ecnet' ? [pidOf('cluster-2-agent'), pidOf('cluster-1-gateway')] : [];
+        const before = busy.map(cpuSeconds);
+        for (const threads of [4, 8]) {
+          const cc = cLoad(cluster, ['cps', t.echo, String(threads), '2000']);
+          if (cc.failed) throw new Error(`${cc.failed} connections of the C client failed (${w})`);
+          add(`c cps ${threads}`, w, cc.cps!);
+          if (threads === 4 && busy.length) {
+            const used = busy.map((pid, k) => cpuSeconds(pid) - before[k]!);
+            add('agent cpu ms/1000', w, (used[0]! * 1e6) / cc.ok!);
+            add('gateway cpu ms/1000', w, (used[1]! * 1e6) / cc.ok!);
+          }
+        }
       }
     }
     return r;
@@ -87,6 +114,14 @@ async function main(): Promise<void> {
       console.log(`    64 B request/response p50 direct ${f(m(r, 'p50', 'direct'))} µs   via ecnet ${f(m(r, 'p50', 'ecnet'))} µs   added ${f(m(r, 'p50', 'ecnet') - m(r, 'p50', 'direct'))} µs (floor ≤ 250)`);
       console.log(`                          p99 direct ${f(m(r, 'p99', 'direct'))} µs   via ecnet ${f(m(r, 'p99', 'ecnet'))} µs   added ${f(m(r, 'p99', 'ecnet') - m(r, 'p99', 'direct'))} µs (floor ≤ 1000)`);
       console.log(`    new connections/s     direct ${f(m(r, 'cps', 'direct'))}   via ecnet ${f(m(r, 'cps', 'ecnet'))}   ratio ${f(m(r, 'cps', 'ecnet') / m(r, 'cps', 'direct'), 2)} (floor 0.1)`);
+      console.log('    with the C client:');
+      console.log(`    bulk (1 GiB)          direct ${f(m(r, 'c bulk', 'direct'))} MB/s   via ecnet ${f(m(r, 'c bulk', 'ecnet'))} MB/s   ratio ${f(m(r, 'c bulk', 'ecnet') / m(r, 'c bulk', 'direct'), 2)}`);
+      console.log(`    64 B request/response p50 direct ${f(m(r, 'c p50', 'direct'))} µs   via ecnet ${f(m(r, 'c p50', 'ecnet'))} µs   added ${f(m(r, 'c p50', 'ecnet') - m(r, 'c p50', 'direct'))} µs; p99 added ${f(m(r, 'c p99', 'ecnet') - m(r, 'c p99', 'direct'))} µs`);
+      for (const threads of [4, 8]) {
+        const k = `c cps ${threads}`;
+        console.log(`    new connections/s, ${threads} threads  direct ${f(m(r, k, 'direct'))}   via ecnet ${f(m(r, k, 'ecnet'))}   ratio ${f(m(r, k, 'ecnet') / m(r, k, 'direct'), 2)}`);
+      }
+      console.log(`    CPU per 1,000 new connections (4 threads): agent ${f(m(r, 'agent cpu ms/1000', 'ecnet'))} ms, gateway ${f(m(r, 'gateway cpu ms/1000', 'ecnet'))} ms`);
     }
     const rel = (k: string) => m(mtls, k, 'ecnet') / m(mtls, k, 'direct') / (m(plain, k, 'ecnet') / m(plain, k, 'direct'));
     console.log(`  mTLS against plain (each against its direct path): bulk ${f(rel('bulk'), 2)}× (aim 0.8), new connections/s ${f(rel('cps'), 2)}×`);
