@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../src/paths.js';
 import { request } from 'node:https';
-import { connect as tlsConnect } from 'node:tls';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterKey } from '../src/api/flomesh.js';
 import { staticCatalog } from '../src/gateway/catalog.js';
@@ -122,6 +122,22 @@ describe('tunnels between cluster identities', () => {
     t.destroy();
     // The export without one (or '*'): any workload, and none.
     (await open(c2, 'open')).destroy();
+  });
+
+  it('a resumed TLS session (no certificate signed or checked again) is judged as the session began: by its cluster and workload', async () => {
+    const c3 = await id(3);
+    const first = (await open(c3, 'open')) as TLSSocket;
+    expect(await echo(first, 'first')).toBe('first');
+    first.destroy();
+    const again = (await open(c3, 'open')) as TLSSocket;
+    expect(again.isSessionReused()).toBe(true);
+    again.destroy();
+    // Still cluster-3, still not in only2's targetClusters; still no workload for sa.
+    await expect(open(c3, 'only2')).rejects.toMatchObject({ status: 403 });
+    await expect(open(c3, 'sa', clusterKey(1), 'ns/other')).rejects.toMatchObject({ status: 403 });
+    const resumedForSa = (await open(c3, 'sa', clusterKey(1), 'ns/web')) as TLSSocket;
+    expect(resumedForSa.isSessionReused()).toBe(true);
+    resumedForSa.destroy();
   });
 
   it('the calling end refuses a gateway that is not the cluster its route names', async () => {

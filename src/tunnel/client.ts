@@ -51,21 +51,41 @@ export function gatewayConnection(
         },
       }
     : {};
-  return () =>
-    tlsConnect({
+  return () => {
+    const context = secureContextOf(tls);
+    // With cluster identities, a session of this gateway resumed: no certificate to sign or check again (the
+    // gateway still judges the certificate the session began with, and its validity now).
+    const sessionKey = `${host}:${port}|${expected ?? ''}`;
+    const resumable = tls.clusterSet ? sessions.get(context)?.get(sessionKey) : undefined;
+    const socket = tlsConnect({
       // `host` also with a socket of our own: without it Node checks the certificate against "localhost".
       ...(connect ? { socket: connect(host, port) } : {}),
       host,
       port,
       // SNI for a name; an IP address is checked against the certificate's IP SANs.
       ...(isIP(host) ? {} : { servername: host }),
-      secureContext: secureContextOf(tls),
+      secureContext: context,
+      ...(resumable ? { session: resumable } : {}),
       // Always verified: the agent's configuration refuses TLS without a CA (see tlsConfig).
       rejectUnauthorized: true,
       ...(tls.clusterSet ? { minVersion: 'TLSv1.3' as const } : {}),
       ...identity,
     });
+    if (tls.clusterSet) {
+      socket.on('session', (session: Buffer) => {
+        let byGateway = sessions.get(context);
+        if (!byGateway) sessions.set(context, (byGateway = new Map()));
+        // Bounded: one session per gateway; a proxy talks to a few dozen at most.
+        if (byGateway.size >= 1024 && !byGateway.has(sessionKey)) byGateway.clear();
+        byGateway.set(sessionKey, session);
+      });
+    }
+    return socket;
+  };
 }
+
+/** The latest TLS session of each gateway, per secure context (a renewed certificate starts afresh). */
+const sessions = new WeakMap<SecureContext, Map<string, Buffer>>();
 
 /**
  * One secure context per certificate, key and CA, made again when they change (a renewal updates `tls` in
