@@ -445,7 +445,6 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
     if (d.inPipe > 0) {
       dup(d.pipe[0]);
       dup(d.pipe[1]);
-      livePipes_++;
       d.pipeForeign = true;
       // The two ends of one pipe, holding exactly the bytes the state says (else a later pair could read them).
       struct stat r = {}, w = {};
@@ -486,6 +485,9 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
   pair->dir[0].from = pair->dir[1].to = pair->fd[0];
   pair->dir[0].to = pair->dir[1].from = pair->fd[1];
   pair->idleMs = static_cast<int64_t>(U64(st, "idleMs"));
+  // Counted only now that nothing can refuse the pair (a refused one closes its dups as it goes).
+  for (SpliceDir& d : pair->dir)
+    if (d.pipe[0] >= 0) livePipes_++;
   uint64_t id = nextId_++;
   pair->id = id;
   livePairs_++;

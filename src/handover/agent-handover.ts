@@ -67,28 +67,41 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
     g.proxy.stopAccepting();
     g.admin.close();
     g.admin.closeIdleConnections();
+    const refusedIds = new Set<number>();
+    /** Offers `pairs` in batches; what the successor commits to is handed over, the rest restored here. */
+    const offer = async (pairs: NativeDetachedPair[]) => {
+      for (let i = 0; i < pairs.length; ) {
+        const batch: NativeDetachedPair[] = [];
+        let n = 0;
+        let bytes = 0;
+        while (i < pairs.length && (batch.length === 0 || (n + pairs[i]!.fds.length <= FDS_PER_MESSAGE && bytes + stateBytes(pairs[i]!) <= BYTES_PER_MESSAGE))) {
+          n += pairs[i]!.fds.length;
+          bytes += stateBytes(pairs[i]!);
+          batch.push(pairs[i++]!);
+        }
+        channel.send({ type: 'pairs', pairs: batch.map(({ fds, ...state }) => ({ ...state, fdCount: fds.length })) }, batch.flatMap((p) => p.fds), 10_000);
+        const ack = await channel.recv<{ ids: number[] }>('adopted', 10_000);
+        const ids = ack.body.ids.filter((id) => batch.some((p) => p.id === id));
+        // The successor holds them parked; once told, it pumps them, and these copies close.
+        channel.send({ type: 'commit', ids });
+        g.proxy.tunnels.handedOver(ids);
+        for (const id of ids) given.add(id);
+        // Pairs the successor could not take stay here.
+        const refused = batch.filter((p) => !given.has(p.id)).map((p) => p.id);
+        for (const id of refused) refusedIds.add(id);
+        if (refused.length) g.proxy.tunnels.restore(refused);
+      }
+    };
     await g.proxy.settled(6_000);
     detached = g.proxy.tunnels.detach();
-    for (let i = 0; i < detached.length; ) {
-      const batch: NativeDetachedPair[] = [];
-      let n = 0;
-      let bytes = 0;
-      while (i < detached.length && (batch.length === 0 || (n + detached[i]!.fds.length <= FDS_PER_MESSAGE && bytes + stateBytes(detached[i]!) <= BYTES_PER_MESSAGE))) {
-        n += detached[i]!.fds.length;
-        bytes += stateBytes(detached[i]!);
-        batch.push(detached[i++]!);
-      }
-      channel.send({ type: 'pairs', pairs: batch.map(({ fds, ...state }) => ({ ...state, fdCount: fds.length })) }, batch.flatMap((p) => p.fds), 10_000);
-      const ack = await channel.recv<{ ids: number[] }>('adopted', 10_000);
-      const ids = ack.body.ids.filter((id) => batch.some((p) => p.id === id));
-      // The successor holds them parked; once told, it pumps them, and these copies close.
-      channel.send({ type: 'commit', ids });
-      g.proxy.tunnels.handedOver(ids);
-      for (const id of ids) given.add(id);
-      // Pairs the successor could not take stay here.
-      const refused = batch.filter((p) => !given.has(p.id)).map((p) => p.id);
-      if (refused.length) g.proxy.tunnels.restore(refused);
-    }
+    await offer(detached);
+    // Connections that were still being set up then (a slow gateway) are offered once more when they are.
+    await g.proxy.settled(6_000);
+    const late = g.proxy.tunnels.detach();
+    const keep = late.filter((p) => refusedIds.has(p.id)).map((p) => p.id);
+    if (keep.length) g.proxy.tunnels.restore(keep);
+    detached = [...detached, ...late.filter((p) => !refusedIds.has(p.id))];
+    await offer(late.filter((p) => !refusedIds.has(p.id)));
     channel.send({ type: 'done' });
     await g.retire();
     channel.closeFds([kept.fd, ...(kept.fd6 !== undefined ? [kept.fd6] : []), kept.admin]);
