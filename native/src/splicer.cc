@@ -58,6 +58,23 @@ int SocketError(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? errno : err;
 }
 
+Napi::Buffer<uint8_t> BufferOf(Napi::Env env, const uint8_t* p, size_t n) {
+  return Napi::Buffer<uint8_t>::Copy(env, n ? p : reinterpret_cast<const uint8_t*>(""), n);
+}
+
+std::string StringArg(Napi::Object o, const char* name) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsBuffer()) return {};
+  auto b = v.As<Napi::Buffer<uint8_t>>();
+  return std::string(reinterpret_cast<const char*>(b.Data()), b.Length());
+}
+
+uint64_t U64(Napi::Object o, const char* name) {
+  Napi::Value v = o.Get(name);
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
+  return std::isfinite(d) && d > 0 && d <= 9007199254740992.0 ? static_cast<uint64_t>(d) : 0;
+}
+
 }  // namespace
 
 SplicePair::~SplicePair() {
@@ -185,9 +202,7 @@ Napi::Value Splicer::Add(const Napi::CallbackInfo& info) {
         ThrowErrno(env, op, EINVAL, std::string("seal.") + name + " must be a 32-byte Buffer");
       return v.As<Napi::Buffer<uint8_t>>().Data();
     };
-    Napi::Value rk = seal.Get("rekeyRecords");
-    double rkv = rk.IsNumber() ? rk.As<Napi::Number>().DoubleValue() : 0;
-    uint64_t rekey = std::isfinite(rkv) && rkv >= 1 && rkv <= 9007199254740992.0 ? static_cast<uint64_t>(rkv) : 0;
+    uint64_t rekey = U64(seal, "rekeyRecords");  // 0: the default
     bool server = seal.Get("server").ToBoolean();
     SpliceDir& out = pair->dir[0];  // plaintext from A, sealed to B
     SpliceDir& in = pair->dir[1];   // records from B, opened to A
@@ -264,27 +279,6 @@ void Splicer::KeepAlive(const Napi::CallbackInfo& info) {
 }
 
 void Splicer::Close(const Napi::CallbackInfo&) { Stop(); }
-
-namespace {
-
-Napi::Buffer<uint8_t> BufferOf(Napi::Env env, const uint8_t* p, size_t n) {
-  return Napi::Buffer<uint8_t>::Copy(env, n ? p : reinterpret_cast<const uint8_t*>(""), n);
-}
-
-std::string StringArg(Napi::Object o, const char* name) {
-  Napi::Value v = o.Get(name);
-  if (!v.IsBuffer()) return {};
-  auto b = v.As<Napi::Buffer<uint8_t>>();
-  return std::string(reinterpret_cast<const char*>(b.Data()), b.Length());
-}
-
-uint64_t U64(Napi::Object o, const char* name) {
-  Napi::Value v = o.Get(name);
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
-  return std::isfinite(d) && d > 0 && d <= 9007199254740992.0 ? static_cast<uint64_t>(d) : 0;
-}
-
-}  // namespace
 
 // The pairs leave the thread unreported: their state and descriptors go to another process, or come back.
 Napi::Value Splicer::Detach(const Napi::CallbackInfo& info) {

@@ -135,23 +135,25 @@ export function agentCommand(): Command {
       const routesReady = new Promise<void>((r) => (routesKnown = r));
       const startProxy = (t: Taken | undefined) =>
         NodeProxy.start({
-        ...(t ? { listenFds: { fd: t.listeners.fd, ...(t.listeners.fd6 !== undefined && cfg.load.settings.proxyIp6 ? { fd6: t.listeners.fd6 } : {}) } } : { routesReady }),
-        ...(workloads ? { workloadOf: (ip: string) => workloads.of(ip) } : {}),
-        host: cfg.load.settings.proxy.ip,
-        ...(cfg.load.settings.proxyIp6 ? { host6: cfg.load.settings.proxyIp6 } : {}),
-        port: cfg.load.settings.proxy.port,
-        localCluster: cfg.clusterKey,
-        routes,
-        originalDestination: (s) => dp.takeOriginalDestination(s),
-        connect,
-        kernelSplice: cfg.splice === 'kernel',
-        limits: cfg.limits,
-        ...(tls ? { tls } : {}),
-      });
+          ...(t ? { listenFds: { fd: t.listeners.fd, ...(t.listeners.fd6 !== undefined && cfg.load.settings.proxyIp6 ? { fd6: t.listeners.fd6 } : {}) } } : { routesReady }),
+          ...(workloads ? { workloadOf: (ip: string) => workloads.of(ip) } : {}),
+          host: cfg.load.settings.proxy.ip,
+          ...(cfg.load.settings.proxyIp6 ? { host6: cfg.load.settings.proxyIp6 } : {}),
+          port: cfg.load.settings.proxy.port,
+          localCluster: cfg.clusterKey,
+          routes,
+          originalDestination: (s) => dp.takeOriginalDestination(s),
+          connect,
+          kernelSplice: cfg.splice === 'kernel',
+          limits: cfg.limits,
+          ...(tls ? { tls } : {}),
+        });
       // The port is taken by an agent that does not hand over (an older version, or one whose hand-over failed):
       // wait for it to go, asking it again meanwhile, rather than exit and be restarted in a loop.
       let proxy: NodeProxy;
       for (let attempt = 0; ; attempt++) {
+        // The predecessor's routes answer from the first connection until this agent's own reconcile replaces them.
+        if (taken) routes.add(taken.routes);
         try {
           proxy = await startProxy(taken);
           break;
@@ -162,11 +164,7 @@ export function agentCommand(): Command {
           await tryTakeOver(true);
         }
       }
-      // The predecessor's routes answer until this agent's own first reconcile replaces them.
-      if (taken) {
-        routes.add(taken.routes);
-        if (taken.listeners.fd6 !== undefined && !cfg.load.settings.proxyIp6) taken.discard(taken.listeners.fd6);
-      }
+      if (taken?.listeners.fd6 !== undefined && !cfg.load.settings.proxyIp6) taken.discard(taken.listeners.fd6);
       // How long connections to imported services were refused after a crash: from the process start to here.
       log.info({ msSinceProcessStart: Math.round(performance.now()), handedOver: Boolean(taken) }, 'node proxy listening');
       const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy, identity, Boolean(cfg.tls), taken?.listeners.admin);

@@ -17,6 +17,7 @@ import type { Endpoint } from '../api/core.js';
 import { type Catalog, decide } from './catalog.js';
 import { Tunnels, connectWithin, listen, resetSocket, stopReading } from '../tunnel/splice.js';
 import { RECORDS_HEADER, RECORDS_VERSION, recordSeal } from '../tunnel/records.js';
+import { tcpSocketOf } from '../native/sockets.js';
 import { matchIngress } from './ingress.js';
 
 export interface GatewayOptions {
@@ -215,7 +216,7 @@ export class Gateway {
     if (who && req.headers[RECORDS_HEADER] === RECORDS_VERSION && !head.length && this.#tunnels.canSeal) {
       const seal = recordSeal(socket as TLSSocket, true);
       // The connection's slot is the TCP socket's, which closes at the hand-over: it is freed when the tunnel ends.
-      const release = this.#limiter.detach((socket as unknown as { _parent?: Socket })._parent ?? socket);
+      const release = this.#limiter.detach(tcpSocketOf(socket));
       stopReading(socket);
       socket.write(`HTTP/1.1 200 Connection Established\r\n${RECORDS_HEADER}: ${RECORDS_VERSION}\r\n\r\n`, (err) => {
         if (err || socket.destroyed || this.#closed) {

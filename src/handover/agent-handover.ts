@@ -15,6 +15,7 @@ import type { NativeDetachedPair, NativePairState } from '../native/addon.js';
 import type { Logger } from '../logger.js';
 import { HandoverChannel, HandoverError } from './channel.js';
 import { listenOn } from '../tunnel/splice.js';
+import { descriptorOf } from '../native/sockets.js';
 
 const VERSION = 1;
 /** Descriptors per message (SCM_RIGHTS carries at most 253). */
@@ -37,7 +38,7 @@ export interface Giver {
   log: Logger;
 }
 
-const fdOf = (s: Server) => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+const fdOf = (s: Server) => descriptorOf(s) ?? -1;
 /** Bytes of state per message, besides the descriptors. */
 const BYTES_PER_MESSAGE = 8 << 20;
 const stateBytes = (p: NativeDetachedPair) => p.dirs.reduce((n, d) => n + d.pending.length + (d.records?.length ?? 0) + (d.plain?.length ?? 0), 0);
@@ -100,8 +101,9 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
     const late = g.proxy.tunnels.detach();
     const keep = late.filter((p) => refusedIds.has(p.id)).map((p) => p.id);
     if (keep.length) g.proxy.tunnels.restore(keep);
-    detached = [...detached, ...late.filter((p) => !refusedIds.has(p.id))];
-    await offer(late.filter((p) => !refusedIds.has(p.id)));
+    const fresh = late.filter((p) => !refusedIds.has(p.id));
+    detached = [...detached, ...fresh];
+    await offer(fresh);
     channel.send({ type: 'done' });
     await g.retire();
     channel.closeFds([kept.fd, ...(kept.fd6 !== undefined ? [kept.fd6] : []), kept.admin]);
@@ -167,8 +169,6 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
     throw new HandoverError('hand-over: the listeners came without their descriptors');
   }
   log.info({ routes: m.body.routes.length }, 'hand-over: took the listening sockets and the routes');
-  // The predecessor's ids of the parked pairs, in the order of `parked`.
-  const adoptedIds: number[] = [];
   return {
     listeners: { fd, ...(fd6 !== undefined ? { fd6 } : {}), admin },
     routes: m.body.routes,
@@ -185,7 +185,8 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
     finish: async (t) => {
       let pairs = 0;
       let refused = 0;
-      let parked: number[] = [];
+      // Adopted, not yet pumped: the predecessor's id of each pair → its id here.
+      const parked = new Map<number, number>();
       try {
         channel.send({ type: 'listening' });
         for (;;) {
@@ -194,12 +195,11 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
           if (msg.body.type === 'commit') {
             // The predecessor has let go of these: ours to pump. Any other parked one it keeps.
             const ids = new Set(msg.body.ids ?? []);
-            const go = parked.filter((_, k) => ids.has(adoptedIds[k]!));
+            const go = [...parked].filter(([theirs]) => ids.has(theirs)).map(([, ours]) => ours);
             t.start(go);
-            t.drop(parked.filter((id) => !go.includes(id)));
+            t.drop([...parked].filter(([theirs]) => !ids.has(theirs)).map(([, ours]) => ours));
             pairs += go.length;
-            parked = [];
-            adoptedIds.length = 0;
+            parked.clear();
             continue;
           }
           const ids: number[] = [];
@@ -208,8 +208,7 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
             const fds = msg.fds.slice(at, at + p.fdCount);
             at += p.fdCount;
             try {
-              parked.push(t.adopt(p, fds));
-              adoptedIds.push(p.id);
+              parked.set(p.id, t.adopt(p, fds));
               ids.push(p.id);
             } catch (err) {
               refused++;
@@ -224,11 +223,12 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
       } catch (err) {
         // An abort: the predecessor keeps what is parked here. The channel's end without one: the predecessor
         // is gone, and nobody but this agent can carry them on.
-        const aborted = /got abort/.test((err as Error).message);
-        if (aborted) t.drop(parked);
-        else t.start(parked);
-        if (!aborted) pairs += parked.length;
-        log.warn({ err, parked: parked.length, kept: !aborted }, 'hand-over interrupted');
+        const aborted = err instanceof HandoverError && err.aborted;
+        const ours = [...parked.values()];
+        if (aborted) t.drop(ours);
+        else t.start(ours);
+        if (!aborted) pairs += ours.length;
+        log.warn({ err, parked: ours.length, kept: !aborted }, 'hand-over interrupted');
         return { pairs, refused, error: err as Error };
       } finally {
         channel.close();

@@ -5,8 +5,11 @@ import { EcnetError } from '../errors.js';
 import { type NativeHandover, loadNative } from '../native/addon.js';
 
 export class HandoverError extends EcnetError<'ECNET_HANDOVER'> {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The other agent said `abort`: it keeps (or takes back) everything not committed. */
+  readonly aborted: boolean;
+  constructor(message: string, options?: { cause?: unknown; aborted?: boolean }) {
     super('ECNET_HANDOVER', message, options);
+    this.aborted = options?.aborted ?? false;
   }
 }
 
@@ -108,8 +111,9 @@ export class HandoverChannel {
     }
     if (!want.includes(body?.type)) {
       this.closeFds(m.fds);
-      const why = body?.type === 'abort' ? `: ${String((body as { reason?: unknown }).reason)}` : '';
-      throw new HandoverError(`hand-over: expected ${type}, got ${String(body?.type)}${why}`);
+      const aborted = body?.type === 'abort';
+      const why = aborted ? `: ${String((body as { reason?: unknown }).reason)}` : '';
+      throw new HandoverError(`hand-over: expected ${type}, got ${String(body?.type)}${why}`, { aborted });
     }
     return { body, fds: m.fds };
   }

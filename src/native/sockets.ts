@@ -25,9 +25,23 @@ export function connectMarked(opts: MarkedConnectOptions): net.Socket {
   return socket.connect({ host: opts.host, port: opts.port });
 }
 
+/**
+ * The descriptor under a Node socket or listening server (its libuv handle's; a TLS socket's is its TCP
+ * socket's), or undefined when it has none (closed, or not backed by one).
+ */
+export function descriptorOf(x: net.Socket | net.Server | { _handle?: unknown }): number | undefined {
+  const fd = (x as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/** The TCP socket under a server-side TLS socket (the one a server's 'connection' gave), or the socket itself. */
+export function tcpSocketOf(s: net.Socket): net.Socket {
+  return (s as unknown as { _parent?: net.Socket })._parent ?? s;
+}
+
 /** The kernel socket cookie of a connected net.Socket (the key of ecnet_sock_dst). */
 export function cookieOf(socket: net.Socket): bigint {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (fd === undefined || fd < 0) throw new Error('socket has no file descriptor');
+  const fd = descriptorOf(socket);
+  if (fd === undefined) throw new Error('socket has no file descriptor');
   return socketCookie(fd);
 }

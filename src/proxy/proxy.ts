@@ -13,6 +13,7 @@ import { openTunnel } from '../tunnel/client.js';
 import { STATUS, TunnelError, type TunnelTls } from '../tunnel/protocol.js';
 import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
 import { Tunnels, connectWithin, listen, listenOn } from '../tunnel/splice.js';
+import { descriptorOf } from '../native/sockets.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
 export interface Route {
@@ -304,7 +305,7 @@ export class NodeProxy {
 
   /** The listening sockets' descriptors (a hand-over gives them to the successor). */
   listenerFds(): { fd: number; fd6?: number } {
-    const fdOf = (srv: Server) => (srv as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+    const fdOf = (srv: Server) => descriptorOf(srv) ?? -1;
     return { fd: fdOf(this.#server), ...(this.#server6 ? { fd6: fdOf(this.#server6) } : {}) };
   }
 

@@ -66,9 +66,9 @@ export function gatewayConnection(
       ...(isIP(host) ? {} : { servername: host }),
       secureContext: context,
       ...(resumable ? { session: resumable } : {}),
-      // Always verified: the agent's configuration refuses TLS without a CA (see tlsConfig).
+      // Always verified: the agent's configuration refuses TLS without a CA (see tlsConfig). (TLS 1.3 only with
+      // cluster identities: the secure context says so.)
       rejectUnauthorized: true,
-      ...(tls.clusterSet ? { minVersion: 'TLSv1.3' as const } : {}),
       ...identity,
     });
     if (tls.clusterSet) {

@@ -12,6 +12,7 @@ import { TLSSocket } from 'node:tls';
 import { KernelSplicer, SpliceError, type SpliceEnd, type SplicedPair } from '../native/kernel-splice.js';
 import type { NativeDetachedPair, NativePairState } from '../native/addon.js';
 import { setLingerZero, socketError } from '../native/libc.js';
+import { descriptorOf, tcpSocketOf } from '../native/sockets.js';
 import type { Logger } from '../logger.js';
 import { type RecordSeal, sealedTunnels } from './records.js';
 
@@ -89,8 +90,8 @@ export function resetSocket(s: Socket): void {
 
 /** Whether the socket's end of stream was really a reset (its pending error says so). */
 function wasReset(s: Socket): boolean {
-  const fd = handleOf(s)?.fd ?? handleOf((s as unknown as { _parent?: Socket })._parent ?? s)?.fd;
-  if (typeof fd !== 'number' || fd < 0) return false;
+  const fd = descriptorOf(s) ?? descriptorOf(tcpSocketOf(s));
+  if (fd === undefined) return false;
   try {
     const err = socketError(fd);
     return err !== 0;
@@ -199,9 +200,9 @@ export class Tunnels {
   readonly #splicer: KernelSplicer | undefined;
   readonly #idleMs: number;
   readonly #log: Logger;
-  readonly #counts: { active: number; kernelSpliced: number; sealed?: number };
+  readonly #counts: { active: number; kernelSpliced: number; sealed: number };
 
-  constructor(o: { kernelSplice: boolean; idleMs: number; log: Logger; counts: { active: number; kernelSpliced: number; sealed?: number } }) {
+  constructor(o: { kernelSplice: boolean; idleMs: number; log: Logger; counts: { active: number; kernelSpliced: number; sealed: number } }) {
     this.#splicer = o.kernelSplice ? openSplicer(o.log) : undefined;
     this.#idleMs = o.idleMs;
     this.#log = o.log;
@@ -220,7 +221,7 @@ export class Tunnels {
       onEnd?.();
     }, this.#splicer, this.#log, seal);
     if (pair.mode === 'kernel') this.#counts.kernelSpliced++;
-    if (seal) this.#counts.sealed = (this.#counts.sealed ?? 0) + 1;
+    if (seal) this.#counts.sealed++;
     this.#pairs.add(pair);
   }
 
@@ -260,7 +261,7 @@ export class Tunnels {
     );
     this.#counts.active++;
     this.#counts.kernelSpliced++;
-    if (state.dirs[0]?.mode) this.#counts.sealed = (this.#counts.sealed ?? 0) + 1;
+    if (state.dirs[0]?.mode) this.#counts.sealed++;
     pair = { mode: 'kernel', destroy: () => native.abort() };
     this.#pairs.add(pair);
     return native.id;
