@@ -370,6 +370,19 @@ export function spliceMode(flag: string | undefined, env: NodeJS.ProcessEnv): Sp
   throw new ConfigError(`--splice must be kernel or stream, got ${JSON.stringify(v)}`);
 }
 
+/**
+ * Who sets up new connections (--fast-path, ECNET_FAST_PATH): `native`, the addon's front on the splice thread
+ * (src/proxy/front.ts, src/gateway/front.ts), handing to Node only what it cannot finish; `node`, Node accepts
+ * every connection. `native` needs --splice kernel (with stream it is `node`).
+ */
+export type FastPath = 'native' | 'node';
+
+export function fastPath(flag: string | undefined, env: NodeJS.ProcessEnv, splice: SpliceMode): FastPath {
+  const v = flag ?? env.ECNET_FAST_PATH ?? 'native';
+  if (v !== 'native' && v !== 'node') throw new ConfigError(`--fast-path must be native or node, got ${JSON.stringify(v)}`);
+  return splice === 'kernel' ? v : 'node';
+}
+
 /** --max-connections and --max-connections-per-source of the agent's proxy and the gateway. */
 export interface LimitFlags {
   maxConnections?: string;
@@ -390,6 +403,7 @@ export function limitsConfig(flags: LimitFlags, env: NodeJS.ProcessEnv): Partial
 export interface GatewayFlags extends SourceFlags, TlsFlags, LimitFlags {
   listen?: string;
   splice?: string;
+  fastPath?: string;
   /** Seconds open tunnels may run after SIGTERM before they are cut (ECNET_DRAIN_TIMEOUT). */
   drainTimeout?: string;
 }
@@ -401,6 +415,7 @@ export interface GatewayConfig {
   /** mTLS with cluster identities; undefined: the PEM files of `tls`, or plain tunnels. */
   identity: IdentityConfig | undefined;
   splice: SpliceMode;
+  fastPath: FastPath;
   limits: Partial<ConnectionLimits>;
   /** How long open tunnels may run after SIGTERM (readiness is off, nothing new is accepted). */
   drainMs: number;
@@ -419,7 +434,8 @@ export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = proc
     requireTls(flags, env, Boolean(identity || tls));
     const drain = flags.drainTimeout ?? env.ECNET_DRAIN_TIMEOUT ?? '10';
     if (!/^\d{1,6}$/.test(drain)) throw new ConfigError(`--drain-timeout must be whole seconds, got ${JSON.stringify(drain)}`);
-    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls, identity, splice: spliceMode(flags.splice, env), limits: limitsConfig(flags, env), drainMs: Number(drain) * 1000 };
+    const splice = spliceMode(flags.splice, env);
+    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls, identity, splice, fastPath: fastPath(flags.fastPath, env, splice), limits: limitsConfig(flags, env), drainMs: Number(drain) * 1000 };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;
     throw new ConfigError(`--listen: ${(cause as Error).message}`, { cause });
@@ -435,6 +451,7 @@ export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags, LimitFlags
   nodeName?: string;
   admin?: string;
   splice?: string;
+  fastPath?: string;
   allowLoopbackProxy?: boolean;
   /** The hand-over socket shared by an agent and its successor on the node (ECNET_HANDOVER). */
   handover?: string;
@@ -461,6 +478,7 @@ export interface AgentConfig {
   /** mTLS with cluster identities; undefined: the PEM files of `tls`, or plain tunnels. */
   identity: IdentityConfig | undefined;
   splice: SpliceMode;
+  fastPath: FastPath;
   /** The node proxy's connection limits. */
   limits: Partial<ConnectionLimits>;
   /** The hand-over socket (docs/restarts.md); undefined: no hand-over, a restart drains and starts afresh. */
@@ -501,6 +519,7 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       identity,
       tls,
       splice: spliceMode(flags.splice, env),
+      fastPath: fastPath(flags.fastPath, env, spliceMode(flags.splice, env)),
       limits: limitsConfig(flags, env),
       handover: flags.handover ?? env.ECNET_HANDOVER ?? undefined,
     };

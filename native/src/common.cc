@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include <sys/socket.h>
+#include <ctime>
 #include <unistd.h>
 
 namespace ecnet {
@@ -215,6 +217,27 @@ std::string BpfFdKind(int fd) {
   static const char prefix[] = "anon_inode:";
   if (std::strncmp(target, prefix, sizeof(prefix) - 1) != 0) return target;
   return target + sizeof(prefix) - 1;
+}
+
+int64_t NowMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+void CloseFd(int& fd) {
+  if (fd >= 0) close(fd);
+  fd = -1;
+}
+
+int SocketError(int fd) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? errno : err;
+}
+
+Napi::Buffer<uint8_t> BufferOf(Napi::Env env, const uint8_t* p, size_t n) {
+  return Napi::Buffer<uint8_t>::Copy(env, n ? p : reinterpret_cast<const uint8_t*>(""), n);
 }
 
 }  // namespace ecnet

@@ -57,6 +57,15 @@ class LogCapture {
 // Installs the libbpf print callback (once per process).
 void InstallLibbpfPrint();
 
+// CLOCK_MONOTONIC in milliseconds.
+int64_t NowMs();
+// Closes `fd` if open and marks it closed (-1).
+void CloseFd(int& fd);
+// The pending error of a socket (SO_ERROR), or the errno of asking for it.
+int SocketError(int fd);
+// A Buffer holding a copy of n bytes at p.
+Napi::Buffer<uint8_t> BufferOf(Napi::Env env, const uint8_t* p, size_t n);
+
 // Closes an fd on scope exit.
 class FdGuard {
  public:

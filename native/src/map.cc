@@ -47,6 +47,7 @@ Napi::Function Map::Init(Napi::Env env) {
                          InstanceMethod<&Map::Update>("update"),
                          InstanceMethod<&Map::Delete>("delete"),
                          InstanceMethod<&Map::LookupAndDelete>("lookupAndDelete"),
+                         InstanceMethod<&Map::Fd>("fd"),
                          InstanceMethod<&Map::Entries>("entries"),
                          InstanceMethod<&Map::UpdateBatch>("updateBatch"),
                          InstanceMethod<&Map::DeleteBatch>("deleteBatch"),
@@ -103,6 +104,11 @@ size_t Map::ValueBytes(Napi::Env env, const std::string& op) const {
   int cpus = libbpf_num_possible_cpus();
   if (cpus <= 0) ThrowErrno(env, op, ErrOf(cpus), "cannot count possible CPUs");
   return ((static_cast<size_t>(info_.value_size) + 7) & ~static_cast<size_t>(7)) * static_cast<size_t>(cpus);
+}
+
+// The open descriptor, for a native user that dups it (the front); still owned here.
+Napi::Value Map::Fd(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), Need(info.Env(), Op("fd of")));
 }
 
 Napi::Value Map::Info(const Napi::CallbackInfo& info) {

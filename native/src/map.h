@@ -17,6 +17,7 @@ class Map : public Napi::ObjectWrap<Map> {
 
  private:
   Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Fd(const Napi::CallbackInfo& info);
   Napi::Value Lookup(const Napi::CallbackInfo& info);
   void Update(const Napi::CallbackInfo& info);
   Napi::Value Delete(const Napi::CallbackInfo& info);

@@ -35,31 +35,10 @@ constexpr size_t kTurnBytes = 256 * 1024;
 constexpr size_t kCopyBytes = 64 * 1024;
 constexpr uint64_t kWakeKey = 0;
 
-int64_t NowMs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
-void CloseFd(int& fd) {
-  if (fd >= 0) close(fd);
-  fd = -1;
-}
-
 std::string PendingArg(const Napi::CallbackInfo& info, size_t i) {
   if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return {};
   Bytes b = ArgBytes(info, i, "splice_add", i == 3 ? "pendingAtoB" : "pendingBtoA");
   return std::string(reinterpret_cast<const char*>(b.data), b.size);
-}
-
-int SocketError(int fd) {
-  int err = 0;
-  socklen_t len = sizeof(err);
-  return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? errno : err;
-}
-
-Napi::Buffer<uint8_t> BufferOf(Napi::Env env, const uint8_t* p, size_t n) {
-  return Napi::Buffer<uint8_t>::Copy(env, n ? p : reinterpret_cast<const uint8_t*>(""), n);
 }
 
 std::string StringArg(Napi::Object o, const char* name) {
@@ -99,6 +78,11 @@ Napi::Function Splicer::Init(Napi::Env env) {
                          InstanceMethod<&Splicer::Adopt>("adopt"),
                          InstanceMethod<&Splicer::Start>("start"),
                          InstanceMethod<&Splicer::Drop>("drop"),
+                         InstanceMethod<&Splicer::FrontStart>("frontStart"),
+                         InstanceMethod<&Splicer::FrontRoutes>("frontRoutes"),
+                         InstanceMethod<&Splicer::FrontPause>("frontPause"),
+                         InstanceMethod<&Splicer::FrontRelease>("frontRelease"),
+                         InstanceMethod<&Splicer::FrontStats>("frontStats"),
                      });
 }
 
@@ -527,6 +511,7 @@ void Splicer::Stop() {
     hookAdded_ = false;
   }
   tsfn_.Release();
+  if (frontStarted_) frontTsfn_.Release();
 }
 
 // --- the thread ---
@@ -541,8 +526,10 @@ void Splicer::Run() {
 
   struct epoll_event events[256];
   int64_t lastScan = NowMs();
+  int64_t frontCheck = 0;  // when the front's setups are next looked at for deadlines
+  int64_t frontWaitMs = 1000;
   while (!stopping_) {
-    int n = epoll_wait(epfd_, events, 256, ready_.empty() ? 1000 : 0);
+    int n = epoll_wait(epfd_, events, 256, ready_.empty() ? static_cast<int>(frontWaitMs) : 0);
     if (n < 0 && errno != EINTR) {
       failed_ = errno;
       break;
@@ -553,6 +540,10 @@ void Splicer::Run() {
         uint64_t v;
         (void)!read(wakefd_, &v, sizeof(v));
         TakeCommands();
+        continue;
+      }
+      if (FrontIsKey(key)) {
+        FrontOnEvent(key, events[i].events);
         continue;
       }
       auto it = pairs_.find(key);
@@ -583,6 +574,15 @@ void Splicer::Run() {
       ScanIdle(now);
       lastScan = now;
     }
+    frontWaitMs = 1000;
+    if (front_) {
+      if (now >= frontCheck) {
+        int64_t next = FrontTimers(now);
+        frontCheck = now + (next < 0 ? 1000 : std::min<int64_t>(next, 50));
+      }
+      frontWaitMs = std::max<int64_t>(1, std::min<int64_t>(1000, frontCheck - now));
+      FrontFlush();
+    }
   }
   // Closing: every pair ends now, reported as aborted (or with the thread's error); nothing is left open.
   TakeCommands();
@@ -590,6 +590,8 @@ void Splicer::Run() {
   std::vector<uint64_t> ids;
   for (auto& [id, pair] : pairs_) ids.push_back(id);
   for (uint64_t id : ids) Finish(id, why);
+  front_.reset();  // its listeners and the connections still being set up
+  FrontFlush();    // what it had handed to JavaScript and not yet reported
   for (int fd : pool_) close(fd);
   livePipes_ -= static_cast<uint32_t>(pool_.size() / 2);
   pool_.clear();
@@ -598,29 +600,15 @@ void Splicer::Run() {
 void Splicer::TakeCommands() {
   std::vector<std::unique_ptr<SplicePair>> adds;
   std::vector<uint64_t> aborts;
+  FrontInbox front;
   {
     std::lock_guard<std::mutex> lock(mu_);
     adds.swap(adds_);
     aborts.swap(aborts_);
+    std::swap(front, frontIn_);
   }
-  for (auto& pair : adds) {
-    uint64_t id = pair->id;
-    pair->lastActive = NowMs();
-    SplicePair& p = *pair;
-    pairs_.emplace(id, std::move(pair));
-    int err = 0;
-    for (int fd : p.fd) {
-      // Edge-triggered on both ends: any change on either socket pumps both directions until they block.
-      struct epoll_event ev = {};
-      ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-      ev.data.u64 = id;
-      if (!err && epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) err = errno;
-    }
-    if (err)
-      Finish(id, err);
-    else
-      Pump(p);
-  }
+  for (auto& pair : adds) Insert(std::move(pair));
+  FrontCommands(front);
   for (uint64_t id : aborts)
     if (pairs_.count(id)) Finish(id, ECANCELED);
   bool detach = false;
@@ -643,6 +631,26 @@ void Splicer::TakeCommands() {
     detachAsked_ = false;
   }
   detachCv_.notify_all();
+}
+
+// A pair on the thread from now on: polled on both ends and pumped once.
+void Splicer::Insert(std::unique_ptr<SplicePair> pair) {
+  uint64_t id = pair->id;
+  pair->lastActive = NowMs();
+  SplicePair& p = *pair;
+  pairs_.emplace(id, std::move(pair));
+  int err = 0;
+  for (int fd : p.fd) {
+    // Edge-triggered on both ends: any change on either socket pumps both directions until they block.
+    struct epoll_event ev = {};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = id;
+    if (!err && epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) err = errno;
+  }
+  if (err)
+    Finish(id, err);
+  else
+    Pump(p);
 }
 
 void Splicer::Pump(SplicePair& p) {
@@ -919,6 +927,7 @@ void Splicer::Finish(uint64_t id, int err) {
     }
   }
   livePairs_--;
+  if (p->fronted) FrontFreeSlot(p->source);
   bool queue = false;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common.h"
+#include "front.h"
 #include "records.h"
 
 namespace ecnet {
@@ -96,6 +97,8 @@ struct SplicePair {
   int64_t idleMs = 0;
   int64_t lastActive = 0;
   bool ready = false;  // on the ready list: it stopped at its budget with bytes still to move
+  bool fronted = false;  // set up by the front: it holds a slot of `source` there
+  std::string source;
 };
 
 struct SpliceDone {
@@ -126,6 +129,14 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   Napi::Value Adopt(const Napi::CallbackInfo& info);
   void Start(const Napi::CallbackInfo& info);
   void Drop(const Napi::CallbackInfo& info);
+  // The front (front.h, front.cc): frontStart(options, report) accepts on the given listeners from then on;
+  // frontRoutes(entries, all) updates its table; frontPause(stop) stops or resumes accepting; frontRelease(source)
+  // frees the slot of a connection handed to JavaScript; frontStats() reads its counters.
+  void FrontStart(const Napi::CallbackInfo& info);
+  void FrontRoutes(const Napi::CallbackInfo& info);
+  void FrontPause(const Napi::CallbackInfo& info);
+  void FrontRelease(const Napi::CallbackInfo& info);
+  Napi::Value FrontStats(const Napi::CallbackInfo& info);
 
   // Thread side.
   void Run();
@@ -138,6 +149,23 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   int OpenDir(SpliceDir& d, bool& progress, size_t& budget);
   void Finish(uint64_t id, int err);
   void ScanIdle(int64_t now);
+  // The front's thread side (front.cc).
+  void FrontCommands(FrontInbox& in);
+  void FrontListen(bool on);
+  void FrontAccept(int listener);
+  void FrontClassify(std::unique_ptr<FrontSetup> s);
+  void FrontOnEvent(uint64_t key, uint32_t events);
+  void FrontPeekHead(FrontSetup& s);
+  void FrontConnect(FrontSetup& s);
+  void FrontUpFailed(FrontSetup& s, int err, int status);
+  void FrontEstablished(FrontSetup& s, std::string leftover);
+  void FrontHand(FrontSetup& s, int32_t failedReport = -2, int err = 0, int status = 0);
+  void FrontDrop(uint64_t key);
+  void FrontFreeSlot(const std::string& source);
+  static bool FrontIsKey(uint64_t key);
+  int64_t FrontTimers(int64_t now);
+  void FrontFlush();
+  void Insert(std::unique_ptr<SplicePair> pair);
   int TakePipe(int out[2]);
   void ReturnPipe(SpliceDir& d);
   void GivePipe(int pipe[2]);
@@ -177,9 +205,17 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   std::unordered_map<uint64_t, std::unique_ptr<SplicePair>> pairs_;
   std::vector<uint64_t> ready_;  // pairs to pump again without waiting for an edge
   std::vector<int> pool_;        // idle pipes, read end then write end
-  uint64_t nextId_ = 1;          // JS thread only; 64 bits never wrap
+  std::atomic<uint64_t> nextId_{1};  // 64 bits never wrap
   std::atomic<uint32_t> livePairs_{0};
   std::atomic<uint32_t> livePipes_{0};
+
+  // The front: commands in (under mu_), its state (thread only), its counters and what it gives JavaScript.
+  FrontInbox frontIn_;
+  std::unique_ptr<Front> front_;
+  std::shared_ptr<FrontCounters> frontCounters_ = std::make_shared<FrontCounters>();
+  std::shared_ptr<FrontOutbox> frontOut_ = std::make_shared<FrontOutbox>();
+  Napi::ThreadSafeFunction frontTsfn_;
+  bool frontStarted_ = false;  // JS thread
 };
 
 }  // namespace ecnet

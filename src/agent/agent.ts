@@ -36,6 +36,23 @@ export class RouteMap implements RouteTable {
     this.#now = options.now ?? Date.now;
   }
 
+  readonly #listeners = new Set<(key: string | undefined) => void>();
+
+  /** Calls `onChange` with the key of each route changed (undefined: any of them may have); returns the unsubscribe. */
+  subscribe(onChange: (key: string | undefined) => void): () => void {
+    this.#listeners.add(onChange);
+    return () => this.#listeners.delete(onChange);
+  }
+
+  #changed(key: string | undefined): void {
+    for (const l of this.#listeners) l(key);
+  }
+
+  /** The live route of a key (added or set; not one retiring). */
+  current(key: string): Route | undefined {
+    return this.#adding.get(key) ?? this.#routes.get(key);
+  }
+
   lookup(ip: string, port: number): Route | undefined {
     const key = routeKey(ip, port);
     const r = this.#adding.get(key) ?? this.#routes.get(key);
@@ -53,11 +70,13 @@ export class RouteMap implements RouteTable {
     for (const [k, route] of this.#routes) if (!routes.has(k)) this.#retiring.set(k, { route, until: now + this.#graceMs });
     this.#routes = new Map(routes);
     this.#adding.clear();
+    this.#changed(undefined);
   }
 
   /** Routes answered from now on, ahead of a replace that keeps them. */
   add(routes: Iterable<[string, Route]>): void {
     for (const [k, r] of routes) this.#adding.set(k, r);
+    this.#changed(undefined);
   }
 
   /** One route, added or changed. */
@@ -65,6 +84,7 @@ export class RouteMap implements RouteTable {
     this.#routes.set(key, route);
     this.#adding.delete(key);
     this.#retiring.delete(key);
+    this.#changed(key);
   }
 
   /** One route removed: answered for the grace period still. */
@@ -74,6 +94,7 @@ export class RouteMap implements RouteTable {
     this.#routes.delete(key);
     const now = this.#now();
     this.#retiring.set(key, { route, until: now + this.#graceMs });
+    this.#changed(key);
     // Expired ones go at most once per grace period: what is kept is what retired within two of them.
     if (now - this.#swept >= this.#graceMs) {
       this.#swept = now;

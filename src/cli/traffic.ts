@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { Agent, RouteMap } from '../agent/agent.js';
 import { type IdentityReport, type RouteReport, identityReport, startAdmin } from '../agent/admin.js';
 import { Datapath } from '../bpf/datapath.js';
+import { origDstCodec } from '../bpf/codecs.js';
 import { connectMarked } from '../native/sockets.js';
 import { type AgentFlags, ConfigError, clusterSetName, type GatewayFlags, agentConfig, agentDefaults, gatewayConfig, gatewayDefaults } from '../config.js';
 import { Gateway } from '../gateway/gateway.js';
@@ -64,6 +65,7 @@ export function gatewayCommand(): Command {
     .description("the cluster's entry: tunnels for exported services to ready local endpoints, ingress rules, /healthz")
     .option('--listen <ip:port>', `where to listen (default ${gatewayDefaults.listen})`)
     .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
+    .option('--fast-path <mode>', 'who sets up new tunnels: native (the addon, on the splice thread; Node takes what it cannot finish) or node; default native')
     .option('--drain-timeout <seconds>', 'after SIGTERM (readiness off, nothing new accepted), how long open tunnels may run before they are cut; default 10')
     .action(async (flags: GatewayFlags) => {
       const cfg = gatewayConfig(flags);
@@ -74,7 +76,7 @@ export function gatewayCommand(): Command {
       const identity = cfg.identity ? new IdentityFiles(cfg.identity.dir, cfg.identity.clusterSet, { onChange: () => gw?.reloadTls() }) : undefined;
       const tls = identity?.tls ?? cfg.tls;
       if (!tls) plainWarning('gateway');
-      gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', limits: cfg.limits, ...(tls ? { tls } : {}) });
+      gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', front: cfg.fastPath === 'native', limits: cfg.limits, ...(tls ? { tls } : {}) });
       process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}${identity ? `, as ${identity.cluster}` : ''}\n`);
       await runUntilSignal(async () => {
         identity?.close();
@@ -98,6 +100,7 @@ export function agentCommand(): Command {
     .option('--cgroup <dir>', 'cgroup v2 directory the programs attach to (default: the root)')
     .option('--admin <ip:port>', `admin endpoint: /healthz, /routes (default ${agentDefaults.admin})`)
     .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
+    .option('--fast-path <mode>', 'who sets up new connections: native (the addon, on the splice thread; Node takes what it cannot finish) or node; default native')
     .option('--handover <path>', 'unix socket where this agent takes over from a running one on the node (its listening sockets and connections), and hands over to its successor')
     .action(async (flags: AgentFlags) => {
       const cfg = agentConfig(flags);
@@ -147,6 +150,7 @@ export function agentCommand(): Command {
           kernelSplice: cfg.splice === 'kernel',
           limits: cfg.limits,
           ...(tls ? { tls } : {}),
+          ...(cfg.fastPath === 'native' ? { front: { connections: dp.map('connections'), destinationOf: (v: Buffer) => origDstCodec.decode(v), mark } } : {}),
         });
       // The port is taken by an agent that does not hand over (an older version, or one whose hand-over failed):
       // wait for it to go, asking it again meanwhile, rather than exit and be restarted in a loop.

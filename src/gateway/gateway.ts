@@ -17,7 +17,10 @@ import type { Endpoint } from '../api/core.js';
 import { type Catalog, decide } from './catalog.js';
 import { Tunnels, connectWithin, listen, resetSocket, stopReading } from '../tunnel/splice.js';
 import { RECORDS_HEADER, RECORDS_VERSION, recordSeal } from '../tunnel/records.js';
-import { tcpSocketOf } from '../native/sockets.js';
+import { descriptorOf, tcpSocketOf } from '../native/sockets.js';
+import { loadNative } from '../native/addon.js';
+import { closeFd } from '../native/libc.js';
+import { type ChangingCatalog, GatewayFront } from './front.js';
 import { matchIngress } from './ingress.js';
 
 export interface GatewayOptions {
@@ -38,6 +41,11 @@ export interface GatewayOptions {
   ingressIdleMs?: number;
   /** Connection limits (total, per source address: a node's proxy); see tunnel/limits.ts for the defaults. */
   limits?: Partial<ConnectionLimits>;
+  /**
+   * Set up plain tunnels on the kernel splicer's thread (front.ts); needs `kernelSplice`, no `tls`, and a catalog
+   * that tells its changes (LiveCatalog). Otherwise Node accepts every connection.
+   */
+  front?: boolean;
   logger?: Logger;
 }
 
@@ -52,6 +60,8 @@ export interface GatewayStats {
   ingress: number;
   /** Reset at once: a connection limit was reached (total, or the source's own). */
   limited: number;
+  /** Of `tunnels`, how many the native front set up without JavaScript. */
+  fronted: number;
 }
 
 function reply(socket: Socket, status: number, reason: string): void {
@@ -85,9 +95,16 @@ export class Gateway {
   readonly #log: Logger;
   readonly #tunnels: Tunnels;
   readonly #next = new Map<string, number>();
-  readonly stats: GatewayStats = { tunnels: 0, active: 0, kernelSpliced: 0, sealed: 0, refused: {}, ingress: 0, limited: 0 };
+  readonly stats: GatewayStats = { tunnels: 0, active: 0, kernelSpliced: 0, sealed: 0, refused: {}, ingress: 0, limited: 0, fronted: 0 };
   readonly #limiter: ConnectionLimiter;
   #closed = false;
+  /** The native front, when it accepts in place of the server; its listening socket (a dup this gateway owns). */
+  #front: GatewayFront | undefined;
+  #frontListener: number | undefined;
+  /** Connections the front handed over: their slot is the front's. */
+  readonly #fronted = new WeakSet<Socket>();
+  #address: { host: string; port: number } | undefined;
+  readonly #headerTimeoutMs: number;
 
   private constructor(options: GatewayOptions, server: Server) {
     this.#server = server;
@@ -101,8 +118,9 @@ export class Gateway {
     this.#limiter = new ConnectionLimiter(options.limits);
     // Before the HTTP parser sees a byte: over a limit, the connection is reset.
     // (A TLS server emits 'connection' with the TCP socket, before the handshake.)
+    this.#headerTimeoutMs = options.headerTimeoutMs ?? HEADER_TIMEOUT_MS;
     server.prependListener('connection', (s: Socket) => {
-      if (!this.#limiter.admitOrReset(s)) return void this.stats.limited++;
+      if (!this.#fronted.has(s) && !this.#limiter.admitOrReset(s)) return void this.stats.limited++;
       // Every connection, also one still in its TLS handshake (which no HTTP bookkeeping knows): an abort ends them all.
       this.#sockets.add(s);
       s.setNoDelay(true);
@@ -158,6 +176,7 @@ export class Gateway {
     const gw = new Gateway(options, server);
     try {
       await listen(server, options.host, options.port);
+      if (options.front && !tls) gw.#startFront(options);
     } catch (err) {
       gw.destroy();
       throw err;
@@ -165,7 +184,47 @@ export class Gateway {
     return gw;
   }
 
+  /**
+   * The native front takes over accepting: a dup of the listening socket goes to it and the server closes its
+   * own. The server still serves what the front hands over (as 'connection' events).
+   */
+  #startFront(options: GatewayOptions): void {
+    const splicer = this.#tunnels.splicer;
+    const catalog = this.#catalog as Catalog & Partial<ChangingCatalog>;
+    const fd = descriptorOf(this.#server);
+    if (!splicer || !catalog.subscribe || fd === undefined) return;
+    this.#address = this.address;
+    this.#frontListener = loadNative().handover.dup(fd);
+    const limits = this.#limiter.limits;
+    this.#front = new GatewayFront(
+      splicer,
+      [this.#frontListener],
+      catalog as ChangingCatalog,
+      { idleMs: options.idleTimeoutMs ?? 15 * 60_000, connectMs: this.#connectTimeoutMs, headerMs: this.#headerTimeoutMs, maxTotal: limits.total, maxPerSource: limits.perSource },
+      {
+        handed: (socket, free) => {
+          this.#fronted.add(socket);
+          // Its slot is the front's: freed when it closes, or when its tunnel ends (release).
+          this.#limiter.hold(socket, free);
+          this.#server.emit('connection', socket);
+          // Created paused (nothing read before the server listens to it): the HTTP server reads from here.
+          socket.resume();
+        },
+        succeeded: (n) => {
+          this.stats.tunnels += n;
+          this.stats.kernelSpliced += n;
+          this.stats.fronted += n;
+        },
+      },
+    );
+    this.#server.close();
+    // close() also stopped the HTTP server's check of request-head timeouts, which the handed-over connections
+    // still need: 'listening' is what starts it (Node's setupConnectionsTracking).
+    this.#server.emit('listening');
+  }
+
   get address(): { host: string; port: number } {
+    if (this.#address) return this.#address;
     const a = this.#server.address() as AddressInfo;
     return { host: a.address, port: a.port };
   }
@@ -345,6 +404,7 @@ export class Gateway {
   async close(graceMs = 10_000): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#front?.pause(true);
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     // Connections already accepted may still be in their TLS handshake or before their CONNECT: the HTTP server
     // counts them idle. They get a moment to become tunnels (or requests) before idle ones are closed.
@@ -359,9 +419,12 @@ export class Gateway {
   destroy(err?: Error): void {
     if (err) this.#log.error({ err }, 'gateway aborted');
     this.#closed = true;
+    this.#front?.close();
     this.#tunnels.destroy();
     this.#server.closeAllConnections();
     for (const s of this.#sockets) s.destroy();
     this.#server.close();
+    if (this.#frontListener !== undefined) closeFd(this.#frontListener);
+    this.#frontListener = undefined;
   }
 }

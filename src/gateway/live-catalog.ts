@@ -85,6 +85,14 @@ export class LiveCatalog implements Catalog {
     this.#rebuild();
   }
 
+  readonly #listeners = new Set<(keys: string[] | undefined) => void>();
+
+  /** Calls `onChange` with the services (namespace/name) each rebuild changed; returns the unsubscribe. */
+  subscribe(onChange: (keys: string[] | undefined) => void): () => void {
+    this.#listeners.add(onChange);
+    return () => this.#listeners.delete(onChange);
+  }
+
   #rebuild(): void {
     if (!this.#informers) return;
     const [services, , exports] = this.#informers;
@@ -102,7 +110,9 @@ export class LiveCatalog implements Catalog {
       if (entry && hasIngress(entry)) this.#ingress.set(k, entry);
       else this.#ingress.delete(k);
     }
+    const keys = [...this.#dirty];
     this.#dirty.clear();
+    if (keys.length) for (const l of this.#listeners) l(keys);
   }
 
   get(namespace: string, name: string): LocalService | undefined {

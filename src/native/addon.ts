@@ -93,6 +93,8 @@ export interface NativeMap {
   /** keys/values are `count` fixed-size records concatenated. Returns how many were applied before an error (throws on error with `applied` set). */
   updateBatch(keys: Buffer, values: Buffer, count: number, flags: number): number;
   deleteBatch(keys: Buffer, count: number): number;
+  /** The open descriptor (still owned by the map): for the front, which keeps a dup. */
+  fd(): number;
   close(): void;
 }
 
@@ -124,6 +126,75 @@ export interface NativeSplicer {
   adopt(state: NativePairState, fds: number[], parked?: boolean): number;
   start(ids: number[]): void;
   drop(ids: number[]): void;
+  /** The front (native/src/front.h): accepts on `listeners` (dup'd) on the splicer's thread from now on. */
+  frontStart(options: NativeFrontOptions, report: (handed: NativeFrontHanded[], successes: [number, number][]) => void): void;
+  /** Updates the front's table; with `all`, the entries are the whole table. A null `choices` removes a key. */
+  frontRoutes(entries: NativeFrontEntry[], all: boolean): void;
+  /** Stops (true) or resumes (false) accepting. */
+  frontPause(stop: boolean): void;
+  /** Frees the slot of a connection the front handed to JavaScript, once it is closed. */
+  frontRelease(source: Buffer): void;
+  frontStats(): NativeFrontStats;
+}
+
+export interface NativeFrontOptions {
+  /** Gateway mode: CONNECT heads are peeked and served from the table; else proxy mode (the connection map). */
+  gateway?: boolean;
+  listeners: number[];
+  /** Proxy mode: the datapath's connection map's descriptor (dup'd) and its value size. */
+  connMap?: number;
+  connValueSize?: number;
+  /** Proxy mode: an entry recorded longer ago than this is not used (needs a timestamp in the value). */
+  staleMs?: number;
+  /** SO_MARK of upstream connections. */
+  mark?: number;
+  idleMs?: number;
+  /** A gateway's answer to a CONNECT, from the connect on. */
+  setupMs?: number;
+  /** A direct connection (a local endpoint, a gateway's endpoint). */
+  connectMs?: number;
+  /** Gateway mode: a request head. */
+  headerMs?: number;
+  maxTotal?: number;
+  maxPerSource?: number;
+}
+
+export interface NativeFrontChoice {
+  /** Index reported with successes and failures (JavaScript's cluster index); -1: none. */
+  report: number;
+  weight: number;
+  addrs: { ip: string; port: number }[];
+  /** Sent first; then a 200 answer is awaited (a gateway's CONNECT). */
+  head?: Buffer;
+}
+
+export interface NativeFrontEntry {
+  /** Proxy: the 16-byte address (IPv4-mapped) and the port (big-endian); gateway: the CONNECT authority. */
+  key: Buffer | string;
+  choices: NativeFrontChoice[] | null;
+}
+
+/** A connection the front gives to JavaScript, which owns `fd` from then on. */
+export interface NativeFrontHanded {
+  fd: number;
+  source: Buffer;
+  /** Proxy: the connection map's value (ecnet_origdst). */
+  destination?: Buffer;
+  /** The choice that failed here (its report index), with the errno or the gateway's status. */
+  failedReport?: number;
+  errno?: number;
+  status?: number;
+}
+
+export interface NativeFrontStats {
+  accepted: number;
+  notRedirected: number;
+  limited: number;
+  spliced: number;
+  handed: number;
+  failures: number;
+  setups: number;
+  open: number;
 }
 
 /** A pair's state between two processes (JSON-able apart from the Buffers). */

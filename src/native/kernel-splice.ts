@@ -1,7 +1,7 @@
 // Kernel splicing of socket pairs: the one owner of an addon Splicer (its thread, pipes and socket dups).
 // The proxy and the gateway hand each established tunnel to it, so bulk bytes never cross into JavaScript.
 import { errnoNames } from './errors.js';
-import { type NativeDetachedPair, type NativePairState, type NativeSplicer, loadNative } from './addon.js';
+import { type NativeDetachedPair, type NativeFrontEntry, type NativeFrontHanded, type NativeFrontOptions, type NativeFrontStats, type NativePairState, type NativeSplicer, loadNative } from './addon.js';
 import { EcnetError } from '../errors.js';
 import type { RecordSeal } from '../tunnel/records.js';
 
@@ -119,6 +119,38 @@ export class KernelSplicer {
   drop(ids: number[]): void {
     this.#native.drop(ids);
     for (const id of ids) this.ended(id, 0, 0, 0, true);
+  }
+
+  /**
+   * Starts the front (native/src/front.h) on this splicer's thread: it accepts on `options.listeners` (dup'd)
+   * from now on, splices what it can set up itself and reports the rest to `report` (which owns their
+   * descriptors), with the successes counted per report index. Once per splicer.
+   */
+  startFront(options: NativeFrontOptions, report: (handed: NativeFrontHanded[], successes: [number, number][]) => void): void {
+    try {
+      this.#native.frontStart(options, report);
+    } catch (cause) {
+      throw new SpliceError(`the front could not start: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  /** The front's table: `entries` change it, or with `all` replace it. */
+  frontRoutes(entries: NativeFrontEntry[], all: boolean): void {
+    if (!this.#closed) this.#native.frontRoutes(entries, all);
+  }
+
+  /** The front stops accepting (a hand-over), or accepts again. */
+  frontPause(stop: boolean): void {
+    if (!this.#closed) this.#native.frontPause(stop);
+  }
+
+  /** A connection the front handed over has closed: its slot is free. */
+  frontRelease(source: Buffer): void {
+    if (!this.#closed) this.#native.frontRelease(source);
+  }
+
+  frontStats(): NativeFrontStats {
+    return this.#native.frontStats();
   }
 
   /** Pairs not yet ended, and the pipes the thread holds (in use or pooled). */

@@ -49,7 +49,7 @@ function healthyFirst(list: Weighted[]): Weighted[] {
 
 /** Weighted random order without replacement: the first is drawn by weight, then the next among the rest … */
 function weightedOrder(list: Weighted[], random: () => number): Candidate[] {
-  const pool = list.filter((w) => w.weight > 0);
+  const pool = [...list];
   const out: Candidate[] = [];
   while (pool.length) {
     const total = pool.reduce((a, w) => a + w.weight, 0);
@@ -62,8 +62,13 @@ function weightedOrder(list: Weighted[], random: () => number): Candidate[] {
   return out;
 }
 
-/** The candidates, in the order to try them. */
-export function plan(input: PlanInput, isHealthy: IsHealthy, random: () => number = Math.random): Candidate[] {
+/**
+ * What the policy makes of the input before any draw: candidates weighted for a draw (ActiveActive), or already
+ * in their order (Locality, FailOver).
+ */
+type Shape = { weighted: Weighted[] } | { ordered: Candidate[] };
+
+function shape(input: PlanInput, isHealthy: IsHealthy): Shape {
   const lbType = input.policy?.lbType ?? 'Locality';
   const targets = Array.isArray(input.policy?.targets) ? input.policy.targets : [];
   const exporter = new Map(input.exporters.map((e) => [e.clusterKey, e]));
@@ -77,9 +82,9 @@ export function plan(input: PlanInput, isHealthy: IsHealthy, random: () => numbe
     case 'Locality': {
       // One target: that cluster only. None: this cluster only.
       const only = targets[0]?.clusterKey;
-      if (only === undefined || only === input.localCluster) return input.localEndpoints ? [local.candidate] : [];
+      if (only === undefined || only === input.localCluster) return { ordered: input.localEndpoints ? [local.candidate] : [] };
       const r = remote(only);
-      return r ? [r.candidate] : [];
+      return { ordered: r ? [r.candidate] : [] };
     }
     case 'ActiveActive': {
       const keys: { clusterKey: ClusterKey; weight?: number }[] = targets.length ? targets : input.exporters.map((e) => ({ clusterKey: e.clusterKey }));
@@ -93,7 +98,7 @@ export function plan(input: PlanInput, isHealthy: IsHealthy, random: () => numbe
         const own = targets.find((t) => t.clusterKey === input.localCluster);
         pool.push({ ...local, weight: own?.weight ?? DEFAULT_WEIGHT });
       }
-      return weightedOrder(healthyFirst(pool), random);
+      return { weighted: healthyFirst(pool).filter((w) => w.weight > 0) };
     }
     case 'FailOver': {
       const ordered: Weighted[] = [];
@@ -102,12 +107,28 @@ export function plan(input: PlanInput, isHealthy: IsHealthy, random: () => numbe
         const r = remote(t.clusterKey);
         if (r) ordered.push(r);
       }
-      return healthyFirst(ordered).map((w) => w.candidate);
+      return { ordered: healthyFirst(ordered).map((w) => w.candidate) };
     }
     default:
       // An lbType the schema does not know (a source that does not validate): refuse rather than guess.
-      return [];
+      return { ordered: [] };
   }
+}
+
+/** The candidates, in the order to try them. */
+export function plan(input: PlanInput, isHealthy: IsHealthy, random: () => number = Math.random): Candidate[] {
+  const s = shape(input, isHealthy);
+  return 'weighted' in s ? weightedOrder(s.weighted, random) : s.ordered;
+}
+
+/**
+ * The first candidate plan() would give, as a distribution: each possible first candidate with its weight (the
+ * node proxy's native front draws from it; what follows a failed first is plan()'s again).
+ */
+export function firstChoices(input: PlanInput, isHealthy: IsHealthy): { candidate: Candidate; weight: number }[] {
+  const s = shape(input, isHealthy);
+  if ('weighted' in s) return s.weighted.map((w) => ({ candidate: w.candidate, weight: w.weight }));
+  return s.ordered.length ? [{ candidate: s.ordered[0]!, weight: 1 }] : [];
 }
 
 /**

@@ -4,6 +4,7 @@
 // is written to the client before an upstream is established, so a failing candidate is replaced by the next
 // one unseen; the client sees an error (a reset) only when none is left, or at once when there is no route.
 import { type AddressInfo, type Server, type Socket, connect as netConnect, createServer } from 'node:net';
+import { constants } from 'node:os';
 import type { ClusterKey, GlobalTrafficPolicySpec } from '../api/flomesh.js';
 import type { Endpoint } from '../api/core.js';
 import { type Logger, componentLogger } from '../logger.js';
@@ -14,6 +15,9 @@ import { STATUS, TunnelError, type TunnelTls } from '../tunnel/protocol.js';
 import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
 import { Tunnels, connectWithin, listen, listenOn } from '../tunnel/splice.js';
 import { descriptorOf } from '../native/sockets.js';
+import { loadNative } from '../native/addon.js';
+import { closeFd } from '../native/libc.js';
+import { type FrontRoutes, type FrontVerdict, ProxyFront, type ProxyFrontOptions } from './front.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
 export interface Route {
@@ -57,6 +61,11 @@ export interface ProxyOptions {
   /** Connection limits (total, per client address); see tunnel/limits.ts for the defaults. */
   limits?: Partial<ConnectionLimits>;
   /**
+   * Set up new connections on the kernel splicer's thread (front.ts), from the datapath's connection map; the
+   * routes must then be a FrontRoutes too (the agent's RouteMap is). Needs `kernelSplice`.
+   */
+  front?: ProxyFrontOptions;
+  /**
    * Listening sockets to accept on instead of binding host/port (host6): a predecessor's, handed over. The
    * proxy owns them from then on.
    */
@@ -73,6 +82,8 @@ export interface ProxyOptions {
   logger?: Logger;
 }
 
+const osErrno = constants.errno;
+
 export interface ProxyStats {
   accepted: number;
   notRedirected: number;
@@ -87,9 +98,11 @@ export interface ProxyStats {
   sealed: number;
   /** Reset at once: a connection limit was reached (total, or the client's own). */
   limited: number;
+  /** Of `proxied`, how many the native front set up without JavaScript. */
+  fronted: number;
 }
 
-type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6' | 'limits' | 'workloadOf' | 'listenFds' | 'routesReady' | 'routesWaitMs'>> & {
+type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6' | 'limits' | 'workloadOf' | 'listenFds' | 'routesReady' | 'routesWaitMs' | 'front'>> & {
   health: HealthBook;
   tls?: TunnelTls;
   random?: () => number;
@@ -104,7 +117,7 @@ export class NodeProxy {
   readonly #conns: Tunnels;
   readonly #next = new Map<string, number>();
   readonly #sequence = new Map<string, number>();
-  readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0, sealed: 0, limited: 0 };
+  readonly stats: ProxyStats = { accepted: 0, notRedirected: 0, noRoute: 0, refused: 0, proxied: 0, retries: 0, active: 0, kernelSpliced: 0, sealed: 0, limited: 0, fronted: 0 };
   readonly #limiter: ConnectionLimiter;
   /** Until the routes are known: what a connection accepted before waits for. */
   #routesReady: Promise<unknown> | undefined;
@@ -112,6 +125,10 @@ export class NodeProxy {
   /** Connections between accept and their hand-over to the tunnels (a hand-over waits for them). */
   #opening = 0;
   #closed = false;
+  /** The native front, when it accepts in place of the servers; its listening sockets (dups this proxy owns). */
+  #front: ProxyFront | undefined;
+  #frontListeners: { fd: number; fd6?: number } | undefined;
+  #address: { host: string; port: number } | undefined;
 
   private constructor(options: ProxyOptions, server: Server, server6: Server | undefined) {
     this.#routesReady = options.routesReady?.then(
@@ -156,6 +173,7 @@ export class NodeProxy {
         await listen(server, options.host, options.port);
         if (server6) await listen(server6, options.host6!, (server.address() as AddressInfo).port);
       }
+      if (options.front) proxy.#startFront(options.front, options);
     } catch (err) {
       proxy.destroy();
       throw err;
@@ -163,7 +181,67 @@ export class NodeProxy {
     return proxy;
   }
 
+  /**
+   * The native front takes over accepting: it gets dups of the listening sockets, and the servers close theirs
+   * (a connection they accepted meanwhile is served as always). Without a kernel splicer, or routes that cannot
+   * tell their changes, the servers stay.
+   */
+  #startFront(f: ProxyFrontOptions, options: ProxyOptions): void {
+    const splicer = this.#conns.splicer;
+    const routes = options.routes as ProxyOptions['routes'] & Partial<FrontRoutes>;
+    if (!splicer || !routes.entries || !routes.current || !routes.subscribe) return;
+    const fd = descriptorOf(this.#server);
+    const fd6 = this.#server6 ? descriptorOf(this.#server6) : undefined;
+    if (fd === undefined || (this.#server6 && fd6 === undefined)) return;
+    this.#address = this.address;
+    const { dup } = loadNative().handover;
+    this.#frontListeners = { fd: dup(fd), ...(fd6 !== undefined ? { fd6: dup(fd6) } : {}) };
+    const limits = this.#limiter.limits;
+    this.#front = new ProxyFront(
+      splicer,
+      [this.#frontListeners.fd, ...(this.#frontListeners.fd6 !== undefined ? [this.#frontListeners.fd6] : [])],
+      f,
+      routes as FrontRoutes,
+      {
+        localCluster: this.#o.localCluster,
+        health: this.#o.health,
+        tls: Boolean(this.#o.tls),
+        idleMs: this.#o.idleTimeoutMs,
+        setupMs: this.#o.tunnelTimeoutMs,
+        connectMs: this.#o.connectTimeoutMs,
+        maxTotal: limits.total,
+        maxPerSource: limits.perSource,
+        now: this.#o.now,
+      },
+      {
+        handed: (socket, verdict, free) => {
+          // Its slot is the front's: freed when it closes, or when its pair ends (release below).
+          this.#limiter.hold(socket, free);
+          void this.#accept(socket, verdict);
+        },
+        succeeded: (cluster, n) => {
+          if (cluster) this.#o.health.success(cluster);
+          this.stats.accepted += n;
+          this.stats.proxied += n;
+          this.stats.kernelSpliced += n;
+          this.stats.fronted += n;
+        },
+        counted: (d) => {
+          this.stats.accepted += d.notRedirected + d.limited;
+          this.stats.notRedirected += d.notRedirected;
+          this.stats.limited += d.limited;
+        },
+      },
+    );
+    const front = this.#front;
+    if (this.#routesReady) void this.#routesReady.then(() => front.ready());
+    else front.ready();
+    this.#server.close();
+    this.#server6?.close();
+  }
+
   get address(): { host: string; port: number } {
+    if (this.#address) return this.#address;
     const a = this.#server.address() as AddressInfo;
     return { host: a.address, port: a.port };
   }
@@ -185,16 +263,17 @@ export class NodeProxy {
     return { route, candidates };
   }
 
-  async #accept(client: Socket): Promise<void> {
+  /** `front`: a connection the native front hands over, with what it learnt (its slot is the front's). */
+  async #accept(client: Socket, front?: FrontVerdict): Promise<void> {
     this.#opening++;
     try {
-      await this.#serve(client);
+      await this.#serve(client, front);
     } finally {
       this.#opening--;
     }
   }
 
-  async #serve(client: Socket): Promise<void> {
+  async #serve(client: Socket, front?: FrontVerdict): Promise<void> {
     this.stats.accepted++;
     client.on('error', () => client.destroy());
     if (this.#routesReady) {
@@ -203,7 +282,7 @@ export class NodeProxy {
       await Promise.race([this.#routesReady, new Promise((r) => (timer = setTimeout(r, this.#routesWaitMs)))]);
       clearTimeout(timer);
     }
-    const dst = this.#o.originalDestination(client);
+    const dst = front ? front.dst : this.#o.originalDestination(client);
     if (!dst) {
       // Not sent here by the datapath (or reset before we looked): nothing to forward to.
       this.stats.notRedirected++;
@@ -218,10 +297,14 @@ export class NodeProxy {
     }
     // The pod behind the connection: its own address, as it connected from its network namespace.
     const workload = client.remoteAddress ? this.#o.workloadOf?.(client.remoteAddress.replace(/^::ffff:/, '')) : undefined;
+    const failed = front?.failed && this.#frontFailed(front.failed);
     for (const [i, c] of candidates.entries()) {
       if (client.destroyed || this.#closed) return;
-      if (i > 0) this.stats.retries++;
-      const upstream = await this.#open(route, c, workload);
+      // The front's failed first candidate: not again, unless it was a reset or a refusal (one more try, as below).
+      const again = failed && (c.kind === 'local' ? failed.cluster === undefined : c.clusterKey === failed.cluster);
+      if (again && !failed.retry) continue;
+      if (i > 0 || failed) this.stats.retries++;
+      const upstream = await this.#open(route, c, workload, again ? 1 : 0);
       if (!upstream) continue;
       if (client.destroyed || this.#closed) {
         upstream.destroy();
@@ -235,8 +318,19 @@ export class NodeProxy {
     client.resetAndDestroy();
   }
 
+  /** A first candidate that failed in the front, counted as #tunnel counts its own; whether to try it once more. */
+  #frontFailed(f: NonNullable<FrontVerdict['failed']>): { cluster: ClusterKey | undefined; retry: boolean } {
+    if (f.cluster !== undefined) {
+      if (!f.status || f.status === STATUS.noEndpoint) this.#o.health.failure(f.cluster, this.#o.now());
+      this.#front?.checkHealth();
+    }
+    this.#log.info({ cluster: f.cluster ?? this.#o.localCluster, errno: f.errno, status: f.status }, 'first candidate failed; trying the next');
+    const unreachable = !f.status && (f.errno === osErrno.ECONNRESET || f.errno === osErrno.ECONNREFUSED || f.errno === osErrno.EPIPE);
+    return { cluster: f.cluster, retry: f.cluster !== undefined && unreachable };
+  }
+
   /** An upstream for one candidate, or undefined (the failure is counted against its gateway's health). */
-  async #open(route: Route, c: Candidate, workload?: string): Promise<Socket | undefined> {
+  async #open(route: Route, c: Candidate, workload?: string, firstAttempt = 0): Promise<Socket | undefined> {
     if (c.kind === 'local') {
       const eps = route.localEndpoints;
       const start = this.#rotate(`${route.namespace}/${route.service}:${route.port}`, eps.length);
@@ -252,7 +346,7 @@ export class NodeProxy {
     }
     // A gateway behind a load balancer that reset or refused the connection may be a replica on its way out: the
     // same address once more reaches another replica before the next cluster is tried.
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = firstAttempt; ; attempt++) {
       const s = await this.#tunnel(route, c, workload);
       if (s !== 'unreachable' || attempt > 0) return s === 'unreachable' ? undefined : s;
       this.stats.retries++;
@@ -305,18 +399,25 @@ export class NodeProxy {
 
   /** The listening sockets' descriptors (a hand-over gives them to the successor). */
   listenerFds(): { fd: number; fd6?: number } {
+    if (this.#frontListeners) return this.#frontListeners;
     const fdOf = (srv: Server) => descriptorOf(srv) ?? -1;
     return { fd: fdOf(this.#server), ...(this.#server6 ? { fd6: fdOf(this.#server6) } : {}) };
   }
 
   /** Stops accepting (the listening sockets stay open where a successor holds them). */
   stopAccepting(): void {
+    this.#front?.pause(true);
     this.#server.close();
     this.#server6?.close();
   }
 
   /** Accepts again on listening sockets given as descriptors (a hand-over that failed after they moved). */
   async resumeAccepting(fds: { fd: number; fd6?: number }): Promise<void> {
+    if (this.#front) {
+      // The front never closed its own copies: the ones given back are not needed.
+      for (const fd of [fds.fd, fds.fd6]) if (fd !== undefined) closeFd(fd);
+      return this.#front.pause(false);
+    }
     await listenOn(this.#server, fds.fd);
     if (this.#server6 && fds.fd6 !== undefined) await listenOn(this.#server6, fds.fd6);
   }
@@ -324,7 +425,7 @@ export class NodeProxy {
   /** Resolves once no accepted connection is still being set up (at most `ms`). */
   async settled(ms: number): Promise<void> {
     const deadline = Date.now() + ms;
-    while (this.#opening > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    while ((this.#opening > 0 || (this.#front?.inFlight ?? 0) > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
 
   /** The established connections, for a hand-over (see Tunnels). */
@@ -345,8 +446,11 @@ export class NodeProxy {
   destroy(err?: Error): void {
     if (err) this.#log.error({ err }, 'proxy aborted');
     this.#closed = true;
+    this.#front?.close();
     this.#conns.destroy();
     this.#server.close();
     this.#server6?.close();
+    if (this.#frontListeners) for (const fd of [this.#frontListeners.fd, this.#frontListeners.fd6]) if (fd !== undefined) closeFd(fd);
+    this.#frontListeners = undefined;
   }
 }

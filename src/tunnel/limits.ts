@@ -41,6 +41,10 @@ export class ConnectionLimiter {
     this.#limits = { ...defaultLimits, ...limits };
   }
 
+  get limits(): ConnectionLimits {
+    return this.#limits;
+  }
+
   get open(): number {
     return this.#open;
   }
@@ -75,6 +79,21 @@ export class ConnectionLimiter {
     this.#release.set(socket, release);
     socket.once('close', release);
     return true;
+  }
+
+  /**
+   * A socket whose slot another counter holds (the native front's): `free` runs once, when it closes or is
+   * released here (a pair handed to the kernel splicer loses its 'close' listeners; its end calls release()).
+   */
+  hold(socket: { once(event: 'close', cb: () => void): unknown }, free: () => void): void {
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      free();
+    };
+    this.#release.set(socket, release);
+    socket.once('close', release);
   }
 
   /**

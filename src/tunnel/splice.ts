@@ -277,6 +277,11 @@ export class Tunnels {
     this.#splicer?.drop(ids);
   }
 
+  /** The kernel splicer, for the front that sets connections up on its thread (undefined: streams only). */
+  get splicer(): KernelSplicer | undefined {
+    return this.#splicer;
+  }
+
   /** Whether TLS tunnels may agree to sealed records: only the kernel splicer carries them. */
   get canSeal(): boolean {
     return this.#splicer !== undefined;

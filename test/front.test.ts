@@ -1,0 +1,253 @@
+// The native front (native/src/front.cc) of the gateway and of the node proxy: connections set up on the
+// splicer's thread, and everything it cannot finish handed to JavaScript, which answers as it always did.
+// Real sockets on loopback; the proxy's part with the real datapath in a network namespace of its own. Root only.
+import { type Server, type Socket, connect, createServer } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RouteMap } from '../src/agent/agent.js';
+import { origDstCodec } from '../src/bpf/codecs.js';
+import { Datapath } from '../src/bpf/datapath.js';
+import { defaults } from '../src/config.js';
+import { type Catalog, type LocalService, staticCatalog } from '../src/gateway/catalog.js';
+import type { ChangingCatalog } from '../src/gateway/front.js';
+import { Gateway } from '../src/gateway/gateway.js';
+import { connectMarked } from '../src/native/sockets.js';
+import { NodeProxy, type Route } from '../src/proxy/proxy.js';
+import { describeKernel } from './helpers/describe-kernel.js';
+import { type TestCgroup, type TestNetns, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
+
+/** A TCP server that greets with its name, echoes, and says bye on a half-close. */
+async function backend(name: string, host = '127.0.0.1', port = 0): Promise<Server> {
+  const s = createServer({ allowHalfOpen: true }, (c) => {
+    c.on('error', () => undefined);
+    c.write(`hello from ${name}\n`);
+    c.on('data', (d) => c.write(d));
+    c.on('end', () => c.end(`bye from ${name}\n`));
+  });
+  await new Promise<void>((r) => s.listen(port, host, r));
+  return s;
+}
+const portOf = (s: Server) => (s.address() as { port: number }).port;
+
+/** Sends `bytes` (half-closing after them unless `keepOpen`) and collects what comes back until the close. */
+function exchange(port: number, bytes: string | Buffer, o: { keepOpen?: boolean; host?: string; ms?: number } = {}): Promise<{ data: string; reset: boolean }> {
+  return new Promise((resolve) => {
+    const s = connect({ host: o.host ?? '127.0.0.1', port, allowHalfOpen: true });
+    let data = '';
+    let reset = false;
+    const timer = setTimeout(() => s.destroy(), o.ms ?? 5_000);
+    s.on('connect', () => (o.keepOpen ? s.write(bytes) : s.end(bytes)));
+    s.on('data', (d) => (data += d.toString('latin1')));
+    s.on('end', () => s.end());
+    s.on('error', (e: NodeJS.ErrnoException) => (reset = e.code === 'ECONNRESET'));
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve({ data, reset });
+    });
+  });
+}
+
+const connectHead = (authority: string) => `CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\necnet-source-cluster: default/default/default/c2\r\n\r\n`;
+
+/** A static catalog whose content can be replaced, telling its subscribers (as LiveCatalog does). */
+function changingCatalog(services: LocalService[]): ChangingCatalog & { set(services: LocalService[]): void } {
+  let inner: Catalog = staticCatalog(services);
+  const listeners = new Set<(keys: string[] | undefined) => void>();
+  return {
+    get: (ns, name) => inner.get(ns, name),
+    all: () => inner.all(),
+    withIngress: () => inner.withIngress(),
+    subscribe(l) {
+      listeners.add(l);
+      return () => listeners.delete(l);
+    },
+    set(next) {
+      const keys = [...new Set([...inner.all(), ...next].map((s) => `${s.namespace}/${s.name}`))];
+      inner = staticCatalog(next);
+      for (const l of listeners) l(keys);
+    },
+  };
+}
+
+describeKernel('the gateway front', () => {
+  const closers: (() => unknown)[] = [];
+  let echo: Server;
+  let gw: Gateway;
+  let catalog: ReturnType<typeof changingCatalog>;
+  let refusedPort: number;
+  const svc = (endpoints: { ip: string; port: number }[]): LocalService => ({ namespace: 'ns', name: 'echo', ports: new Map([[80, endpoints]]), export: {} });
+
+  beforeAll(async () => {
+    echo = await backend('echo');
+    closers.push(() => echo.close());
+    // A port nothing listens on: a refusing endpoint.
+    const gone = await backend('gone');
+    refusedPort = portOf(gone);
+    gone.close();
+    catalog = changingCatalog([
+      svc([{ ip: '127.0.0.1', port: portOf(echo) }]),
+      { namespace: 'ns', name: 'private', ports: new Map([[80, [{ ip: '127.0.0.1', port: portOf(echo) }]]]), export: undefined },
+      { namespace: 'ns', name: 'empty', ports: new Map([[80, []]]), export: {} },
+    ]);
+    gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog, kernelSplice: true, front: true, headerTimeoutMs: 300, limits: { perSource: 3 } });
+    closers.push(() => gw.destroy());
+  });
+  afterAll(() => cleanupAll(...closers));
+
+  it('sets up a CONNECT to an exported service itself: 200, the bytes that followed the head, half-close both ways', async () => {
+    const before = gw.stats.fronted;
+    const r = await exchange(gw.address.port, `${connectHead('echo.ns.svc.clusterset.local:80')}ping\n`);
+    expect(r.data).toBe('HTTP/1.1 200 Connection Established\r\n\r\nhello from echo\nping\nbye from echo\n');
+    expect(gw.stats.fronted).toBe(before + 1);
+  });
+
+  it('hands every other request to the HTTP server: /healthz, unknown, not exported, no endpoint, malformed', async () => {
+    const before = gw.stats.fronted;
+    const health = (await exchange(gw.address.port, 'GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n')).data;
+    expect(health).toMatch(/^HTTP\/1.1 200 OK\r\n/);
+    expect(health).toContain('\r\nok\n');
+    expect((await exchange(gw.address.port, connectHead('nope.ns.svc.clusterset.local:80'))).data).toMatch(/^HTTP\/1.1 404 /);
+    expect((await exchange(gw.address.port, connectHead('private.ns.svc.clusterset.local:80'))).data).toMatch(/^HTTP\/1.1 403 /);
+    expect((await exchange(gw.address.port, connectHead('empty.ns.svc.clusterset.local:80'))).data).toMatch(/^HTTP\/1.1 503 /);
+    expect((await exchange(gw.address.port, 'CONNECT echo.ns.svc.clusterset.local:80 HTTP/1.1\r\nbad header\r\n\r\n')).data).toMatch(/^HTTP\/1.1 400 /);
+    expect(gw.stats.fronted).toBe(before);
+  });
+
+  it('answers a head that does not complete in time (408, from the HTTP server)', async () => {
+    const r = await exchange(gw.address.port, 'CONNECT echo.ns.svc.clusterset.local:80 HTTP/1.1\r\nhost: ', { keepOpen: true, ms: 5_000 });
+    expect(r.data).toMatch(/^HTTP\/1.1 408 /);
+  });
+
+  it('goes round the endpoints when one refuses, and follows the catalog', async () => {
+    catalog.set([svc([{ ip: '127.0.0.1', port: refusedPort }, { ip: '127.0.0.1', port: portOf(echo) }])]);
+    await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 4; i++) {
+      expect((await exchange(gw.address.port, connectHead('echo.ns.svc.clusterset.local:80'))).data).toContain('200 Connection Established\r\n\r\nhello from echo\n');
+    }
+    // Every endpoint refuses: the front hands the connection over, and the HTTP path answers 503.
+    catalog.set([svc([{ ip: '127.0.0.1', port: refusedPort }])]);
+    await new Promise((r) => setTimeout(r, 50));
+    expect((await exchange(gw.address.port, connectHead('echo.ns.svc.clusterset.local:80'))).data).toMatch(/^HTTP\/1.1 503 /);
+    catalog.set([svc([{ ip: '127.0.0.1', port: portOf(echo) }])]);
+  });
+
+  it('holds a source to its limit, and frees its slots as connections end', async () => {
+    await new Promise((r) => setTimeout(r, 50));
+    const held: Socket[] = [];
+    const open = () =>
+      new Promise<Socket>((resolve, reject) => {
+        const s = connect({ host: '127.0.0.1', port: gw.address.port });
+        s.once('connect', () => {
+          s.write(connectHead('echo.ns.svc.clusterset.local:80'));
+          s.once('data', () => resolve(s));
+        });
+        s.once('error', reject);
+      });
+    for (let i = 0; i < 3; i++) held.push(await open());
+    const over = await exchange(gw.address.port, connectHead('echo.ns.svc.clusterset.local:80'));
+    expect(over.data).toBe('');
+    expect(over.reset).toBe(true);
+    for (const s of held) s.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await exchange(gw.address.port, connectHead('echo.ns.svc.clusterset.local:80'))).data).toContain('hello from echo');
+  });
+});
+
+describeKernel('the node proxy front (real datapath)', () => {
+  const CLUSTER_IP = '10.96.0.10';
+  /** Redirected by the datapath, with no route in the proxy. */
+  const NO_ROUTE_IP = '10.96.0.11';
+  const pins = makePinDir();
+  let ns: TestNetns | undefined;
+  let cg: TestCgroup | undefined;
+  let dp: Datapath | undefined;
+  let proxy: NodeProxy | undefined;
+  const closers: (() => unknown)[] = [];
+  const routes = new RouteMap();
+  const route = (policy: Route['policy'], exporters: Route['exporters']): Route => ({ service: 'echo', namespace: 'ns', port: 8080, exporters, policy, localEndpoints: [] });
+  const A = 'default/default/default/cluster-a';
+  const B = 'default/default/default/cluster-b';
+  const C = 'default/default/default/cluster-c';
+
+  beforeAll(async () => {
+    ns = makeNetns(['10.96.0.0/16']);
+    ns.enter();
+    cg = makeCgroup();
+    dp = Datapath.open({ bpffs: pins.path, cgroup: cg.path, objectDir: defaults.objectDir, settings: { proxy: { ip: '127.0.0.1', port: 15001 }, proxyMark: defaults.proxyMark } });
+    dp.services.set({ ip: CLUSTER_IP, port: 8080, protocol: 'tcp' }, { id: 1, disabled: false });
+    dp.services.set({ ip: NO_ROUTE_IP, port: 8080, protocol: 'tcp' }, { id: 2, disabled: false });
+    // Two clusters, each a gateway (with its own front) in front of its own backend; a third whose gateway is down.
+    for (const [name, gwIp, beIp] of [['a', '127.0.0.11', '127.0.0.21'], ['b', '127.0.0.12', '127.0.0.22']] as const) {
+      const be = await backend(name, beIp, 9000);
+      const gw = await Gateway.start({
+        host: gwIp,
+        port: 8081,
+        catalog: changingCatalog([{ namespace: 'ns', name: 'echo', ports: new Map([[8080, [{ ip: beIp, port: 9000 }]]]), export: {} }]),
+        kernelSplice: true,
+        front: true,
+      });
+      closers.push(() => be.close(), () => gw.destroy());
+    }
+    proxy = await NodeProxy.start({
+      host: '127.0.0.1',
+      port: 15001,
+      localCluster: 'default/default/default/here',
+      routes,
+      originalDestination: (s) => dp!.takeOriginalDestination(s),
+      connect: (host, port) => connectMarked({ host, port, mark: defaults.proxyMark }),
+      kernelSplice: true,
+      front: { connections: dp.map('connections'), destinationOf: (v) => origDstCodec.decode(v), mark: defaults.proxyMark },
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close(100);
+    cleanupAll(
+      ...closers,
+      () => dp?.uninstall(),
+      () => cg?.remove(),
+      () => pins.remove(),
+      () => ns?.remove(),
+    );
+  });
+
+  const settle = () => new Promise((r) => setTimeout(r, 50));
+  const call = async (n: number) => runClient({ cgroup: cg!.path, targets: Array.from({ length: n }, () => `${CLUSTER_IP}:8080`), timeoutMs: 5_000 });
+
+  it('sets a redirected connection up itself: tunnel, the answer, half-close; weights as the policy says', async () => {
+    routes.replace(new Map([[`${CLUSTER_IP}:8080`, route({ lbType: 'ActiveActive', targets: [{ clusterKey: A, weight: 3 }, { clusterKey: B, weight: 1 }] }, [
+      { clusterKey: A, gateway: { host: '127.0.0.11', port: 8081 } },
+      { clusterKey: B, gateway: { host: '127.0.0.12', port: 8081 } },
+    ])]]));
+    await settle();
+    const before = proxy!.stats.fronted;
+    const results = await call(40);
+    for (const r of results) expect(r.reply, JSON.stringify(r)).toMatch(/^hello from ([ab])\nhello from \d+\nbye from \1\n?$/);
+    const a = results.filter((r) => r.reply!.startsWith('hello from a')).length;
+    // Smooth weighted round robin: 3 to 1 exactly over 40 draws.
+    expect(a).toBe(30);
+    expect(proxy!.stats.fronted - before).toBe(40);
+  });
+
+  it("hands a connection whose first candidate failed to the policy's next one, and ejects the failing cluster", async () => {
+    routes.replace(new Map([[`${CLUSTER_IP}:8080`, route({ lbType: 'FailOver', targets: [{ clusterKey: C }, { clusterKey: B }] }, [
+      { clusterKey: C, gateway: { host: '127.0.0.13', port: 8081 } },
+      { clusterKey: B, gateway: { host: '127.0.0.12', port: 8081 } },
+    ])]]));
+    await settle();
+    const retries = proxy!.stats.retries;
+    for (let i = 0; i < 4; i++) expect((await call(1))[0]!.reply).toMatch(/^hello from b\n/);
+    expect(proxy!.stats.retries).toBeGreaterThan(retries);
+    // Three failures eject cluster-c: the front's table now starts with cluster-b, and sets the connections up itself.
+    expect(proxy!.health.isHealthy(C, Date.now())).toBe(false);
+    await new Promise((r) => setTimeout(r, 400));
+    const fronted = proxy!.stats.fronted;
+    const results = await call(5);
+    for (const r of results) expect(r.reply).toMatch(/^hello from b\n/);
+    expect(proxy!.stats.fronted - fronted).toBe(5);
+  });
+
+  it('resets a connection to a ClusterIP with no route (the JavaScript path decides)', async () => {
+    const [r] = await runClient({ cgroup: cg!.path, targets: [`${NO_ROUTE_IP}:8080`], timeoutMs: 5_000 });
+    expect(r!.reply ?? '').toBe('');
+    expect(r!.error).toMatch(/ECONNRESET|EPIPE/);
+  });
+});
