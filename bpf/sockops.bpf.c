@@ -2,7 +2,8 @@
 /*
  * sockops: when a redirected client connection is established, record
  * (client addr:port, proxy addr:port) -> original destination, which is the
- * only thing the proxy can see of the connection when it accepts it.
+ * only thing the proxy can see of the connection when it accepts it, with the
+ * time, so that a record no proxy took can be told from a fresh one.
  */
 #include <linux/bpf.h>
 #include <linux/socket.h>
@@ -23,6 +24,7 @@ SEC("sockops")
 int ecnet_sockops(struct bpf_sock_ops *skops)
 {
 	struct ecnet_conn_key key = {};
+	struct ecnet_conn_dst val = {};
 	struct ecnet_origdst *dst;
 	__u64 cookie;
 
@@ -59,7 +61,9 @@ int ecnet_sockops(struct bpf_sock_ops *skops)
 	key.client_port = bpf_htons((__u16)skops->local_port);
 	key.proxy_port = bpf_htons((__u16)bpf_ntohl(skops->remote_port));
 
-	if (bpf_map_update_elem(&ecnet_conn_dst, &key, dst, BPF_ANY))
+	val.dst = *dst;
+	val.recorded_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&ecnet_conn_dst, &key, &val, BPF_ANY))
 		stat_inc(ECNET_STAT_CONN_DST_FAILED);
 	else
 		stat_inc(ECNET_STAT_CONN_RECORDED);

@@ -29,6 +29,16 @@ export const defaults = {
   memberTimeoutMs: 120_000,
   /** Full controller pass without events, repairing what changed behind its back. */
   resyncMs: 30_000,
+  /**
+   * Age past which the proxy ignores an ecnet_conn_dst record, and the agent sweeps it. A redirected connection
+   * is taken within milliseconds of its handshake (at most the proxy's 10 s wait for routes at start, plus an
+   * accept backlog). A record this old is one no proxy took (client reset before accept, reset by the proxy's
+   * connection limits, no proxy running); used, it could send a later connection on the same 4-tuple, whose own
+   * record failed, where the old one was going.
+   */
+  connRecordMaxAgeMs: 30_000,
+  /** How often the agent sweeps ecnet_conn_dst of records older than connRecordMaxAgeMs. */
+  connRecordSweepMs: 30_000,
 } as const;
 
 export const leaderElectionDefaults = {

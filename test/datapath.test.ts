@@ -2,12 +2,17 @@
 // network namespace of the test's own where 10.96.0.0/16 is local, so nothing can leave the machine and a
 // connection that is *not* redirected is caught by a "direct" listener instead of timing out.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { connKeyCodec, origDstCodec, serviceKeyCodec, serviceValueCodec, settingsCodec } from '../src/bpf/codecs.js';
+import { type OriginalDestination, type RecordedDestination, connDstCodec, connKeyCodec, origDstCodec, serviceKeyCodec, serviceValueCodec, settingsCodec } from '../src/bpf/codecs.js';
 import { Datapath, type DatapathOptions } from '../src/bpf/datapath.js';
 import { DatapathError } from '../src/bpf/errors.js';
+import { ktimeNs } from '../src/bpf/ktime.js';
+import { ConnRecordSweeper } from '../src/bpf/sweeper.js';
 import { AddressError } from '../src/net/address.js';
 import { loadNative } from '../src/native/addon.js';
 import { cookieOf, connectMarked } from '../src/native/sockets.js';
@@ -24,10 +29,34 @@ import {
   runClient,
 } from './helpers/host.js';
 import { describeKernel } from './helpers/describe-kernel.js';
+import { ManualClock } from './helpers/clocks.js';
 
 const PROXY = { ip: '127.0.0.1', port: 15001 };
 const MARK = defaults.proxyMark;
 const svc = (ip: string, port: number) => ({ ip, port, protocol: 'tcp' as const });
+const MAX_AGE_MS = defaults.connRecordMaxAgeMs;
+
+/** An ecnet_conn_dst record written by hand, `ageMs` old on the kernel's clock. */
+function record(dp: Datapath, client: { ip: string; port: number }, dst: OriginalDestination, ageMs: number): Buffer {
+  const key = connKeyCodec.encode({ client, proxy: PROXY });
+  dp.map('connections').update(key, connDstCodec.encode({ dst, recordedNs: ktimeNs() - BigInt(ageMs) * 1_000_000n }), 0);
+  return key;
+}
+const accepted = (client: { ip: string; port: number }) => ({ remoteAddress: client.ip, remotePort: client.port, localAddress: PROXY.ip, localPort: PROXY.port });
+const pinnedMapId = (pin: string): number => {
+  const m = loadNative().openPinnedMap(pin);
+  try {
+    return m.info().id;
+  } finally {
+    m.close();
+  }
+};
+/** Pins a map of the layout the previous version gave ecnet_conn_dst (24-byte values, no timestamp) at `pin`. */
+function pinOldConnDst(pin: string): number {
+  if (existsSync(pin)) unlinkSync(pin);
+  execFileSync('bpftool', ['map', 'create', pin, 'type', 'lru_hash', 'key', '36', 'value', '24', 'entries', '65536', 'name', 'ecnet_conn_dst']);
+  return pinnedMapId(pin);
+}
 
 /** Answers each connection with who answered and, for the proxy, the original destination it recovered. */
 function listener(host: string, port: number, reply: (s: net.Socket) => object): Promise<net.Server> {
@@ -49,6 +78,8 @@ describeKernel('datapath: redirect in the kernel', () => {
   let dp: Datapath | undefined;
   const servers: net.Server[] = [];
   let opts: DatapathOptions;
+  /** Called by the proxy listener before it takes the original destination. */
+  let onAccept: ((s: net.Socket) => void) | undefined;
 
   beforeAll(async () => {
     cg = makeCgroup();
@@ -63,6 +94,7 @@ describeKernel('datapath: redirect in the kernel', () => {
     };
     dp = Datapath.open(opts);
     const proxyReply = (s: net.Socket) => {
+      onAccept?.(s);
       const d = dp!.takeOriginalDestination(s);
       return { via: 'proxy', orig: d ? `${d.ip}:${d.port}` : null, id: d?.serviceId };
     };
@@ -90,13 +122,14 @@ describeKernel('datapath: redirect in the kernel', () => {
     const sizes = loadNative().structSizes();
     const info = (role: Parameters<Datapath['map']>[0]) => dp!.map(role).info();
     expect([serviceKeyCodec.size, serviceValueCodec.size]).toEqual([info('services').keySize, info('services').valueSize]);
-    expect([connKeyCodec.size, origDstCodec.size]).toEqual([info('connections').keySize, info('connections').valueSize]);
+    expect([connKeyCodec.size, connDstCodec.size]).toEqual([info('connections').keySize, info('connections').valueSize]);
     expect(origDstCodec.size).toBe(info('sockets').valueSize);
     expect(sizes).toEqual({
       svc_key: serviceKeyCodec.size,
       svc_value: serviceValueCodec.size,
       origdst: origDstCodec.size,
       conn_key: connKeyCodec.size,
+      conn_dst: connDstCodec.size,
       config: settingsCodec.size,
     });
   });
@@ -191,6 +224,73 @@ describeKernel('datapath: redirect in the kernel', () => {
     expect(before).toEqual({ sockets: 0, connections: 0 });
   });
 
+  it('records each connection with the time sockops saw it, on the clock the proxy compares with', async () => {
+    let seen: RecordedDestination | undefined;
+    onAccept = (s) => {
+      const key = connKeyCodec.encode({ client: { ip: s.remoteAddress!, port: s.remotePort! }, proxy: { ip: s.localAddress!, port: s.localPort! } });
+      const v = dp!.map('connections').lookup(key);
+      seen = v ? connDstCodec.decode(v) : undefined;
+    };
+    try {
+      const before = ktimeNs();
+      const [r] = await runClient({ cgroup: cg.path, targets: ['10.96.123.45:8080'] });
+      const after = ktimeNs();
+      expect(JSON.parse(r!.reply!)).toEqual({ via: 'proxy', orig: '10.96.123.45:8080', id: 7 });
+      expect(seen?.dst).toEqual({ ip: '10.96.123.45', port: 8080, protocol: 'tcp', serviceId: 7, v6Socket: false });
+      // bpf_ktime_get_ns() in the kernel, between two readings of ktimeNs() here: the same clock.
+      expect(seen!.recordedNs).toBeGreaterThan(before);
+      expect(seen!.recordedNs).toBeLessThan(after);
+    } finally {
+      onAccept = undefined;
+    }
+  });
+
+  it('ignores a record older than the bound: the take deletes it, a plain lookup leaves it', () => {
+    const client = { ip: '10.1.2.3', port: 40000 };
+    const dst: OriginalDestination = { ip: '10.96.0.9', port: 80, protocol: 'tcp', serviceId: 9, v6Socket: false };
+    const key = record(dp!, client, dst, MAX_AGE_MS + 1_000);
+    const taken = dp!.staleRecords.taken;
+    expect(dp!.originalDestination(accepted(client))).toBeUndefined();
+    expect(dp!.map('connections').lookup(key)).not.toBeNull();
+    const row = dp!.dump('ecnet_conn_dst').rows[0] as { value: { dst: OriginalDestination; ageMs: number } };
+    expect(row.value.dst).toEqual(dst);
+    expect(row.value.ageMs).toBeGreaterThanOrEqual(MAX_AGE_MS + 1_000);
+    expect(row.value.ageMs).toBeLessThan(MAX_AGE_MS + 2_000);
+    expect(dp!.takeOriginalDestination(accepted(client))).toBeUndefined();
+    expect(dp!.map('connections').lookup(key)).toBeNull();
+    expect(dp!.staleRecords.taken).toBe(taken + 1);
+    // Just inside the bound: still the connection's.
+    record(dp!, client, dst, MAX_AGE_MS - 1_000);
+    expect(dp!.originalDestination(accepted(client))).toEqual(dst);
+    expect(dp!.takeOriginalDestination(accepted(client))).toEqual(dst);
+    expect(dp!.map('connections').entries().count).toBe(0);
+  });
+
+  it('the sweeper deletes records older than the bound and keeps the fresh ones', () => {
+    const dst: OriginalDestination = { ip: '10.96.0.9', port: 80, protocol: 'tcp', serviceId: 9, v6Socket: false };
+    const stale = Array.from({ length: 300 }, (_, i) => ({ ip: '10.1.3.1', port: 20000 + i }));
+    const fresh = Array.from({ length: 3 }, (_, i) => ({ ip: '10.1.3.2', port: 30000 + i }));
+    stale.forEach((c, i) => record(dp!, c, dst, MAX_AGE_MS + 1 + i * 1_000));
+    fresh.forEach((c) => record(dp!, c, dst, 10));
+    const clock = new ManualClock();
+    const sweeper = new ConnRecordSweeper({ sweep: () => dp!.sweepConnections(), clock, everyMs: 30_000, logger: pino({ level: 'silent' }) });
+    sweeper.start();
+    try {
+      clock.step(30_000);
+      expect(sweeper.stats).toEqual({ sweeps: 1, swept: 300, lastError: undefined });
+      const left = dp!.dump('ecnet_conn_dst').rows.map((r) => (r.key as { client: { port: number } }).client.port).sort();
+      expect(left).toEqual(fresh.map((c) => c.port));
+      // Nothing more to sweep.
+      clock.step(30_000);
+      expect(sweeper.stats).toMatchObject({ sweeps: 2, swept: 300 });
+      expect(dp!.sweepConnections()).toEqual({ swept: 0, kept: 3 });
+    } finally {
+      sweeper.close();
+      for (const c of fresh) dp!.takeOriginalDestination(accepted(c));
+    }
+    expect(dp!.map('connections').entries().count).toBe(0);
+  });
+
   it('rejects bad input with a typed error and writes nothing', () => {
     const list = () => dp!.services.list().length;
     const n = list();
@@ -275,6 +375,43 @@ describeKernel('datapath: redirect in the kernel', () => {
     }
   });
 
+  it('replaces a pinned ecnet_conn_dst of the previous layout (no timestamp), and redirects on', async () => {
+    const pin = join(pins.path, 'maps', 'ecnet_conn_dst');
+    const links = dp!.status().programs.map((p) => [p.name, p.linkId]);
+    dp!.close();
+    const oldId = pinOldConnDst(pin);
+    dp = Datapath.open(opts);
+    // sockops is the same code, but wrote to the map that is now replaced: it is swapped onto the new one.
+    const actions = Object.fromEntries(dp.installed!.programs.map((p) => [p.name, p.action]));
+    expect(actions).toEqual({
+      ecnet_connect4: 'unchanged',
+      ecnet_connect6: 'unchanged',
+      ecnet_getpeername4: 'unchanged',
+      ecnet_getpeername6: 'unchanged',
+      ecnet_sockops: 'replaced',
+      ecnet_sock_release: 'unchanged',
+    });
+    expect(dp.status().programs.map((p) => [p.name, p.linkId])).toEqual(links);
+    const info = dp.map('connections').info();
+    expect(info).toMatchObject({ keySize: 36, valueSize: 32, maxEntries: 65536 });
+    expect(info.id).not.toBe(oldId);
+    expect(readdirSync(join(pins.path, 'maps')).sort()).toEqual(['ecnet_conn_dst', 'ecnet_services', 'ecnet_sock_dst', 'ecnet_stats']);
+    const [r] = await runClient({ cgroup: cg.path, targets: ['10.96.123.45:8080'] });
+    expect(JSON.parse(r!.reply!)).toEqual({ via: 'proxy', orig: '10.96.123.45:8080', id: 7 });
+    // A handle opened on the old layout (a CLI of this version against an older agent's pins) says so.
+    dp.close();
+    pinOldConnDst(pin);
+    const stale = Datapath.openPinned(pins.path);
+    try {
+      expect(() => stale.takeOriginalDestination(accepted({ ip: '10.1.2.3', port: 1 }))).toThrow(/holds 24-byte values, this version 32/);
+      expect(stale.status().maps.find((m) => m.name === 'ecnet_conn_dst')?.valueSize).toBe(24);
+    } finally {
+      stale.close();
+    }
+    dp = Datapath.open(opts);
+    expect(dp.map('connections').info().valueSize).toBe(32);
+  });
+
   it('unload leaves nothing attached or pinned (bpftool)', async () => {
     const mapIds = dp!.status().maps.map((m) => m.id);
     dp!.uninstall();
@@ -355,5 +492,77 @@ describeKernel('datapath: the services map at scale', () => {
     const next = [...entries(9_999, 30_000), { ...svc('10.96.0.1', 0), id: 1, disabled: false }];
     expect(() => dp.services.replaceAll(next)).toThrow(AddressError);
     expect(dp.services.list()).toEqual(before);
+  });
+});
+
+describeKernel('datapath: pinned maps of another layout', () => {
+  const pins = makePinDir();
+  let cg: TestCgroup;
+  let other: TestCgroup;
+  let opts: DatapathOptions;
+  const pin = (name: string) => join(pins.path, 'maps', name);
+  const mapsDir = () => readdirSync(join(pins.path, 'maps')).sort();
+  const ALL = ['ecnet_conn_dst', 'ecnet_services', 'ecnet_sock_dst', 'ecnet_stats'];
+
+  beforeAll(() => {
+    cg = makeCgroup();
+    other = makeCgroup();
+    opts = { bpffs: pins.path, cgroup: cg.path, objectDir: defaults.objectDir, settings: { proxy: PROXY, proxyMark: MARK } };
+    Datapath.open(opts).close();
+  });
+  afterAll(() => {
+    cleanupAll(
+      () => Datapath.isLoaded(pins.path) && Datapath.uninstall(pins.path),
+      () => other?.remove(),
+      () => cg?.remove(),
+      () => pins.remove(),
+    );
+  });
+
+  it('a load that fails puts the old ecnet_conn_dst back: while loading, and when the plan stops it', () => {
+    const oldId = pinOldConnDst(pin('ecnet_conn_dst'));
+    // Only the first object: it pins the new map, then the second is missing.
+    const partial = mkdtempSync(join(tmpdir(), 'ecnet-objects-'));
+    try {
+      copyFileSync(join(defaults.objectDir, 'sock_connect.bpf.o'), join(partial, 'sock_connect.bpf.o'));
+      expect(() => Datapath.open({ ...opts, objectDir: partial })).toThrow(/sock_getpeername.bpf.o is missing/);
+    } finally {
+      rmSync(partial, { recursive: true, force: true });
+    }
+    expect(pinnedMapId(pin('ecnet_conn_dst'))).toBe(oldId);
+    expect(mapsDir()).toEqual(ALL);
+    // Attached to another cgroup: refused before any hook changes.
+    expect(() => Datapath.open({ ...opts, cgroup: other.path })).toThrow(/already attached to another cgroup/);
+    expect(pinnedMapId(pin('ecnet_conn_dst'))).toBe(oldId);
+    expect(mapsDir()).toEqual(ALL);
+  });
+
+  it('a load left half-way (the old map moved aside, nothing in its place) is finished by the next one', () => {
+    pinOldConnDst(pin('ecnet_conn_dst'));
+    execFileSync('mv', [pin('ecnet_conn_dst'), pin('ecnet_conn_dst_replaced')]);
+    const dp = Datapath.open(opts);
+    try {
+      expect(dp.map('connections').info().valueSize).toBe(32);
+      expect(dp.installed!.programs.find((p) => p.name === 'ecnet_sockops')?.action).toBe('replaced');
+    } finally {
+      dp.close();
+    }
+    expect(mapsDir()).toEqual(ALL);
+  });
+
+  it('another layout of a map that holds state (here ecnet_sock_dst) stops the load, changing nothing', () => {
+    const connId = pinnedMapId(pin('ecnet_conn_dst'));
+    unlinkSync(pin('ecnet_sock_dst'));
+    execFileSync('bpftool', ['map', 'create', pin('ecnet_sock_dst'), 'type', 'lru_hash', 'key', '8', 'value', '16', 'entries', '65536', 'name', 'ecnet_sock_dst']);
+    let err: unknown;
+    try {
+      Datapath.open(opts).close();
+    } catch (e) {
+      err = e;
+    }
+    expect((err as DatapathError).code).toBe('ECNET_BPF_LOAD');
+    expect((err as Error).message).toMatch(/pinned map ecnet_sock_dst .*value 16 B.* another layout .*value 24 B.*ecnet bpf unload/);
+    expect(pinnedMapId(pin('ecnet_conn_dst'))).toBe(connId);
+    expect(mapsDir()).toEqual(ALL);
   });
 });

@@ -54,7 +54,7 @@ ECNET_STATIC_ASSERT(sizeof(struct ecnet_svc_value) == 8, "ecnet_svc_value size")
 #define ECNET_SVC_F_DISABLED (1U << 0)
 
 /* The original destination of a redirected socket. Value of ecnet_sock_dst
- * (key: socket cookie, __u64) and of ecnet_conn_dst. */
+ * (key: socket cookie, __u64); the first member of ecnet_conn_dst's value. */
 struct ecnet_origdst {
 	__u8 addr[16];
 	__be16 port;
@@ -76,6 +76,16 @@ struct ecnet_conn_key {
 	__be16 proxy_port;
 };
 ECNET_STATIC_ASSERT(sizeof(struct ecnet_conn_key) == 36, "ecnet_conn_key size");
+
+/* Value of ecnet_conn_dst. `dst` stays first, so a reader of the first 24
+ * bytes sees a struct ecnet_origdst. recorded_ns lets user space ignore and
+ * sweep entries no proxy took (client reset before accept, proxy down). */
+struct ecnet_conn_dst {
+	struct ecnet_origdst dst;
+	__u64 recorded_ns; /* bpf_ktime_get_ns() at sockops: CLOCK_MONOTONIC */
+};
+ECNET_STATIC_ASSERT(sizeof(struct ecnet_conn_dst) == 32, "ecnet_conn_dst size");
+ECNET_STATIC_ASSERT(__builtin_offsetof(struct ecnet_conn_dst, recorded_ns) == 24, "ecnet_conn_dst layout");
 
 /* Load-time settings of sock_connect.bpf.c (its .rodata). */
 struct ecnet_config {

@@ -31,15 +31,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ecnet_sock_dst SEC(".maps");
 
-/* Redirected connection (client, proxy) -> original destination. The proxy
- * takes (lookup-and-delete) its entry when it accepts the connection; it is not
- * deleted when the client closes, because a short client may close before the
- * proxy has accepted. LRU bounds the entries no proxy ever takes. */
+/* Redirected connection (client, proxy) -> original destination and when it
+ * was recorded. The proxy takes (lookup-and-delete) its entry when it accepts
+ * the connection; it is not deleted when the client closes, because a short
+ * client may close before the proxy has accepted. What no proxy takes is
+ * ignored by the proxy once old and swept by the agent; LRU bounds the rest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, ECNET_CONN_ORIGDST_MAX);
 	__type(key, struct ecnet_conn_key);
-	__type(value, struct ecnet_origdst);
+	__type(value, struct ecnet_conn_dst);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ecnet_conn_dst SEC(".maps");
 

@@ -83,6 +83,7 @@ Napi::Value StructSizes(const Napi::CallbackInfo& info) {
   out.Set("svc_value", static_cast<uint32_t>(sizeof(struct ecnet_svc_value)));
   out.Set("origdst", static_cast<uint32_t>(sizeof(struct ecnet_origdst)));
   out.Set("conn_key", static_cast<uint32_t>(sizeof(struct ecnet_conn_key)));
+  out.Set("conn_dst", static_cast<uint32_t>(sizeof(struct ecnet_conn_dst)));
   out.Set("config", static_cast<uint32_t>(sizeof(struct ecnet_config)));
   return out;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { connKeyCodec, origDstCodec, serviceKeyCodec, serviceValueCodec, settingsCodec, statNames, sumPerCpu } from './codecs.js';
+import { connDstCodec, connKeyCodec, origDstCodec, serviceKeyCodec, serviceValueCodec, settingsCodec, statNames, sumPerCpu } from './codecs.js';
 
 describe('codecs (mirrors of bpf/lib/ecnet.h)', () => {
   it('lay a service key out as the kernel does: address, port in network order, protocol', () => {
@@ -23,6 +23,17 @@ describe('codecs (mirrors of bpf/lib/ecnet.h)', () => {
       connKeyCodec.size,
       settingsCodec.size,
     ]);
+  });
+
+  it('lay a recorded destination out as an ecnet_origdst, then the timestamp', () => {
+    const dst = { ip: '10.96.0.7', port: 80, protocol: 'tcp' as const, serviceId: 7, v6Socket: false };
+    const v = { dst, recordedNs: 123_456_789_012_345n };
+    const b = connDstCodec.encode(v);
+    expect(b).toHaveLength(connDstCodec.size);
+    // A reader of the first 24 bytes sees the ecnet_origdst.
+    expect(b.subarray(0, origDstCodec.size)).toEqual(origDstCodec.encode(dst));
+    expect(b.readBigUInt64LE(24)).toBe(123_456_789_012_345n);
+    expect(connDstCodec.decode(b)).toEqual(v);
   });
 
   it('refuses an IPv6 proxy address where the IPv4 one goes', () => {

@@ -18,6 +18,11 @@ const writeU32 = (b: Buffer, v: number, o: number): void => {
   if (LE) b.writeUInt32LE(v, o);
   else b.writeUInt32BE(v, o);
 };
+const readU64 = (b: Buffer, o: number): bigint => (LE ? b.readBigUInt64LE(o) : b.readBigUInt64BE(o));
+const writeU64 = (b: Buffer, v: bigint, o: number): void => {
+  if (LE) b.writeBigUInt64LE(v, o);
+  else b.writeBigUInt64BE(v, o);
+};
 
 export interface Codec<T> {
   /** The C struct this mirrors. */
@@ -138,17 +143,41 @@ export const connKeyCodec: Codec<ConnectionKey> = {
   },
 };
 
+/** What sockops recorded for a connection: where it was going, and when. */
+export interface RecordedDestination {
+  dst: OriginalDestination;
+  /** bpf_ktime_get_ns() when recorded: the kernel's CLOCK_MONOTONIC, in ns. */
+  recordedNs: bigint;
+}
+
+/** mirrors struct ecnet_conn_dst (bpf/lib/ecnet.h): an ecnet_origdst, then a __u64 timestamp */
+export const connDstCodec: Codec<RecordedDestination> & { recordedNs(b: Buffer, offset?: number): bigint } = {
+  struct: 'ecnet_conn_dst',
+  size: 32,
+  encode(v, out = Buffer.alloc(32), o = 0) {
+    origDstCodec.encode(v.dst, out, o);
+    writeU64(out, v.recordedNs, o + 24);
+    return out;
+  },
+  decode(b, o = 0) {
+    return { dst: origDstCodec.decode(b, o), recordedNs: readU64(b, o + 24) };
+  },
+  /** The timestamp alone, without decoding the addresses (a sweep reads every record). */
+  recordedNs(b, o = 0) {
+    return readU64(b, o + 24);
+  },
+};
+
 /** Key of ecnet_sock_dst: the socket cookie (__u64), as a bigint. */
 export const cookieCodec: Codec<bigint> = {
   struct: '__u64',
   size: 8,
   encode(c, out = Buffer.alloc(8), o = 0) {
-    if (LE) out.writeBigUInt64LE(c, o);
-    else out.writeBigUInt64BE(c, o);
+    writeU64(out, c, o);
     return out;
   },
   decode(b, o = 0) {
-    return LE ? b.readBigUInt64LE(o) : b.readBigUInt64BE(o);
+    return readU64(b, o);
   },
 };
 

@@ -8,6 +8,7 @@ import {
   type DatapathSettings,
   type OriginalDestination,
   type StatName,
+  connDstCodec,
   connKeyCodec,
   cookieCodec,
   origDstCodec,
@@ -18,6 +19,7 @@ import {
   u32Key,
 } from './codecs.js';
 import { DatapathError } from './errors.js';
+import { ktimeNs } from './ktime.js';
 import { ServiceTable } from './services.js';
 import { cgroupPathById, checkRoot } from './host.js';
 import {
@@ -31,6 +33,7 @@ import {
   uninstall,
 } from './loader.js';
 import { type NativeBinding, type NativeMap, loadNative } from '../native/addon.js';
+import { defaults } from '../defaults.js';
 
 /** Where to pin, where to attach, what to load, and with which settings (the loader's options). */
 export type DatapathOptions = InstallOptions;
@@ -99,8 +102,20 @@ export interface MapDump {
   raw: { key: Buffer; value: Buffer }[];
 }
 
+/** What a sweep of ecnet_conn_dst did. */
+export interface SweepResult {
+  /** Records older than the bound, deleted. */
+  swept: number;
+  /** Younger records, left for the proxy. */
+  kept: number;
+}
+
 // One key buffer for every lookup: JS is single-threaded and the addon copies the key before returning.
 const connKey = Buffer.alloc(connKeyCodec.size);
+
+const NS_PER_MS = 1_000_000n;
+/** Records made (bpf_ktime_get_ns) before this are older than `maxAgeMs` at `now`. */
+const staleBefore = (now: bigint, maxAgeMs: number): bigint => now - BigInt(maxAgeMs) * NS_PER_MS;
 
 /** The connection's key in connKey, or undefined when it has no addresses (reset before it was accepted). */
 function connectionKey(c: AcceptedConnection): Buffer | undefined {
@@ -118,6 +133,9 @@ export class Datapath {
   readonly #maps = new Map<MapRole, NativeMap>();
   readonly #logger: Logger | undefined;
   #closed = false;
+  #connLayoutChecked = false;
+  /** Records of ecnet_conn_dst found too old: by the proxy's take (and deleted), and by sweeps. */
+  readonly staleRecords = { taken: 0, swept: 0 };
 
   private constructor(bpffs: string, installed: InstallReport | undefined, logger: Logger | undefined) {
     this.bpffs = bpffs;
@@ -169,22 +187,72 @@ export class Datapath {
     return m;
   }
 
-  /** Where a connection accepted by the proxy was originally going; undefined if it was not redirected. */
-  originalDestination(conn: AcceptedConnection): OriginalDestination | undefined {
+  /** ecnet_conn_dst, checked once to have this build's value layout (pins of an older build may not). */
+  #connections(): NativeMap {
+    const m = this.map('connections');
+    if (!this.#connLayoutChecked) {
+      const { valueSize } = m.info();
+      if (valueSize !== connDstCodec.size) {
+        throw new DatapathError(
+          'ECNET_NOT_LOADED',
+          `${MAP_NAMES.connections} at ${this.bpffs} holds ${valueSize}-byte values, this version ${connDstCodec.size}: it was loaded by another version (\`ecnet bpf load\` or the agent replaces it)`,
+        );
+      }
+      this.#connLayoutChecked = true;
+    }
+    return m;
+  }
+
+  /**
+   * Where a connection accepted by the proxy was originally going; undefined if it was not redirected, or if its
+   * record is older than `maxAgeMs` (left in place: only a take or a sweep deletes).
+   */
+  originalDestination(conn: AcceptedConnection, maxAgeMs: number = defaults.connRecordMaxAgeMs): OriginalDestination | undefined {
     const key = connectionKey(conn);
-    const v = key && this.map('connections').lookup(key);
-    return v ? origDstCodec.decode(v) : undefined;
+    const v = key && this.#connections().lookup(key);
+    if (!v) return undefined;
+    const r = connDstCodec.decode(v);
+    return r.recordedNs < staleBefore(ktimeNs(), maxAgeMs) ? undefined : r.dst;
   }
 
   /**
    * Like originalDestination, and removes the entry (one atomic syscall): what the proxy calls once per
    * accepted connection, so that the map only holds connections not yet accepted. Undefined also for a
-   * connection the client reset before it was accepted (Node then knows no addresses; its entry ages out).
+   * connection the client reset before it was accepted (Node then knows no addresses; the sweep removes its
+   * record), and for a record older than `maxAgeMs`: one no proxy took, which a later connection on the same
+   * 4-tuple must not inherit. That one is deleted too, and counted in `staleRecords.taken`.
    */
-  takeOriginalDestination(conn: AcceptedConnection): OriginalDestination | undefined {
+  takeOriginalDestination(conn: AcceptedConnection, maxAgeMs: number = defaults.connRecordMaxAgeMs): OriginalDestination | undefined {
     const key = connectionKey(conn);
-    const v = key && this.map('connections').lookupAndDelete(key);
-    return v ? origDstCodec.decode(v) : undefined;
+    const v = key && this.#connections().lookupAndDelete(key);
+    if (!v) return undefined;
+    const r = connDstCodec.decode(v);
+    const now = ktimeNs();
+    if (r.recordedNs >= staleBefore(now, maxAgeMs)) return r.dst;
+    this.staleRecords.taken++;
+    this.#logger?.debug({ client: `${conn.remoteAddress}:${conn.remotePort}`, ageMs: Number((now - r.recordedNs) / NS_PER_MS) }, 'stale original destination ignored');
+    return undefined;
+  }
+
+  /**
+   * Deletes the ecnet_conn_dst records older than `maxAgeMs`: connections no proxy took. One batch read, one
+   * batch delete. A record the proxy takes meanwhile is simply not there to delete; one rewritten meanwhile for
+   * a new connection on the same 4-tuple (within the milliseconds between the two calls) would be deleted too.
+   */
+  sweepConnections(maxAgeMs: number = defaults.connRecordMaxAgeMs): SweepResult {
+    const map = this.#connections();
+    const { keys, values, count } = map.entries();
+    // Now is read after the entries: a record made during the read looks younger, never older.
+    const cutoff = staleBefore(ktimeNs(), maxAgeMs);
+    const ks = connKeyCodec.size;
+    const vs = connDstCodec.size;
+    const stale: Buffer[] = [];
+    for (let i = 0; i < count; i++) {
+      if (connDstCodec.recordedNs(values, i * vs) < cutoff) stale.push(keys.subarray(i * ks, (i + 1) * ks));
+    }
+    const swept = stale.length ? map.deleteBatch(Buffer.concat(stale, stale.length * ks), stale.length) : 0;
+    this.staleRecords.swept += swept;
+    return { swept, kept: count - stale.length };
   }
 
   /** The summed per-CPU counters of the programs. */
@@ -212,10 +280,14 @@ export class Datapath {
     for (let i = 0; i < count; i++) {
       raw.push({ key: keys.subarray(i * info.keySize, (i + 1) * info.keySize), value: values.subarray(i * vs, (i + 1) * vs) });
     }
+    const now = role === 'connections' ? (this.#connections(), ktimeNs()) : 0n;
     const decoders: Record<MapRole, (k: Buffer, v: Buffer) => DumpRow> = {
       services: (k, v) => ({ key: serviceKeyCodec.decode(k), value: serviceValueCodec.decode(v) }),
       sockets: (k, v) => ({ key: { cookie: cookieCodec.decode(k).toString() }, value: origDstCodec.decode(v) }),
-      connections: (k, v) => ({ key: connKeyCodec.decode(k), value: origDstCodec.decode(v) }),
+      connections: (k, v) => {
+        const { dst, recordedNs } = connDstCodec.decode(v);
+        return { key: connKeyCodec.decode(k), value: { dst, recordedNs, ageMs: Math.round(Number((now - recordedNs) / 100_000n)) / 10 } };
+      },
       stats: (k, v) => ({ key: { counter: statNames[k.readUInt32LE(0)] ?? k.readUInt32LE(0) }, value: { total: Number(sumPerCpu(v)) } }),
     };
     return { map: mapName, rows: raw.map((r) => decoders[role](r.key, r.value)), raw };

@@ -1,7 +1,7 @@
 // Loads the BPF objects, reusing pinned maps, and attaches each program once to the cgroup as a pinned
 // bpf_link. A second load finds the pins and changes nothing, or atomically swaps in programs that differ.
 // Uninstall detaches and unpins everything. Pin layout: <bpffs>/maps/<map>, <bpffs>/links/<program>.
-import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type DatapathSettings, settingsCodec, u32Key } from './codecs.js';
@@ -21,6 +21,16 @@ export const MAP_NAMES = {
   stats: 'ecnet_stats',
 } as const;
 export type MapRole = keyof typeof MAP_NAMES;
+
+/**
+ * Pinned maps a load replaces, rather than refuses, when a previous version pinned them with another layout
+ * (type, key or value size): libbpf cannot reuse such a pin. ecnet_conn_dst holds only connections established
+ * and not yet accepted by the proxy, each for milliseconds, so replacing it loses at most the connections being
+ * accepted at that instant (recorded in the old map, looked for in the new one: the proxy closes them). The other
+ * maps hold what must outlive a load (the redirect set, live sockets' original destinations, the counters):
+ * another layout there stops the load.
+ */
+const REPLACEABLE: ReadonlySet<string> = new Set([MAP_NAMES.connections]);
 
 export interface Capacity {
   services?: number;
@@ -50,25 +60,67 @@ export const pinPaths = (bpffs: string) => ({
   links: join(bpffs, 'links'),
   map: (name: string) => join(bpffs, 'maps', name),
   link: (name: string) => join(bpffs, 'links', name),
+  /** Where a pinned map of another layout waits while a load replaces it (removed once the load is through). */
+  replaced: (name: string) => join(bpffs, 'maps', `${name}_replaced`), // bpffs refuses names with a dot
 });
 
-/** The .rodata bytes of a loaded program, or undefined when it has none. */
-function rodataOf(native: NativeBinding, mapIds: number[]): Buffer | undefined {
+/** What a loaded program uses: its .rodata bytes (undefined when it has none) and the ids of its other maps. */
+function mapsOf(native: NativeBinding, mapIds: number[]): { rodata: Buffer | undefined; shared: number[] } {
+  let rodata: Buffer | undefined;
+  const shared: number[] = [];
   for (const id of mapIds) {
-    const map = native.openMapById(id);
-    try {
-      if (map.info().name.endsWith('.rodata')) return map.lookup(u32Key(0)) ?? undefined;
-    } finally {
-      map.close();
-    }
+    using(native.openMapById(id), (map) => {
+      const name = map.info().name;
+      if (name.endsWith('.rodata')) rodata = map.lookup(u32Key(0)) ?? undefined;
+      else if (!name.includes('.')) shared.push(id); // the pinned maps; internal ones (.rodata, .bss) are per program
+    });
   }
-  return undefined;
+  return { rodata, shared: shared.sort((a, b) => a - b) };
 }
 
 /** The settings the attached connect programs were loaded with (from their .rodata), if any. */
 export function attachedSettings(native: NativeBinding, progId: number): DatapathSettings | undefined {
-  const raw = rodataOf(native, native.programInfoById(progId).mapIds);
+  const raw = mapsOf(native, native.programInfoById(progId).mapIds).rodata;
   return raw && raw.length === settingsCodec.size ? settingsCodec.decode(raw) : undefined;
+}
+
+/**
+ * Before an object is loaded: a pinned map whose layout differs from the object's is moved aside (REPLACEABLE),
+ * so that the load creates and pins it anew, or stops the load. `aside` collects the names moved.
+ */
+function checkPinnedLayouts(native: NativeBinding, opts: InstallOptions, obj: NativeObject, aside: string[]): void {
+  const paths = pinPaths(opts.bpffs);
+  for (const m of obj.maps()) {
+    const pin = paths.map(m.name);
+    if (m.name.includes('.') || !existsSync(pin)) continue;
+    const p = using(native.openPinnedMap(pin), (h) => h.info());
+    if (p.type === m.type && p.keySize === m.keySize && p.valueSize === m.valueSize) continue;
+    const what = `pinned map ${m.name} (type ${p.type}, key ${p.keySize} B, value ${p.valueSize} B) has another layout than this build's (type ${m.type}, key ${m.keySize} B, value ${m.valueSize} B)`;
+    if (!REPLACEABLE.has(m.name)) throw new DatapathError('ECNET_BPF_LOAD', `${what}: run \`ecnet bpf unload\` first`);
+    opts.logger?.warn({ map: m.name, pinned: { keySize: p.keySize, valueSize: p.valueSize }, wanted: { keySize: m.keySize, valueSize: m.valueSize } }, 'replacing a pinned map of another layout');
+    renameSync(pin, paths.replaced(m.name));
+    aside.push(m.name);
+  }
+}
+
+/** Puts the maps moved aside back in place of the ones this load pinned (nothing uses those yet). */
+function restoreAside(paths: ReturnType<typeof pinPaths>, aside: string[]): void {
+  for (const name of aside.splice(0)) {
+    rmSync(paths.map(name), { force: true });
+    renameSync(paths.replaced(name), paths.map(name));
+  }
+}
+
+/**
+ * A load that died between moving a pin aside and finishing left it there: the pin it made in its place (if
+ * any) is what later loads use; without one, the old map goes back and is judged again.
+ */
+function recoverAside(paths: ReturnType<typeof pinPaths>): void {
+  for (const name of REPLACEABLE) {
+    if (!existsSync(paths.replaced(name))) continue;
+    if (existsSync(paths.map(name))) unlinkSync(paths.replaced(name));
+    else renameSync(paths.replaced(name), paths.map(name));
+  }
 }
 
 function resolveCapacity(native: NativeBinding, bpffs: string, capacity: Capacity): Map<string, number> {
@@ -99,7 +151,7 @@ function using<H extends { close(): void }, T>(handle: H, fn: (h: H) => T): T {
   }
 }
 
-function loadObjects(native: NativeBinding, opts: InstallOptions, capacity: Map<string, number>): NativeObject[] {
+function loadObjects(native: NativeBinding, opts: InstallOptions, capacity: Map<string, number>, aside: string[]): NativeObject[] {
   const objects: NativeObject[] = [];
   const rodata = settingsCodec.encode(opts.settings);
   try {
@@ -120,6 +172,7 @@ function loadObjects(native: NativeBinding, opts: InstallOptions, capacity: Map<
           obj.setInitialValue('.rodata', rodata);
         }
       }
+      checkPinnedLayouts(native, opts, obj, aside);
       obj.load();
     }
     return objects;
@@ -141,11 +194,15 @@ export function install(opts: InstallOptions): InstallReport {
   mkdirSync(paths.maps, { recursive: true });
   mkdirSync(paths.links, { recursive: true });
 
+  recoverAside(paths);
   const mapsBefore = new Set(readdirSync(paths.maps));
+  // Pins of another layout moved aside by this load: put back if it fails before any program uses the new maps.
+  const aside: string[] = [];
   let objects: NativeObject[];
   try {
-    objects = loadObjects(native, opts, resolveCapacity(native, opts.bpffs, opts.capacity ?? {}));
+    objects = loadObjects(native, opts, resolveCapacity(native, opts.bpffs, opts.capacity ?? {}), aside);
   } catch (err) {
+    restoreAside(paths, aside);
     // Objects that did load pinned their maps: remove the pins this call created (no program uses them).
     for (const name of readdirSync(paths.maps)) if (!mapsBefore.has(name)) rmSync(paths.map(name), { force: true });
     throw err;
@@ -153,6 +210,8 @@ export function install(opts: InstallOptions): InstallReport {
   const wantCgroup = cgroupId(opts.cgroup);
   const report: InstallReport = { programs: [] };
   const attachedNow: string[] = [];
+  // Whether a program of this load has replaced one on its link: from then on the maps this load pinned are in use.
+  let swapped = false;
   try {
     // Plan first, without changing anything, so that an incompatible pin stops the load before any change.
     const plan: { obj: NativeObject; name: string; section: string; pin: string; state: 'new' | 'existing' | 'defunct' }[] = [];
@@ -195,8 +254,17 @@ export function install(opts: InstallOptions): InstallReport {
       try {
         const info = link.info();
         const old = native.programInfoById(info.progId);
-        const same = old.tag === fresh.tag && Buffer.compare(rodataOf(native, old.mapIds) ?? Buffer.alloc(0), rodataOf(native, fresh.mapIds) ?? Buffer.alloc(0)) === 0;
-        if (!same) step.obj.updateLink(link, step.name); // atomic: the hook is never empty
+        const [was, now] = [mapsOf(native, old.mapIds), mapsOf(native, fresh.mapIds)];
+        // The same instructions (the tag leaves map references out), settings and maps: a map replaced above
+        // leaves the same code writing to the old map, so it is swapped in too.
+        const same =
+          old.tag === fresh.tag &&
+          Buffer.compare(was.rodata ?? Buffer.alloc(0), now.rodata ?? Buffer.alloc(0)) === 0 &&
+          was.shared.join() === now.shared.join();
+        if (!same) {
+          swapped = true;
+          step.obj.updateLink(link, step.name); // atomic: the hook is never empty
+        }
         report.programs.push({
           name: step.name,
           section: step.section,
@@ -219,12 +287,25 @@ export function install(opts: InstallOptions): InstallReport {
     // atomic and complete). The original error is what the caller sees; undo failures are logged with it.
     const undo = bestEffort(attachedNow, (pin) => detachPin(native, pin));
     if (undo.length) opts.logger?.error({ err, undo }, 'rolling back the attachments failed too');
+    // Maps moved aside go back unless a program of this load runs (and may have recorded into the new ones).
+    try {
+      if (swapped || undo.length) dropAside(paths, aside);
+      else restoreAside(paths, aside);
+    } catch (pins) {
+      opts.logger?.error({ err, pins }, 'settling the replaced map pins failed too');
+    }
     throw err instanceof DatapathError ? err : new DatapathError('ECNET_BPF_LOAD', `attaching failed: ${(err as Error).message}`, { cause: err });
   } finally {
     for (const o of objects) o.close();
   }
+  dropAside(paths, aside);
   for (const p of report.programs) opts.logger?.info(p, `program ${p.action}`);
   return report;
+}
+
+/** The replaced maps' pins go; the kernel frees each map when the last program using it is swapped out. */
+function dropAside(paths: ReturnType<typeof pinPaths>, aside: string[]): void {
+  for (const name of aside.splice(0)) unlinkSync(paths.replaced(name));
 }
 
 function detachPin(native: NativeBinding, pin: string): void {

@@ -73,12 +73,14 @@ function renderDump(d: MapDump): string {
         }),
       );
     case MAP_NAMES.connections:
+      // AGE: since sockops recorded it; past the bound the proxy ignores it and the agent sweeps it.
       return table(
-        ['CLIENT', 'PROXY', 'ORIGINAL-DST', 'SVC-ID', 'FLAGS'],
+        ['CLIENT', 'PROXY', 'ORIGINAL-DST', 'SVC-ID', 'FLAGS', 'AGE'],
         rows.map(({ key, value }) => {
-          const v = value as unknown as OriginalDestination;
+          const { dst: v, ageMs } = value as unknown as { dst: OriginalDestination; ageMs: number };
           const k = key as unknown as { client: never; proxy: never };
-          return [formatEndpoint(k.client), formatEndpoint(k.proxy), dst(v), v.serviceId, v.v6Socket ? 'v6-socket' : '-'];
+          const age = `${(ageMs / 1000).toFixed(1)}s${ageMs > defaults.connRecordMaxAgeMs ? ' (stale)' : ''}`;
+          return [formatEndpoint(k.client), formatEndpoint(k.proxy), dst(v), v.serviceId, v.v6Socket ? 'v6-socket' : '-', age];
         }),
       );
     default:

@@ -4,6 +4,7 @@ import { Agent, RouteMap } from '../agent/agent.js';
 import { type IdentityReport, type RouteReport, identityReport, startAdmin } from '../agent/admin.js';
 import { Datapath } from '../bpf/datapath.js';
 import { origDstCodec } from '../bpf/codecs.js';
+import { ConnRecordSweeper } from '../bpf/sweeper.js';
 import { connectMarked } from '../native/sockets.js';
 import { type AgentFlags, ConfigError, clusterSetName, type GatewayFlags, agentConfig, agentDefaults, gatewayConfig, gatewayDefaults } from '../config.js';
 import { Gateway } from '../gateway/gateway.js';
@@ -189,6 +190,9 @@ export function agentCommand(): Command {
         targets: () => new Map(routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => [e.clusterKey, e.gateway] as const))),
       });
       checks.start();
+      // Records of connections no proxy took, deleted once old (the proxy already ignores them).
+      const sweeper = new ConnRecordSweeper({ sweep: () => dp.sweepConnections() });
+      sweeper.start();
       // Successors ask here from now on (the socket path is this agent's now); one at a time, and again after
       // one that failed.
       let handover: HandoverListener | undefined;
@@ -202,6 +206,7 @@ export function agentCommand(): Command {
             routes: () => routes.entries(),
             retire: async () => {
               checks.close();
+              sweeper.close(); // the successor owns the datapath now
               await agent.close();
             },
             log,
@@ -220,6 +225,7 @@ export function agentCommand(): Command {
         workloads?.close();
         admin.close();
         checks.close();
+        sweeper.close();
         await agent.close();
         await proxy.close(5_000);
         await source.close();

@@ -257,7 +257,7 @@ export interface NativeBinding {
   openPinnedLink(path: string): NativeLink;
   programInfoById(id: number): NativeProgInfo;
   /** sizeof() of the structs in bpf/lib/ecnet.h as the C++ compiler sees them. */
-  structSizes(): Record<'svc_key' | 'svc_value' | 'origdst' | 'conn_key' | 'config', number>;
+  structSizes(): Record<'svc_key' | 'svc_value' | 'origdst' | 'conn_key' | 'conn_dst' | 'config', number>;
   /** Number of possible CPUs (libbpf_num_possible_cpus). */
   possibleCpus(): number;
   libbpfVersion(): string;

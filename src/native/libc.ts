@@ -1,4 +1,4 @@
-// The plain libc calls ecnet makes (mount, setns, socket options), through ffi-rs: no C++ wrapper for what is one syscall.
+// The plain libc calls ecnet makes (mount, setns, socket options, the monotonic clock), through ffi-rs: no C++ wrapper for what is one syscall.
 import { DataType, load, open } from 'ffi-rs';
 import { BpfError } from './errors.js';
 
@@ -86,6 +86,17 @@ export function closeFd(fd: number): void {
 export function setNetns(fd: number): void {
   const CLONE_NEWNET = 0x40000000;
   call('setns', [DataType.I32, DataType.I32], [fd, CLONE_NEWNET]);
+}
+
+/**
+ * clock_gettime(CLOCK_MONOTONIC) in ns, as this process's time namespace shows it. About 10 µs through ffi-rs:
+ * not for a hot path (src/bpf/ktime.ts reads it once).
+ */
+export function clockMonotonicNs(): bigint {
+  const CLOCK_MONOTONIC = 1;
+  const ts = Buffer.alloc(16); // struct timespec { time_t tv_sec; long tv_nsec; } on 64-bit Linux
+  call('clock_gettime', [DataType.I32, DataType.U8Array], [CLOCK_MONOTONIC, ts]);
+  return ts.readBigInt64LE(0) * 1_000_000_000n + ts.readBigInt64LE(8);
 }
 
 /** mount -t bpf bpf DIR */
