@@ -250,4 +250,25 @@ describeKernel('the node proxy front (real datapath)', () => {
     expect(r!.reply ?? '').toBe('');
     expect(r!.error).toMatch(/ECONNRESET|EPIPE/);
   });
+
+  it('does not use a record older than the bound (a 4-tuple reused after a record nobody took)', async () => {
+    await proxy!.close(100);
+    // This process's clock 60 s behind the datapath's (as in a time namespace): every record looks 60 s old.
+    proxy = await NodeProxy.start({
+      host: '127.0.0.1',
+      port: 15001,
+      localCluster: 'default/default/default/here',
+      routes,
+      originalDestination: (s) => dp!.takeOriginalDestination(s),
+      kernelSplice: true,
+      front: { connections: dp!.map('connections'), destinationOf: (v) => origDstCodec.decode(v), mark: defaults.proxyMark, staleMs: 30_000, clockOffsetNs: -60e9 },
+    });
+    routes.replace(new Map([[`${CLUSTER_IP}:8080`, route({ lbType: 'ActiveActive' }, [{ clusterKey: B, gateway: { host: '127.0.0.12', port: 8081 } }])]]));
+    await settle();
+    const [r] = await call(1);
+    expect(r!.reply ?? '').toBe('');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(proxy!.stats.notRedirected).toBe(1);
+    expect(proxy!.stats.fronted).toBe(0);
+  });
 });

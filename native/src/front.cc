@@ -11,9 +11,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <ctime>
 
+#include "ecnet.h"
 #include "splicer.h"
 
 namespace ecnet {
@@ -206,7 +208,9 @@ void Splicer::FrontStart(const Napi::CallbackInfo& info) {
   c.maxPerSource = OptU32(o, "maxPerSource", 0);
   c.connValueSize = OptU32(o, "connValueSize", 24);
   c.staleNs = static_cast<uint64_t>(OptU32(o, "staleMs", 0)) * 1000000ull;
-  if (c.connValueSize < 24 || c.connValueSize > 256) ThrowErrno(env, op, EINVAL, "connValueSize must be 24..256");
+  Napi::Value off = o.Get("clockOffsetNs");
+  if (off.IsNumber()) c.clockOffsetNs = static_cast<int64_t>(off.As<Napi::Number>().DoubleValue());
+  if (c.connValueSize < sizeof(ecnet_origdst) || c.connValueSize > 256) ThrowErrno(env, op, EINVAL, "connValueSize must be 24..256");
   auto dupOf = [&](Napi::Value v, const char* what) {
     if (!v.IsNumber()) ThrowErrno(env, op, EINVAL, std::string(what) + " must be a descriptor");
     int fd = fcntl(v.As<Napi::Number>().Int32Value(), F_DUPFD_CLOEXEC, 0);
@@ -492,7 +496,8 @@ void Splicer::FrontClassify(std::unique_ptr<FrontSetup> owned) {
   }
   sockaddr_storage peer, local;
   socklen_t pl = sizeof(peer), ll = sizeof(local);
-  uint8_t k[36];
+  // struct ecnet_conn_key: client address, proxy address, client port, proxy port.
+  uint8_t k[sizeof(ecnet_conn_key)];
   uint16_t cport = 0, pport = 0;
   if (getpeername(s.client, reinterpret_cast<sockaddr*>(&peer), &pl) < 0 ||
       getsockname(s.client, reinterpret_cast<sockaddr*>(&local), &ll) < 0 || !Mapped(peer, k, &cport) ||
@@ -500,8 +505,8 @@ void Splicer::FrontClassify(std::unique_ptr<FrontSetup> owned) {
     frontCounters_->notRedirected++;
     return FrontDrop(key);  // reset before we looked
   }
-  std::memcpy(k + 32, &cport, 2);
-  std::memcpy(k + 34, &pport, 2);
+  std::memcpy(k + offsetof(ecnet_conn_key, client_port), &cport, 2);
+  std::memcpy(k + offsetof(ecnet_conn_key, proxy_port), &pport, 2);
   uint8_t v[256];
   // Atomic where the kernel has it for hash maps (5.14), else in two steps, as the JavaScript path does.
   bool found = bpf_map_lookup_and_delete_elem(c.connMap, k, v) == 0;
@@ -513,16 +518,20 @@ void Splicer::FrontClassify(std::unique_ptr<FrontSetup> owned) {
     frontCounters_->notRedirected++;
     return FrontDrop(key);
   }
-  if (c.staleNs && c.connValueSize >= 32) {
+  // The record's time (ecnet_conn_dst.recorded_ns, after the 24 bytes of ecnet_origdst): an old one is not
+  // this connection's (a 4-tuple reused after a record nobody took).
+  if (c.staleNs && c.connValueSize >= sizeof(ecnet_conn_dst)) {
     uint64_t at;
-    std::memcpy(&at, v + 24, 8);
-    if (MonoNs() - at > c.staleNs) {
+    std::memcpy(&at, v + offsetof(ecnet_conn_dst, recorded_ns), sizeof(at));
+    uint64_t now = MonoNs() - static_cast<uint64_t>(c.clockOffsetNs);
+    if (now > at && now - at > c.staleNs) {
       frontCounters_->notRedirected++;
       return FrontDrop(key);
     }
   }
-  s.destination.assign(reinterpret_cast<char*>(v), 24);
-  s.routeKey.assign(reinterpret_cast<char*>(v), 18);
+  // The table's key: the original destination's address and port (ecnet_origdst up to `proto`).
+  s.destination.assign(reinterpret_cast<char*>(v), sizeof(ecnet_origdst));
+  s.routeKey.assign(reinterpret_cast<char*>(v), offsetof(ecnet_origdst, proto));
   auto it = front_->ready ? front_->routes.find(s.routeKey) : front_->routes.end();
   if (it == front_->routes.end()) return FrontHand(s);
   FrontRoute& r = it->second;

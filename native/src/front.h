@@ -49,6 +49,7 @@ struct FrontConfig {
   int connMap = -1;  // proxy: the datapath's connection map (a dup, owned by the front)
   uint32_t connValueSize = 24;
   uint64_t staleNs = 0;  // proxy: an entry recorded longer ago than this is not used (0: no check)
+  int64_t clockOffsetNs = 0;  // this process's CLOCK_MONOTONIC minus bpf_ktime_get_ns()'s (a time namespace)
   std::vector<int> listeners;  // dups, owned by the front
 };
 

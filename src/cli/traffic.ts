@@ -5,8 +5,9 @@ import { type IdentityReport, type RouteReport, identityReport, startAdmin } fro
 import { Datapath } from '../bpf/datapath.js';
 import { origDstCodec } from '../bpf/codecs.js';
 import { ConnRecordSweeper } from '../bpf/sweeper.js';
+import { timensMonotonicOffsetNs } from '../bpf/ktime.js';
 import { connectMarked } from '../native/sockets.js';
-import { type AgentFlags, ConfigError, clusterSetName, type GatewayFlags, agentConfig, agentDefaults, gatewayConfig, gatewayDefaults } from '../config.js';
+import { type AgentFlags, ConfigError, clusterSetName, type GatewayFlags, agentConfig, agentDefaults, defaults, gatewayConfig, gatewayDefaults } from '../config.js';
 import { Gateway } from '../gateway/gateway.js';
 import { LiveCatalog } from '../gateway/live-catalog.js';
 import { componentLogger } from '../logger.js';
@@ -151,7 +152,9 @@ export function agentCommand(): Command {
           kernelSplice: cfg.splice === 'kernel',
           limits: cfg.limits,
           ...(tls ? { tls } : {}),
-          ...(cfg.fastPath === 'native' ? { front: { connections: dp.map('connections'), destinationOf: (v: Buffer) => origDstCodec.decode(v), mark } } : {}),
+          ...(cfg.fastPath === 'native'
+            ? { front: { connections: dp.map('connections'), destinationOf: (v: Buffer) => origDstCodec.decode(v), mark, staleMs: defaults.connRecordMaxAgeMs, clockOffsetNs: Number(timensMonotonicOffsetNs()) } }
+            : {}),
         });
       // The port is taken by an agent that does not hand over (an older version, or one whose hand-over failed):
       // wait for it to go, asking it again meanwhile, rather than exit and be restarted in a loop.

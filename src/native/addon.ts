@@ -146,6 +146,8 @@ export interface NativeFrontOptions {
   connValueSize?: number;
   /** Proxy mode: an entry recorded longer ago than this is not used (needs a timestamp in the value). */
   staleMs?: number;
+  /** This process's CLOCK_MONOTONIC minus bpf_ktime_get_ns()'s, in ns (non-zero in a time namespace). */
+  clockOffsetNs?: number;
   /** SO_MARK of upstream connections. */
   mark?: number;
   idleMs?: number;

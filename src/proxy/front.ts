@@ -24,6 +24,8 @@ export interface ProxyFrontOptions {
   mark: number;
   /** An entry recorded longer ago than this is not used (when the map's values carry the time). */
   staleMs?: number;
+  /** This process's CLOCK_MONOTONIC minus the datapath's clock, in ns (a time namespace shifts the former). */
+  clockOffsetNs?: number;
 }
 
 /** Routes by their key (`ip:port`), and their changes: undefined means all of them. */
@@ -98,7 +100,7 @@ export class ProxyFront {
         listeners,
         connMap: options.connections.fd(),
         connValueSize: options.connections.info().valueSize,
-        ...(options.staleMs ? { staleMs: options.staleMs } : {}),
+        ...(options.staleMs ? { staleMs: options.staleMs, clockOffsetNs: options.clockOffsetNs ?? 0 } : {}),
         mark: options.mark,
         idleMs: settings.idleMs,
         setupMs: settings.setupMs,
