@@ -17,11 +17,13 @@ export function localCommand(): Command {
     .description('create the cluster set (control-plane + members) and start the controller, and per member an agent and a gateway')
     .option('--clusters <names>', 'member clusters', DEFAULT_MEMBERS.join(','))
     .option('--plain-tunnels', 'agents and gateways without mTLS, as docs/identity.md says to install them (benchmarks compare the two)')
-    .action(async (flags: { clusters: string; plainTunnels?: boolean }, cmd: Command) => {
+    .option('--fast-path <mode>', 'native (the default: the addon sets connections up) or node (Node accepts every connection; benchmarks compare the two)', 'native')
+    .action(async (flags: { clusters: string; plainTunnels?: boolean; fastPath: string }, cmd: Command) => {
+      if (flags.fastPath !== 'native' && flags.fastPath !== 'node') throw new ConfigError(`--fast-path must be native or node, got ${JSON.stringify(flags.fastPath)}`);
       const set = new ClusterSet(state(cmd));
       const members = flags.clusters.split(',').filter(Boolean);
       try {
-        await set.up(members, (line) => process.stdout.write(`  ${line}\n`), { plainTunnels: Boolean(flags.plainTunnels) });
+        await set.up(members, (line) => process.stdout.write(`  ${line}\n`), { plainTunnels: Boolean(flags.plainTunnels), nodeFastPath: flags.fastPath === 'node' });
       } catch (err) {
         process.stderr.write(`ecnet local up failed, cleaning up: ${(err as Error).message}\n`);
         await set.down();

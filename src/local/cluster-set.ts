@@ -33,6 +33,8 @@ interface SetState {
   gateways?: Record<string, { name: string; netns: string; ip: string }>;
   /** Agents and gateways run with plain tunnels (`up --plain-tunnels`). */
   plainTunnels?: boolean;
+  /** Agents and gateways set connections up in Node (`up --fast-path node`): what benchmarks compare with. */
+  nodeFastPath?: boolean;
   /** Replaced gateways still draining their tunnels: their pid and pod namespace (removed once they exit). */
   draining?: { pid: number; netns: string }[];
 }
@@ -115,7 +117,7 @@ export class ClusterSet {
     return { pid: child.pid!, ...(user.warning ? { warning: user.warning } : {}) };
   }
 
-  async up(members: string[], progress: (line: string) => void, o: { plainTunnels?: boolean } = {}): Promise<void> {
+  async up(members: string[], progress: (line: string) => void, o: { plainTunnels?: boolean; nodeFastPath?: boolean } = {}): Promise<void> {
     if (this.state()) throw new LocalError(`a local cluster set is already up in ${this.stateDir} (\`ecnet local down\` first)`);
     for (const d of [CONTROL_PLANE, ...members]) mkdirSync(join(this.clustersDir, d), { recursive: true });
     const controlPlane = new LocalSource({ dir: join(this.clustersDir, CONTROL_PLANE), watch: false });
@@ -136,7 +138,7 @@ export class ClusterSet {
     } finally {
       controlPlane.destroy();
     }
-    const state: SetState = { members, pids: {}, ...(o.plainTunnels ? { plainTunnels: true } : {}) };
+    const state: SetState = { members, pids: {}, ...(o.plainTunnels ? { plainTunnels: true } : {}), ...(o.nodeFastPath ? { nodeFastPath: true } : {}) };
     this.#save(state);
     progress('underlay 10.0.2.0/24');
     createUnderlay();
@@ -196,7 +198,9 @@ export class ClusterSet {
       secretDir: (name) => secretVolumeDir(this.stateDir, t.name, component, name),
       source: ['--cluster', join(this.clustersDir, t.name)],
     });
-    return this.state()?.plainTunnels ? withPlainTunnels(plan) : plan;
+    const st = this.state();
+    const planned = st?.plainTunnels ? withPlainTunnels(plan) : plan;
+    return st?.nodeFastPath ? { ...planned, argv: [...planned.argv, '--fast-path=node'] } : planned;
   }
 
   /** As the kubelet, a pod starts once the Secrets it mounts exist (the controller issues ecnet-identity). */

@@ -104,11 +104,14 @@ async function main(): Promise<void> {
   try {
     // The default install (mTLS with cluster identities: sealed records), then the same with plain tunnels;
     // each against its own direct path, so that the two compare as ratios.
+    // And plain tunnels once more with --fast-path node (Node accepts every connection): what the native front
+    // (src/proxy/front.ts, src/gateway/front.ts) changes.
     const mtls = measure([]);
     const plain = measure(['--plain-tunnels']);
+    const plainNode = measure(['--plain-tunnels', '--fast-path', 'node']);
     const m = (r: Figures, k: string, w: 'direct' | 'ecnet') => median(r[k]![w]);
     console.log(`local traffic benchmark, pod to pod on ecnet local (${cpus().length} cores; ${ROUNDS} interleaved rounds per cluster set, medians)`);
-    for (const [name, r] of [['mTLS (default)', mtls], ['plain tunnels', plain]] as const) {
+    for (const [name, r] of [['mTLS (default)', mtls], ['plain tunnels', plain], ['plain tunnels, --fast-path node', plainNode]] as const) {
       console.log(`  ${name}`);
       console.log(`    bulk throughput       direct ${f(m(r, 'bulk', 'direct'))} MB/s   via ecnet ${f(m(r, 'bulk', 'ecnet'))} MB/s   ratio ${f(m(r, 'bulk', 'ecnet') / m(r, 'bulk', 'direct'), 2)} (floor 0.35, aim 0.6)`);
       console.log(`    64 B request/response p50 direct ${f(m(r, 'p50', 'direct'))} µs   via ecnet ${f(m(r, 'p50', 'ecnet'))} µs   added ${f(m(r, 'p50', 'ecnet') - m(r, 'p50', 'direct'))} µs (floor ≤ 250)`);
@@ -123,8 +126,18 @@ async function main(): Promise<void> {
       }
       console.log(`    CPU per 1,000 new connections (4 threads): agent ${f(m(r, 'agent cpu ms/1000', 'ecnet'))} ms, gateway ${f(m(r, 'gateway cpu ms/1000', 'ecnet'))} ms`);
     }
-    const rel = (k: string) => m(mtls, k, 'ecnet') / m(mtls, k, 'direct') / (m(plain, k, 'ecnet') / m(plain, k, 'direct'));
-    console.log(`  mTLS against plain (each against its direct path): bulk ${f(rel('bulk'), 2)}× (aim 0.8), new connections/s ${f(rel('cps'), 2)}×`);
+    const ratio = (r: Figures, k: string) => m(r, k, 'ecnet') / m(r, k, 'direct');
+    const rel = (a: Figures, b: Figures, k: string) => ratio(a, k) / ratio(b, k);
+    console.log(`  mTLS against plain (each against its direct path): bulk ${f(rel(mtls, plain, 'bulk'), 2)}× (aim 0.8), new connections/s ${f(rel(mtls, plain, 'cps'), 2)}×`);
+    console.log(`  native front against --fast-path node (plain): new connections/s (C, 4 threads) ${f(rel(plain, plainNode, 'c cps 4'), 2)}×, CPU per connection agent ${f(m(plainNode, 'agent cpu ms/1000', 'ecnet') / m(plain, 'agent cpu ms/1000', 'ecnet'), 1)}× less, gateway ${f(m(plainNode, 'gateway cpu ms/1000', 'ecnet') / m(plain, 'gateway cpu ms/1000', 'ecnet'), 1)}× less`);
+    // Issue 15's goals, C clients, plain tunnels with the native front.
+    const added = (k: string) => m(plain, k, 'ecnet') - m(plain, k, 'direct');
+    const goal = (ok: boolean) => (ok ? 'met' : 'NOT MET');
+    console.log('  goals (plain tunnels, native front, C client):');
+    console.log(`    new connections/s ≥ 0.3× direct (stretch 0.5): ${f(ratio(plain, 'c cps 4'), 2)}× (4 threads), ${f(ratio(plain, 'c cps 8'), 2)}× (8 threads): ${goal(ratio(plain, 'c cps 4') >= 0.3)}`);
+    console.log(`    grows with the client threads (4 → 8): ${f(m(plain, 'c cps 4', 'ecnet'))} → ${f(m(plain, 'c cps 8', 'ecnet'))}: ${goal(m(plain, 'c cps 8', 'ecnet') > m(plain, 'c cps 4', 'ecnet'))}`);
+    console.log(`    bulk ≥ 0.6× (stretch 0.8): ${f(ratio(plain, 'c bulk'), 2)}×: ${goal(ratio(plain, 'c bulk') >= 0.6)}`);
+    console.log(`    added latency p50 ≤ 60 µs: ${f(added('c p50'))} µs: ${goal(added('c p50') <= 60)}; p99 ≤ 400 µs: ${f(added('c p99'))} µs: ${goal(added('c p99') <= 400)}`);
   } finally {
     rmSync(stateDir, { recursive: true, force: true });
   }
