@@ -5,6 +5,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, RouteMap, type RedirectSet } from '../src/agent/agent.js';
 import { MAX_PORTS_PER_IMPORT } from '../src/agent/desired.js';
+import { serviceKeyCodec, serviceValueCodec } from '../src/bpf/codecs.js';
+import { ServiceTable } from '../src/bpf/services.js';
+import { FakeMap } from './helpers/fake-map.js';
 import { MemorySource, memoryRedirects } from './helpers/memory-source.js';
 import { clusterKey, kube, service, serviceImport, trafficPolicy } from './helpers/objects.js';
 
@@ -66,4 +69,18 @@ describe('agent: what a tenant or an operator can do to it', () => {
     map.held.set('10.96.0.7:80', { ip: '10.96.0.7', port: 80, protocol: 'tcp', id: 1, disabled: false });
     await until(() => map.held.has('10.96.0.2:80') && !map.held.has('10.96.0.7:80'), 'the map written whole again');
   });
+
+  it('the resync repairs the real ServiceTable too, whose replaceAll otherwise trusts what it last wrote', async () => {
+    const src = new MemorySource();
+    for (const o of [service('a', 'web', { clusterIP: '10.96.0.2' }), serviceImport('a', 'web', { ips: ['10.96.0.2'] }), trafficPolicy('a', 'web')]) src.put(kube(o));
+    const map = new FakeMap(100);
+    const table = new ServiceTable(() => map);
+    await start(src, table, 200);
+    const key = (ip: string) => serviceKeyCodec.encode({ ip, port: 80, protocol: 'tcp' }).toString('hex');
+    expect([...map.data.keys()]).toEqual([key('10.96.0.2')]);
+    map.data.delete(key('10.96.0.2'));
+    map.data.set(key('10.96.0.7'), serviceValueCodec.encode({ id: 1, disabled: false }));
+    await until(() => map.data.has(key('10.96.0.2')) && !map.data.has(key('10.96.0.7')), 'the map checked and written again');
+  });
 });
+

@@ -13,6 +13,7 @@ import { Datapath, type DatapathOptions } from '../src/bpf/datapath.js';
 import { DatapathError } from '../src/bpf/errors.js';
 import { ktimeNs } from '../src/bpf/ktime.js';
 import { ConnRecordSweeper } from '../src/bpf/sweeper.js';
+import { type ServiceEntry, ServiceTable } from '../src/bpf/services.js';
 import { AddressError } from '../src/net/address.js';
 import { loadNative } from '../src/native/addon.js';
 import { cookieOf, connectMarked } from '../src/native/sockets.js';
@@ -333,6 +334,45 @@ describeKernel('datapath: redirect in the kernel', () => {
     expect(((full as DatapathError).cause as { errnoName: string }).errnoName).toBe('E2BIG');
     dp!.services.replaceAll(before);
     expect(dp!.services.list()).toHaveLength(before.length);
+  });
+
+  it("replaceAll trusts what it last wrote until asked to verify; a kernel refusal part-way restores the map", () => {
+    const sorted = (xs: ServiceEntry[]) => [...xs].sort((a, b) => `${a.ip}:${a.port}`.localeCompare(`${b.ip}:${b.port}`));
+    const held = () => sorted(dp!.services.list());
+    const before = held();
+    const own = Array.from({ length: 10 }, (_, i) => ({ ...svc(`10.96.70.${i}`, 80), id: i, disabled: false }));
+    const want = sorted([...before, ...own]);
+    dp!.services.replaceAll(want);
+    // Another writer of the same map (as `ecnet bpf service` in another process would be).
+    const other = new ServiceTable(() => dp!.map('services'));
+    other.delete(own[0]!);
+    other.set(svc('10.96.71.1', 80), { id: 7, disabled: false });
+    // Diffed against what it wrote, the table does not see it; verifying, it repairs it.
+    expect(dp!.services.replaceAll(want)).toMatchObject({ added: 0, removed: 0 });
+    expect(held()).toHaveLength(want.length);
+    expect(held()).not.toEqual(want);
+    expect(dp!.services.replaceAll(want, { verify: true })).toEqual({ added: 1, updated: 0, removed: 1, unchanged: want.length - 1 });
+    expect(held()).toEqual(want);
+    // The other writer fills the map; the table, unaware, passes its capacity check and the kernel refuses
+    // (E2BIG) after the updates that come first in the batch were applied: they are undone.
+    for (let i = 0; held().length < 64; i++) other.set(svc(`10.96.72.${i}`, 80), { id: i, disabled: false });
+    const full = held();
+    const next = [...want.map((e) => ({ ...e, id: e.id + 100 })), ...Array.from({ length: 3 }, (_, i) => ({ ...svc(`10.96.73.${i}`, 80), id: i, disabled: false }))];
+    let err: unknown;
+    try {
+      dp!.services.replaceAll(next);
+    } catch (e) {
+      err = e;
+    }
+    expect((err as DatapathError).code).toBe('ECNET_MAP_FULL');
+    expect(((err as DatapathError).cause as { errnoName: string }).errnoName).toBe('E2BIG');
+    expect(held()).toEqual(full);
+    // After the failure the table reads the map again, so the same call now removes the other writer's entries
+    // first and fits (against its stale record it would have failed the same way).
+    expect(dp!.services.replaceAll(next)).toEqual({ added: 3, updated: want.length, removed: full.length - want.length, unchanged: 0 });
+    expect(held()).toEqual(sorted(next));
+    dp!.services.replaceAll(before);
+    expect(held()).toEqual(before);
   });
 
   it('a second open after close reuses the pins and attaches nothing twice', () => {

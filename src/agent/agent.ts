@@ -119,8 +119,11 @@ export class RouteMap implements RouteTable {
 
 /** What the agent needs of the datapath (Datapath.services). */
 export interface RedirectSet {
-  /** The map holds exactly `entries` afterwards (at start, and after a failed write). */
-  replaceAll(entries: Iterable<ServiceEntry>): unknown;
+  /**
+   * The map holds exactly `entries` afterwards. With `verify`, the difference is taken against what the map
+   * really holds, not what this process last wrote to it: that repairs changes made behind its back.
+   */
+  replaceAll(entries: Iterable<ServiceEntry>, options?: { verify?: boolean }): unknown;
   /** A change only: what one reconcile of a few services writes (all or nothing, as replaceAll). */
   apply?(upserts: readonly ServiceEntry[], removes: readonly ServiceKey[]): unknown;
   /** How many entries it holds at most; what does not fit is left out by desiredNode's rule. */
@@ -208,7 +211,7 @@ export class Agent {
     this.#scheduleResync();
   }
 
-  /** The next full write of the redirect set: what the map holds is taken as unknown, and written whole. */
+  /** The next full write of the redirect set: what the map holds is taken as unknown, checked against the map itself, and written whole. */
   #scheduleResync(): void {
     if (this.#closed) return;
     const every = this.#o.resyncMs ?? 300_000;
@@ -278,7 +281,9 @@ export class Agent {
       const routes = plan.routes();
       const redirects = plan.redirects();
       this.#o.routes.add(routes);
-      set.replaceAll(redirects.map(entry));
+      // Not known here (at start, after a failed write, at the resync): the set checks against the map itself.
+      // Known, and written whole only because of the capacity rule: its own record of the map is enough.
+      set.replaceAll(redirects.map(entry), { verify: !written });
       this.#o.routes.replace(routes, plan.kept());
       this.#written = new Map(redirects.map((r) => [routeKey(r.ip, r.port), r]));
       return;

@@ -13,8 +13,9 @@ import {
 import { DatapathError } from './errors.js';
 
 const LE = endianness() === 'LE';
-const readU32 = (b: Buffer, o: number): number => (LE ? b.readUInt32LE(o) : b.readUInt32BE(o));
-const writeU32 = (b: Buffer, v: number, o: number): void => {
+/** A __u32 of a map struct, in the host's byte order. */
+export const readU32 = (b: Buffer, o: number): number => (LE ? b.readUInt32LE(o) : b.readUInt32BE(o));
+export const writeU32 = (b: Buffer, v: number, o: number): void => {
   if (LE) b.writeUInt32LE(v, o);
   else b.writeUInt32BE(v, o);
 };

@@ -2,7 +2,8 @@
 //  1. connections/s of a client against a local server: direct (client outside the cgroup, no program
 //     runs) vs redirected (client in the cgroup, connecting to a ClusterIP that connect4 sends to the same
 //     server), interleaved rounds; the server takes the original destination on every accept in both.
-//  2. programming the services map: 10,000 services in one replaceAll vs 10,000 single updates, and a 1% diff.
+//  2. programming the services map: 10,000 services in one replaceAll vs 10,000 single updates, and a 1% diff
+//     (against the table's record of the map, and verifying against a dump of it).
 // Runs as root, in a network namespace and cgroup of its own, and removes them at the end.
 import { spawn } from 'node:child_process';
 import net from 'node:net';
@@ -97,6 +98,7 @@ async function main(): Promise<void> {
       const singles: number[] = [];
       const batches: number[] = [];
       const diffs: number[] = [];
+      const verified: number[] = [];
       for (let round = 0; round < 5; round++) {
         dp2.services.replaceAll([]);
         let t0 = process.hrtime.bigint();
@@ -110,13 +112,22 @@ async function main(): Promise<void> {
         t0 = process.hrtime.bigint();
         dp2.services.replaceAll(next);
         diffs.push(ms(t0));
+        // The same size of change back, diffed against a dump of the map (what the agent's resync asks for).
+        t0 = process.hrtime.bigint();
+        dp2.services.replaceAll(all, { verify: true });
+        verified.push(ms(t0));
       }
       const b = median(batches);
       console.log(`\nservices map, 10,000 services, median of 5`);
       console.log(`  10,000 single updates (baseline)      ${median(singles).toFixed(1)} ms`);
       console.log(`  replaceAll of 10,000 into an empty map ${b.toFixed(1)} ms   ratio ${(b / median(singles)).toFixed(2)} of baseline   (target < 200 ms: ${b < 200 ? 'met' : 'NOT MET'})`);
       if (b >= 200) process.exitCode = 1;
-      console.log(`  replaceAll with a 1% diff (100 writes) ${median(diffs).toFixed(1)} ms   ratio ${(median(diffs) / b).toFixed(2)} of a full load`);
+      const d = median(diffs);
+      const rounds = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(' ');
+      console.log(`  replaceAll with a 1% diff (100 writes) ${d.toFixed(1)} ms   ratio ${(d / b).toFixed(2)} of a full load   rounds ${rounds(diffs)}`);
+      console.log(`    (target < 5 ms: ${d < 5 ? 'met' : 'NOT MET'})`);
+      if (d >= 5) process.exitCode = 1;
+      console.log(`  the same, verifying (dumps the map)    ${median(verified).toFixed(1)} ms   rounds ${rounds(verified)}`);
     } finally {
       dp2.close();
     }
