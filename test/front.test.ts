@@ -11,6 +11,7 @@ import { type Catalog, type LocalService, staticCatalog } from '../src/gateway/c
 import type { ChangingCatalog } from '../src/gateway/front.js';
 import { Gateway } from '../src/gateway/gateway.js';
 import { connectMarked } from '../src/native/sockets.js';
+import type { ProxyFrontOptions } from '../src/proxy/front.js';
 import { NodeProxy, type Route } from '../src/proxy/proxy.js';
 import { describeKernel } from './helpers/describe-kernel.js';
 import { type TestCgroup, type TestNetns, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
@@ -74,7 +75,7 @@ describeKernel('the gateway front', () => {
   let gw: Gateway;
   let catalog: ReturnType<typeof changingCatalog>;
   let refusedPort: number;
-  const svc = (endpoints: { ip: string; port: number }[]): LocalService => ({ namespace: 'ns', name: 'echo', ports: new Map([[80, endpoints]]), export: {} });
+  const svc = (endpoints: { ip: string; port: number }[]): LocalService => ({ namespace: 'ns', name: 'echo', ports: new Map([[80, endpoints]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } });
 
   beforeAll(async () => {
     echo = await backend('echo');
@@ -86,7 +87,7 @@ describeKernel('the gateway front', () => {
     catalog = changingCatalog([
       svc([{ ip: '127.0.0.1', port: portOf(echo) }]),
       { namespace: 'ns', name: 'private', ports: new Map([[80, [{ ip: '127.0.0.1', port: portOf(echo) }]]]), export: undefined },
-      { namespace: 'ns', name: 'empty', ports: new Map([[80, []]]), export: {} },
+      { namespace: 'ns', name: 'empty', ports: new Map([[80, []]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
     ]);
     gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog, kernelSplice: true, front: true, headerTimeoutMs: 300, limits: { perSource: 3 } });
     closers.push(() => gw.destroy());
@@ -150,6 +151,22 @@ describeKernel('the gateway front', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect((await exchange(gw.address.port, connectHead('echo.ns.svc.clusterset.local:80'))).data).toContain('hello from echo');
   });
+
+  it('refuses new connections once it drains: the listening socket closes, nothing waits in its backlog', async () => {
+    const port = gw.address.port;
+    const closing = gw.close(1_000);
+    await new Promise((r) => setTimeout(r, 100));
+    const got = await new Promise<string>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port });
+      s.on('connect', () => {
+        s.destroy();
+        resolve('connected');
+      });
+      s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    expect(got).toBe('ECONNREFUSED');
+    await closing;
+  });
 });
 
 describeKernel('the node proxy front (real datapath)', () => {
@@ -181,13 +198,17 @@ describeKernel('the node proxy front (real datapath)', () => {
       const gw = await Gateway.start({
         host: gwIp,
         port: 8081,
-        catalog: changingCatalog([{ namespace: 'ns', name: 'echo', ports: new Map([[8080, [{ ip: beIp, port: 9000 }]]]), export: {} }]),
+        catalog: changingCatalog([{ namespace: 'ns', name: 'echo', ports: new Map([[8080, [{ ip: beIp, port: 9000 }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } }]),
         kernelSplice: true,
         front: true,
       });
       closers.push(() => be.close(), () => gw.destroy());
     }
-    proxy = await NodeProxy.start({
+    proxy = await startProxy();
+  });
+  /** The proxy as the agent starts it, its front reading the datapath's connection map. */
+  const startProxy = (front: Partial<ProxyFrontOptions> = {}) =>
+    NodeProxy.start({
       host: '127.0.0.1',
       port: 15001,
       localCluster: 'default/default/default/here',
@@ -195,9 +216,8 @@ describeKernel('the node proxy front (real datapath)', () => {
       originalDestination: (s) => dp!.takeOriginalDestination(s),
       connect: (host, port) => connectMarked({ host, port, mark: defaults.proxyMark }),
       kernelSplice: true,
-      front: { connections: dp.map('connections'), destinationOf: (v) => origDstCodec.decode(v), mark: defaults.proxyMark },
+      front: { connections: dp!.map('connections'), destinationOf: (v) => origDstCodec.decode(v), mark: defaults.proxyMark, ...front },
     });
-  });
   afterAll(async () => {
     await proxy?.close(100);
     cleanupAll(
@@ -254,15 +274,7 @@ describeKernel('the node proxy front (real datapath)', () => {
   it('does not use a record older than the bound (a 4-tuple reused after a record nobody took)', async () => {
     await proxy!.close(100);
     // This process's clock 60 s behind the datapath's (as in a time namespace): every record looks 60 s old.
-    proxy = await NodeProxy.start({
-      host: '127.0.0.1',
-      port: 15001,
-      localCluster: 'default/default/default/here',
-      routes,
-      originalDestination: (s) => dp!.takeOriginalDestination(s),
-      kernelSplice: true,
-      front: { connections: dp!.map('connections'), destinationOf: (v) => origDstCodec.decode(v), mark: defaults.proxyMark, staleMs: 30_000, clockOffsetNs: -60e9 },
-    });
+    proxy = await startProxy({ staleMs: 30_000, clockOffsetNs: -60e9 });
     routes.replace(new Map([[`${CLUSTER_IP}:8080`, route({ lbType: 'ActiveActive' }, [{ clusterKey: B, gateway: { host: '127.0.0.12', port: 8081 } }])]]));
     await settle();
     const [r] = await call(1);

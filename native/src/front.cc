@@ -297,7 +297,9 @@ void Splicer::FrontRoutes(const Napi::CallbackInfo& info) {
 void Splicer::FrontPause(const Napi::CallbackInfo& info) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    frontIn_.pause = info.Length() > 0 && info[0].ToBoolean() ? 1 : 2;
+    bool stop = info.Length() > 0 && info[0].ToBoolean();
+    bool shut = stop && info.Length() > 1 && info[1].ToBoolean();
+    frontIn_.pause = shut ? 3 : stop ? 1 : 2;
   }
   Wake();
 }
@@ -345,10 +347,15 @@ void Splicer::FrontCommands(FrontInbox& in) {
     else
       front_->routes.erase(key);
   }
-  if (in.pause == 1 && !front_->paused) {
+  if (in.pause == 3) {
+    // Closed for good (the component drains): new connections are refused by the kernel, not left queued.
+    FrontListen(false);
+    front_->paused = true;
+    for (int& fd : front_->cfg.listeners) CloseFd(fd);
+  } else if (in.pause == 1 && !front_->paused) {
     front_->paused = true;
     FrontListen(false);
-  } else if (in.pause == 2 && front_->paused) {
+  } else if (in.pause == 2 && front_->paused && !front_->cfg.listeners.empty() && front_->cfg.listeners[0] >= 0) {
     front_->paused = false;
     FrontListen(true);
   }
@@ -358,6 +365,7 @@ void Splicer::FrontCommands(FrontInbox& in) {
 void Splicer::FrontListen(bool on) {
   for (size_t i = 0; i < front_->cfg.listeners.size(); i++) {
     int fd = front_->cfg.listeners[i];
+    if (fd < 0) continue;
     if (!on) {
       epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
       continue;
@@ -534,7 +542,12 @@ void Splicer::FrontClassify(std::unique_ptr<FrontSetup> owned) {
   s.routeKey.assign(reinterpret_cast<char*>(v), offsetof(ecnet_origdst, proto));
   auto it = front_->ready ? front_->routes.find(s.routeKey) : front_->routes.end();
   if (it == front_->routes.end()) return FrontHand(s);
-  FrontRoute& r = it->second;
+  FrontChoose(s, it->second);
+}
+
+// One of the route's choices, by weight, and its next address first: the setup keeps a copy (the table may
+// change while it connects).
+void Splicer::FrontChoose(FrontSetup& s, FrontRoute& r) {
   FrontChoice& ch = r.choices[Pick(r)];
   s.report = ch.report;
   s.addrs = ch.addrs;
@@ -566,13 +579,7 @@ void Splicer::FrontPeekHead(FrontSetup& s) {
   epoll_ctl(epfd_, EPOLL_CTL_DEL, s.client, nullptr);
   s.clientPolled = false;
   s.headLen = headLen;
-  FrontRoute& r = it->second;
-  FrontChoice& ch = r.choices[Pick(r)];
-  s.report = ch.report;
-  s.addrs = ch.addrs;
-  s.head = ch.head;
-  s.start = ch.next++;
-  FrontConnect(s);
+  FrontChoose(s, it->second);
 }
 
 void Splicer::FrontConnect(FrontSetup& s) {

@@ -116,7 +116,7 @@ struct FrontInbox {
   std::unique_ptr<Front> start;
   std::vector<std::pair<std::string, std::unique_ptr<FrontRoute>>> routes;  // null: removed
   bool replaceAll = false;
-  int pause = 0;  // 1: stop accepting, 2: accept again
+  int pause = 0;  // 1: stop accepting, 2: accept again, 3: stop and close the listening sockets
   std::vector<std::string> released;
 };
 

@@ -156,6 +156,7 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   void FrontClassify(std::unique_ptr<FrontSetup> s);
   void FrontOnEvent(uint64_t key, uint32_t events);
   void FrontPeekHead(FrontSetup& s);
+  void FrontChoose(FrontSetup& s, FrontRoute& r);
   void FrontConnect(FrontSetup& s);
   void FrontUpFailed(FrontSetup& s, int err, int status);
   void FrontEstablished(FrontSetup& s, std::string leftover);

@@ -3,10 +3,10 @@
 // the catalog (every authority decide() answers 200 for a caller that proves no cluster: plain tunnels). Any
 // other request — /healthz, ingress, a refusal, anything malformed or slow — and a CONNECT whose endpoints all
 // failed there come back as a socket with nothing read from it, for the HTTP server to judge as always.
-import { isIP, Socket, type SocketConstructorOpts } from 'node:net';
-import type { NativeFrontEntry, NativeFrontHanded } from '../native/addon.js';
+import { type Socket, isIP } from 'node:net';
+import type { NativeFrontEntry } from '../native/addon.js';
 import type { KernelSplicer } from '../native/kernel-splice.js';
-import { closeFd } from '../native/libc.js';
+import { Front } from '../tunnel/front.js';
 import { formatAuthority } from '../tunnel/protocol.js';
 import { type Catalog, type LocalService, decide } from './catalog.js';
 
@@ -23,8 +23,7 @@ export interface GatewayFrontSettings {
   maxPerSource: number;
 }
 
-export class GatewayFront {
-  readonly #splicer: KernelSplicer;
+export class GatewayFront extends Front {
   readonly #catalog: Catalog;
   /** The authorities in the table, by service (namespace/name). */
   readonly #pushed = new Map<string, string[]>();
@@ -37,42 +36,17 @@ export class GatewayFront {
     settings: GatewayFrontSettings,
     on: { handed(socket: Socket, free: () => void): void; succeeded(n: number): void },
   ) {
-    this.#splicer = splicer;
-    this.#catalog = catalog;
-    splicer.startFront({ gateway: true, listeners, ...settings }, (handed, successes) => {
+    super(splicer, { gateway: true, listeners, ...settings }, (handed, successes) => {
       for (const [, n] of successes) on.succeeded(n);
-      for (const h of handed) {
-        const socket = this.#socketOf(h);
-        if (socket) on.handed(socket, () => this.release(h.source));
-      }
+      for (const { socket, free } of handed) on.handed(socket, free);
     });
+    this.#catalog = catalog;
     this.#unsubscribe = catalog.subscribe((keys) => this.#sync(keys));
     this.#sync(undefined);
   }
 
-  pause(stop: boolean): void {
-    this.#splicer.frontPause(stop);
-  }
-
   close(): void {
     this.#unsubscribe();
-  }
-
-  /** Frees the front's slot of a connection it handed over (once: the caller guards it). */
-  release(source: Buffer): void {
-    this.#splicer.frontRelease(source);
-  }
-
-  #socketOf(h: NativeFrontHanded): Socket | undefined {
-    let socket: Socket;
-    try {
-      socket = new Socket({ fd: h.fd, readable: true, writable: true, allowHalfOpen: true, pauseOnCreate: true } as SocketConstructorOpts);
-    } catch {
-      closeFd(h.fd);
-      this.#splicer.frontRelease(h.source);
-      return undefined;
-    }
-    return socket;
   }
 
   /** The table entries of `keys` (undefined: the whole catalog, replacing the table). */
@@ -81,7 +55,7 @@ export class GatewayFront {
     if (keys === undefined) {
       this.#pushed.clear();
       for (const svc of this.#catalog.all()) entries.push(...this.#entries(svc));
-      this.#splicer.frontRoutes(entries, true);
+      this.splicer.frontRoutes(entries, true);
       return;
     }
     for (const key of keys) {
@@ -91,7 +65,7 @@ export class GatewayFront {
       const svc = this.#catalog.get(namespace, name);
       if (svc) entries.push(...this.#entries(svc));
     }
-    if (entries.length) this.#splicer.frontRoutes(entries, false);
+    if (entries.length) this.splicer.frontRoutes(entries, false);
   }
 
   #entries(svc: LocalService): NativeFrontEntry[] {

@@ -404,7 +404,7 @@ export class Gateway {
   async close(graceMs = 10_000): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#front?.pause(true);
+    this.#shutFront();
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     // Connections already accepted may still be in their TLS handshake or before their CONNECT: the HTTP server
     // counts them idle. They get a moment to become tunnels (or requests) before idle ones are closed.
@@ -420,10 +420,16 @@ export class Gateway {
     if (err) this.#log.error({ err }, 'gateway aborted');
     this.#closed = true;
     this.#front?.close();
+    this.#shutFront();
     this.#tunnels.destroy();
     this.#server.closeAllConnections();
     for (const s of this.#sockets) s.destroy();
     this.#server.close();
+  }
+
+  /** As the server's close(): the listening socket closes, so new connections are refused rather than queued. */
+  #shutFront(): void {
+    this.#front?.shut();
     if (this.#frontListener !== undefined) closeFd(this.#frontListener);
     this.#frontListener = undefined;
   }

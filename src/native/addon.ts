@@ -130,8 +130,8 @@ export interface NativeSplicer {
   frontStart(options: NativeFrontOptions, report: (handed: NativeFrontHanded[], successes: [number, number][]) => void): void;
   /** Updates the front's table; with `all`, the entries are the whole table. A null `choices` removes a key. */
   frontRoutes(entries: NativeFrontEntry[], all: boolean): void;
-  /** Stops (true) or resumes (false) accepting. */
-  frontPause(stop: boolean): void;
+  /** Stops (true) or resumes (false) accepting; with `close`, stops for good and closes the listening sockets. */
+  frontPause(stop: boolean, close?: boolean): void;
   /** Frees the slot of a connection the front handed to JavaScript, once it is closed. */
   frontRelease(source: Buffer): void;
   frontStats(): NativeFrontStats;

@@ -139,9 +139,12 @@ export class KernelSplicer {
     if (!this.#closed) this.#native.frontRoutes(entries, all);
   }
 
-  /** The front stops accepting (a hand-over), or accepts again. */
-  frontPause(stop: boolean): void {
-    if (!this.#closed) this.#native.frontPause(stop);
+  /**
+   * The front stops accepting (a hand-over), or accepts again; with `close` it stops for good and closes its
+   * listening sockets (a drain: new connections are then refused, not queued).
+   */
+  frontPause(stop: boolean, close = false): void {
+    if (!this.#closed) this.#native.frontPause(stop, close);
   }
 
   /** A connection the front handed over has closed: its slot is free. */

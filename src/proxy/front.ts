@@ -4,14 +4,14 @@
 // (firstChoices), which the front draws from by weight. What the front cannot finish — no entry (a refused,
 // retiring or TLS route), a first candidate that failed — comes back as a socket with what the front learnt,
 // and the proxy's JavaScript path carries on from there, retries and errors included.
-import { isIP, Socket, type SocketConstructorOpts } from 'node:net';
+import { type Socket, isIP } from 'node:net';
 import type { ClusterKey } from '../api/flomesh.js';
 import type { NativeFrontChoice, NativeFrontEntry, NativeFrontHanded, NativeMap } from '../native/addon.js';
 import type { KernelSplicer } from '../native/kernel-splice.js';
-import { closeFd } from '../native/libc.js';
 import { writeAddress } from '../net/address.js';
 import { firstChoices, type PlanInput } from '../policy/plan.js';
 import type { HealthBook } from '../policy/health.js';
+import { Front } from '../tunnel/front.js';
 import { SOURCE_CLUSTER_HEADER, formatAuthority } from '../tunnel/protocol.js';
 import type { Route } from './proxy.js';
 
@@ -67,8 +67,7 @@ export function frontKey(routeKey: string): Buffer | undefined {
   return key;
 }
 
-export class ProxyFront {
-  readonly #splicer: KernelSplicer;
+export class ProxyFront extends Front {
   readonly #routes: FrontRoutes;
   readonly #o: FrontSettings;
   readonly #destinationOf: ProxyFrontOptions['destinationOf'];
@@ -91,11 +90,8 @@ export class ProxyFront {
     settings: FrontSettings,
     on: { handed(socket: Socket, verdict: FrontVerdict, free: () => void): void; succeeded(cluster: ClusterKey | undefined, n: number): void; counted(d: { notRedirected: number; limited: number }): void },
   ) {
-    this.#splicer = splicer;
-    this.#routes = routes;
-    this.#o = settings;
-    this.#destinationOf = options.destinationOf;
-    splicer.startFront(
+    super(
+      splicer,
       {
         listeners,
         connMap: options.connections.fd(),
@@ -110,12 +106,12 @@ export class ProxyFront {
       },
       (handed, successes) => {
         for (const [report, n] of successes) on.succeeded(this.#reports[report], n);
-        for (const h of handed) {
-          const socket = this.#socketOf(h);
-          if (socket) on.handed(socket, this.#verdictOf(h), () => this.release(h.source));
-        }
+        for (const { socket, h, free } of handed) on.handed(socket, this.#verdictOf(h), free);
       },
     );
+    this.#routes = routes;
+    this.#o = settings;
+    this.#destinationOf = options.destinationOf;
     this.#unsubscribe = routes.subscribe((key) => this.#changed(key));
     // Health moves without a route changing (an ejection, its end, an active check): the table follows it.
     this.#timer = setInterval(() => {
@@ -139,35 +135,13 @@ export class ProxyFront {
     this.#checkHealth();
   }
 
-  pause(stop: boolean): void {
-    this.#splicer.frontPause(stop);
-  }
-
   get inFlight(): number {
-    return this.#splicer.frontStats().setups;
+    return this.splicer.frontStats().setups;
   }
 
   close(): void {
     clearInterval(this.#timer);
     this.#unsubscribe();
-  }
-
-  /** Frees the front's slot of a connection it handed over (once: the caller guards it). */
-  release(source: Buffer): void {
-    this.#splicer.frontRelease(source);
-  }
-
-  #socketOf(h: NativeFrontHanded): Socket | undefined {
-    let socket: Socket;
-    try {
-      // pauseOnCreate: nothing is read until the upstream is there (as the server's pauseOnConnect).
-      socket = new Socket({ fd: h.fd, readable: true, writable: true, allowHalfOpen: true, pauseOnCreate: true } as SocketConstructorOpts);
-    } catch {
-      closeFd(h.fd);
-      this.#splicer.frontRelease(h.source);
-      return undefined;
-    }
-    return socket;
   }
 
   #verdictOf(h: NativeFrontHanded): FrontVerdict {
@@ -206,7 +180,7 @@ export class ProxyFront {
     }
     // After the entries: they may have named clusters not seen before.
     this.#healthSeen = this.#healthSignature();
-    this.#splicer.frontRoutes(entries, dirty === 'all');
+    this.splicer.frontRoutes(entries, dirty === 'all');
   }
 
   /** A route's entry: its first choices, or null (the JavaScript path serves it); undefined: no key at all. */

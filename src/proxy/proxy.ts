@@ -437,6 +437,7 @@ export class NodeProxy {
   async close(graceMs = 10_000): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#shutFront();
     const closed = Promise.all([this.#server, ...(this.#server6 ? [this.#server6] : [])].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
     await this.#conns.drained(graceMs);
     this.destroy();
@@ -447,9 +448,15 @@ export class NodeProxy {
     if (err) this.#log.error({ err }, 'proxy aborted');
     this.#closed = true;
     this.#front?.close();
+    this.#shutFront();
     this.#conns.destroy();
     this.#server.close();
     this.#server6?.close();
+  }
+
+  /** As the servers' close(): the listening sockets close, so new connections are refused rather than queued. */
+  #shutFront(): void {
+    this.#front?.shut();
     if (this.#frontListeners) for (const fd of [this.#frontListeners.fd, this.#frontListeners.fd6]) if (fd !== undefined) closeFd(fd);
     this.#frontListeners = undefined;
   }
