@@ -1,6 +1,7 @@
 // The native front (native/src/front.cc) of the gateway and of the node proxy: connections set up on the
 // splicer's thread, and everything it cannot finish handed to JavaScript, which answers as it always did.
 // Real sockets on loopback; the proxy's part with the real datapath in a network namespace of its own. Root only.
+import { execFileSync } from 'node:child_process';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RouteMap } from '../src/agent/agent.js';
@@ -8,10 +9,15 @@ import { origDstCodec } from '../src/bpf/codecs.js';
 import { Datapath } from '../src/bpf/datapath.js';
 import { defaults } from '../src/config.js';
 import { type Catalog, type LocalService, staticCatalog } from '../src/gateway/catalog.js';
-import type { ChangingCatalog } from '../src/gateway/front.js';
+import { type ChangingCatalog, GatewayFront } from '../src/gateway/front.js';
 import { Gateway } from '../src/gateway/gateway.js';
-import { connectMarked } from '../src/native/sockets.js';
-import type { ProxyFrontOptions } from '../src/proxy/front.js';
+import { loadNative, type NativeFrontEntry, type NativeMap } from '../src/native/addon.js';
+import { KernelSplicer } from '../src/native/kernel-splice.js';
+import { closeFd } from '../src/native/libc.js';
+import { connectMarked, descriptorOf } from '../src/native/sockets.js';
+import { componentLogger } from '../src/logger.js';
+import { HealthBook } from '../src/policy/health.js';
+import { ProxyFront, type ProxyFrontOptions } from '../src/proxy/front.js';
 import { NodeProxy, type Route } from '../src/proxy/proxy.js';
 import { describeKernel } from './helpers/describe-kernel.js';
 import { type TestCgroup, type TestNetns, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
@@ -30,9 +36,9 @@ async function backend(name: string, host = '127.0.0.1', port = 0): Promise<Serv
 const portOf = (s: Server) => (s.address() as { port: number }).port;
 
 /** Sends `bytes` (half-closing after them unless `keepOpen`) and collects what comes back until the close. */
-function exchange(port: number, bytes: string | Buffer, o: { keepOpen?: boolean; host?: string; ms?: number } = {}): Promise<{ data: string; reset: boolean }> {
+function exchange(port: number, bytes: string | Buffer, o: { keepOpen?: boolean; host?: string; localAddress?: string; ms?: number } = {}): Promise<{ data: string; reset: boolean }> {
   return new Promise((resolve) => {
-    const s = connect({ host: o.host ?? '127.0.0.1', port, allowHalfOpen: true });
+    const s = connect({ host: o.host ?? '127.0.0.1', port, allowHalfOpen: true, ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
     let data = '';
     let reset = false;
     const timer = setTimeout(() => s.destroy(), o.ms ?? 5_000);
@@ -113,9 +119,18 @@ describeKernel('the gateway front', () => {
     expect(gw.stats.fronted).toBe(before);
   });
 
-  it('answers a head that does not complete in time (408, from the HTTP server)', async () => {
-    const r = await exchange(gw.address.port, 'CONNECT echo.ns.svc.clusterset.local:80 HTTP/1.1\r\nhost: ', { keepOpen: true, ms: 5_000 });
+  it('answers 408 once a head has not completed in the header timeout (not twice that), and a bare LF at once', async () => {
+    const slow = await Gateway.start({ host: '127.0.0.1', port: 0, catalog, kernelSplice: true, front: true, headerTimeoutMs: 1_000 });
+    closers.push(() => slow.destroy());
+    let t0 = Date.now();
+    const r = await exchange(slow.address.port, 'CONNECT echo.ns.svc.clusterset.local:80 HTTP/1.1\r\nhost: ', { keepOpen: true, ms: 5_000 });
     expect(r.data).toMatch(/^HTTP\/1.1 408 /);
+    // The front's 1 s, then the answer: Node's own timeout would have added another second.
+    expect(Date.now() - t0).toBeLessThan(1_700);
+    t0 = Date.now();
+    const lf = await exchange(slow.address.port, 'CONNECT echo.ns.svc.clusterset.local:80 HTTP/1.1\nhost: x\n', { keepOpen: true, ms: 5_000 });
+    expect(lf.data).toMatch(/^HTTP\/1.1 400 /);
+    expect(Date.now() - t0).toBeLessThan(700);
   });
 
   it('goes round the endpoints when one refuses, and follows the catalog', async () => {
@@ -152,20 +167,151 @@ describeKernel('the gateway front', () => {
     expect((await exchange(gw.address.port, connectHead('echo.ns.svc.clusterset.local:80'))).data).toContain('hello from echo');
   });
 
-  it('refuses new connections once it drains: the listening socket closes, nothing waits in its backlog', async () => {
+  it('drains: a tunnel the front set up runs on through the grace period; new connections are refused, not queued', async () => {
     const port = gw.address.port;
-    const closing = gw.close(1_000);
-    await new Promise((r) => setTimeout(r, 100));
-    const got = await new Promise<string>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port });
-      s.on('connect', () => {
-        s.destroy();
+    // An established tunnel, spliced by the front.
+    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    let got = '';
+    s.on('data', (d) => (got += d.toString()));
+    s.on('error', () => undefined);
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write(connectHead('echo.ns.svc.clusterset.local:80'));
+    for (let i = 0; i < 100 && !got.includes('hello from echo'); i++) await new Promise((r) => setTimeout(r, 10));
+    const closing = gw.close(5_000);
+    await new Promise((r) => setTimeout(r, 1_500));
+    s.write('still there\n');
+    for (let i = 0; i < 100 && !got.includes('still there'); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(got).toContain('hello from echo\nstill there\n');
+    const refused = await new Promise<string>((resolve) => {
+      const c = connect({ host: '127.0.0.1', port });
+      c.on('connect', () => {
+        c.destroy();
         resolve('connected');
       });
-      s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
     });
-    expect(got).toBe('ECONNREFUSED');
+    expect(refused).toBe('ECONNREFUSED');
+    s.end();
     await closing;
+  });
+});
+
+describeKernel('the front itself: slots across a hand-over and a close, IPv6 sources by /64', () => {
+  /** A listening socket's descriptor (a dup this test owns) and its port. */
+  const listener = async (host = '127.0.0.1') => {
+    const l = createServer();
+    await new Promise<void>((r) => l.listen(0, host, r));
+    const fd = loadNative().handover.dup(descriptorOf(l)!);
+    const port = portOf(l);
+    l.close();
+    return { fd, port };
+  };
+  const echoCatalog = (ip: string, port: number) => changingCatalog([svc(ip, port)]);
+  const svc = (ip: string, port: number): LocalService => ({ namespace: 'ns', name: 'echo', ports: new Map([[80, [{ ip, port }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } });
+  const settings = { idleMs: 0, connectMs: 1_000, headerMs: 10_000, maxTotal: 100, maxPerSource: 1 };
+  const drop = { handed: (s: Socket, free: () => void) => (s.destroy(), free()), succeeded: () => undefined };
+
+  it('a pair handed over to another process frees its slot; a close leaves no setup counted', async () => {
+    const echo = await backend('echo');
+    const { fd, port } = await listener();
+    const splicer = KernelSplicer.open();
+    const front = new GatewayFront(splicer, [fd], echoCatalog('127.0.0.1', portOf(echo)), settings, drop);
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      const held = connect({ host: '127.0.0.1', port });
+      held.on('error', () => undefined);
+      held.write(connectHead('echo.ns.svc.clusterset.local:80'));
+      await new Promise((r) => held.once('data', r));
+      expect(splicer.frontStats().open).toBe(1);
+      const pairs = splicer.detach();
+      expect(pairs.length).toBe(1);
+      splicer.release(pairs.map((p) => p.id));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(splicer.frontStats().open).toBe(0);
+      held.destroy();
+      // A connection still in its head when the front closes: not counted afterwards (settled() reads these).
+      const slow = connect({ host: '127.0.0.1', port });
+      slow.on('error', () => undefined);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(splicer.frontStats().setups).toBe(1);
+      front.close();
+      splicer.destroy();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(splicer.frontStats()).toMatchObject({ setups: 0, open: 0 });
+      slow.destroy();
+    } finally {
+      front.close();
+      splicer.destroy();
+      echo.close();
+      closeFd(fd);
+    }
+  });
+
+  it('counts the addresses of one IPv6 /64 as one source', async () => {
+    const ns = makeNetns();
+    ns.enter();
+    try {
+      for (const a of ['fd00:ec::1', 'fd00:ec::2', 'fd00:ec::3']) execFileSync('ip', ['-n', ns.name, '-6', 'addr', 'add', `${a}/64`, 'dev', 'lo', 'nodad']);
+      const echo = await backend('echo', 'fd00:ec::1');
+      const gw = await Gateway.start({ host: 'fd00:ec::1', port: 0, catalog: echoCatalog('fd00:ec::1', portOf(echo)), kernelSplice: true, front: true, limits: { perSource: 1 } });
+      try {
+        const first = connect({ host: 'fd00:ec::1', port: gw.address.port, localAddress: 'fd00:ec::2' });
+        first.on('error', () => undefined);
+        first.write(connectHead('echo.ns.svc.clusterset.local:80'));
+        await new Promise((r) => first.once('data', r));
+        const other = await exchange(gw.address.port, connectHead('echo.ns.svc.clusterset.local:80'), { host: 'fd00:ec::1', localAddress: 'fd00:ec::3' });
+        expect(other.data).toBe('');
+        expect(other.reset).toBe(true);
+        first.destroy();
+      } finally {
+        gw.destroy();
+        echo.close();
+      }
+    } finally {
+      ns.remove();
+    }
+  });
+});
+
+describe("the proxy front's table", () => {
+  it('follows a cluster back to health also when it was down at the first push (FailOver fails back)', async () => {
+    const pushes: NativeFrontEntry[][] = [];
+    const splicer = { startFront: () => undefined, frontRoutes: (e: NativeFrontEntry[]) => pushes.push(e), frontStats: () => ({ notRedirected: 0, limited: 0, setups: 0 }), frontPause: () => undefined, frontRelease: () => undefined } as unknown as KernelSplicer;
+    const P = 'default/default/default/primary';
+    const S = 'default/default/default/secondary';
+    const health = new HealthBook();
+    const routes = new RouteMap();
+    routes.replace(new Map([['10.96.0.10:8080', { service: 'echo', namespace: 'ns', port: 8080, localEndpoints: [], policy: { lbType: 'FailOver', targets: [{ clusterKey: P }, { clusterKey: S }] }, exporters: [{ clusterKey: P, gateway: { host: '10.0.0.1', port: 8081 } }, { clusterKey: S, gateway: { host: '10.0.0.2', port: 8081 } }] }]]));
+    health.checked(P, false);
+    const front = new ProxyFront(splicer, [], { connections: { fd: () => 0, info: () => ({ valueSize: 32 }) } as unknown as NativeMap, destinationOf: () => undefined, mark: 0 }, routes, { localCluster: 'default/default/default/here', log: componentLogger('test'), health, tls: false, idleMs: 0, setupMs: 1_000, connectMs: 1_000, maxTotal: 10, maxPerSource: 10, now: Date.now }, { handed: () => undefined, succeeded: () => undefined, counted: () => undefined });
+    try {
+      front.ready();
+      await new Promise((r) => setTimeout(r, 50));
+      const gatewayOf = () => pushes.at(-1)![0]!.choices![0]!.addrs[0]!.ip;
+      expect(gatewayOf()).toBe('10.0.0.2');
+      health.checked(P, true);
+      await new Promise((r) => setTimeout(r, 600));
+      expect(gatewayOf()).toBe('10.0.0.1');
+    } finally {
+      front.close();
+    }
+  });
+
+  it('scales weights the schema allows (any integer) into what the front draws with, in proportion', async () => {
+    const pushes: NativeFrontEntry[][] = [];
+    const splicer = { startFront: () => undefined, frontRoutes: (e: NativeFrontEntry[]) => pushes.push(e), frontStats: () => ({ notRedirected: 0, limited: 0, setups: 0 }) } as unknown as KernelSplicer;
+    const A = 'default/default/default/a';
+    const B = 'default/default/default/b';
+    const routes = new RouteMap();
+    routes.replace(new Map([['10.96.0.10:8080', { service: 'echo', namespace: 'ns', port: 8080, localEndpoints: [], policy: { lbType: 'ActiveActive', targets: [{ clusterKey: A, weight: 3_000_000_000 }, { clusterKey: B, weight: 1_000_000_000 }] }, exporters: [{ clusterKey: A, gateway: { host: '10.0.0.1', port: 8081 } }, { clusterKey: B, gateway: { host: '10.0.0.2', port: 8081 } }] }]]));
+    const front = new ProxyFront(splicer, [], { connections: { fd: () => 0, info: () => ({ valueSize: 32 }) } as unknown as NativeMap, destinationOf: () => undefined, mark: 0 }, routes, { localCluster: 'default/default/default/here', log: componentLogger('test'), health: new HealthBook(), tls: false, idleMs: 0, setupMs: 1_000, connectMs: 1_000, maxTotal: 10, maxPerSource: 10, now: Date.now }, { handed: () => undefined, succeeded: () => undefined, counted: () => undefined });
+    try {
+      front.ready();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(pushes.at(-1)![0]!.choices!.map((c) => c.weight)).toEqual([1_000_000, 333_333]);
+    } finally {
+      front.close();
+    }
   });
 });
 
@@ -263,6 +409,14 @@ describeKernel('the node proxy front (real datapath)', () => {
     const results = await call(5);
     for (const r of results) expect(r.reply).toMatch(/^hello from b\n/);
     expect(proxy!.stats.fronted - fronted).toBe(5);
+  });
+
+  it('goes round local endpoints when one refuses, as the JavaScript path does', async () => {
+    routes.replace(new Map([[`${CLUSTER_IP}:8080`, { ...route(undefined, []), localEndpoints: [{ ip: '127.0.0.31', port: 9000 }, { ip: '127.0.0.22', port: 9000 }] }]]));
+    await settle();
+    const fronted = proxy!.stats.fronted;
+    for (let i = 0; i < 6; i++) expect((await call(1))[0]!.reply).toMatch(/^hello from b\n/);
+    expect(proxy!.stats.fronted - fronted).toBe(6);
   });
 
   it('resets a connection to a ClusterIP with no route (the JavaScript path decides)', async () => {

@@ -69,7 +69,7 @@ bool TokenChar(unsigned char c) {
 
 // The authority of a well-formed `CONNECT <authority> HTTP/1.1` head whose header lines are all well-formed and
 // carry no body framing; empty when it is anything else (JavaScript's HTTP server then judges it).
-std::string ConnectAuthority(const char* p, size_t headLen) {
+std::string ConnectAuthority(const char* p, size_t headLen, bool lineOnly = false) {
   const char* end = p + headLen;  // just past the head's last line break
   const char* eol = static_cast<const char*>(memmem(p, headLen, "\r\n", 2));
   if (!eol) return {};
@@ -85,6 +85,7 @@ std::string ConnectAuthority(const char* p, size_t headLen) {
     if (!(std::isalnum(u) || c == '.' || c == '-' || c == ':')) return {};
     c = static_cast<char>(std::tolower(u));
   }
+  if (lineOnly) return authority;  // the request line alone (a head still coming in)
   int lines = 0;
   for (const char* at = eol + 2; at < end - 2;) {
     const char* next = static_cast<const char*>(memmem(at, static_cast<size_t>(end - at), "\r\n", 2));
@@ -182,6 +183,11 @@ FrontSetup::~FrontSetup() {
 }
 
 Front::~Front() {
+  // Connections still being set up are cut (a reset, as any failed setup), not ended.
+  for (auto& [key, s] : setups) {
+    ResetFd(s->up);
+    ResetFd(s->client);
+  }
   setups.clear();
   for (int& fd : cfg.listeners) CloseFd(fd);
   CloseFd(cfg.connMap);
@@ -267,16 +273,18 @@ void Splicer::FrontRoutes(const Napi::CallbackInfo& info) {
       FrontChoice c;
       c.report = ch.Get("report").IsNumber() ? ch.Get("report").As<Napi::Number>().Int32Value() : -1;
       double w = ch.Get("weight").IsNumber() ? ch.Get("weight").As<Napi::Number>().DoubleValue() : 1;
-      if (!(w >= 1 && w <= 1e6)) ThrowErrno(env, op, EINVAL, "a weight must be 1..1e6");
+      if (!(w >= 1 && w <= 2147483647.0)) ThrowErrno(env, op, EINVAL, "a weight must be 1..2^31-1");
       c.weight = static_cast<uint32_t>(w);
       c.head = BytesOf(ch.Get("head"));
       Napi::Value av = ch.Get("addrs");
       if (!av.IsArray() || av.As<Napi::Array>().Length() == 0) ThrowErrno(env, op, EINVAL, "a choice needs addresses");
+      auto addrs = std::make_shared<std::vector<sockaddr_storage>>();
       for (uint32_t k = 0; k < av.As<Napi::Array>().Length(); k++) {
         sockaddr_storage ss;
         if (!AddressOf(env, av.As<Napi::Array>().Get(k), ss)) ThrowErrno(env, op, EINVAL, "an address must be {ip, port}");
-        c.addrs.push_back(ss);
+        addrs->push_back(ss);
       }
+      c.addrs = std::move(addrs);
       route->total += c.weight;
       route->choices.push_back(std::move(c));
     }
@@ -466,6 +474,9 @@ void Splicer::FrontAccept(int listener) {
       close(fd);
       continue;
     }
+    // One source is an IPv4 address or an IPv6 /64 (one host may hold a whole /64), as ConnectionLimiter counts.
+    bool v4 = std::all_of(src, src + 10, [](uint8_t b) { return b == 0; }) && src[10] == 0xff && src[11] == 0xff;
+    if (!v4) std::memset(src + 8, 0, 8);
     std::string source(reinterpret_cast<char*>(src), 16);
     const FrontConfig& c = front_->cfg;
     uint32_t& mine = front_->bySource[source];
@@ -569,7 +580,14 @@ void Splicer::FrontPeekHead(FrontSetup& s) {
   if (std::memcmp(buf, kVerb, std::min(have, sizeof(kVerb) - 1)) != 0) return FrontHand(s);
   const char* end = static_cast<const char*>(memmem(buf, have, "\r\n\r\n", 4));
   if (!end) {
-    if (have >= kHeadMax) return FrontHand(s);
+    // Not the front's as soon as that is certain, so that Node's parser answers it without waiting: a line
+    // break without its CR, or a request line that is complete and not a CONNECT the front could serve.
+    const char* lf = static_cast<const char*>(std::memchr(buf, '\n', have));
+    if (have >= kHeadMax || (lf && (lf == buf || lf[-1] != '\r'))) return FrontHand(s);
+    for (const char* p = lf ? static_cast<const char*>(std::memchr(lf + 1, '\n', have - (lf + 1 - buf))) : nullptr; p;
+         p = static_cast<const char*>(std::memchr(p + 1, '\n', have - (p + 1 - buf))))
+      if (p[-1] != '\r') return FrontHand(s);
+    if (lf && ConnectAuthority(buf, static_cast<size_t>(lf + 1 - buf), true).empty()) return FrontHand(s);
     return;  // more to come
   }
   size_t headLen = static_cast<size_t>(end - buf) + 4;
@@ -583,7 +601,7 @@ void Splicer::FrontPeekHead(FrontSetup& s) {
 }
 
 void Splicer::FrontConnect(FrontSetup& s) {
-  const sockaddr_storage& to = s.addrs[(s.start + s.tried) % s.addrs.size()];
+  const sockaddr_storage& to = (*s.addrs)[(s.start + s.tried) % s.addrs->size()];
   s.tried++;
   s.sent = 0;
   s.buf.clear();
@@ -609,8 +627,9 @@ void Splicer::FrontUpFailed(FrontSetup& s, int err, int status) {
   if (s.up >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, s.up, nullptr);
   ResetFd(s.up);
   frontCounters_->failures++;
-  // The gateway goes round its endpoints as JavaScript would; the proxy leaves the next candidate to the policy.
-  if (front_->cfg.gateway && err && s.tried < s.addrs.size()) return FrontConnect(s);
+  // Endpoints (the gateway's, the proxy's local ones) are tried in turn as JavaScript would; a gateway that
+  // failed leaves the next candidate to the policy.
+  if (s.head.empty() && err && s.tried < s.addrs->size()) return FrontConnect(s);
   FrontHand(s, s.report, err, status);
 }
 
@@ -639,7 +658,8 @@ void Splicer::FrontEstablished(FrontSetup& s, std::string leftover) {
   pair->source = s.source;
   frontCounters_->spliced++;
   frontCounters_->setups--;
-  if (s.report >= 0) {
+  {
+    // Counted by report index (-1: a local endpoint, which has no cluster's health to mend).
     std::lock_guard<std::mutex> lock(frontOut_->mu);
     frontOut_->successes[s.report]++;
   }
@@ -711,10 +731,14 @@ int64_t Splicer::FrontTimers(int64_t now) {
     auto it = front_->setups.find(key);
     if (it == front_->setups.end()) continue;
     FrontSetup& s = *it->second;
-    // A head not in yet: JavaScript's HTTP server answers it (408 when it stays incomplete).
-    if (s.stage == FrontSetup::Stage::kHead)
-      FrontHand(s);
-    else
+    // A head not complete in time: what came of it is read and dropped, and JavaScript answers 408 at once
+    // (its HTTP server would wait its own header timeout again).
+    if (s.stage == FrontSetup::Stage::kHead) {
+      char drop[kHeadMax];
+      while (recv(s.client, drop, sizeof(drop), MSG_DONTWAIT) > 0) {
+      }
+      FrontHand(s, -1, ETIMEDOUT, 408);
+    } else
       FrontUpFailed(s, ETIMEDOUT, 0);
   }
   if (front_->retryListenAt) next = next < 0 ? 100 : std::min<int64_t>(next, 100);

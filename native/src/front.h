@@ -27,7 +27,9 @@ struct FrontChoice {
   int32_t report = -1;  // JavaScript's index for this choice's cluster (successes are counted by it); -1: none
   uint32_t weight = 1;
   int64_t current = 0;  // smooth weighted round robin
-  std::vector<sockaddr_storage> addrs;
+  // Shared with the setups that took this choice: a setup outlives a table change, and a big endpoint list is
+  // not copied per connection.
+  std::shared_ptr<const std::vector<sockaddr_storage>> addrs;
   uint32_t next = 0;  // rotation over addrs
   std::string head;   // sent first, then a "200" answer is awaited; empty: the connection is the upstream
 };
@@ -86,10 +88,10 @@ struct FrontSetup {
   std::string destination;
   std::string routeKey;
   int32_t report = -1;    // the choice taken: its report index, addresses, head and first address
-  std::vector<sockaddr_storage> addrs;
+  std::shared_ptr<const std::vector<sockaddr_storage>> addrs;
   std::string head;
   uint32_t start = 0;
-  uint32_t tried = 0;     // gateway: endpoints tried
+  uint32_t tried = 0;     // addresses tried (endpoints are tried in turn; a gateway once)
   size_t sent = 0;        // of the choice's head
   std::string buf;        // proxy: the gateway's answer so far
   size_t headLen = 0;     // gateway: the request head's length (consumed once the endpoint answers)

@@ -140,6 +140,10 @@ Splicer::~Splicer() {
   if (hookAdded_) napi_remove_env_cleanup_hook(env_, &Splicer::CleanupHook, this);
   CloseFd(wakefd_);
   CloseFd(epfd_);
+  // Connections handed to JavaScript that no report reached (the environment went first): nobody owns them.
+  std::lock_guard<std::mutex> lock(frontOut_->mu);
+  for (FrontHanded& h : frontOut_->handed) CloseFd(h.fd);
+  frontOut_->handed.clear();
 }
 
 void Splicer::CleanupHook(void* self) {
@@ -357,6 +361,17 @@ void Splicer::Forget(std::vector<std::unique_ptr<SplicePair>>& pairs, bool count
 
 void Splicer::Release(const Napi::CallbackInfo& info) {
   auto pairs = TakeIds(info, detached_);
+  // A pair the front set up held a slot there: it is freed with the pair (another process carries it now).
+  bool any = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& p : pairs)
+      if (p->fronted) {
+        frontIn_.released.push_back(p->source);
+        any = true;
+      }
+  }
+  if (any) Wake();
   Forget(pairs, false);
 }
 
@@ -576,6 +591,7 @@ void Splicer::Run() {
     }
     frontWaitMs = 1000;
     if (front_) {
+      if (front_->retryListenAt && front_->retryListenAt < frontCheck) frontCheck = front_->retryListenAt;
       if (now >= frontCheck) {
         int64_t next = FrontTimers(now);
         frontCheck = now + (next < 0 ? 1000 : std::min<int64_t>(next, 50));
@@ -591,6 +607,8 @@ void Splicer::Run() {
   for (auto& [id, pair] : pairs_) ids.push_back(id);
   for (uint64_t id : ids) Finish(id, why);
   front_.reset();  // its listeners and the connections still being set up
+  frontCounters_->setups = 0;
+  frontCounters_->open = 0;
   FrontFlush();    // what it had handed to JavaScript and not yet reported
   for (int fd : pool_) close(fd);
   livePipes_ -= static_cast<uint32_t>(pool_.size() / 2);

@@ -112,6 +112,11 @@ export class RouteMap implements RouteTable {
     return [...this.#routes.entries()];
   }
 
+  /** Every route answered now and not retiring: the set ones and those added ahead of the next replace. */
+  liveEntries(): [string, Route][] {
+    return [...new Map([...this.#routes, ...this.#adding])];
+  }
+
   keptEntries(): [string, Route][] {
     return [...this.#kept.entries()];
   }

@@ -15,6 +15,13 @@ export interface ChangingCatalog extends Catalog {
   subscribe(onChange: (keys: string[] | undefined) => void): () => void;
 }
 
+/**
+ * What the HTTP server is to do with a connection the front handed over: serve it as any other; answer 408 (its
+ * head did not complete in time, and what came of it was read); or answer its CONNECT 503 (every endpoint
+ * failed in the front: they are not tried again).
+ */
+export type GatewayVerdict = 'serve' | 'timeout' | 'no-endpoint';
+
 export interface GatewayFrontSettings {
   idleMs: number;
   connectMs: number;
@@ -34,11 +41,11 @@ export class GatewayFront extends Front {
     listeners: number[],
     catalog: ChangingCatalog,
     settings: GatewayFrontSettings,
-    on: { handed(socket: Socket, free: () => void): void; succeeded(n: number): void },
+    on: { handed(socket: Socket, free: () => void, verdict: GatewayVerdict): void; succeeded(n: number): void },
   ) {
     super(splicer, { gateway: true, listeners, ...settings }, (handed, successes) => {
       for (const [, n] of successes) on.succeeded(n);
-      for (const { socket, free } of handed) on.handed(socket, free);
+      for (const { socket, free, h } of handed) on.handed(socket, free, h.status === 408 ? 'timeout' : h.failedReport !== undefined ? 'no-endpoint' : 'serve');
     });
     this.#catalog = catalog;
     this.#unsubscribe = catalog.subscribe((keys) => this.#sync(keys));

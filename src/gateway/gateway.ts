@@ -103,6 +103,8 @@ export class Gateway {
   #frontListener: number | undefined;
   /** Connections the front handed over: their slot is the front's. */
   readonly #fronted = new WeakSet<Socket>();
+  /** Of those, CONNECTs whose every endpoint failed in the front: answered 503 without trying them again. */
+  readonly #endpointsFailed = new WeakSet<Socket>();
   #address: { host: string; port: number } | undefined;
   readonly #headerTimeoutMs: number;
 
@@ -202,10 +204,17 @@ export class Gateway {
       catalog as ChangingCatalog,
       { idleMs: options.idleTimeoutMs ?? 15 * 60_000, connectMs: this.#connectTimeoutMs, headerMs: this.#headerTimeoutMs, maxTotal: limits.total, maxPerSource: limits.perSource },
       {
-        handed: (socket, free) => {
+        handed: (socket, free, verdict) => {
           this.#fronted.add(socket);
           // Its slot is the front's: freed when it closes, or when its tunnel ends (release).
           this.#limiter.hold(socket, free);
+          if (verdict === 'timeout') {
+            // The front waited the header timeout already: the answer Node's server would give, at once.
+            this.#count(408);
+            socket.on('error', () => socket.destroy());
+            return reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
+          }
+          if (verdict === 'no-endpoint') this.#endpointsFailed.add(socket);
           this.#server.emit('connection', socket);
           // Created paused (nothing read before the server listens to it): the HTTP server reads from here.
           socket.resume();
@@ -262,7 +271,9 @@ export class Gateway {
       return reply(socket, d.status, 'reason' in d ? d.reason : '');
     }
     const key = `${target.namespace}/${target.service}:${target.port}`;
-    const up = await connectFirst(d.endpoints, this.#rotate(key, d.endpoints.length), this.#connectTimeoutMs);
+    const up = this.#endpointsFailed.has(socket)
+      ? { errors: ['every endpoint failed in the native front'] }
+      : await connectFirst(d.endpoints, this.#rotate(key, d.endpoints.length), this.#connectTimeoutMs);
     if ('errors' in up) {
       this.#count(STATUS.noEndpoint);
       this.#log.warn({ target, source, errors: up.errors }, 'no endpoint answered');

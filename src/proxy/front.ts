@@ -6,6 +6,7 @@
 // and the proxy's JavaScript path carries on from there, retries and errors included.
 import { type Socket, isIP } from 'node:net';
 import type { ClusterKey } from '../api/flomesh.js';
+import type { Logger } from '../logger.js';
 import type { NativeFrontChoice, NativeFrontEntry, NativeFrontHanded, NativeMap } from '../native/addon.js';
 import type { KernelSplicer } from '../native/kernel-splice.js';
 import { writeAddress } from '../net/address.js';
@@ -30,7 +31,8 @@ export interface ProxyFrontOptions {
 
 /** Routes by their key (`ip:port`), and their changes: undefined means all of them. */
 export interface FrontRoutes {
-  entries(): Iterable<[string, Route]>;
+  /** Every live route (not the retiring ones). */
+  liveEntries(): Iterable<[string, Route]>;
   /** The live route of a key (not a retiring one: those are the JavaScript path's). */
   current(key: string): Route | undefined;
   subscribe(onChange: (key: string | undefined) => void): () => void;
@@ -44,6 +46,7 @@ export interface FrontVerdict {
 
 export interface FrontSettings {
   localCluster: ClusterKey;
+  log: Logger;
   health: HealthBook;
   /** Remote choices need TLS (the front speaks plain TCP only): such routes stay on the JavaScript path. */
   tls: boolean;
@@ -168,7 +171,7 @@ export class ProxyFront extends Front {
     if (!dirty) return;
     const entries: NativeFrontEntry[] = [];
     if (dirty === 'all') {
-      for (const [k, r] of this.#routes.entries()) {
+      for (const [k, r] of this.#routes.liveEntries()) {
         const e = this.#entry(k, r);
         if (e?.choices) entries.push(e);
       }
@@ -180,7 +183,18 @@ export class ProxyFront extends Front {
     }
     // After the entries: they may have named clusters not seen before.
     this.#healthSeen = this.#healthSignature();
-    this.splicer.frontRoutes(entries, dirty === 'all');
+    try {
+      this.splicer.frontRoutes(entries, dirty === 'all');
+    } catch (err) {
+      // Entries are checked here first; should the front refuse one anyway, it serves nothing natively rather
+      // than a stale table, and JavaScript takes every connection.
+      this.#o.log.error({ err }, 'the native front refused its table: every connection goes through JavaScript');
+      try {
+        this.splicer.frontRoutes([], true);
+      } catch {
+        // the splicer is closed
+      }
+    }
   }
 
   /** A route's entry: its first choices, or null (the JavaScript path serves it); undefined: no key at all. */
@@ -190,8 +204,16 @@ export class ProxyFront extends Front {
     if (!route) return { key: k, choices: null };
     const input: PlanInput = { localCluster: this.#o.localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy: route.policy };
     const now = this.#o.now();
+    // Every exporter's health is watched, also one not in the table now (down at first, it may come back first).
+    for (const e of route.exporters) this.#reportOf(e.clusterKey);
     const choices: NativeFrontChoice[] = [];
-    for (const { candidate: c, weight } of firstChoices(input, (cluster) => this.#o.health.isHealthy(cluster, now))) {
+    const first = firstChoices(input, (cluster) => this.#o.health.isHealthy(cluster, now));
+    // The front draws with integer weights up to 2^31-1; any weights the schema allows are scaled into 1..1e6.
+    const top = Math.max(...first.map((c) => c.weight));
+    const scale = top > 1e6 ? 1e6 / top : 1;
+    for (const { candidate: c, weight: w } of first) {
+      const weight = Math.max(1, Math.round(w * scale));
+      if (!Number.isFinite(weight)) return { key: k, choices: null };
       if (c.kind === 'local') {
         if (!route.localEndpoints.every((e) => isIP(e.ip))) return { key: k, choices: null };
         choices.push({ report: -1, weight, addrs: route.localEndpoints.map((e) => ({ ip: e.ip, port: e.port })) });

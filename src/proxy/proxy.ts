@@ -189,7 +189,7 @@ export class NodeProxy {
   #startFront(f: ProxyFrontOptions, options: ProxyOptions): void {
     const splicer = this.#conns.splicer;
     const routes = options.routes as ProxyOptions['routes'] & Partial<FrontRoutes>;
-    if (!splicer || !routes.entries || !routes.current || !routes.subscribe) return;
+    if (!splicer || !routes.liveEntries || !routes.current || !routes.subscribe) return;
     const fd = descriptorOf(this.#server);
     const fd6 = this.#server6 ? descriptorOf(this.#server6) : undefined;
     if (fd === undefined || (this.#server6 && fd6 === undefined)) return;
@@ -204,6 +204,7 @@ export class NodeProxy {
       routes as FrontRoutes,
       {
         localCluster: this.#o.localCluster,
+        log: this.#log,
         health: this.#o.health,
         tls: Boolean(this.#o.tls),
         idleMs: this.#o.idleTimeoutMs,
@@ -299,7 +300,7 @@ export class NodeProxy {
     const workload = client.remoteAddress ? this.#o.workloadOf?.(client.remoteAddress.replace(/^::ffff:/, '')) : undefined;
     const failed = front?.failed && this.#frontFailed(front.failed);
     for (const [i, c] of candidates.entries()) {
-      if (client.destroyed || this.#closed) return;
+      if (client.destroyed || this.#closed) return void client.destroy();
       // The front's failed first candidate: not again, unless it was a reset or a refusal (one more try, as below).
       const again = failed && (c.kind === 'local' ? failed.cluster === undefined : c.clusterKey === failed.cluster);
       if (again && !failed.retry) continue;

@@ -294,7 +294,9 @@ export class Tunnels {
   /** Resolves once every pair has ended, or after `graceMs` (what a drain waits for before it cuts). */
   async drained(graceMs: number): Promise<void> {
     const deadline = Date.now() + graceMs;
-    while (this.#pairs.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    // The splicer's count includes the pairs the native front set up, which this set never saw.
+    const live = () => this.#pairs.size > 0 || (this.#splicer?.stats().pairs ?? 0) > 0;
+    while (live() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   }
 
   /** Cuts every tunnel and stops the splicer. */
