@@ -24,6 +24,8 @@ export interface SecurityContext {
   runAsGroup?: number;
   /** Pod level: the group volumes' files belong to. */
   fsGroup?: number;
+  /** Pod level: namespaced sysctls set in the pod's network namespace before its containers start. */
+  sysctls?: { name: string; value: string }[];
 }
 
 export interface EnvVar {

@@ -87,6 +87,22 @@ export interface ProcessPlan {
   /** httpGet probes by kind, as URLs the kubelet would request. */
   probes: { kind: 'startup' | 'readiness' | 'liveness'; url: string }[];
   container: ContainerSpec;
+  /** The pod's sysctls (`securityContext.sysctls`), to set in its network namespace. */
+  sysctls: { name: string; value: string }[];
+}
+
+/** What a kubelet allows a pod to set without --allowed-unsafe-sysctls (those of them a pod network namespace has). */
+const SAFE_SYSCTLS = new Set(['net.ipv4.ip_local_port_range', 'net.ipv4.tcp_syncookies', 'net.ipv4.ping_group_range', 'net.ipv4.ip_unprivileged_port_start']);
+
+function podSysctls(pod: PodSpec): { name: string; value: string }[] {
+  const list = pod.securityContext?.sysctls ?? [];
+  for (const s of list) {
+    // As a kubelet: an unsafe sysctl keeps the pod from starting; none is allowed with hostNetwork.
+    if (!SAFE_SYSCTLS.has(s.name)) throw new KubeletError(`sysctl ${s.name} is not a safe sysctl: a kubelet refuses the pod`);
+    if (pod.hostNetwork) throw new KubeletError(`sysctl ${s.name}: a hostNetwork pod cannot set network sysctls`);
+    if (!/^[0-9 \t]{1,64}$/.test(s.value)) throw new KubeletError(`sysctl ${s.name}: value ${JSON.stringify(s.value)} is not numbers`);
+  }
+  return list.map((s) => ({ name: s.name, value: s.value }));
 }
 
 export interface PlanOptions {
@@ -131,7 +147,7 @@ export function planProcess(w: Workload, o: PlanOptions): ProcessPlan {
     const url = p && probeUrl(p, c, o.pod);
     if (url) probes.push({ kind, url });
   }
-  return { argv, env: Object.fromEntries(env), hostNetwork: Boolean(w.pod.hostNetwork), user: runAs(w.pod, c), probes, container: c };
+  return { argv, env: Object.fromEntries(env), hostNetwork: Boolean(w.pod.hostNetwork), user: runAs(w.pod, c), probes, container: c, sysctls: podSysctls(w.pod) };
 }
 
 /**

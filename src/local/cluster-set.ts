@@ -4,7 +4,7 @@
 // env resolved as the kubelet does; only host paths and the resource source swapped): the agent in the node's
 // network namespace (hostNetwork), the gateway as a pod behind the node's address (its LoadBalancer Service).
 // `down` removes everything up and run made, found by name, so it also cleans after a crash.
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -227,6 +227,8 @@ export class ClusterSet {
     }
     if (!gw) throw new LocalError(`${t.name} has no gateway pod (run \`ecnet local down\` and \`up\` again)`);
     const plan = this.#plan(t, 'gateway', gw.name, gw.ip);
+    // As the kubelet (its runtime): the pod's sysctls in its network namespace, before the container starts.
+    for (const sc of plan.sysctls) execFileSync('ip', ['netns', 'exec', gw.netns, 'sysctl', '-qw', `${sc.name}=${sc.value}`]);
     const started = this.#start(`${t.name}-gateway`, plan.argv, { netns: gw.netns, env: plan.env, cgroup: join(this.#cgroupRoot, t.name, gw.name), as: { plan, readable: [cli, join(this.clustersDir, t.name), ...volumes.map((d) => join(d, 'tls.key'))] } });
     // (A replacement pod joins the endpoints only once it is ready: restartGateway registers it then.)
     if (!gwPod) await this.#registerGateway(t, gw, started.pid, plan.container);
