@@ -138,10 +138,6 @@ export class ProxyFront extends Front {
     this.#checkHealth();
   }
 
-  get inFlight(): number {
-    return this.splicer.frontStats().setups;
-  }
-
   close(): void {
     clearInterval(this.#timer);
     this.#unsubscribe();

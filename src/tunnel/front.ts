@@ -7,11 +7,14 @@ import { closeFd } from '../native/libc.js';
 
 export abstract class Front {
   protected readonly splicer: KernelSplicer;
+  /** Connections handed to JavaScript that reached it (the front counts those it handed). */
+  #received = 0;
 
   /** Starts the front; `report` gets each batch of handed connections (as sockets) and successes per report index. */
   protected constructor(splicer: KernelSplicer, options: NativeFrontOptions, report: (handed: { socket: Socket; h: NativeFrontHanded; free: () => void }[], successes: [number, number][]) => void) {
     this.splicer = splicer;
     splicer.startFront(options, (handed, successes) => {
+      this.#received += handed.length;
       const sockets: { socket: Socket; h: NativeFrontHanded; free: () => void }[] = [];
       for (const h of handed) {
         const socket = this.#socketOf(h);
@@ -19,6 +22,12 @@ export abstract class Front {
       }
       report(sockets, successes);
     });
+  }
+
+  /** Connections accepted and not yet either spliced, dropped or in JavaScript's hands (a hand-over waits for them). */
+  get inFlight(): number {
+    const s = this.splicer.frontStats();
+    return s.setups + (s.handed - this.#received);
   }
 
   /** Stops accepting (a hand-over gives the listening sockets away), or accepts again. */
