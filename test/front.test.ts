@@ -133,6 +133,38 @@ describeKernel('the gateway front', () => {
     expect(Date.now() - t0).toBeLessThan(700);
   });
 
+  it('frees the slot of a connection it answered 408, answers on time, and a head made not its own late gets only the time left', async () => {
+    const slow = await Gateway.start({ host: '127.0.0.1', port: 0, catalog, kernelSplice: true, front: true, headerTimeoutMs: 200, limits: { perSource: 1 } });
+    closers.push(() => slow.destroy());
+    for (let i = 0; i < 2; i++) {
+      // After a second of nothing, a new head's deadline is still looked at on time.
+      await new Promise((r) => setTimeout(r, 1_100));
+      const t0 = Date.now();
+      const r = await exchange(slow.address.port, 'CONNECT ', { keepOpen: true, ms: 3_000 });
+      expect(r.data).toMatch(/^HTTP\/1.1 408 /);
+      expect(Date.now() - t0).toBeLessThan(700);
+    }
+    // Its slot is free again (a limit of 1 per source): a well-formed CONNECT from the same source is served.
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await exchange(slow.address.port, connectHead('echo.ns.svc.clusterset.local:80'))).data).toContain('200 Connection Established');
+    // A request line completed just before the deadline as something the front does not serve: the HTTP server
+    // gets what is left of the head's time, not a timeout of its own.
+    const t0 = Date.now();
+    const trickled = await new Promise<string>((resolve) => {
+      const c = connect({ host: '127.0.0.1', port: slow.address.port });
+      let got = '';
+      c.on('error', () => undefined);
+      c.on('data', (d) => (got += d.toString()));
+      c.on('close', () => resolve(got));
+      c.on('connect', () => {
+        c.write('CONNECT x');
+        setTimeout(() => c.write('_ HTTP/1.1\r\n'), 150);
+      });
+    });
+    expect(trickled).toMatch(/^HTTP\/1.1 408 /);
+    expect(Date.now() - t0).toBeLessThan(700);
+  });
+
   it('goes round the endpoints when one refuses, and follows the catalog', async () => {
     catalog.set([svc([{ ip: '127.0.0.1', port: refusedPort }, { ip: '127.0.0.1', port: portOf(echo) }])]);
     await new Promise((r) => setTimeout(r, 50));

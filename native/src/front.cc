@@ -493,6 +493,7 @@ void Splicer::FrontAccept(int listener) {
     s->client = fd;
     s->source = std::move(source);
     s->key = kSetupTag | front_->nextSetup++;
+    s->accepted = NowMs();
     FrontClassify(std::move(s));
   }
 }
@@ -506,6 +507,7 @@ void Splicer::FrontClassify(std::unique_ptr<FrontSetup> owned) {
   if (c.gateway) {
     s.stage = FrontSetup::Stage::kHead;
     s.deadline = NowMs() + c.headerMs;
+    front_->Due(s.deadline);
     struct epoll_event ev = {};
     ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
     ev.data.u64 = key;
@@ -617,6 +619,7 @@ void Splicer::FrontConnect(FrontSetup& s) {
     return FrontUpFailed(s, errno, 0);
   s.stage = FrontSetup::Stage::kConnect;
   s.deadline = NowMs() + (s.head.empty() ? front_->cfg.connectMs : front_->cfg.setupMs);
+  front_->Due(s.deadline);
   struct epoll_event ev = {};
   ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
   ev.data.u64 = s.key;
@@ -683,6 +686,7 @@ void Splicer::FrontHand(FrontSetup& s, int32_t failedReport, int err, int status
   h.failedReport = failedReport;
   h.failedErrno = err;
   h.failedStatus = status;
+  h.ageMs = NowMs() - s.accepted;
   frontCounters_->handed++;
   frontCounters_->setups--;
   {
@@ -719,6 +723,7 @@ int64_t Splicer::FrontTimers(int64_t now) {
     front_->retryListenAt = 0;
     if (!front_->paused) FrontListen(true);
   }
+  front_->nextDeadline = 0;
   std::vector<uint64_t> late;
   int64_t next = -1;
   for (auto& [key, s] : front_->setups) {
@@ -734,8 +739,9 @@ int64_t Splicer::FrontTimers(int64_t now) {
     // A head not complete in time: what came of it is read and dropped, and JavaScript answers 408 at once
     // (its HTTP server would wait its own header timeout again).
     if (s.stage == FrontSetup::Stage::kHead) {
+      // Bounded: a sender that keeps the queue full must not hold the thread (JavaScript drops the rest).
       char drop[kHeadMax];
-      while (recv(s.client, drop, sizeof(drop), MSG_DONTWAIT) > 0) {
+      for (int i = 0; i < 4 && recv(s.client, drop, sizeof(drop), MSG_DONTWAIT) > 0; i++) {
       }
       FrontHand(s, -1, ETIMEDOUT, 408);
     } else
@@ -773,6 +779,7 @@ void Splicer::FrontFlush() {
       Napi::Object o = Napi::Object::New(env);
       o.Set("fd", h.fd);
       o.Set("source", BufferOf(env, reinterpret_cast<const uint8_t*>(h.source.data()), h.source.size()));
+      o.Set("ageMs", static_cast<double>(h.ageMs));
       if (!h.destination.empty())
         o.Set("destination", BufferOf(env, reinterpret_cast<const uint8_t*>(h.destination.data()), h.destination.size()));
       if (h.failedReport != -2) {

@@ -75,6 +75,7 @@ struct FrontHanded {
   int32_t failedReport = -2;  // the choice that failed: its report index (-1: a local one); -2: none failed
   int failedErrno = 0;
   int failedStatus = 0;
+  int64_t ageMs = 0;  // since it was accepted
 };
 
 // A connection being set up on the thread.
@@ -96,6 +97,7 @@ struct FrontSetup {
   std::string buf;        // proxy: the gateway's answer so far
   size_t headLen = 0;     // gateway: the request head's length (consumed once the endpoint answers)
   int64_t deadline = 0;
+  int64_t accepted = 0;  // when (CLOCK_MONOTONIC ms): JavaScript's time budgets go on from there
 
   ~FrontSetup();
 };
@@ -109,6 +111,12 @@ struct Front {
   std::unordered_map<std::string, uint32_t> bySource;
   uint64_t nextSetup = 1;
   int64_t retryListenAt = 0;  // accept failed for want of descriptors: listening again from then
+  int64_t nextDeadline = 0;   // the earliest setup deadline set since the last look (0: none)
+
+  // A setup's deadline: the loop looks at the setups again by then.
+  void Due(int64_t at) {
+    if (!nextDeadline || at < nextDeadline) nextDeadline = at;
+  }
 
   ~Front();
 };

@@ -592,6 +592,7 @@ void Splicer::Run() {
     frontWaitMs = 1000;
     if (front_) {
       if (front_->retryListenAt && front_->retryListenAt < frontCheck) frontCheck = front_->retryListenAt;
+      if (front_->nextDeadline && front_->nextDeadline < frontCheck) frontCheck = front_->nextDeadline;
       if (now >= frontCheck) {
         int64_t next = FrontTimers(now);
         frontCheck = now + (next < 0 ? 1000 : std::min<int64_t>(next, 50));

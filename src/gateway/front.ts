@@ -16,11 +16,12 @@ export interface ChangingCatalog extends Catalog {
 }
 
 /**
- * What the HTTP server is to do with a connection the front handed over: serve it as any other; answer 408 (its
- * head did not complete in time, and what came of it was read); or answer its CONNECT 503 (every endpoint
- * failed in the front: they are not tried again).
+ * What the HTTP server is to do with a connection the front handed over: serve it as any other, within what is
+ * left of its head's time (`ageMs` of it went in the front); or answer 408 (its head did not complete in time;
+ * what came of it was read). A CONNECT whose endpoints all failed in the front is served again: the catalog
+ * may have new ones by now (a rollout).
  */
-export type GatewayVerdict = 'serve' | 'timeout' | 'no-endpoint';
+export type GatewayVerdict = { serve: true; ageMs: number } | { serve: false; timeout: true };
 
 export interface GatewayFrontSettings {
   idleMs: number;
@@ -45,7 +46,7 @@ export class GatewayFront extends Front {
   ) {
     super(splicer, { gateway: true, listeners, ...settings }, (handed, successes) => {
       for (const [, n] of successes) on.succeeded(n);
-      for (const { socket, free, h } of handed) on.handed(socket, free, h.status === 408 ? 'timeout' : h.failedReport !== undefined ? 'no-endpoint' : 'serve');
+      for (const { socket, free, h } of handed) on.handed(socket, free, h.status === 408 ? { serve: false, timeout: true } : { serve: true, ageMs: h.ageMs });
     });
     this.#catalog = catalog;
     this.#unsubscribe = catalog.subscribe((keys) => this.#sync(keys));

@@ -103,8 +103,8 @@ export class Gateway {
   #frontListener: number | undefined;
   /** Connections the front handed over: their slot is the front's. */
   readonly #fronted = new WeakSet<Socket>();
-  /** Of those, CONNECTs whose every endpoint failed in the front: answered 503 without trying them again. */
-  readonly #endpointsFailed = new WeakSet<Socket>();
+  /** Of those, the ones whose head the HTTP server has parsed (a CONNECT or a request): their head time is over. */
+  readonly #headSeen = new WeakSet<Socket>();
   #address: { host: string; port: number } | undefined;
   readonly #headerTimeoutMs: number;
 
@@ -129,13 +129,15 @@ export class Gateway {
       s.once('close', () => this.#sockets.delete(s));
     });
     // Nothing a client or a backend sends may end the process: whatever escapes a handler closes that connection.
-    server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) =>
+    server.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      this.#headSeen.add(socket);
       void this.#tunnel(req, socket, head).catch((err: unknown) => {
         this.#log.error({ err }, 'tunnel failed unexpectedly; connection closed');
         socket.destroy();
-      }),
-    );
+      });
+    });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      this.#headSeen.add(req.socket);
       try {
         this.#request(req, res);
       } catch (err) {
@@ -208,13 +210,27 @@ export class Gateway {
           this.#fronted.add(socket);
           // Its slot is the front's: freed when it closes, or when its tunnel ends (release).
           this.#limiter.hold(socket, free);
-          if (verdict === 'timeout') {
-            // The front waited the header timeout already: the answer Node's server would give, at once.
+          this.#sockets.add(socket);
+          socket.once('close', () => this.#sockets.delete(socket));
+          socket.on('error', () => socket.destroy());
+          if (!verdict.serve) {
+            // The front waited the header timeout already: the answer Node's server would give, at once; then the
+            // socket is read to its end (nothing else would: its 'close' frees the slot).
             this.#count(408);
-            socket.on('error', () => socket.destroy());
-            return reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
+            reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
+            socket.resume();
+            return void socket.destroySoon();
           }
-          if (verdict === 'no-endpoint') this.#endpointsFailed.add(socket);
+          // What is left of the head's time (the HTTP server's own timeout would start again from here).
+          const left = Math.max(1, this.#headerTimeoutMs - verdict.ageMs);
+          const timer = setTimeout(() => {
+            if (this.#headSeen.has(socket) || socket.destroyed) return;
+            this.#count(408);
+            if (socket.writable) reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
+            socket.destroy();
+          }, left);
+          timer.unref();
+          socket.once('close', () => clearTimeout(timer));
           this.#server.emit('connection', socket);
           // Created paused (nothing read before the server listens to it): the HTTP server reads from here.
           socket.resume();
@@ -271,9 +287,7 @@ export class Gateway {
       return reply(socket, d.status, 'reason' in d ? d.reason : '');
     }
     const key = `${target.namespace}/${target.service}:${target.port}`;
-    const up = this.#endpointsFailed.has(socket)
-      ? { errors: ['every endpoint failed in the native front'] }
-      : await connectFirst(d.endpoints, this.#rotate(key, d.endpoints.length), this.#connectTimeoutMs);
+    const up = await connectFirst(d.endpoints, this.#rotate(key, d.endpoints.length), this.#connectTimeoutMs);
     if ('errors' in up) {
       this.#count(STATUS.noEndpoint);
       this.#log.warn({ target, source, errors: up.errors }, 'no endpoint answered');

@@ -186,6 +186,8 @@ export interface NativeFrontHanded {
   failedReport?: number;
   errno?: number;
   status?: number;
+  /** Milliseconds since the front accepted it: time budgets (a request head's) go on from there. */
+  ageMs: number;
 }
 
 export interface NativeFrontStats {
