@@ -100,7 +100,7 @@ function podSysctls(pod: PodSpec): { name: string; value: string }[] {
     // As a kubelet: an unsafe sysctl keeps the pod from starting; none is allowed with hostNetwork.
     if (!SAFE_SYSCTLS.has(s.name)) throw new KubeletError(`sysctl ${s.name} is not a safe sysctl: a kubelet refuses the pod`);
     if (pod.hostNetwork) throw new KubeletError(`sysctl ${s.name}: a hostNetwork pod cannot set network sysctls`);
-    if (!/^[0-9 \t]{1,64}$/.test(s.value)) throw new KubeletError(`sysctl ${s.name}: value ${JSON.stringify(s.value)} is not numbers`);
+    if (!/^[0-9 \t]{1,64}$/.test(s.value) || !/[0-9]/.test(s.value)) throw new KubeletError(`sysctl ${s.name}: value ${JSON.stringify(s.value)} is not numbers`);
   }
   return list.map((s) => ({ name: s.name, value: s.value }));
 }
