@@ -494,12 +494,13 @@ void Splicer::FrontAccept(int listener) {
     s->source = std::move(source);
     s->key = kSetupTag | front_->nextSetup++;
     s->accepted = NowMs();
-    FrontClassify(std::move(s));
+    FrontClassify(std::move(s), peer);
   }
 }
 
 // Where an accepted connection goes: the proxy knows at once (the connection map); the gateway once the head is in.
-void Splicer::FrontClassify(std::unique_ptr<FrontSetup> owned) {
+// `peer` is accept's: the connection map's key needs only the local address asked of the kernel.
+void Splicer::FrontClassify(std::unique_ptr<FrontSetup> owned, const sockaddr_storage& peer) {
   FrontSetup& s = *owned;
   uint64_t key = s.key;
   front_->setups.emplace(key, std::move(owned));
@@ -515,13 +516,12 @@ void Splicer::FrontClassify(std::unique_ptr<FrontSetup> owned) {
     s.clientPolled = true;
     return;  // the add reports a head already there
   }
-  sockaddr_storage peer, local;
-  socklen_t pl = sizeof(peer), ll = sizeof(local);
+  sockaddr_storage local;
+  socklen_t ll = sizeof(local);
   // struct ecnet_conn_key: client address, proxy address, client port, proxy port.
   uint8_t k[sizeof(ecnet_conn_key)];
   uint16_t cport = 0, pport = 0;
-  if (getpeername(s.client, reinterpret_cast<sockaddr*>(&peer), &pl) < 0 ||
-      getsockname(s.client, reinterpret_cast<sockaddr*>(&local), &ll) < 0 || !Mapped(peer, k, &cport) ||
+  if (getsockname(s.client, reinterpret_cast<sockaddr*>(&local), &ll) < 0 || !Mapped(peer, k, &cport) ||
       !Mapped(local, k + 16, &pport)) {
     frontCounters_->notRedirected++;
     return FrontDrop(key);  // reset before we looked
@@ -584,11 +584,13 @@ void Splicer::FrontPeekHead(FrontSetup& s) {
   if (!end) {
     // Not the front's as soon as that is certain, so that Node's parser answers it without waiting: a line
     // break without its CR, or a request line that is complete and not a CONNECT the front could serve.
-    const char* lf = static_cast<const char*>(std::memchr(buf, '\n', have));
-    if (have >= kHeadMax || (lf && (lf == buf || lf[-1] != '\r'))) return FrontHand(s);
-    for (const char* p = lf ? static_cast<const char*>(std::memchr(lf + 1, '\n', have - (lf + 1 - buf))) : nullptr; p;
-         p = static_cast<const char*>(std::memchr(p + 1, '\n', have - (p + 1 - buf))))
-      if (p[-1] != '\r') return FrontHand(s);
+    if (have >= kHeadMax) return FrontHand(s);
+    const char* lf = nullptr;  // the first line break
+    for (size_t i = 0; i < have; i++) {
+      if (buf[i] != '\n') continue;
+      if (i == 0 || buf[i - 1] != '\r') return FrontHand(s);
+      if (!lf) lf = buf + i;
+    }
     if (lf && ConnectAuthority(buf, static_cast<size_t>(lf + 1 - buf), true).empty()) return FrontHand(s);
     return;  // more to come
   }

@@ -153,7 +153,7 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   void FrontCommands(FrontInbox& in);
   void FrontListen(bool on);
   void FrontAccept(int listener);
-  void FrontClassify(std::unique_ptr<FrontSetup> s);
+  void FrontClassify(std::unique_ptr<FrontSetup> s, const sockaddr_storage& peer);
   void FrontOnEvent(uint64_t key, uint32_t events);
   void FrontPeekHead(FrontSetup& s);
   void FrontChoose(FrontSetup& s, FrontRoute& r);

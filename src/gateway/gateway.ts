@@ -20,7 +20,7 @@ import { RECORDS_HEADER, RECORDS_VERSION, recordSeal } from '../tunnel/records.j
 import { descriptorOf, tcpSocketOf } from '../native/sockets.js';
 import { loadNative } from '../native/addon.js';
 import { closeFd } from '../native/libc.js';
-import { type ChangingCatalog, GatewayFront } from './front.js';
+import { type ChangingCatalog, GatewayFront, type GatewayVerdict } from './front.js';
 import { matchIngress } from './ingress.js';
 
 export interface GatewayOptions {
@@ -206,35 +206,7 @@ export class Gateway {
       catalog as ChangingCatalog,
       { idleMs: options.idleTimeoutMs ?? 15 * 60_000, connectMs: this.#connectTimeoutMs, headerMs: this.#headerTimeoutMs, maxTotal: limits.total, maxPerSource: limits.perSource },
       {
-        handed: (socket, free, verdict) => {
-          this.#fronted.add(socket);
-          // Its slot is the front's: freed when it closes, or when its tunnel ends (release).
-          this.#limiter.hold(socket, free);
-          this.#sockets.add(socket);
-          socket.once('close', () => this.#sockets.delete(socket));
-          socket.on('error', () => socket.destroy());
-          if (!verdict.serve) {
-            // The front waited the header timeout already: the answer Node's server would give, at once; then the
-            // socket is read to its end (nothing else would: its 'close' frees the slot).
-            this.#count(408);
-            reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
-            socket.resume();
-            return void socket.destroySoon();
-          }
-          // What is left of the head's time (the HTTP server's own timeout would start again from here).
-          const left = Math.max(1, this.#headerTimeoutMs - verdict.ageMs);
-          const timer = setTimeout(() => {
-            if (this.#headSeen.has(socket) || socket.destroyed) return;
-            this.#count(408);
-            if (socket.writable) reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
-            socket.destroy();
-          }, left);
-          timer.unref();
-          socket.once('close', () => clearTimeout(timer));
-          this.#server.emit('connection', socket);
-          // Created paused (nothing read before the server listens to it): the HTTP server reads from here.
-          socket.resume();
-        },
+        handed: (socket, free, verdict) => this.#fromFront(socket, free, verdict),
         succeeded: (n) => {
           this.stats.tunnels += n;
           this.stats.kernelSpliced += n;
@@ -246,6 +218,36 @@ export class Gateway {
     // close() also stopped the HTTP server's check of request-head timeouts, which the handed-over connections
     // still need: 'listening' is what starts it (Node's setupConnectionsTracking).
     this.#server.emit('listening');
+  }
+
+  /** A connection the front handed over: its slot stays the front's; the HTTP server serves it, or it gets a 408. */
+  #fromFront(socket: Socket, free: () => void, verdict: GatewayVerdict): void {
+    this.#fronted.add(socket);
+    // Freed when it closes, or when its tunnel ends (release).
+    this.#limiter.hold(socket, free);
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    if (!verdict.serve) {
+      // The front waited the header timeout already: the answer Node's server would give, at once; then the
+      // socket is read to its end (nothing else would: its 'close' frees the slot).
+      this.#count(408);
+      reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
+      socket.resume();
+      return void socket.destroySoon();
+    }
+    // What is left of the head's time (the HTTP server's own timeout would start again from here).
+    const timer = setTimeout(() => {
+      if (this.#headSeen.has(socket) || socket.destroyed) return;
+      this.#count(408);
+      if (socket.writable) reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
+      socket.destroy();
+    }, Math.max(1, this.#headerTimeoutMs - verdict.ageMs));
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+    this.#server.emit('connection', socket);
+    // Created paused (nothing read before the server listens to it): the HTTP server reads from here.
+    socket.resume();
   }
 
   get address(): { host: string; port: number } {

@@ -4,7 +4,6 @@
 // is written to the client before an upstream is established, so a failing candidate is replaced by the next
 // one unseen; the client sees an error (a reset) only when none is left, or at once when there is no route.
 import { type AddressInfo, type Server, type Socket, connect as netConnect, createServer } from 'node:net';
-import { constants } from 'node:os';
 import type { ClusterKey, GlobalTrafficPolicySpec } from '../api/flomesh.js';
 import type { Endpoint } from '../api/core.js';
 import { type Logger, componentLogger } from '../logger.js';
@@ -17,6 +16,7 @@ import { Tunnels, connectWithin, listen, listenOn } from '../tunnel/splice.js';
 import { descriptorOf } from '../native/sockets.js';
 import { loadNative } from '../native/addon.js';
 import { closeFd } from '../native/libc.js';
+import { errnoNames } from '../native/errors.js';
 import { type FrontRoutes, type FrontVerdict, ProxyFront, type ProxyFrontOptions } from './front.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
@@ -82,7 +82,10 @@ export interface ProxyOptions {
   logger?: Logger;
 }
 
-const osErrno = constants.errno;
+/** Whether a failed tunnel counts against its gateway's health: 403/404 say the service is not there, not that the gateway is sick. */
+const sickens = (status: number | undefined): boolean => status === undefined || status === STATUS.noEndpoint;
+/** A gateway that reset or refused may be a replica on its way out: the same address is worth one more try. */
+const tryAgain = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE']);
 
 export interface ProxyStats {
   accepted: number;
@@ -322,12 +325,11 @@ export class NodeProxy {
   /** A first candidate that failed in the front, counted as #tunnel counts its own; whether to try it once more. */
   #frontFailed(f: NonNullable<FrontVerdict['failed']>): { cluster: ClusterKey | undefined; retry: boolean } {
     if (f.cluster !== undefined) {
-      if (!f.status || f.status === STATUS.noEndpoint) this.#o.health.failure(f.cluster, this.#o.now());
+      if (sickens(f.status || undefined)) this.#o.health.failure(f.cluster, this.#o.now());
       this.#front?.checkHealth();
     }
     this.#log.info({ cluster: f.cluster ?? this.#o.localCluster, errno: f.errno, status: f.status }, 'first candidate failed; trying the next');
-    const unreachable = !f.status && (f.errno === osErrno.ECONNRESET || f.errno === osErrno.ECONNREFUSED || f.errno === osErrno.EPIPE);
-    return { cluster: f.cluster, retry: f.cluster !== undefined && unreachable };
+    return { cluster: f.cluster, retry: f.cluster !== undefined && !f.status && tryAgain.has(errnoNames.get(f.errno) ?? '') };
   }
 
   /** An upstream for one candidate, or undefined (the failure is counted against its gateway's health). */
@@ -371,11 +373,10 @@ export class NodeProxy {
       return s;
     } catch (err) {
       const e = err as TunnelError;
-      // 403/404 say the service is not there, not that the gateway is sick.
-      if (!(e instanceof TunnelError) || e.status === undefined || e.status === STATUS.noEndpoint) this.#o.health.failure(c.clusterKey, this.#o.now());
+      if (!(e instanceof TunnelError) || sickens(e.status)) this.#o.health.failure(c.clusterKey, this.#o.now());
       this.#log.info({ cluster: c.clusterKey, err: e }, 'tunnel failed; trying the next candidate');
       const cause = (e as { cause?: { code?: string } }).cause?.code;
-      return e instanceof TunnelError && e.code === 'ECNET_TUNNEL_UNREACHABLE' && (cause === 'ECONNRESET' || cause === 'ECONNREFUSED' || cause === 'EPIPE') ? 'unreachable' : undefined;
+      return e instanceof TunnelError && e.code === 'ECNET_TUNNEL_UNREACHABLE' && tryAgain.has(cause ?? '') ? 'unreachable' : undefined;
     }
   }
 
