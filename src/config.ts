@@ -204,6 +204,8 @@ export interface ControllerFlags {
   identities?: boolean;
   clusterSet?: string;
   identityTtl?: string;
+  /** ip:port for /metrics, /healthz and /readyz, or off (ECNET_METRICS). */
+  metrics?: string;
 }
 
 
@@ -230,6 +232,8 @@ export interface ControllerConfig {
   leaderElection: LeaderElectionConfig | undefined;
   /** Cluster identities the controller issues; undefined with --no-identities. */
   identities: { namespace: string; clusterSet: string; ttlMs: number } | undefined;
+  /** Where /metrics is served; undefined: nowhere. */
+  metrics: { ip: string; port: number } | undefined;
 }
 
 function leaderElectionConfig(flags: ControllerFlags, controlPlane: SourceConfig, env: NodeJS.ProcessEnv): LeaderElectionConfig | undefined {
@@ -271,6 +275,7 @@ export function controllerConfig(flags: ControllerFlags, env: NodeJS.ProcessEnv 
     memberTimeoutMs: flags.memberTimeout === undefined ? defaults.memberTimeoutMs : parseDuration('--member-timeout', flags.memberTimeout),
     resyncMs: flags.resync === undefined ? defaults.resyncMs : parseDuration('--resync', flags.resync),
     leaderElection: leaderElectionConfig(flags, controlPlane, env),
+    metrics: metricsEndpoint(flags.metrics, env),
     // Cluster identities by default: the CA and each member's certificate in ecnet's namespace.
     identities:
       flags.identities === false
@@ -406,6 +411,8 @@ export interface GatewayFlags extends SourceFlags, TlsFlags, LimitFlags {
   fastPath?: string;
   /** Seconds open tunnels may run after SIGTERM before they are cut (ECNET_DRAIN_TIMEOUT). */
   drainTimeout?: string;
+  /** ip:port for /metrics, or off (ECNET_METRICS). */
+  metrics?: string;
 }
 
 export interface GatewayConfig {
@@ -419,6 +426,8 @@ export interface GatewayConfig {
   limits: Partial<ConnectionLimits>;
   /** How long open tunnels may run after SIGTERM (readiness is off, nothing new is accepted). */
   drainMs: number;
+  /** Where /metrics is served; undefined: nowhere. */
+  metrics: { ip: string; port: number } | undefined;
 }
 
 export const gatewayDefaults = {
@@ -435,7 +444,7 @@ export function gatewayConfig(flags: GatewayFlags, env: NodeJS.ProcessEnv = proc
     const drain = flags.drainTimeout ?? env.ECNET_DRAIN_TIMEOUT ?? '10';
     if (!/^\d{1,6}$/.test(drain)) throw new ConfigError(`--drain-timeout must be whole seconds, got ${JSON.stringify(drain)}`);
     const splice = spliceMode(flags.splice, env);
-    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls, identity, splice, fastPath: fastPath(flags.fastPath, env, splice), limits: limitsConfig(flags, env), drainMs: Number(drain) * 1000 };
+    return { source: sourceConfig(flags, env), listen: parseEndpoint(listen), tls, identity, splice, fastPath: fastPath(flags.fastPath, env, splice), limits: limitsConfig(flags, env), drainMs: Number(drain) * 1000, metrics: metricsEndpoint(flags.metrics, env) };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;
     throw new ConfigError(`--listen: ${(cause as Error).message}`, { cause });
@@ -455,6 +464,8 @@ export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags, LimitFlags
   allowLoopbackProxy?: boolean;
   /** The hand-over socket shared by an agent and its successor on the node (ECNET_HANDOVER). */
   handover?: string;
+  /** ip:port for /metrics beside the loopback admin endpoint (which serves it too), or off (ECNET_METRICS). */
+  metrics?: string;
 }
 
 export const agentDefaults = {
@@ -483,6 +494,8 @@ export interface AgentConfig {
   limits: Partial<ConnectionLimits>;
   /** The hand-over socket (docs/restarts.md); undefined: no hand-over, a restart drains and starts afresh. */
   handover: string | undefined;
+  /** A second listener for /metrics (the admin endpoint is loopback); undefined: only the admin one. */
+  metrics: { ip: string; port: number } | undefined;
 }
 
 const CLUSTER_KEY = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?){3}$/;
@@ -522,6 +535,7 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       fastPath: fastPath(flags.fastPath, env, spliceMode(flags.splice, env)),
       limits: limitsConfig(flags, env),
       handover: flags.handover ?? env.ECNET_HANDOVER ?? undefined,
+      metrics: metricsEndpoint(flags.metrics, env),
     };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;
@@ -571,6 +585,20 @@ export function nodeProxyAddresses(proxy: string, proxy6: string | undefined, al
     }
   }
   return { proxy: { ip: v4, port: ep.port }, proxy6: v6 };
+}
+
+/**
+ * Where a component serves Prometheus metrics (`--metrics`, ECNET_METRICS): ip:port, or off (the default in the
+ * binary; the manifests turn it on, on the port Prometheus is told about).
+ */
+export function metricsEndpoint(flag: string | undefined, env: NodeJS.ProcessEnv): { ip: string; port: number } | undefined {
+  const v = flag ?? env.ECNET_METRICS;
+  if (v === undefined || v === '' || v === 'off') return undefined;
+  try {
+    return parseEndpoint(v);
+  } catch (cause) {
+    throw new ConfigError(`--metrics must be ip:port or off, got ${JSON.stringify(v)}`, { cause });
+  }
 }
 
 /** The local cluster set's state directory (ECNET_LOCAL_DIR): cluster directories, logs, pids. */

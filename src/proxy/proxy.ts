@@ -17,6 +17,9 @@ import { descriptorOf } from '../native/sockets.js';
 import { loadNative } from '../native/addon.js';
 import { closeFd } from '../native/libc.js';
 import { errnoNames } from '../native/errors.js';
+import { type FailureReason, reasonOfErrno, reasonOfError, reasonOfStatus } from '../metrics/reasons.js';
+import { EventLimiter } from '../util/rate-limit.js';
+import type { ProxyMetrics, RejectReason } from './metrics.js';
 import { type FrontRoutes, type FrontVerdict, ProxyFront, type ProxyFrontOptions } from './front.js';
 
 /** What the agent knows of one redirected ClusterIP:port. */
@@ -80,6 +83,8 @@ export interface ProxyOptions {
   random?: () => number;
   now?: () => number;
   logger?: Logger;
+  /** Prometheus families to count into (proxy/metrics.ts); undefined: only `stats`. */
+  metrics?: ProxyMetrics;
 }
 
 /** Whether a failed tunnel counts against its gateway's health: 403/404 say the service is not there, not that the gateway is sick. */
@@ -105,7 +110,7 @@ export interface ProxyStats {
   fronted: number;
 }
 
-type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6' | 'limits' | 'workloadOf' | 'listenFds' | 'routesReady' | 'routesWaitMs' | 'front'>> & {
+type Settings = Required<Omit<ProxyOptions, 'logger' | 'health' | 'tls' | 'random' | 'kernelSplice' | 'host6' | 'limits' | 'workloadOf' | 'listenFds' | 'routesReady' | 'routesWaitMs' | 'front' | 'metrics'>> & {
   health: HealthBook;
   tls?: TunnelTls;
   random?: () => number;
@@ -132,6 +137,9 @@ export class NodeProxy {
   #front: ProxyFront | undefined;
   #frontListeners: { fd: number; fd6?: number } | undefined;
   #address: { host: string; port: number } | undefined;
+  readonly #metrics: ProxyMetrics | undefined;
+  /** One log event per failed connection, at most 10/s (a flood of failures must not flood the logs). */
+  readonly #failures = new EventLimiter(10, 20);
 
   private constructor(options: ProxyOptions, server: Server, server6: Server | undefined) {
     this.#routesReady = options.routesReady?.then(
@@ -153,9 +161,14 @@ export class NodeProxy {
     this.#log = options.logger ?? componentLogger('proxy');
     this.#conns = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: this.#o.idleTimeoutMs, log: this.#log, counts: this.stats });
     this.#limiter = new ConnectionLimiter(options.limits);
+    this.#metrics = options.metrics;
     const onConnection = (s: Socket) => {
       if (this.#limiter.admitOrReset(s)) void this.#accept(s);
-      else this.stats.limited++;
+      else {
+        this.stats.limited++;
+        this.#metrics?.accepted.inc();
+        this.#metrics?.rejectedOne('limited');
+      }
     };
     server.on('connection', onConnection);
     server6?.on('connection', onConnection);
@@ -225,12 +238,18 @@ export class NodeProxy {
         },
         succeeded: (cluster, n) => {
           if (cluster) this.#o.health.success(cluster);
+          this.#metrics?.accepted.inc(n);
           this.stats.accepted += n;
           this.stats.proxied += n;
           this.stats.kernelSpliced += n;
           this.stats.fronted += n;
         },
         counted: (d) => {
+          if (this.#metrics && d.notRedirected + d.limited > 0) {
+            this.#metrics.accepted.inc(d.notRedirected + d.limited);
+            if (d.notRedirected) this.#metrics.rejected.inc({ namespace: '', service: '', reason: 'not_redirected' }, d.notRedirected);
+            if (d.limited) this.#metrics.rejected.inc({ namespace: '', service: '', reason: 'limited' }, d.limited);
+          }
           this.stats.accepted += d.notRedirected + d.limited;
           this.stats.notRedirected += d.notRedirected;
           this.stats.limited += d.limited;
@@ -278,7 +297,9 @@ export class NodeProxy {
   }
 
   async #serve(client: Socket, front?: FrontVerdict): Promise<void> {
+    const started = performance.now();
     this.stats.accepted++;
+    this.#metrics?.accepted.inc();
     client.on('error', () => client.destroy());
     if (this.#routesReady) {
       // Routes not known yet (a new agent): the connection waits for them rather than being reset for want of one.
@@ -290,40 +311,76 @@ export class NodeProxy {
     if (!dst) {
       // Not sent here by the datapath (or reset before we looked): nothing to forward to.
       this.stats.notRedirected++;
+      this.#metrics?.rejectedOne('not_redirected');
       return void client.destroy();
     }
     const { route, candidates } = this.decide(dst.ip, dst.port);
     if (!route || !candidates.length) {
       if (!route) this.stats.noRoute++;
       else this.stats.refused++;
-      this.#log.debug({ dst, service: route && `${route.namespace}/${route.service}` }, 'no route: refused');
+      this.#failed(client, dst, route, route ? 'no_target' : 'no_route', []);
       return void client.resetAndDestroy();
     }
     // The pod behind the connection: its own address, as it connected from its network namespace.
     const workload = client.remoteAddress ? this.#o.workloadOf?.(client.remoteAddress.replace(/^::ffff:/, '')) : undefined;
-    const failed = front?.failed && this.#frontFailed(front.failed);
+    const attempts: { cluster: ClusterKey; reason: FailureReason }[] = [];
+    const failed = front?.failed && this.#frontFailed(front.failed, route, attempts);
     for (const [i, c] of candidates.entries()) {
       if (client.destroyed || this.#closed) return void client.destroy();
       // The front's failed first candidate: not again, unless it was a reset or a refusal (one more try, as below).
       const again = failed && (c.kind === 'local' ? failed.cluster === undefined : c.clusterKey === failed.cluster);
       if (again && !failed.retry) continue;
-      if (i > 0 || failed) this.stats.retries++;
-      const upstream = await this.#open(route, c, workload, again ? 1 : 0);
+      if (i > 0 || failed) {
+        this.stats.retries++;
+        this.#metrics?.retried(route);
+      }
+      const upstream = await this.#open(route, c, workload, again ? 1 : 0, attempts);
       if (!upstream) continue;
       if (client.destroyed || this.#closed) {
         upstream.destroy();
         return void client.destroy();
       }
       this.stats.proxied++;
-      this.#conns.add(client, upstream, () => this.#limiter.release(client));
+      const cluster = c.kind === 'local' ? this.#o.localCluster : c.clusterKey;
+      const ended = this.#metrics?.openedOne(route, cluster, (performance.now() - started) / 1000);
+      const tag = this.#metrics?.tag(route.namespace, route.service, cluster);
+      let mode: 'kernel' | 'stream' | undefined;
+      mode = this.#conns.add(client, upstream, () => {
+        this.#limiter.release(client);
+        // Streams only: the kernel splicer counts its bytes live, by the tag.
+        ended?.(mode !== 'kernel' ? { up: client.bytesRead, down: client.bytesWritten } : undefined);
+      }, undefined, tag === undefined ? undefined : { tag });
       return;
     }
     this.stats.refused++;
+    this.#failed(client, dst, route, 'all_failed', attempts);
     client.resetAndDestroy();
   }
 
+  /** A client reset before any upstream: counted, and one log event (rate-limited) with why. */
+  #failed(client: Socket, dst: { ip: string; port: number }, route: Route | undefined, reason: RejectReason, attempts: { cluster: ClusterKey; reason: FailureReason }[]): void {
+    this.#metrics?.rejectedOne(reason, route);
+    const said = this.#failures.take();
+    if (!said) return;
+    this.#log.warn(
+      {
+        event: 'connection_failed',
+        reason,
+        client: client.remoteAddress,
+        dst: `${dst.ip}:${dst.port}`,
+        ...(route ? { service: `${route.namespace}/${route.service}` } : {}),
+        ...(attempts.length ? { attempts } : {}),
+        ...(said.suppressed ? { suppressed: said.suppressed } : {}),
+      },
+      'connection failed',
+    );
+  }
+
   /** A first candidate that failed in the front, counted as #tunnel counts its own; whether to try it once more. */
-  #frontFailed(f: NonNullable<FrontVerdict['failed']>): { cluster: ClusterKey | undefined; retry: boolean } {
+  #frontFailed(f: NonNullable<FrontVerdict['failed']>, route: Route, attempts: { cluster: ClusterKey; reason: FailureReason }[]): { cluster: ClusterKey | undefined; retry: boolean } {
+    const reason = f.status ? reasonOfStatus(f.status) : reasonOfErrno(errnoNames.get(f.errno));
+    attempts.push({ cluster: f.cluster ?? this.#o.localCluster, reason });
+    this.#metrics?.failedAttempt(route, f.cluster ?? this.#o.localCluster, reason);
     if (f.cluster !== undefined) {
       if (sickens(f.status || undefined)) this.#o.health.failure(f.cluster, this.#o.now());
       this.#front?.checkHealth();
@@ -333,7 +390,7 @@ export class NodeProxy {
   }
 
   /** An upstream for one candidate, or undefined (the failure is counted against its gateway's health). */
-  async #open(route: Route, c: Candidate, workload?: string, firstAttempt = 0): Promise<Socket | undefined> {
+  async #open(route: Route, c: Candidate, workload: string | undefined, firstAttempt: number, attempts: { cluster: ClusterKey; reason: FailureReason }[]): Promise<Socket | undefined> {
     if (c.kind === 'local') {
       const eps = route.localEndpoints;
       const start = this.#rotate(`${route.namespace}/${route.service}:${route.port}`, eps.length);
@@ -342,6 +399,9 @@ export class NodeProxy {
         try {
           return await connectWithin(() => this.#o.connect(ep.ip, ep.port), this.#o.connectTimeoutMs);
         } catch (err) {
+          const reason = reasonOfError(err);
+          attempts.push({ cluster: this.#o.localCluster, reason });
+          this.#metrics?.failedAttempt(route, this.#o.localCluster, reason);
           this.#log.debug({ endpoint: ep, err }, 'local endpoint failed');
         }
       }
@@ -350,13 +410,14 @@ export class NodeProxy {
     // A gateway behind a load balancer that reset or refused the connection may be a replica on its way out: the
     // same address once more reaches another replica before the next cluster is tried.
     for (let attempt = firstAttempt; ; attempt++) {
-      const s = await this.#tunnel(route, c, workload);
+      const s = await this.#tunnel(route, c, workload, attempts);
       if (s !== 'unreachable' || attempt > 0) return s === 'unreachable' ? undefined : s;
       this.stats.retries++;
+      this.#metrics?.retried(route);
     }
   }
 
-  async #tunnel(route: Route, c: Candidate & { kind: 'remote' }, workload?: string): Promise<Socket | undefined | 'unreachable'> {
+  async #tunnel(route: Route, c: Candidate & { kind: 'remote' }, workload: string | undefined, attempts: { cluster: ClusterKey; reason: FailureReason }[]): Promise<Socket | undefined | 'unreachable'> {
     try {
       const s = await openTunnel({
         gateway: c.gateway,
@@ -373,6 +434,9 @@ export class NodeProxy {
       return s;
     } catch (err) {
       const e = err as TunnelError;
+      const reason = reasonOfError(e);
+      attempts.push({ cluster: c.clusterKey, reason });
+      this.#metrics?.failedAttempt(route, c.clusterKey, reason);
       if (!(e instanceof TunnelError) || sickens(e.status)) this.#o.health.failure(c.clusterKey, this.#o.now());
       this.#log.info({ cluster: c.clusterKey, err: e }, 'tunnel failed; trying the next candidate');
       const cause = (e as { cause?: { code?: string } }).cause?.code;

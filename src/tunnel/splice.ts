@@ -213,7 +213,7 @@ export class Tunnels {
    * Splices a and b until both are done; then `onEnd` (e.g. a connection limit's release). A tunnel `b` that
    * agreed to sealed records (`seal`, or its tunnel client's note in sealedTunnels) is sealed by the splicer.
    */
-  add(a: Socket, b: Socket, onEnd?: () => void, seal: RecordSeal | undefined = sealedTunnels.get(b)): void {
+  add(a: Socket, b: Socket, onEnd?: () => void, seal: RecordSeal | undefined = sealedTunnels.get(b), _tag?: { tag?: number; swapped?: boolean }): 'kernel' | 'stream' {
     this.#counts.active++;
     const pair = splice(a, b, this.#idleMs, () => {
       this.#counts.active--;
@@ -223,6 +223,7 @@ export class Tunnels {
     if (pair.mode === 'kernel') this.#counts.kernelSpliced++;
     if (seal) this.#counts.sealed++;
     this.#pairs.add(pair);
+    return pair.mode;
   }
 
   /**
@@ -333,7 +334,7 @@ export function listenOn(server: Server, fd: number): Promise<void> {
 export function connectWithin(connect: () => Socket, ms: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const s = connect();
-    const timer = setTimeout(() => s.destroy(new Error(`no answer within ${ms} ms`)), ms);
+    const timer = setTimeout(() => s.destroy(Object.assign(new Error(`no answer within ${ms} ms`), { code: 'ETIMEDOUT' })), ms);
     s.once('connect', () => {
       clearTimeout(timer);
       s.removeAllListeners('error');

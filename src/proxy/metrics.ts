@@ -1,0 +1,209 @@
+// The node proxy's Prometheus families. Connections are counted per service (namespace, name) and target
+// cluster (the local one for local endpoints), whoever set them up: JavaScript counts its own as they happen;
+// what the native front and the kernel splicer did is read from their per-tag counters at each scrape (a tag
+// is this module's index of a (service, cluster), given to the addon with each pair and each front choice).
+// Labels stay bounded: services past the cap share `_other`, reasons are a fixed set, nothing is per pod or
+// per connection.
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { ClusterKey } from '../api/flomesh.js';
+import { BucketHistogram, SETUP_BUCKETS_S } from '../metrics/histogram.js';
+import type { FailureReason } from '../metrics/reasons.js';
+import { type ServiceLabel, ServiceLabels } from '../metrics/services.js';
+
+/** Why a client's connection was reset before any upstream: no route, not redirected, over a limit, … */
+export type RejectReason = 'no_route' | 'not_redirected' | 'limited' | 'no_target' | 'all_failed';
+
+/** What the addon counts per tag (native/src/front.h, splicer.h), cumulative. */
+export interface TagCounts {
+  up: number[];
+  down: number[];
+  opened: number[];
+  active?: number[];
+  setupSumUs: number[];
+  setupBuckets: number[][];
+}
+
+interface Tag {
+  namespace: string;
+  service: string;
+  cluster: ClusterKey;
+  /** Open pairs JavaScript set up (the addon counts its own). */
+  active: number;
+  /** No route names its service any more: its series are gone (the counts since are still followed). */
+  retired: boolean;
+  seen: { up: number; down: number; opened: number; setupSumUs: number; buckets: number[] };
+}
+
+export interface ProxyMetricsOptions {
+  registry: Registry;
+  localCluster: ClusterKey;
+  /** Distinct services labelled at most (default 5,000); the rest share `_other`. */
+  serviceCap?: number;
+  /** The services (`namespace/name`) routes name now: the series of others are removed at the next scrape. */
+  liveServices?: () => Set<string>;
+  onOverflow?: (cap: number) => void;
+}
+
+export class ProxyMetrics {
+  readonly labels: ServiceLabels;
+  readonly #tags: Tag[] = [];
+  readonly #tagIndex = new Map<string, number>();
+  readonly #native: (() => TagCounts | undefined)[] = [];
+  readonly #collectors: (() => void)[] = [];
+  readonly accepted: Counter;
+  readonly rejected: Counter<'namespace' | 'service' | 'reason'>;
+  readonly opened: Counter<'namespace' | 'service' | 'cluster'>;
+  readonly failed: Counter<'namespace' | 'service' | 'cluster' | 'reason'>;
+  readonly retries: Counter<'namespace' | 'service'>;
+  readonly bytes: Counter<'namespace' | 'service' | 'cluster' | 'direction'>;
+  readonly active: Gauge<'namespace' | 'service' | 'cluster'>;
+  readonly setup: BucketHistogram<'cluster'>;
+  readonly targetHealthy: Gauge<'namespace' | 'service' | 'cluster'>;
+  readonly gatewayUp: Gauge<'cluster'>;
+
+  constructor(readonly o: ProxyMetricsOptions) {
+    const registers = [o.registry];
+    this.labels = new ServiceLabels(o.serviceCap, o.onOverflow);
+    const collect = () => this.#collect();
+    this.accepted = new Counter({ name: 'ecnet_proxy_connections_accepted_total', help: 'Connections the node proxy accepted', registers });
+    this.rejected = new Counter({ name: 'ecnet_proxy_connections_rejected_total', help: 'Connections reset before any upstream, by reason (service labels empty when no route named one)', labelNames: ['namespace', 'service', 'reason'], registers });
+    this.opened = new Counter({ name: 'ecnet_proxy_connections_opened_total', help: 'Connections established to an upstream, per service and target cluster (the local cluster: local endpoints)', labelNames: ['namespace', 'service', 'cluster'], registers, collect });
+    this.failed = new Counter({ name: 'ecnet_proxy_connection_attempts_failed_total', help: 'Attempts to reach a target that failed, by reason (the next candidate is tried after each)', labelNames: ['namespace', 'service', 'cluster', 'reason'], registers });
+    this.retries = new Counter({ name: 'ecnet_proxy_retries_total', help: 'Attempts after the first for one connection', labelNames: ['namespace', 'service'], registers });
+    this.bytes = new Counter({ name: 'ecnet_proxy_bytes_total', help: 'Bytes carried, sent (client to upstream) and received, including the kernel splicer\'s', labelNames: ['namespace', 'service', 'cluster', 'direction'], registers });
+    this.active = new Gauge({ name: 'ecnet_proxy_connections_active', help: 'Connections open now, per service and target cluster', labelNames: ['namespace', 'service', 'cluster'], registers });
+    this.setup = new BucketHistogram('ecnet_proxy_connection_setup_seconds', 'Time from accepting a connection to its established upstream (a tunnel\'s 200, or a local connect), per target cluster', ['cluster'], SETUP_BUCKETS_S, o.registry);
+    this.targetHealthy = new Gauge({ name: 'ecnet_proxy_target_healthy', help: '1 when the proxy may send a service\'s connections to a cluster (not ejected, its gateway up), else 0', labelNames: ['namespace', 'service', 'cluster'], registers, collect: () => this.#collectors.forEach((c) => c()) });
+    this.gatewayUp = new Gauge({ name: 'ecnet_proxy_gateway_up', help: '1 when the last active check of a cluster\'s gateway passed, else 0', labelNames: ['cluster'], registers });
+  }
+
+  /** The tag of (service, cluster): the index the addon counts its pairs and front choices by. */
+  tag(namespace: string, service: string, cluster: ClusterKey): number {
+    const key = `${namespace}/${service}\u0000${cluster}`;
+    let i = this.#tagIndex.get(key);
+    if (i === undefined) {
+      i = this.#tags.push({ namespace, service, cluster, active: 0, retired: false, seen: { up: 0, down: 0, opened: 0, setupSumUs: 0, buckets: [] } }) - 1;
+      this.#tagIndex.set(key, i);
+    }
+    this.#tags[i]!.retired = false;
+    return i;
+  }
+
+  tagInfo(tag: number): { namespace: string; service: string; cluster: ClusterKey } | undefined {
+    return this.#tags[tag];
+  }
+
+  /** A source of the addon's per-tag counters (a splicer: each process's own), read at each scrape. */
+  addNative(read: () => TagCounts | undefined): void {
+    this.#native.push(read);
+  }
+
+  /** Work to do before each scrape (health gauges, which are read, not counted). */
+  onCollect(fn: () => void): void {
+    this.#collectors.push(fn);
+  }
+
+  #service(namespace: string, service: string): ServiceLabel {
+    return this.labels.of(namespace, service);
+  }
+
+  rejectedOne(reason: RejectReason, route?: { namespace: string; service: string }): void {
+    const s = route ? this.#service(route.namespace, route.service) : { namespace: '', service: '' };
+    this.rejected.inc({ ...s, reason });
+  }
+
+  failedAttempt(route: { namespace: string; service: string }, cluster: ClusterKey, reason: FailureReason): void {
+    this.failed.inc({ ...this.#service(route.namespace, route.service), cluster, reason });
+  }
+
+  retried(route: { namespace: string; service: string }): void {
+    this.retries.inc(this.#service(route.namespace, route.service));
+  }
+
+  /** An upstream established by JavaScript after `setupS` seconds; returns what to call when the pair ends. */
+  openedOne(route: { namespace: string; service: string }, cluster: ClusterKey, setupS: number): (bytes?: { up: number; down: number }) => void {
+    const s = this.#service(route.namespace, route.service);
+    const labels = { ...s, cluster };
+    this.opened.inc(labels);
+    this.setup.observe({ cluster }, setupS);
+    const tag = this.#tags[this.tag(route.namespace, route.service, cluster)]!;
+    tag.active++;
+    let ended = false;
+    return (bytes) => {
+      if (ended) return;
+      ended = true;
+      tag.active--;
+      // Stream pairs only: the kernel splicer's bytes are counted live, per tag.
+      if (bytes?.up) this.bytes.inc({ ...this.#service(tag.namespace, tag.service), cluster, direction: 'sent' }, bytes.up);
+      if (bytes?.down) this.bytes.inc({ ...this.#service(tag.namespace, tag.service), cluster, direction: 'received' }, bytes.down);
+    };
+  }
+
+  /** At each scrape: the addon's counters since the last one, the active gauges, and retired services. */
+  #collect(): void {
+    const nativeActive = new Map<number, number>();
+    for (const read of this.#native) {
+      let counts: TagCounts | undefined;
+      try {
+        counts = read();
+      } catch {
+        counts = undefined; // a closed splicer: its last counts were read before
+      }
+      if (!counts) continue;
+      const n = Math.min(this.#tags.length, counts.up.length);
+      for (let i = 0; i < n; i++) {
+        const t = this.#tags[i]!;
+        const d = (now: number | undefined, was: number) => Math.max(0, (now ?? 0) - was);
+        const up = d(counts.up[i], t.seen.up);
+        const down = d(counts.down[i], t.seen.down);
+        const opened = d(counts.opened[i], t.seen.opened);
+        const buckets = counts.setupBuckets[i] ?? [];
+        if (!t.retired) {
+          const labels = { ...this.#service(t.namespace, t.service), cluster: t.cluster };
+          if (up) this.bytes.inc({ ...labels, direction: 'sent' }, up);
+          if (down) this.bytes.inc({ ...labels, direction: 'received' }, down);
+          if (opened) this.opened.inc(labels, opened);
+        }
+        if (opened) {
+          const delta = buckets.map((b, j) => Math.max(0, b - (t.seen.buckets[j] ?? 0)));
+          this.setup.add({ cluster: t.cluster }, delta, d(counts.setupSumUs[i], t.seen.setupSumUs) / 1e6);
+        }
+        t.seen = { up: counts.up[i] ?? 0, down: counts.down[i] ?? 0, opened: counts.opened[i] ?? 0, setupSumUs: counts.setupSumUs[i] ?? 0, buckets: [...buckets] };
+        if (counts.active?.[i]) nativeActive.set(i, (nativeActive.get(i) ?? 0) + counts.active[i]!);
+      }
+    }
+    const activeOf = (i: number) => this.#tags[i]!.active + (nativeActive.get(i) ?? 0);
+    this.#retire(activeOf);
+    this.active.reset();
+    this.#tags.forEach((t, i) => {
+      if (!t.retired) this.active.set({ ...this.#service(t.namespace, t.service), cluster: t.cluster }, activeOf(i));
+    });
+  }
+
+  /** Services no route names, with nothing open: their series go (they start again if the service comes back). */
+  #retire(activeOf: (tag: number) => number): void {
+    const live = this.o.liveServices?.();
+    if (!live) return;
+    const busy = new Set<string>();
+    this.#tags.forEach((t, i) => {
+      if (activeOf(i) > 0) busy.add(`${t.namespace}/${t.service}`);
+    });
+    for (const key of [...this.labels.keys()]) {
+      if (live.has(key) || busy.has(key)) continue;
+      const at = key.indexOf('/');
+      const m = { namespace: key.slice(0, at), service: key.slice(at + 1) };
+      this.labels.forget(m.namespace, m.service);
+      for (const t of this.#tags) if (t.namespace === m.namespace && t.service === m.service) t.retired = true;
+      for (const f of [this.rejected, this.opened, this.failed, this.retries, this.bytes, this.active, this.targetHealthy] as Counter<string>[]) removeMatching(f, m);
+    }
+  }
+}
+
+/** Removes every series of a prom-client metric whose labels include `match`. */
+export function removeMatching(metric: Counter<string> | Gauge<string>, match: Record<string, string>): void {
+  // prom-client's remove() needs the whole label set: find them in what it exposes.
+  const hashMap = (metric as unknown as { hashMap: Record<string, { labels: Record<string, string> }> }).hashMap;
+  for (const { labels } of Object.values(hashMap ?? {})) {
+    if (Object.entries(match).every(([k, v]) => labels[k] === v)) metric.remove(labels);
+  }
+}
