@@ -148,6 +148,8 @@ export interface AgentOptions {
   debounceMs?: number;
   clock?: Clock;
   logger?: Logger;
+  /** After each reconcile: how long it took, and its error if it failed (for the metrics). */
+  onReconcile?: (seconds: number, err?: unknown) => void;
 }
 
 export interface AgentStatus {
@@ -235,6 +237,7 @@ export class Agent {
   /** Recomputes what changed, merges, and writes the difference to the proxy's routes and the datapath. */
   #reconcile(): void {
     if (this.#closed || !this.#informers) return;
+    const started = performance.now();
     try {
       const i = this.#informers;
       if (!this.#plan) {
@@ -261,7 +264,9 @@ export class Agent {
       this.status.reconciles++;
       this.status.lastError = undefined;
       this.#retry.reset();
+      this.#o.onReconcile?.((performance.now() - started) / 1000);
     } catch (err) {
+      this.#o.onReconcile?.((performance.now() - started) / 1000, err);
       this.status.lastError = (err as Error).message;
       const delay = this.#retry.next();
       this.#log.warn({ err, retryMs: delay }, 'reconcile failed; the datapath keeps its previous state');

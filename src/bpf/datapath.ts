@@ -255,6 +255,14 @@ export class Datapath {
     return { swept, kept: count - stale.length };
   }
 
+  /** Each map's entries and capacity (a dump of each: for a scrape every few seconds, not a hot path). */
+  fill(): { map: string; entries: number; capacity: number }[] {
+    return (Object.keys(MAP_NAMES) as MapRole[]).map((role) => {
+      const m = this.map(role);
+      return { map: MAP_NAMES[role], entries: m.entries().count, capacity: m.info().maxEntries };
+    });
+  }
+
   /** The summed per-CPU counters of the programs. */
   stats(): Record<StatName, number> {
     const map = this.map('stats');

@@ -1,0 +1,171 @@
+// The gateway's Prometheus families. Tunnels are counted per exported service (namespace, name); a CONNECT
+// for anything the catalog does not hold is counted with empty service labels, so a caller making up names
+// cannot make up series. What the native front and the kernel splicer did is read from their per-tag counters
+// at each scrape (a tag per service, as the proxy's per service and cluster).
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { BucketHistogram, SETUP_BUCKETS_S } from '../metrics/histogram.js';
+import type { FailureReason } from '../metrics/reasons.js';
+import { type ServiceLabel, ServiceLabels } from '../metrics/services.js';
+import { type TagCounts, removeMatching } from '../proxy/metrics.js';
+
+interface Tag {
+  namespace: string;
+  service: string;
+  active: number;
+  retired: boolean;
+  seen: { up: number; down: number; opened: number; setupSumUs: number; buckets: number[] };
+}
+
+export interface GatewayMetricsOptions {
+  registry: Registry;
+  serviceCap?: number;
+  onOverflow?: (cap: number) => void;
+  /** The exported services (`namespace/name`) now: others' series are removed at the next scrape. */
+  liveServices?: () => Set<string>;
+}
+
+const NONE = { namespace: '', service: '' };
+
+export class GatewayMetrics {
+  readonly labels: ServiceLabels;
+  readonly #tags: Tag[] = [];
+  readonly #tagIndex = new Map<string, number>();
+  readonly #native: (() => TagCounts | undefined)[] = [];
+  readonly #collectors: (() => void)[] = [];
+  readonly opened: Counter<'namespace' | 'service'>;
+  readonly refused: Counter<'namespace' | 'service' | 'reason'>;
+  readonly active: Gauge<'namespace' | 'service'>;
+  readonly bytes: Counter<'namespace' | 'service' | 'direction'>;
+  readonly setup: BucketHistogram<never>;
+  readonly endpointFailures: Counter<'namespace' | 'service' | 'reason'>;
+  readonly endpoints: Gauge<'namespace' | 'service' | 'state'>;
+  readonly serviceReady: Gauge<'namespace' | 'service'>;
+  readonly catalogSynced: Gauge;
+  readonly catalogServices: Gauge;
+  readonly limited: Counter;
+  readonly ingress: Counter<'namespace' | 'service'>;
+
+  constructor(readonly o: GatewayMetricsOptions) {
+    const registers = [o.registry];
+    this.labels = new ServiceLabels(o.serviceCap, o.onOverflow);
+    const collect = () => this.#collect();
+    const read = () => this.#collectors.forEach((c) => c());
+    this.opened = new Counter({ name: 'ecnet_gateway_tunnels_opened_total', help: 'Tunnels established to an endpoint, per exported service', labelNames: ['namespace', 'service'], registers, collect });
+    this.refused = new Counter({ name: 'ecnet_gateway_tunnels_refused_total', help: 'CONNECTs answered with an error, by reason (service labels empty for a service the catalog does not hold)', labelNames: ['namespace', 'service', 'reason'], registers });
+    this.active = new Gauge({ name: 'ecnet_gateway_tunnels_active', help: 'Tunnels open now, per exported service', labelNames: ['namespace', 'service'], registers });
+    this.bytes = new Counter({ name: 'ecnet_gateway_bytes_total', help: "Bytes carried, sent (tunnel to endpoint) and received, including the kernel splicer's", labelNames: ['namespace', 'service', 'direction'], registers });
+    this.setup = new BucketHistogram('ecnet_gateway_tunnel_setup_seconds', 'Time from a tunnel\'s CONNECT to its 200 (an endpoint connected)', [], SETUP_BUCKETS_S, o.registry);
+    this.endpointFailures = new Counter({ name: 'ecnet_gateway_endpoint_failures_total', help: 'Connects to an endpoint that failed (the next endpoint is tried), by reason', labelNames: ['namespace', 'service', 'reason'], registers });
+    this.endpoints = new Gauge({ name: 'ecnet_gateway_endpoints', help: 'Ready endpoints of each exported service, by state (serving, or ejected after failed connects)', labelNames: ['namespace', 'service', 'state'], registers, collect: read });
+    this.serviceReady = new Gauge({ name: 'ecnet_gateway_service_ready', help: '1 when an exported service has a ready endpoint that is not ejected, else 0', labelNames: ['namespace', 'service'], registers });
+    this.catalogSynced = new Gauge({ name: 'ecnet_gateway_catalog_synced', help: '1 once the catalog (exports, services, endpoint slices) is synced and its watches are healthy, else 0', registers });
+    this.catalogServices = new Gauge({ name: 'ecnet_gateway_catalog_services', help: 'Exported services in the catalog', registers });
+    this.limited = new Counter({ name: 'ecnet_gateway_connections_limited_total', help: 'Connections reset at once: a connection limit was reached (total, or the source\'s)', registers });
+    this.ingress = new Counter({ name: 'ecnet_gateway_ingress_requests_total', help: 'HTTP requests served by ServiceExport ingress rules, per service', labelNames: ['namespace', 'service'], registers });
+  }
+
+  tag(namespace: string, service: string): number {
+    const key = `${namespace}/${service}`;
+    let i = this.#tagIndex.get(key);
+    if (i === undefined) {
+      i = this.#tags.push({ namespace, service, active: 0, retired: false, seen: { up: 0, down: 0, opened: 0, setupSumUs: 0, buckets: [] } }) - 1;
+      this.#tagIndex.set(key, i);
+    }
+    this.#tags[i]!.retired = false;
+    return i;
+  }
+
+  addNative(read: () => TagCounts | undefined): void {
+    this.#native.push(read);
+  }
+
+  /** Work before each scrape (gauges that are read: endpoints, readiness, the catalog). */
+  onCollect(fn: () => void): void {
+    this.#collectors.push(fn);
+  }
+
+  #service(namespace: string, service: string): ServiceLabel {
+    return this.labels.of(namespace, service);
+  }
+
+  /** A refusal; `known`: the catalog holds the service (else it is counted without service labels). */
+  refusedOne(reason: FailureReason, target: { namespace: string; service: string } | undefined, known: boolean): void {
+    this.refused.inc({ ...(target && known ? this.#service(target.namespace, target.service) : NONE), reason });
+  }
+
+  endpointFailed(target: { namespace: string; service: string }, reason: FailureReason): void {
+    this.endpointFailures.inc({ ...this.#service(target.namespace, target.service), reason });
+  }
+
+  ingressOne(target: { namespace: string; service: string }): void {
+    this.ingress.inc(this.#service(target.namespace, target.service));
+  }
+
+  /** A tunnel JavaScript established after `setupS`; returns what to call when it ends (with a stream's bytes). */
+  openedOne(target: { namespace: string; service: string }, setupS: number): (bytes?: { up: number; down: number }) => void {
+    this.opened.inc(this.#service(target.namespace, target.service));
+    this.setup.observe({}, setupS);
+    const tag = this.#tags[this.tag(target.namespace, target.service)]!;
+    tag.active++;
+    let ended = false;
+    return (bytes) => {
+      if (ended) return;
+      ended = true;
+      tag.active--;
+      const s = this.#service(tag.namespace, tag.service);
+      if (bytes?.up) this.bytes.inc({ ...s, direction: 'sent' }, bytes.up);
+      if (bytes?.down) this.bytes.inc({ ...s, direction: 'received' }, bytes.down);
+    };
+  }
+
+  #collect(): void {
+    const nativeActive = new Map<number, number>();
+    for (const read of this.#native) {
+      let counts: TagCounts | undefined;
+      try {
+        counts = read();
+      } catch {
+        counts = undefined;
+      }
+      if (!counts) continue;
+      const n = Math.min(this.#tags.length, counts.up.length);
+      for (let i = 0; i < n; i++) {
+        const t = this.#tags[i]!;
+        const d = (now: number | undefined, was: number) => Math.max(0, (now ?? 0) - was);
+        const up = d(counts.up[i], t.seen.up);
+        const down = d(counts.down[i], t.seen.down);
+        const opened = d(counts.opened[i], t.seen.opened);
+        const buckets = counts.setupBuckets[i] ?? [];
+        if (!t.retired) {
+          const s = this.#service(t.namespace, t.service);
+          if (up) this.bytes.inc({ ...s, direction: 'sent' }, up);
+          if (down) this.bytes.inc({ ...s, direction: 'received' }, down);
+          if (opened) this.opened.inc(s, opened);
+        }
+        if (opened) {
+          this.setup.add({}, buckets.map((b, j) => Math.max(0, b - (t.seen.buckets[j] ?? 0))), d(counts.setupSumUs[i], t.seen.setupSumUs) / 1e6);
+        }
+        t.seen = { up: counts.up[i] ?? 0, down: counts.down[i] ?? 0, opened: counts.opened[i] ?? 0, setupSumUs: counts.setupSumUs[i] ?? 0, buckets: [...buckets] };
+        if (counts.active?.[i]) nativeActive.set(i, (nativeActive.get(i) ?? 0) + counts.active[i]!);
+      }
+    }
+    const activeOf = (i: number) => this.#tags[i]!.active + (nativeActive.get(i) ?? 0);
+    const live = this.o.liveServices?.();
+    if (live) {
+      const busy = new Set(this.#tags.filter((_, i) => activeOf(i) > 0).map((t) => `${t.namespace}/${t.service}`));
+      for (const key of [...this.labels.keys()]) {
+        if (live.has(key) || busy.has(key)) continue;
+        const at = key.indexOf('/');
+        const m = { namespace: key.slice(0, at), service: key.slice(at + 1) };
+        this.labels.forget(m.namespace, m.service);
+        const t = this.#tagIndex.get(key);
+        if (t !== undefined) this.#tags[t]!.retired = true;
+        for (const f of [this.opened, this.refused, this.active, this.bytes, this.endpointFailures, this.endpoints, this.serviceReady, this.ingress] as Counter<string>[]) removeMatching(f, m);
+      }
+    }
+    this.active.reset();
+    this.#tags.forEach((t, i) => {
+      if (!t.retired) this.active.set(this.#service(t.namespace, t.service), activeOf(i));
+    });
+  }
+}
