@@ -1,11 +1,14 @@
 // The agent's admin endpoint (loopback by default): /healthz for the DaemonSet's probes, /routes for
 // `ecnet routes` — every redirected service, its targets with their health and identity, and what the policy
-// decides now; /identity for `ecnet identity` — the certificate the node's tunnels present, and its expiry.
+// decides now; /identity for `ecnet identity` — the certificate the node's tunnels present, and its expiry;
+// /metrics for `ecnet top` and Prometheus (which scrapes the --metrics listener: this one is loopback).
 import { type Server, createServer } from 'node:http';
 import type { IdentityFiles } from '../identity/files.js';
 import { describe, renewalOverdue } from '../identity/pki.js';
 import { clusterSpiffeId } from '../identity/spiffe.js';
 import type { NodeProxy } from '../proxy/proxy.js';
+import type { Registry } from '../metrics/registry.js';
+import { serveMetrics } from '../metrics/server.js';
 import { listen, listenOn } from '../tunnel/splice.js';
 import type { Agent, RouteMap } from './agent.js';
 
@@ -65,8 +68,9 @@ export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number, cl
   });
 }
 
-export async function startAdmin(host: string, port: number, agent: Agent, routes: RouteMap, proxy: NodeProxy, identity?: IdentityFiles, tlsFiles = false, listenFd?: number): Promise<Server> {
+export async function startAdmin(host: string, port: number, agent: Agent, routes: RouteMap, proxy: NodeProxy, identity?: IdentityFiles, tlsFiles = false, listenFd?: number, registry?: Registry): Promise<Server> {
   const server = createServer((req, res) => {
+    if (registry && serveMetrics(registry, req, res)) return;
     const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
     if (req.url === '/healthz') {
       const ok = agent.status.synced && agent.status.lastError === undefined;
@@ -78,7 +82,7 @@ export async function startAdmin(host: string, port: number, agent: Agent, route
     }
     if (req.url === '/routes') return json(200, routeReports(routes, proxy, Date.now(), identity?.clusterSet));
     if (req.url === '/identity') return json(200, identityReport(identity, tlsFiles));
-    json(404, { error: `no ${req.url}; try /healthz, /routes or /identity` });
+    json(404, { error: `no ${req.url}; try /healthz, /routes, /identity or /metrics` });
   });
   // A predecessor's listening socket when one was handed over (the probes never see the port closed).
   if (listenFd !== undefined) await listenOn(server as unknown as import('node:net').Server, listenFd);

@@ -20,6 +20,11 @@ import { IdentityFiles } from '../identity/files.js';
 import { PodWorkloads } from '../agent/workloads.js';
 import { HandoverListener } from '../handover/channel.js';
 import { type Taken, giveTo, takeOver } from '../handover/agent-handover.js';
+import { componentRegistry } from '../metrics/registry.js';
+import { startMetricsServer } from '../metrics/server.js';
+import { ProxyMetrics } from '../proxy/metrics.js';
+import { AgentMetrics } from '../agent/metrics.js';
+import { GatewayMetrics } from '../gateway/metrics.js';
 
 /** Tunnels without TLS: said once at start, as a warning (anyone who reaches a gateway can open them). */
 function plainWarning(component: string): void {
@@ -69,21 +74,30 @@ export function gatewayCommand(): Command {
     .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
     .option('--fast-path <mode>', 'who sets up new tunnels: native (the addon, on the splice thread; Node takes what it cannot finish) or node; default native')
     .option('--drain-timeout <seconds>', 'after SIGTERM (readiness off, nothing new accepted), how long open tunnels may run before they are cut; default 10')
+    .option('--metrics <ip:port>', 'where Prometheus metrics are served (/metrics), or off; default off')
     .action(async (flags: GatewayFlags) => {
       const cfg = gatewayConfig(flags);
+      const log = componentLogger('gateway');
       const source = await openSource(cfg.source);
       const catalog = new LiveCatalog();
+      const registry = componentRegistry('gateway');
+      const exported = () => new Set([...catalog.all()].filter((s) => s.export).map((s) => `${s.namespace}/${s.name}`));
+      const metrics = new GatewayMetrics({ registry, liveServices: exported, onOverflow: (cap) => log.warn({ cap }, 'more exported services than the metrics label: the rest are counted as _other') });
+      metrics.onCollect(() => metrics.catalogServices.set(exported().size));
+      // Served before the catalog is synced: a gateway that cannot sync is seen, not silent.
+      const metricsServer = cfg.metrics ? await startMetricsServer(registry, { host: cfg.metrics.ip, port: cfg.metrics.port }) : undefined;
       await catalog.start(source);
       let gw: Gateway | undefined;
       const identity = cfg.identity ? new IdentityFiles(cfg.identity.dir, cfg.identity.clusterSet, { onChange: () => gw?.reloadTls() }) : undefined;
       const tls = identity?.tls ?? cfg.tls;
       if (!tls) plainWarning('gateway');
-      gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', front: cfg.fastPath === 'native', limits: cfg.limits, ...(tls ? { tls } : {}) });
+      gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', front: cfg.fastPath === 'native', limits: cfg.limits, metrics, ...(tls ? { tls } : {}) });
       process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}${identity ? `, as ${identity.cluster}` : ''}\n`);
       await runUntilSignal(async () => {
         identity?.close();
         await gw!.close(cfg.drainMs);
         catalog.close();
+        metricsServer?.close();
         await source.close();
       });
     });
@@ -104,6 +118,7 @@ export function agentCommand(): Command {
     .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
     .option('--fast-path <mode>', 'who sets up new connections: native (the addon, on the splice thread; Node takes what it cannot finish) or node; default native')
     .option('--handover <path>', 'unix socket where this agent takes over from a running one on the node (its listening sockets and connections), and hands over to its successor')
+    .option('--metrics <ip:port>', 'a second listener for Prometheus metrics (/metrics; the admin endpoint serves them on loopback too), or off; default off')
     .action(async (flags: AgentFlags) => {
       const cfg = agentConfig(flags);
       if (!cfg.datapath.cgroup) throw new ConfigError('no cgroup v2 hierarchy found and --cgroup not given');
@@ -135,7 +150,15 @@ export function agentCommand(): Command {
       // The pods of this node by address: their ServiceAccount goes with each tunnel (a gateway enforces the export's).
       const workloads = cfg.nodeName ? new PodWorkloads(source, cfg.nodeName) : undefined;
       if (!workloads) componentLogger('agent').warn('no node name (NODE_NAME or --node-name): tunnels carry no workload identity, and exports that name a serviceAccountName refuse them');
-      const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes });
+      const registry = componentRegistry('agent');
+      const proxyMetrics = new ProxyMetrics({
+        registry,
+        localCluster: cfg.clusterKey,
+        liveServices: () => new Set([...routes.entries(), ...routes.keptEntries()].map(([, r]) => `${r.namespace}/${r.service}`)),
+        onOverflow: (cap) => log.warn({ cap }, 'more imported services than the metrics label: the rest are counted as _other'),
+      });
+      let agentMetrics: AgentMetrics | undefined;
+      const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes, onReconcile: (s, err) => agentMetrics?.reconciled(s, err) });
       let routesKnown!: () => void;
       const routesReady = new Promise<void>((r) => (routesKnown = r));
       const startProxy = (t: Taken | undefined) =>
@@ -151,6 +174,7 @@ export function agentCommand(): Command {
           connect,
           kernelSplice: cfg.splice === 'kernel',
           limits: cfg.limits,
+          metrics: proxyMetrics,
           ...(tls ? { tls } : {}),
           ...(cfg.fastPath === 'native'
             ? { front: { connections: dp.map('connections'), destinationOf: (v: Buffer) => origDstCodec.decode(v), mark, staleMs: defaults.connRecordMaxAgeMs, clockOffsetNs: Number(timensMonotonicOffsetNs()) } }
@@ -175,7 +199,16 @@ export function agentCommand(): Command {
       if (taken?.listeners.fd6 !== undefined && !cfg.load.settings.proxyIp6) taken.discard(taken.listeners.fd6);
       // How long connections to imported services were refused after a crash: from the process start to here.
       log.info({ msSinceProcessStart: Math.round(performance.now()), handedOver: Boolean(taken) }, 'node proxy listening');
-      const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy, identity, Boolean(cfg.tls), taken?.listeners.admin);
+      agentMetrics = new AgentMetrics(registry, {
+        status: () => agent.status,
+        routes: () => ({ redirected: routes.entries().length, kept: routes.keptEntries().length }),
+        fill: () => dp.fill(),
+        counters: () => dp.stats(),
+        pairs: () => proxy.tunnels.splicer?.stats().pairs ?? 0,
+      });
+      const admin = await startAdmin(cfg.admin.ip, cfg.admin.port, agent, routes, proxy, identity, Boolean(cfg.tls), taken?.listeners.admin, registry);
+      const metricsServer = cfg.metrics ? await startMetricsServer(registry, { host: cfg.metrics.ip, port: cfg.metrics.port, ...(taken?.listeners.metrics !== undefined ? { listenFd: taken.listeners.metrics } : {}) }) : undefined;
+      if (!cfg.metrics && taken?.listeners.metrics !== undefined) taken.discard(taken.listeners.metrics);
       if (taken) {
         const took = await taken.finish({
           adopt: (state, fds) => proxy.tunnels.adopt(state, fds),
@@ -206,6 +239,7 @@ export function agentCommand(): Command {
           void giveTo(channel, {
             proxy,
             admin,
+            metrics: metricsServer,
             routes: () => routes.entries(),
             retire: async () => {
               checks.close();
@@ -227,6 +261,7 @@ export function agentCommand(): Command {
         identity?.close();
         workloads?.close();
         admin.close();
+        metricsServer?.close();
         checks.close();
         sweeper.close();
         await agent.close();

@@ -22,6 +22,9 @@ import { loadNative } from '../native/addon.js';
 import { closeFd } from '../native/libc.js';
 import { type ChangingCatalog, GatewayFront, type GatewayVerdict } from './front.js';
 import { matchIngress } from './ingress.js';
+import type { GatewayMetrics } from './metrics.js';
+import { reasonOfError, reasonOfStatus } from '../metrics/reasons.js';
+import { EventLimiter } from '../util/rate-limit.js';
 
 export interface GatewayOptions {
   host: string;
@@ -47,6 +50,8 @@ export interface GatewayOptions {
    */
   front?: boolean;
   logger?: Logger;
+  /** Prometheus families to count into (gateway/metrics.ts); undefined: only `stats`. */
+  metrics?: GatewayMetrics;
 }
 
 export interface GatewayStats {
@@ -69,8 +74,8 @@ function reply(socket: Socket, status: number, reason: string): void {
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
-/** Connects to the first endpoint that answers, starting at `start` and going round. */
-async function connectFirst(endpoints: Endpoint[], start: number, timeoutMs: number): Promise<{ socket: Socket; endpoint: Endpoint } | { errors: string[] }> {
+/** Connects to the first endpoint that answers, starting at `start` and going round; `failed` hears of each that did not. */
+async function connectFirst(endpoints: Endpoint[], start: number, timeoutMs: number, failed?: (endpoint: Endpoint, err: unknown) => void): Promise<{ socket: Socket; endpoint: Endpoint } | { errors: string[] }> {
   const errors: string[] = [];
   for (let i = 0; i < endpoints.length; i++) {
     const endpoint = endpoints[(start + i) % endpoints.length]!;
@@ -78,6 +83,7 @@ async function connectFirst(endpoints: Endpoint[], start: number, timeoutMs: num
       const socket = await connectWithin(() => connect({ host: endpoint.ip, port: endpoint.port, allowHalfOpen: true, noDelay: true }), timeoutMs);
       return { socket, endpoint };
     } catch (err) {
+      failed?.(endpoint, err);
       errors.push(`${endpoint.ip}:${endpoint.port}: ${(err as Error).message}`);
     }
   }
@@ -107,6 +113,9 @@ export class Gateway {
   readonly #headSeen = new WeakSet<Socket>();
   #address: { host: string; port: number } | undefined;
   readonly #headerTimeoutMs: number;
+  readonly #metrics: GatewayMetrics | undefined;
+  /** Refusals are logged at most 10/s: any caller can cause them. */
+  readonly #refusals = new EventLimiter(10, 20);
 
   private constructor(options: GatewayOptions, server: Server) {
     this.#server = server;
@@ -118,11 +127,15 @@ export class Gateway {
     // A TLS gateway's tunnels need the splicer for sealed records; others pass through Node's TLS streams.
     this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
     this.#limiter = new ConnectionLimiter(options.limits);
+    this.#metrics = options.metrics;
     // Before the HTTP parser sees a byte: over a limit, the connection is reset.
     // (A TLS server emits 'connection' with the TCP socket, before the handshake.)
     this.#headerTimeoutMs = options.headerTimeoutMs ?? HEADER_TIMEOUT_MS;
     server.prependListener('connection', (s: Socket) => {
-      if (!this.#fronted.has(s) && !this.#limiter.admitOrReset(s)) return void this.stats.limited++;
+      if (!this.#fronted.has(s) && !this.#limiter.admitOrReset(s)) {
+        this.#metrics?.limited.inc();
+        return void this.stats.limited++;
+      }
       // Every connection, also one still in its TLS handshake (which no HTTP bookkeeping knows): an abort ends them all.
       this.#sockets.add(s);
       s.setNoDelay(true);
@@ -150,6 +163,7 @@ export class Gateway {
       // Malformed, oversized or too slow request heads: answered if the socket still can be, then closed.
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       this.#count(status);
+      this.#metrics?.refusedOne(status === 408 ? 'timeout' : 'bad_request', undefined, false);
       if (socket.writable) reply(socket, status, `bad request: ${err.code ?? err.message}`);
       socket.destroy();
     });
@@ -232,6 +246,7 @@ export class Gateway {
       // The front waited the header timeout already: the answer Node's server would give, at once; then the
       // socket is read to its end (nothing else would: its 'close' frees the slot).
       this.#count(408);
+      this.#metrics?.refusedOne('timeout', undefined, false);
       reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
       socket.resume();
       return void socket.destroySoon();
@@ -240,6 +255,7 @@ export class Gateway {
     const timer = setTimeout(() => {
       if (this.#headSeen.has(socket) || socket.destroyed) return;
       this.#count(408);
+      this.#metrics?.refusedOne('timeout', undefined, false);
       if (socket.writable) reply(socket, 408, 'bad request: ERR_HTTP_REQUEST_TIMEOUT');
       socket.destroy();
     }, Math.max(1, this.#headerTimeoutMs - verdict.ageMs));
@@ -266,37 +282,39 @@ export class Gateway {
     return i % Math.max(1, n);
   }
 
+  /** A refused CONNECT: counted (with service labels only for an exported service), and logged at most 10/s. */
+  #refuse(socket: Socket, status: number, why: string, target: { namespace: string; service: string } | undefined, log?: Record<string, unknown>): void {
+    this.#count(status);
+    this.#metrics?.refusedOne(reasonOfStatus(status), target, Boolean(target && this.#catalog.get(target.namespace, target.service)?.export));
+    const said = log && this.#refusals.take();
+    if (said) this.#log.info({ event: 'tunnel_refused', status, why, ...log, ...(said.suppressed ? { suppressed: said.suppressed } : {}) }, 'tunnel refused');
+    reply(socket, status, why);
+  }
+
   async #tunnel(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const started = performance.now();
     socket.on('error', () => socket.destroy());
     const source = req.headers[SOURCE_CLUSTER_HEADER];
     const target = parseAuthority(req.url ?? '');
-    if ('error' in target) {
-      this.#count(STATUS.badRequest);
-      return reply(socket, STATUS.badRequest, target.error);
-    }
+    if ('error' in target) return this.#refuse(socket, STATUS.badRequest, target.error, undefined);
     const caller = this.#caller(socket);
-    if (caller && 'refused' in caller) {
-      this.#count(STATUS.notExported);
-      this.#log.info({ target, source, why: caller.refused }, 'tunnel refused');
-      return reply(socket, STATUS.notExported, caller.refused);
-    }
+    if (caller && 'refused' in caller) return this.#refuse(socket, STATUS.notExported, caller.refused, target, { target, source });
     // The workload its node proxy asserted is believed only from a member cluster that proved itself.
     const who = caller ? { cluster: caller.cluster, workload: parseWorkload(req.headers[SOURCE_WORKLOAD_HEADER]) } : undefined;
     const d = decide(this.#catalog, target, who);
-    if (d.status !== 200 || !('endpoints' in d)) {
-      this.#count(d.status);
-      this.#log.info({ target, source, ...(who ? { caller: who } : {}), status: d.status, why: 'reason' in d ? d.reason : undefined }, 'tunnel refused');
-      return reply(socket, d.status, 'reason' in d ? d.reason : '');
-    }
+    if (d.status !== 200 || !('endpoints' in d)) return this.#refuse(socket, d.status, 'reason' in d ? d.reason : '', target, { target, source, ...(who ? { caller: who } : {}) });
     const key = `${target.namespace}/${target.service}:${target.port}`;
-    const up = await connectFirst(d.endpoints, this.#rotate(key, d.endpoints.length), this.#connectTimeoutMs);
+    const up = await connectFirst(d.endpoints, this.#rotate(key, d.endpoints.length), this.#connectTimeoutMs, (_e, err) => this.#metrics?.endpointFailed(target, reasonOfError(err)));
     if ('errors' in up) {
       this.#count(STATUS.noEndpoint);
-      this.#log.warn({ target, source, errors: up.errors }, 'no endpoint answered');
+      this.#metrics?.refusedOne('no_endpoint', target, true);
+      this.#log.warn({ event: 'tunnel_refused', status: STATUS.noEndpoint, target, source, errors: up.errors }, 'no endpoint answered');
       return reply(socket, STATUS.noEndpoint, `no endpoint of ${key} answered`);
     }
     if (socket.destroyed || this.#closed) return void up.socket.destroy();
     this.stats.tunnels++;
+    const ended = this.#metrics?.openedOne(target, (performance.now() - started) / 1000);
+    const tag = this.#metrics?.tag(target.namespace, target.service);
     // Sealed records (tunnel/records.ts), when the member asks and this gateway's splicer can carry them: the
     // TLS layer stops reading, the 200 goes out through it, and then the TCP socket is the splicer's.
     if (who && req.headers[RECORDS_HEADER] === RECORDS_VERSION && !head.length && this.#tunnels.canSeal) {
@@ -307,16 +325,26 @@ export class Gateway {
       socket.write(`HTTP/1.1 200 Connection Established\r\n${RECORDS_HEADER}: ${RECORDS_VERSION}\r\n\r\n`, (err) => {
         if (err || socket.destroyed || this.#closed) {
           release();
+          ended?.();
           resetSocket(up.socket);
           return void resetSocket(socket);
         }
-        this.#tunnels.add(up.socket, socket, release, seal);
+        // (endpoint, tunnel): the splicer's A side is the upstream here.
+        this.#tunnels.add(up.socket, socket, () => {
+          release();
+          ended?.();
+        }, seal, tag === undefined ? undefined : { tag, swapped: true });
       });
       return;
     }
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (head.length) up.socket.write(head);
-    this.#tunnels.add(socket, up.socket, () => this.#limiter.release(socket));
+    let mode: 'kernel' | 'stream' | undefined;
+    mode = this.#tunnels.add(socket, up.socket, () => {
+      this.#limiter.release(socket);
+      // Streams only: the kernel splicer counts its bytes live, by the tag.
+      ended?.(mode !== 'kernel' ? { up: socket.bytesRead, down: socket.bytesWritten } : undefined);
+    }, undefined, tag === undefined ? undefined : { tag });
   }
 
   /**
@@ -385,6 +413,7 @@ export class Gateway {
     }
     const ep = endpoints[this.#rotate(`ingress ${m.service.namespace}/${m.service.name}:${m.port}`, endpoints.length)]!;
     this.stats.ingress++;
+    this.#metrics?.ingressOne({ namespace: m.service.namespace, service: m.service.name });
     const fail = (status: number, why: string) => {
       this.#count(status);
       res.writeHead(status, { 'content-type': 'text/plain' }).end(`${why}\n`);

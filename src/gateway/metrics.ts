@@ -6,7 +6,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { BucketHistogram, SETUP_BUCKETS_S } from '../metrics/histogram.js';
 import type { FailureReason } from '../metrics/reasons.js';
 import { type ServiceLabel, ServiceLabels } from '../metrics/services.js';
-import { type TagCounts, removeMatching } from '../proxy/metrics.js';
+import { type TagCounts, removeServices } from '../proxy/metrics.js';
 
 interface Tag {
   namespace: string;
@@ -153,15 +153,16 @@ export class GatewayMetrics {
     const live = this.o.liveServices?.();
     if (live) {
       const busy = new Set(this.#tags.filter((_, i) => activeOf(i) > 0).map((t) => `${t.namespace}/${t.service}`));
+      const gone = new Set<string>();
       for (const key of [...this.labels.keys()]) {
         if (live.has(key) || busy.has(key)) continue;
         const at = key.indexOf('/');
-        const m = { namespace: key.slice(0, at), service: key.slice(at + 1) };
-        this.labels.forget(m.namespace, m.service);
+        this.labels.forget(key.slice(0, at), key.slice(at + 1));
         const t = this.#tagIndex.get(key);
         if (t !== undefined) this.#tags[t]!.retired = true;
-        for (const f of [this.opened, this.refused, this.active, this.bytes, this.endpointFailures, this.endpoints, this.serviceReady, this.ingress] as Counter<string>[]) removeMatching(f, m);
+        gone.add(key);
       }
+      if (gone.size) for (const f of [this.opened, this.refused, this.active, this.bytes, this.endpointFailures, this.endpoints, this.serviceReady, this.ingress] as Counter<string>[]) removeServices(f, gone);
     }
     this.active.reset();
     this.#tags.forEach((t, i) => {

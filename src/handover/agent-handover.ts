@@ -1,7 +1,7 @@
 // An agent hands its node over to its successor (an upgrade: the DaemonSet surges a new pod next to the old
 // one) without a failed or a cut connection:
 //   successor → hello
-//   running   → listeners: the proxy's listening sockets and the admin one (descriptors), and its routes
+//   running   → listeners: the proxy's listening sockets, the admin one and the metrics one (descriptors), and its routes
 //   successor   accepts on them at once (connections queue in the same backlog: none is refused) → listening
 //   running     stops accepting, waits for connections still being set up, takes every kernel-spliced pair
 //               off its splicer (plain and sealed: sockets, pipes with bytes in flight, cipher state) →
@@ -32,6 +32,8 @@ export interface Giver {
     tunnels: { detach(): NativeDetachedPair[]; handedOver(ids: number[]): void; restore(ids: number[]): void };
   };
   admin: Server;
+  /** The metrics listener (`--metrics`), when there is one. */
+  metrics?: Server | undefined;
   routes(): [string, Route][];
   /** Stops reconciling: the successor writes the datapath from now on. */
   retire(): Promise<void>;
@@ -52,22 +54,24 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
   const started = Date.now();
   let detached: NativeDetachedPair[] = [];
   const given = new Set<number>();
-  let kept: { fd: number; fd6?: number; admin: number } | undefined;
+  let kept: { fd: number; fd6?: number; admin: number; metrics?: number } | undefined;
   try {
     const hello = await channel.recv<{ version: number; pid?: number }>('hello');
     if (hello.body.version !== VERSION) throw new HandoverError(`hand-over version ${String(hello.body.version)} is not ${VERSION}`);
     g.log.info({ successor: hello.body.pid }, 'hand-over: a successor asks for this node');
     const l = g.proxy.listenerFds();
-    const fds = [l.fd, ...(l.fd6 !== undefined ? [l.fd6] : []), fdOf(g.admin)];
+    const fds = [l.fd, ...(l.fd6 !== undefined ? [l.fd6] : []), fdOf(g.admin), ...(g.metrics ? [fdOf(g.metrics)] : [])];
     if (fds.some((fd) => fd < 0)) throw new HandoverError('a listening socket has no descriptor');
-    channel.send({ type: 'listeners', proxy6: l.fd6 !== undefined, routes: g.routes() }, fds);
+    channel.send({ type: 'listeners', proxy6: l.fd6 !== undefined, metrics: Boolean(g.metrics), routes: g.routes() }, fds);
     await channel.recv('listening', 10_000);
     // Copies of our own, to accept on again should anything fail from here.
-    kept = { fd: channel.dup(l.fd), ...(l.fd6 !== undefined ? { fd6: channel.dup(l.fd6) } : {}), admin: channel.dup(fdOf(g.admin)) };
+    kept = { fd: channel.dup(l.fd), ...(l.fd6 !== undefined ? { fd6: channel.dup(l.fd6) } : {}), admin: channel.dup(fdOf(g.admin)), ...(g.metrics ? { metrics: channel.dup(fdOf(g.metrics)) } : {}) };
     // The successor accepts now; this agent finishes what it accepted and gives the established pairs.
     g.proxy.stopAccepting();
     g.admin.close();
     g.admin.closeIdleConnections();
+    g.metrics?.close();
+    g.metrics?.closeIdleConnections();
     const refusedIds = new Set<number>();
     /** Offers `pairs` in batches; what the successor commits to is handed over, the rest restored here. */
     const offer = async (pairs: NativeDetachedPair[]) => {
@@ -106,7 +110,7 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
     await offer(fresh);
     channel.send({ type: 'done' });
     await g.retire();
-    channel.closeFds([kept.fd, ...(kept.fd6 !== undefined ? [kept.fd6] : []), kept.admin]);
+    channel.closeFds([kept.fd, ...(kept.fd6 !== undefined ? [kept.fd6] : []), kept.admin, ...(kept.metrics !== undefined ? [kept.metrics] : [])]);
     g.log.info({ pairs: given.size, ms: Date.now() - started }, 'hand-over: done; this agent only drains what could not move');
     return true;
   } catch (err) {
@@ -122,6 +126,7 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
       try {
         await g.proxy.resumeAccepting({ fd: kept.fd, ...(kept.fd6 !== undefined ? { fd6: kept.fd6 } : {}) });
         await listenOn(g.admin as unknown as import('node:net').Server, kept.admin);
+        if (g.metrics && kept.metrics !== undefined) await listenOn(g.metrics as unknown as import('node:net').Server, kept.metrics);
       } catch (e) {
         g.log.error({ err: e }, 'hand-over: could not accept again on the listening sockets');
       }
@@ -135,7 +140,8 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
 
 /** What a successor takes: the listening sockets (descriptors it now owns) and the routes of its predecessor. */
 export interface Taken {
-  listeners: { fd: number; fd6?: number; admin: number };
+  /** `metrics`: the predecessor's metrics listener, when it had one. */
+  listeners: { fd: number; fd6?: number; admin: number; metrics?: number };
   routes: [string, Route][];
   /**
    * Confirms the listeners are in use and takes the pairs: each is adopted parked (`adopt` throws to refuse
@@ -155,7 +161,7 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
   let m;
   try {
     channel.send({ type: 'hello', version: VERSION, pid: process.pid });
-    m = await channel.recv<{ proxy6: boolean; routes: [string, Route][] }>('listeners', 10_000);
+    m = await channel.recv<{ proxy6: boolean; metrics?: boolean; routes: [string, Route][] }>('listeners', 10_000);
   } catch (err) {
     channel.close();
     throw err;
@@ -163,14 +169,15 @@ export async function takeOver(path: string, log: Logger): Promise<Taken | undef
   const [fd, ...rest] = m.fds;
   const fd6 = m.body.proxy6 ? rest.shift() : undefined;
   const admin = rest.shift();
-  if (fd === undefined || admin === undefined) {
+  const metrics = m.body.metrics ? rest.shift() : undefined;
+  if (fd === undefined || admin === undefined || (m.body.metrics && metrics === undefined)) {
     channel.closeFds(m.fds);
     channel.close();
     throw new HandoverError('hand-over: the listeners came without their descriptors');
   }
   log.info({ routes: m.body.routes.length }, 'hand-over: took the listening sockets and the routes');
   return {
-    listeners: { fd, ...(fd6 !== undefined ? { fd6 } : {}), admin },
+    listeners: { fd, ...(fd6 !== undefined ? { fd6 } : {}), admin, ...(metrics !== undefined ? { metrics } : {}) },
     routes: m.body.routes,
     discard: (fd) => channel.closeFds([fd]),
     abort: (reason) => {

@@ -188,22 +188,24 @@ export class ProxyMetrics {
     this.#tags.forEach((t, i) => {
       if (activeOf(i) > 0) busy.add(`${t.namespace}/${t.service}`);
     });
+    const gone = new Set<string>();
     for (const key of [...this.labels.keys()]) {
       if (live.has(key) || busy.has(key)) continue;
       const at = key.indexOf('/');
-      const m = { namespace: key.slice(0, at), service: key.slice(at + 1) };
-      this.labels.forget(m.namespace, m.service);
-      for (const t of this.#tags) if (t.namespace === m.namespace && t.service === m.service) t.retired = true;
-      for (const f of [this.rejected, this.opened, this.failed, this.retries, this.bytes, this.active, this.targetHealthy] as Counter<string>[]) removeMatching(f, m);
+      this.labels.forget(key.slice(0, at), key.slice(at + 1));
+      gone.add(key);
     }
+    if (!gone.size) return;
+    for (const t of this.#tags) if (gone.has(`${t.namespace}/${t.service}`)) t.retired = true;
+    for (const f of [this.rejected, this.opened, this.failed, this.retries, this.bytes, this.active, this.targetHealthy] as Counter<string>[]) removeServices(f, gone);
   }
 }
 
-/** Removes every series of a prom-client metric whose labels include `match`. */
-export function removeMatching(metric: Counter<string> | Gauge<string>, match: Record<string, string>): void {
-  // prom-client's remove() needs the whole label set: find them in what it exposes.
+/** Removes every series of a prom-client metric whose service (`namespace/service` labels) is in `services`. */
+export function removeServices(metric: Counter<string> | Gauge<string>, services: Set<string>): void {
+  // prom-client's remove() needs the whole label set: they are in its hashMap (a test pins this down).
   const hashMap = (metric as unknown as { hashMap: Record<string, { labels: Record<string, string> }> }).hashMap;
   for (const { labels } of Object.values(hashMap ?? {})) {
-    if (Object.entries(match).every(([k, v]) => labels[k] === v)) metric.remove(labels);
+    if (services.has(`${labels.namespace}/${labels.service}`)) metric.remove(labels);
   }
 }
