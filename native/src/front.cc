@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <ctime>
@@ -271,7 +272,11 @@ void Splicer::FrontRoutes(const Napi::CallbackInfo& info) {
       if (!chv.IsObject()) ThrowErrno(env, op, EINVAL, "a choice must be an object");
       Napi::Object ch = chv.As<Napi::Object>();
       FrontChoice c;
-      c.report = ch.Get("report").IsNumber() ? ch.Get("report").As<Napi::Number>().Int32Value() : -1;
+      double report = ch.Get("report").IsNumber() ? ch.Get("report").As<Napi::Number>().DoubleValue() : -1;
+      if (!(report >= -1 && report <= kMaxTag) || report != std::floor(report))
+        ThrowErrno(env, op, EINVAL, "a report index must be an integer -1.." + std::to_string(kMaxTag));
+      c.report = static_cast<int32_t>(report);
+      if (c.report >= 0) c.tag = tags_.At(static_cast<uint32_t>(c.report));
       double w = ch.Get("weight").IsNumber() ? ch.Get("weight").As<Napi::Number>().DoubleValue() : 1;
       if (!(w >= 1 && w <= 2147483647.0)) ThrowErrno(env, op, EINVAL, "a weight must be 1..2^31-1");
       c.weight = static_cast<uint32_t>(w);
@@ -332,6 +337,7 @@ Napi::Value Splicer::FrontStats(const Napi::CallbackInfo& info) {
   o.Set("spliced", static_cast<double>(c.spliced.load()));
   o.Set("handed", static_cast<double>(c.handed.load()));
   o.Set("failures", static_cast<double>(c.failures.load()));
+  o.Set("failuresDropped", static_cast<double>(c.failuresDropped.load()));
   o.Set("setups", static_cast<double>(c.setups.load()));
   o.Set("open", static_cast<double>(c.open.load()));
   return o;
@@ -494,6 +500,7 @@ void Splicer::FrontAccept(int listener) {
     s->source = std::move(source);
     s->key = kSetupTag | front_->nextSetup++;
     s->accepted = NowMs();
+    s->acceptedNs = MonoNs();
     FrontClassify(std::move(s), peer);
   }
 }
@@ -563,6 +570,7 @@ void Splicer::FrontClassify(std::unique_ptr<FrontSetup> owned, const sockaddr_st
 void Splicer::FrontChoose(FrontSetup& s, FrontRoute& r) {
   FrontChoice& ch = r.choices[Pick(r)];
   s.report = ch.report;
+  s.tag = ch.tag;
   s.addrs = ch.addrs;
   s.head = ch.head;
   s.start = ch.next++;
@@ -610,12 +618,12 @@ void Splicer::FrontConnect(FrontSetup& s) {
   s.sent = 0;
   s.buf.clear();
   s.up = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (s.up < 0) return FrontUpFailed(s, errno, 0);
+  if (s.up < 0) return FrontUpFailed(s, errno, 0, false);
   int one = 1;
   setsockopt(s.up, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   // The datapath must not send the node proxy's own connections back to it.
   if (front_->cfg.mark && setsockopt(s.up, SOL_SOCKET, SO_MARK, &front_->cfg.mark, sizeof(front_->cfg.mark)) < 0)
-    return FrontUpFailed(s, errno, 0);
+    return FrontUpFailed(s, errno, 0, false);
   socklen_t len = to.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
   if (connect(s.up, reinterpret_cast<const sockaddr*>(&to), len) < 0 && errno != EINPROGRESS)
     return FrontUpFailed(s, errno, 0);
@@ -625,13 +633,23 @@ void Splicer::FrontConnect(FrontSetup& s) {
   struct epoll_event ev = {};
   ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
   ev.data.u64 = s.key;
-  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s.up, &ev) < 0) return FrontUpFailed(s, errno, 0);
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, s.up, &ev) < 0) return FrontUpFailed(s, errno, 0, false);
 }
 
-void Splicer::FrontUpFailed(FrontSetup& s, int err, int status) {
+void Splicer::FrontUpFailed(FrontSetup& s, int err, int status, bool endpoint) {
   if (s.up >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, s.up, nullptr);
   ResetFd(s.up);
   frontCounters_->failures++;
+  if (s.tag) TagCounters::Add(s.tag->failed, 1);
+  if (front_->cfg.gateway && endpoint) {
+    // The endpoint just tried (FrontConnect counted it in `tried`).
+    const sockaddr_storage& to = (*s.addrs)[(s.start + s.tried - 1) % s.addrs->size()];
+    std::lock_guard<std::mutex> lock(frontOut_->mu);
+    if (frontOut_->failures.size() < FrontOutbox::kMaxFailures)
+      frontOut_->failures.push_back(FrontEndpointFailure{s.report, to, err});
+    else
+      frontCounters_->failuresDropped++;
+  }
   // Endpoints (the gateway's, the proxy's local ones) are tried in turn as JavaScript would; a gateway that
   // failed leaves the next candidate to the policy.
   if (s.head.empty() && err && s.tried < s.addrs->size()) return FrontConnect(s);
@@ -661,6 +679,11 @@ void Splicer::FrontEstablished(FrontSetup& s, std::string leftover) {
   pair->idleMs = front_->cfg.idleMs;
   pair->fronted = true;
   pair->source = s.source;
+  pair->SetTag(s.tag, s.report, false);  // fd[0] is the client
+  if (s.tag) {
+    TagCounters::Add(s.tag->opened, 1);
+    s.tag->ObserveSetup((MonoNs() - s.acceptedNs) / 1000);
+  }
   frontCounters_->spliced++;
   frontCounters_->setups--;
   {
@@ -753,22 +776,25 @@ int64_t Splicer::FrontTimers(int64_t now) {
   return next;
 }
 
-// One call into JavaScript per batch: the connections handed over and the successes counted since the last.
+// One call into JavaScript per batch: the connections handed over, the successes counted and (gateway) the
+// endpoints that failed since the last.
 void Splicer::FrontFlush() {
   if (!frontStarted_) return;
   std::shared_ptr<FrontOutbox> out = frontOut_;
   {
     std::lock_guard<std::mutex> lock(out->mu);
-    if (out->queued || (out->handed.empty() && out->successes.empty())) return;
+    if (out->queued || (out->handed.empty() && out->successes.empty() && out->failures.empty())) return;
     out->queued = true;
   }
   napi_status st = frontTsfn_.NonBlockingCall([out](Napi::Env env, Napi::Function cb) {
     std::vector<FrontHanded> handed;
     std::unordered_map<int32_t, uint32_t> successes;
+    std::vector<FrontEndpointFailure> failures;
     {
       std::lock_guard<std::mutex> lock(out->mu);
       handed.swap(out->handed);
       successes.swap(out->successes);
+      failures.swap(out->failures);
       out->queued = false;
     }
     if (static_cast<napi_env>(env) == nullptr || cb.IsEmpty()) {
@@ -799,8 +825,30 @@ void Splicer::FrontFlush() {
       pair.Set(1u, count);
       ss.Set(k++, pair);
     }
+    // [report, ip, port, errno] each.
+    Napi::Array fs = Napi::Array::New(env, failures.size());
+    for (size_t i = 0; i < failures.size(); i++) {
+      const FrontEndpointFailure& f = failures[i];
+      char ip[INET6_ADDRSTRLEN] = "";
+      uint16_t port = 0;
+      if (f.addr.ss_family == AF_INET) {
+        auto* in = reinterpret_cast<const sockaddr_in*>(&f.addr);
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        port = ntohs(in->sin_port);
+      } else {
+        auto* in6 = reinterpret_cast<const sockaddr_in6*>(&f.addr);
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(in6->sin6_port);
+      }
+      Napi::Array e = Napi::Array::New(env, 4);
+      e.Set(0u, f.report);
+      e.Set(1u, ip);
+      e.Set(2u, port);
+      e.Set(3u, f.err);
+      fs.Set(static_cast<uint32_t>(i), e);
+    }
     try {
-      cb.Call({hs, ss});
+      cb.Call({hs, ss, fs});
     } catch (const Napi::Error& e) {
       // The callback owns the descriptors it was given; an exception is JavaScript's to see.
       try {

@@ -20,11 +20,16 @@
 
 #include <sys/socket.h>
 
+#include "tags.h"
+
 namespace ecnet {
 
 // One way to serve a route: a gateway (with the CONNECT head to send it) or endpoints connected directly.
 struct FrontChoice {
-  int32_t report = -1;  // JavaScript's index for this choice's cluster (successes are counted by it); -1: none
+  // JavaScript's index for this choice (successes and failures are reported by it; its pairs are tagged with
+  // it); -1: none. Nothing here reads more into it: a local choice may have one as well as a gateway.
+  int32_t report = -1;
+  TagCounters* tag = nullptr;  // the report index's counters (the splicer's table), if it has one
   uint32_t weight = 1;
   int64_t current = 0;  // smooth weighted round robin
   // Shared with the setups that took this choice: a setup outlives a table change, and a big endpoint list is
@@ -63,6 +68,7 @@ struct FrontCounters {
   std::atomic<uint64_t> spliced{0};
   std::atomic<uint64_t> handed{0};    // given to JavaScript
   std::atomic<uint64_t> failures{0};  // candidates that failed here (each then handed over)
+  std::atomic<uint64_t> failuresDropped{0};  // gateway: endpoint failures not reported (a batch was full)
   std::atomic<uint32_t> setups{0};    // being set up now
   std::atomic<uint32_t> open{0};      // holding a slot: setting up, handed over and not yet released, spliced
 };
@@ -88,7 +94,8 @@ struct FrontSetup {
   std::string source;
   std::string destination;
   std::string routeKey;
-  int32_t report = -1;    // the choice taken: its report index, addresses, head and first address
+  int32_t report = -1;    // the choice taken: its report index, counters, addresses, head and first address
+  TagCounters* tag = nullptr;
   std::shared_ptr<const std::vector<sockaddr_storage>> addrs;
   std::string head;
   uint32_t start = 0;
@@ -98,6 +105,7 @@ struct FrontSetup {
   size_t headLen = 0;     // gateway: the request head's length (consumed once the endpoint answers)
   int64_t deadline = 0;
   int64_t accepted = 0;  // when (CLOCK_MONOTONIC ms): JavaScript's time budgets go on from there
+  uint64_t acceptedNs = 0;  // the same, finer: the setup time observed per tag
 
   ~FrontSetup();
 };
@@ -132,10 +140,20 @@ struct FrontInbox {
 
 // From the thread to JavaScript, under its own mutex (shared with the report function, which may outlive the
 // splicer object by a few queued calls).
+// Gateway: an endpoint that failed to connect (also when the next one answered), for JavaScript to eject.
+struct FrontEndpointFailure {
+  int32_t report;
+  sockaddr_storage addr;
+  int err;
+};
+
 struct FrontOutbox {
+  // Endpoint failures kept per batch; more are counted (FrontCounters::failuresDropped), not kept.
+  static constexpr size_t kMaxFailures = 1024;
   std::mutex mu;
   std::vector<FrontHanded> handed;
   std::unordered_map<int32_t, uint32_t> successes;
+  std::vector<FrontEndpointFailure> failures;
   bool queued = false;
 };
 

@@ -70,6 +70,7 @@ Napi::Function Splicer::Init(Napi::Env env) {
                          InstanceMethod<&Splicer::Add>("add"),
                          InstanceMethod<&Splicer::Abort>("abort"),
                          InstanceMethod<&Splicer::Stats>("stats"),
+                         InstanceMethod<&Splicer::TagStats>("tagStats"),
                          InstanceMethod<&Splicer::KeepAlive>("keepAlive"),
                          InstanceMethod<&Splicer::Close>("close"),
                          InstanceMethod<&Splicer::Detach>("detach"),
@@ -165,7 +166,11 @@ Napi::Value Splicer::Add(const Napi::CallbackInfo& info) {
   uint32_t fdA = ArgU32(info, 0, op, "fdA");
   uint32_t fdB = ArgU32(info, 1, op, "fdB");
   uint32_t idleMs = ArgU32(info, 2, op, "idleMs");
+  int32_t tag = -1;
+  TagCounters* counters = TagArg(info, 6, op, tag);
+  bool swapped = info.Length() > 7 && info[7].ToBoolean();
   auto pair = std::make_unique<SplicePair>();
+  pair->SetTag(counters, tag, swapped);
   pair->dir[0].pending = PendingArg(info, 3);
   pair->dir[1].pending = PendingArg(info, 4);
   // Own dups: the caller closes its descriptors right after this call, the sockets live on here.
@@ -214,7 +219,7 @@ Napi::Value Splicer::Add(const Napi::CallbackInfo& info) {
     for (size_t at = 0; at < out.pending.size(); at += kRecordMaxPlain) {
       size_t n = std::min(kRecordMaxPlain, out.pending.size() - at);
       sealInto(reinterpret_cast<const uint8_t*>(out.pending.data()) + at, n);
-      out.bytes += n;
+      out.Count(n);
     }
     out.pending.clear();
     // A had already ended (its FIN read by Node): the end record follows what it sent.
@@ -249,6 +254,24 @@ void Splicer::Abort(const Napi::CallbackInfo& info) {
     aborts_.push_back(id);
   }
   Wake();
+}
+
+TagCounters* Splicer::TagArg(const Napi::CallbackInfo& info, size_t i, const std::string& op, int32_t& tag) {
+  tag = -1;
+  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return nullptr;
+  double d = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -2;
+  if (d == -1) return nullptr;
+  if (!(d >= 0 && d <= kMaxTag) || d != std::floor(d))
+    ThrowErrno(info.Env(), op, EINVAL, "tag must be an integer 0.." + std::to_string(kMaxTag) + ", or -1 for none");
+  tag = static_cast<int32_t>(d);
+  return tags_.At(static_cast<uint32_t>(tag));
+}
+
+Napi::Value Splicer::TagStats(const Napi::CallbackInfo& info) {
+  std::vector<double> v = tags_.Snapshot();
+  Napi::Float64Array out = Napi::Float64Array::New(info.Env(), v.size());
+  if (!v.empty()) std::memcpy(out.Data(), v.data(), v.size() * sizeof(double));
+  return out;
 }
 
 Napi::Value Splicer::Stats(const Napi::CallbackInfo& info) {
@@ -288,6 +311,9 @@ Napi::Value Splicer::Detach(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("id", static_cast<double>(p->id));
     o.Set("idleMs", static_cast<double>(p->idleMs));
+    // This process's tag: the adopting one translates it into its own (adopt's argument).
+    o.Set("tag", p->tag);
+    o.Set("swapped", p->swapped);
     Napi::Array fds = Napi::Array::New(env);
     uint32_t nfd = 0;
     fds.Set(nfd++, p->fd[0]);
@@ -395,6 +421,11 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
   if (int err = failed_.load()) ThrowErrno(env, op, err, "the splicer thread stopped");
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsArray()) ThrowErrno(env, op, EINVAL, "arguments: state, fds");
   Napi::Object st = info[0].As<Napi::Object>();
+  // The tag is this process's (state.tag was the other's); the orientation is the pair's own, kept unless given.
+  int32_t tag = -1;
+  TagCounters* counters = TagArg(info, 3, op, tag);
+  bool swapped = info.Length() > 4 && !info[4].IsUndefined() && !info[4].IsNull() ? info[4].ToBoolean()
+                                                                                   : st.Get("swapped").ToBoolean();
   Napi::Array fdArr = info[1].As<Napi::Array>();
   Napi::Value dv = st.Get("dirs");
   if (!dv.IsArray() || dv.As<Napi::Array>().Length() != 2) ThrowErrno(env, op, EINVAL, "state.dirs must have 2 directions");
@@ -478,6 +509,7 @@ Napi::Value Splicer::Adopt(const Napi::CallbackInfo& info) {
   pair->dir[0].from = pair->dir[1].to = pair->fd[0];
   pair->dir[0].to = pair->dir[1].from = pair->fd[1];
   pair->idleMs = static_cast<int64_t>(U64(st, "idleMs"));
+  pair->SetTag(counters, tag, swapped);  // the bytes the state carries were counted where they moved
   // Counted only now that nothing can refuse the pair (a refused one closes its dups as it goes).
   for (SpliceDir& d : pair->dir)
     if (d.pipe[0] >= 0) livePipes_++;
@@ -704,7 +736,7 @@ int Splicer::PumpDir(SpliceDir& d, bool& progress, size_t& budget) {
       return errno == EAGAIN ? 0 : errno;  // EAGAIN: wait for the peer to read (EPOLLOUT)
     }
     d.pending.erase(0, static_cast<size_t>(n));
-    d.bytes += static_cast<uint64_t>(n);
+    d.Count(static_cast<uint64_t>(n));
     progress = true;
   }
   while (budget > 0) {
@@ -741,7 +773,7 @@ int Splicer::PumpDir(SpliceDir& d, bool& progress, size_t& budget) {
       ssize_t n = splice(d.pipe[0], nullptr, d.to, nullptr, d.inPipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         d.inPipe -= static_cast<size_t>(n);
-        d.bytes += static_cast<uint64_t>(n);
+        d.Count(static_cast<uint64_t>(n));
         budget -= std::min(budget, static_cast<size_t>(n));
         moved = true;
       } else if (n < 0 && errno == EINTR) {
@@ -765,7 +797,7 @@ int Splicer::PumpDir(SpliceDir& d, bool& progress, size_t& budget) {
 
 // Sends what `q` holds to `to` until it is empty (0), the socket is full (EAGAIN) or fails (its errno); what
 // went is charged to the turn's budget and, with `counted`, to the direction's byte count.
-int Splicer::SendQueued(int to, ByteQueue& q, uint64_t* counted, size_t& budget, bool& progress) {
+int Splicer::SendQueued(int to, ByteQueue& q, SpliceDir* counted, size_t& budget, bool& progress) {
   while (q.size() > 0) {
     ssize_t n = send(to, q.data(), q.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
@@ -773,7 +805,7 @@ int Splicer::SendQueued(int to, ByteQueue& q, uint64_t* counted, size_t& budget,
       return errno;
     }
     q.Consume(static_cast<size_t>(n));
-    if (counted) *counted += static_cast<uint64_t>(n);
+    if (counted) counted->Count(static_cast<uint64_t>(n));
     budget -= std::min(budget, static_cast<size_t>(n));
     progress = true;
   }
@@ -803,7 +835,7 @@ int Splicer::SealDir(SpliceDir& d, bool& progress, size_t& budget) {
       size_t size = d.cipher->Seal(kRecordData, room + kRecordHeader, static_cast<size_t>(n), room);
       if (!size) return EPROTO;
       d.records.end += size;
-      d.bytes += static_cast<uint64_t>(n);
+      d.Count(static_cast<uint64_t>(n));
       progress = true;
     } else if (n == 0) {
       d.eof = true;
@@ -828,7 +860,7 @@ int Splicer::OpenDir(SpliceDir& d, bool& progress, size_t& budget) {
   if (d.shut) return 0;
   constexpr size_t kMaxRecord = kRecordHeader + kRecordMaxPlain + kRecordTag;
   for (;;) {
-    if (int err = SendQueued(d.to, d.plain, &d.bytes, budget, progress)) return err == EAGAIN ? 0 : err;
+    if (int err = SendQueued(d.to, d.plain, &d, budget, progress)) return err == EAGAIN ? 0 : err;
     // The last record's plaintext, opened where it arrived.
     while (d.opened > d.openedSent) {
       uint8_t* at = d.records.data() + kRecordHeader + d.openedSent;
@@ -838,7 +870,7 @@ int Splicer::OpenDir(SpliceDir& d, bool& progress, size_t& budget) {
         return errno == EAGAIN ? 0 : errno;
       }
       d.openedSent += static_cast<size_t>(n);
-      d.bytes += static_cast<uint64_t>(n);  // (the turn was charged when the record was opened)
+      d.Count(static_cast<uint64_t>(n));  // (the turn was charged when the record was opened)
       progress = true;
     }
     if (d.opened) {
@@ -914,7 +946,7 @@ int Splicer::CopyDir(SpliceDir& d, bool& moved) {
   ssize_t w = send(d.to, buf, static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
   if (w < 0 && errno != EAGAIN && errno != EINTR) return errno;
   size_t sent = w < 0 ? 0 : static_cast<size_t>(w);
-  d.bytes += sent;
+  d.Count(sent);
   if (sent < static_cast<size_t>(n)) d.pending.assign(buf + sent, static_cast<size_t>(n) - sent);
   return 0;
 }

@@ -3,7 +3,7 @@
 // no JavaScript per chunk. A pair may be sealed: its second socket is an authenticated tunnel that carries
 // sealed records (records.h), which this thread seals and opens instead of splicing. It owns the sockets (its
 // own dups), the pipes, the ciphers and the thread; each pair ends once, reported to the JS callback with its
-// byte counts.
+// byte counts. A pair may carry a tag (tags.h): its bytes are then added to the tag's counters as they move.
 #pragma once
 
 #include <atomic>
@@ -20,6 +20,7 @@
 #include "common.h"
 #include "front.h"
 #include "records.h"
+#include "tags.h"
 
 namespace ecnet {
 
@@ -69,6 +70,13 @@ struct SpliceDir {
   bool eof = false;     // `from` has no more bytes
   bool shut = false;    // `to` was shut for writing after the last byte
   uint64_t bytes = 0;
+  std::atomic<uint64_t>* live = nullptr;  // the pair's tag's counter for this way, if it has a tag
+
+  // Bytes moved: the direction's own count, and its tag's as they move (one relaxed add per call, not per byte).
+  void Count(uint64_t n) {
+    bytes += n;
+    if (live) live->fetch_add(n, std::memory_order_relaxed);
+  }
 
   // A sealed pair's directions: kSeal reads plaintext and writes records, kOpen reads records and writes
   // their plaintext. Their buffers are held only while bytes are in flight.
@@ -99,6 +107,16 @@ struct SplicePair {
   bool ready = false;  // on the ready list: it stopped at its budget with bytes still to move
   bool fronted = false;  // set up by the front: it holds a slot of `source` there
   std::string source;
+  int32_t tag = -1;      // JavaScript's tag (-1: none); reported by detach()
+  bool swapped = false;  // fd[0] is the upstream, fd[1] the client (dir[1] is then the way up)
+
+  // Counts the pair's bytes into `t` from now on (null: nowhere), up and down as `swapped` says.
+  void SetTag(TagCounters* t, int32_t number, bool isSwapped) {
+    tag = t ? number : -1;
+    swapped = isSwapped;
+    dir[0].live = t ? (swapped ? &t->down : &t->up) : nullptr;
+    dir[1].live = t ? (swapped ? &t->up : &t->down) : nullptr;
+  }
 };
 
 struct SpliceDone {
@@ -118,6 +136,8 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   Napi::Value Add(const Napi::CallbackInfo& info);
   void Abort(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
+  // Every tag's counters (tags.h), kTagStride numbers per tag, as a Float64Array.
+  Napi::Value TagStats(const Napi::CallbackInfo& info);
   void KeepAlive(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
   // Hand-over to another process: detach() takes every pair off the thread, unreported, and returns each one's
@@ -145,7 +165,7 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   int PumpDir(SpliceDir& d, bool& progress, size_t& budget);
   int CopyDir(SpliceDir& d, bool& moved);
   int SealDir(SpliceDir& d, bool& progress, size_t& budget);
-  static int SendQueued(int to, ByteQueue& q, uint64_t* counted, size_t& budget, bool& progress);
+  static int SendQueued(int to, ByteQueue& q, SpliceDir* counted, size_t& budget, bool& progress);
   int OpenDir(SpliceDir& d, bool& progress, size_t& budget);
   void Finish(uint64_t id, int err);
   void ScanIdle(int64_t now);
@@ -158,7 +178,8 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   void FrontPeekHead(FrontSetup& s);
   void FrontChoose(FrontSetup& s, FrontRoute& r);
   void FrontConnect(FrontSetup& s);
-  void FrontUpFailed(FrontSetup& s, int err, int status);
+  // `endpoint`: the upstream itself failed (not this side, as a socket() that found no descriptor).
+  void FrontUpFailed(FrontSetup& s, int err, int status, bool endpoint = true);
   void FrontEstablished(FrontSetup& s, std::string leftover);
   void FrontHand(FrontSetup& s, int32_t failedReport = -2, int err = 0, int status = 0);
   void FrontDrop(uint64_t key);
@@ -209,6 +230,11 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   std::atomic<uint64_t> nextId_{1};  // 64 bits never wrap
   std::atomic<uint32_t> livePairs_{0};
   std::atomic<uint32_t> livePipes_{0};
+
+  // Per-tag counters: written by the thread (and by add() for bytes it seals at once), read by tagStats().
+  TagTable tags_;
+  // The optional tag argument at `i`: null for none (undefined, null, -1); throws EINVAL past kMaxTag.
+  TagCounters* TagArg(const Napi::CallbackInfo& info, size_t i, const std::string& op, int32_t& tag);
 
   // The front: commands in (under mu_), its state (thread only), its counters and what it gives JavaScript.
   FrontInbox frontIn_;
