@@ -42,10 +42,16 @@ export class GatewayFront extends Front {
     listeners: number[],
     catalog: ChangingCatalog,
     settings: GatewayFrontSettings,
-    on: { handed(socket: Socket, free: () => void, verdict: GatewayVerdict): void; succeeded(n: number): void },
+    on: {
+      handed(socket: Socket, free: () => void, verdict: GatewayVerdict): void;
+      succeeded(n: number): void;
+      /** An endpoint that failed to connect in the front (also when the next one answered): `tag` is its entry's report index. */
+      endpointFailed?(tag: number, ip: string, port: number, errno: number): void;
+    },
   ) {
-    super(splicer, { gateway: true, listeners, ...settings }, (handed, successes) => {
+    super(splicer, { gateway: true, listeners, ...settings }, (handed, successes, failures) => {
       for (const [, n] of successes) on.succeeded(n);
+      if (on.endpointFailed) for (const [tag, ip, port, errno] of failures) on.endpointFailed(tag, ip, port, errno);
       for (const { socket, free, h } of handed) on.handed(socket, free, h.status === 408 ? { serve: false, timeout: true } : { serve: true, ageMs: h.ageMs });
     });
     this.#catalog = catalog;

@@ -105,10 +105,22 @@ export interface NativeMap {
  * ETIMEDOUT after `idleMs` without a byte, ECANCELED on abort() or close(), else the socket error.
  */
 export interface NativeSplicer {
-  /** With `seal`, fdB is a tunnel carrying sealed records (src/tunnel/records.ts) that the thread seals and opens. */
-  add(fdA: number, fdB: number, idleMs: number, pendingAtoB?: Buffer | null, pendingBtoA?: Buffer | null, seal?: { send: Buffer; recv: Buffer; server: boolean; rekeyRecords?: number; aEnded?: boolean } | null): number;
+  /**
+   * With `seal`, fdB is a tunnel carrying sealed records (src/tunnel/records.ts) that the thread seals and opens.
+   * With `tag` (an integer 0..2^20; undefined, null or -1: none), every byte the pair moves is added to the tag's
+   * `up` (client → upstream) or `down` counter as it moves; `swapped`: A is the upstream, B the client.
+   */
+  add(fdA: number, fdB: number, idleMs: number, pendingAtoB?: Buffer | null, pendingBtoA?: Buffer | null, seal?: { send: Buffer; recv: Buffer; server: boolean; rekeyRecords?: number; aEnded?: boolean } | null, tag?: number | null, swapped?: boolean): number;
   abort(id: number): void;
   stats(): { pairs: number; pipes: number };
+  /**
+   * Every tag's counters, cumulative since the splicer opened: TAG_STATS_STRIDE numbers per tag, tag by tag, for
+   * tags 0 up to the highest one seen (given to add, adopt or the front's table): [up, down, opened, failed,
+   * setupSumUs, then the SETUP_BUCKETS_US buckets and +Inf] (see kernel-splice.ts). `up`/`down` are bytes of every
+   * tagged pair, live; the rest only the front's pairs: `opened` spliced, `failed` attempts (each endpoint),
+   * and the setup time from accept to spliced pair in µs (bucket counts not cumulative, and their sum).
+   */
+  tagStats(): Float64Array;
   /** Whether pairs hold the event loop open (as the sockets they came from did). */
   keepAlive(on: boolean): void;
   /** Ends every pair (ECANCELED) and stops the thread; idempotent. */
@@ -122,12 +134,17 @@ export interface NativeSplicer {
   /**
    * Takes a pair another process detached; dups `fds` (the caller closes its own); returns its id here. With
    * `parked`, it is not pumped until start(ids); drop(ids) lets it go (its sockets stay the other process's).
+   * `tag` is this process's (state.tag was the other's and is not used); `swapped` defaults to state.swapped.
    */
-  adopt(state: NativePairState, fds: number[], parked?: boolean): number;
+  adopt(state: NativePairState, fds: number[], parked?: boolean, tag?: number | null, swapped?: boolean): number;
   start(ids: number[]): void;
   drop(ids: number[]): void;
-  /** The front (native/src/front.h): accepts on `listeners` (dup'd) on the splicer's thread from now on. */
-  frontStart(options: NativeFrontOptions, report: (handed: NativeFrontHanded[], successes: [number, number][]) => void): void;
+  /**
+   * The front (native/src/front.h): accepts on `listeners` (dup'd) on the splicer's thread from now on. Its pairs
+   * are tagged with their choice's report index. `failures` (gateway mode only): each endpoint that failed to
+   * connect, also when a later one answered (at most 1,024 a batch; frontStats().failuresDropped counts more).
+   */
+  frontStart(options: NativeFrontOptions, report: NativeFrontReport): void;
   /** Updates the front's table; with `all`, the entries are the whole table. A null `choices` removes a key. */
   frontRoutes(entries: NativeFrontEntry[], all: boolean): void;
   /** Stops (true) or resumes (false) accepting; with `close`, stops for good and closes the listening sockets. */
@@ -161,8 +178,17 @@ export interface NativeFrontOptions {
   maxPerSource?: number;
 }
 
+/** One batch from the front: connections handed to JavaScript, successes per report index, endpoint failures. */
+export type NativeFrontReport = (handed: NativeFrontHanded[], successes: [number, number][], failures: NativeEndpointFailure[]) => void;
+
+/** Gateway mode: an endpoint connect that failed in the front: [report index, ip, port, errno]. */
+export type NativeEndpointFailure = [report: number, ip: string, port: number, errno: number];
+
 export interface NativeFrontChoice {
-  /** Index reported with successes and failures (JavaScript's cluster index); -1: none. */
+  /**
+   * Index (0..2^20) reported with successes and failures, and the tag of the pairs spliced with this choice
+   * (JavaScript's per service and cluster; a local choice may have one too); -1: none.
+   */
   report: number;
   weight: number;
   addrs: { ip: string; port: number }[];
@@ -197,6 +223,8 @@ export interface NativeFrontStats {
   spliced: number;
   handed: number;
   failures: number;
+  /** Gateway: endpoint failures not reported (a batch held its 1,024 already). */
+  failuresDropped: number;
   setups: number;
   open: number;
 }
@@ -204,6 +232,10 @@ export interface NativeFrontStats {
 /** A pair's state between two processes (JSON-able apart from the Buffers). */
 export interface NativePairState {
   idleMs: number;
+  /** detach(): the pair's tag in the detaching process (-1: none): the adopting one translates it. */
+  tag?: number;
+  /** A is the upstream, B the client. */
+  swapped?: boolean;
   dirs: NativeDirState[];
 }
 export interface NativeDirState {

@@ -1,7 +1,7 @@
 // Kernel splicing of socket pairs: the one owner of an addon Splicer (its thread, pipes and socket dups).
 // The proxy and the gateway hand each established tunnel to it, so bulk bytes never cross into JavaScript.
 import { errnoNames } from './errors.js';
-import { type NativeDetachedPair, type NativeFrontEntry, type NativeFrontHanded, type NativeFrontOptions, type NativeFrontStats, type NativePairState, type NativeSplicer, loadNative } from './addon.js';
+import { type NativeDetachedPair, type NativeFrontEntry, type NativeFrontOptions, type NativeFrontReport, type NativeFrontStats, type NativePairState, type NativeSplicer, loadNative } from './addon.js';
 import { EcnetError } from '../errors.js';
 import type { RecordSeal } from '../tunnel/records.js';
 
@@ -23,6 +23,34 @@ export interface SpliceEnd {
   bToA: number;
   /** The pair went on in another process (a hand-over), not ended. */
   handedOver?: boolean;
+}
+
+/** Upper bounds (µs) of the front's setup-time histogram buckets (accept to spliced pair); a last one is +Inf. */
+export const SETUP_BUCKETS_US: readonly number[] = Object.freeze([500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000]);
+
+/** Numbers per tag in the addon's flat tagStats(): up, down, opened, failed, setupSumUs, the buckets and +Inf. */
+export const TAG_STATS_STRIDE = 5 + SETUP_BUCKETS_US.length + 1;
+
+/** What a pair counts into: its tag (a non-negative integer up to 2^20), and whether A is the upstream. */
+export interface PairTag {
+  tag?: number;
+  /** A is the upstream and B the client (bytes B → A count as `up`). */
+  swapped?: boolean;
+}
+
+/**
+ * Cumulative counters per tag, each array indexed by tag (length: the highest tag seen plus one). `up`/`down`:
+ * bytes client → upstream and back, of every tagged pair, counted as they move. The front's pairs only:
+ * `opened`, `failed` (attempts, each endpoint tried), and the setup time (accept to spliced pair): its sum in µs
+ * and per tag the count in each SETUP_BUCKETS_US bucket, then +Inf (not cumulative).
+ */
+export interface TagStats {
+  up: number[];
+  down: number[];
+  opened: number[];
+  failed: number[];
+  setupSumUs: number[];
+  setupBuckets: number[][];
 }
 
 export interface SplicedPair {
@@ -56,12 +84,12 @@ export class KernelSplicer {
    * With `seal`, fdB is a tunnel that carries sealed records (src/tunnel/records.ts): the splicer's thread
    * seals what A sends and opens what B sends; a record that does not authenticate cuts the pair (EBADMSG), and
    * so does a tunnel that ends without its end record (EPROTO). The secrets' buffers are zeroed once the
-   * splicer holds its own copy.
+   * splicer holds its own copy. With `tagged.tag`, the pair's bytes count into that tag's counters (tagStats()).
    */
-  add(fdA: number, fdB: number, idleMs: number, pendingAtoB: Buffer | undefined, pendingBtoA: Buffer | undefined, onEnd: (end: SpliceEnd) => void, seal?: RecordSeal): SplicedPair {
+  add(fdA: number, fdB: number, idleMs: number, pendingAtoB: Buffer | undefined, pendingBtoA: Buffer | undefined, onEnd: (end: SpliceEnd) => void, seal?: RecordSeal, tagged?: PairTag): SplicedPair {
     let id: number;
     try {
-      id = this.#native.add(fdA, fdB, Math.floor(Math.max(0, Math.min(idleMs, 0xffffffff))) || 0, pendingAtoB ?? null, pendingBtoA ?? null, seal ?? null);
+      id = this.#native.add(fdA, fdB, Math.floor(Math.max(0, Math.min(idleMs, 0xffffffff))) || 0, pendingAtoB ?? null, pendingBtoA ?? null, seal ?? null, tagged?.tag ?? null, tagged?.swapped ?? false);
     } catch (cause) {
       throw new SpliceError(`kernel splicer refused the pair: ${(cause as Error).message}`, { cause });
     }
@@ -96,12 +124,13 @@ export class KernelSplicer {
 
   /**
    * A pair detached by another process; `fds` are dup'd (the caller closes its own). Parked: not pumped until
-   * start(), or let go by drop() (reported as handed over).
+   * start(), or let go by drop() (reported as handed over). `tagged.tag` is this process's tag for it (state.tag
+   * is the detaching process's); `tagged.swapped` defaults to the state's.
    */
-  adopt(state: NativePairState, fds: number[], onEnd: (end: SpliceEnd) => void, parked = false): SplicedPair & { id: number } {
+  adopt(state: NativePairState, fds: number[], onEnd: (end: SpliceEnd) => void, parked = false, tagged?: PairTag): SplicedPair & { id: number } {
     let id: number;
     try {
-      id = this.#native.adopt(state, fds, parked);
+      id = this.#native.adopt(state, fds, parked, tagged?.tag ?? null, tagged?.swapped ?? state.swapped ?? false);
     } catch (cause) {
       throw new SpliceError(`kernel splicer refused the adopted pair: ${(cause as Error).message}`, { cause });
     }
@@ -124,9 +153,10 @@ export class KernelSplicer {
   /**
    * Starts the front (native/src/front.h) on this splicer's thread: it accepts on `options.listeners` (dup'd)
    * from now on, splices what it can set up itself and reports the rest to `report` (which owns their
-   * descriptors), with the successes counted per report index. Once per splicer.
+   * descriptors), with the successes counted per report index and (gateway mode) the endpoints that failed.
+   * Its pairs count into the tag of their choice's report index. Once per splicer.
    */
-  startFront(options: NativeFrontOptions, report: (handed: NativeFrontHanded[], successes: [number, number][]) => void): void {
+  startFront(options: NativeFrontOptions, report: NativeFrontReport): void {
     try {
       this.#native.frontStart(options, report);
     } catch (cause) {
@@ -154,6 +184,22 @@ export class KernelSplicer {
 
   frontStats(): NativeFrontStats {
     return this.#native.frontStats();
+  }
+
+  /** Every tag's counters so far (see TagStats); readable also after destroy(). */
+  tagStats(): TagStats {
+    const flat = this.#native.tagStats();
+    const n = Math.floor(flat.length / TAG_STATS_STRIDE);
+    const out: TagStats = { up: new Array<number>(n), down: new Array<number>(n), opened: new Array<number>(n), failed: new Array<number>(n), setupSumUs: new Array<number>(n), setupBuckets: new Array<number[]>(n) };
+    for (let t = 0, at = 0; t < n; t++, at += TAG_STATS_STRIDE) {
+      out.up[t] = flat[at]!;
+      out.down[t] = flat[at + 1]!;
+      out.opened[t] = flat[at + 2]!;
+      out.failed[t] = flat[at + 3]!;
+      out.setupSumUs[t] = flat[at + 4]!;
+      out.setupBuckets[t] = Array.from(flat.subarray(at + 5, at + TAG_STATS_STRIDE));
+    }
+    return out;
   }
 
   /** Pairs not yet ended, and the pipes the thread holds (in use or pooled). */

@@ -1,7 +1,7 @@
 // What the node proxy's and the gateway's native fronts share (native/src/front.h): starting it on the kernel
 // splicer's thread, pausing and closing it, and the sockets it hands to JavaScript, each with its slot.
 import { Socket, type SocketConstructorOpts } from 'node:net';
-import type { NativeFrontHanded, NativeFrontOptions } from '../native/addon.js';
+import type { NativeEndpointFailure, NativeFrontHanded, NativeFrontOptions } from '../native/addon.js';
 import type { KernelSplicer } from '../native/kernel-splice.js';
 import { closeFd } from '../native/libc.js';
 
@@ -10,17 +10,24 @@ export abstract class Front {
   /** Connections handed to JavaScript that reached it (the front counts those it handed). */
   #received = 0;
 
-  /** Starts the front; `report` gets each batch of handed connections (as sockets) and successes per report index. */
-  protected constructor(splicer: KernelSplicer, options: NativeFrontOptions, report: (handed: { socket: Socket; h: NativeFrontHanded; free: () => void }[], successes: [number, number][]) => void) {
+  /**
+   * Starts the front; `report` gets each batch of handed connections (as sockets), successes per report index and
+   * (gateway mode) the endpoints that failed to connect.
+   */
+  protected constructor(
+    splicer: KernelSplicer,
+    options: NativeFrontOptions,
+    report: (handed: { socket: Socket; h: NativeFrontHanded; free: () => void }[], successes: [number, number][], failures: NativeEndpointFailure[]) => void,
+  ) {
     this.splicer = splicer;
-    splicer.startFront(options, (handed, successes) => {
+    splicer.startFront(options, (handed, successes, failures) => {
       this.#received += handed.length;
       const sockets: { socket: Socket; h: NativeFrontHanded; free: () => void }[] = [];
       for (const h of handed) {
         const socket = this.#socketOf(h);
         if (socket) sockets.push({ socket, h, free: () => splicer.frontRelease(h.source) });
       }
-      report(sockets, successes);
+      report(sockets, successes, failures ?? []);
     });
   }
 

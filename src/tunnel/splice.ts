@@ -9,7 +9,7 @@
 import { constants } from 'node:os';
 import type { Server, Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { KernelSplicer, SpliceError, type SpliceEnd, type SplicedPair } from '../native/kernel-splice.js';
+import { KernelSplicer, type PairTag, SpliceError, type SpliceEnd, type SplicedPair } from '../native/kernel-splice.js';
 import type { NativeDetachedPair, NativePairState } from '../native/addon.js';
 import { setLingerZero, socketError } from '../native/libc.js';
 import { descriptorOf, tcpSocketOf } from '../native/sockets.js';
@@ -27,10 +27,11 @@ export interface Spliced {
 /**
  * Splices `a` and `b`, in the kernel when `kernel` is given and both are plain TCP sockets. With `seal`, `b` is a
  * TLS tunnel whose peer now expects records: only the kernel splicer can carry it, and a pair it cannot take
- * is cut (reset both) rather than passed to streams the peer would not understand.
+ * is cut (reset both) rather than passed to streams the peer would not understand. `tagged`: the kernel splicer
+ * counts the pair's bytes into that tag (streams count nowhere).
  */
-export function splice(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel?: KernelSplicer, log?: Logger, seal?: RecordSeal): Spliced {
-  const inKernel = kernel && spliceInKernel(a, b, idleMs, onClose, kernel, log, seal);
+export function splice(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel?: KernelSplicer, log?: Logger, seal?: RecordSeal, tagged?: PairTag): Spliced {
+  const inKernel = kernel && spliceInKernel(a, b, idleMs, onClose, kernel, log, seal, tagged);
   if (inKernel) return inKernel;
   if (!seal) return spliceStreams(a, b, idleMs, onClose);
   log?.warn('a sealed tunnel could not be handed to the splicer: cut');
@@ -134,7 +135,7 @@ function takeBuffered(s: Socket): Buffer | undefined {
  * (unless it is `b` with `seal`: its TCP descriptor carries records from now on), already at its end, or with
  * writes still queued in Node; those stay streams.
  */
-function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel: KernelSplicer, log: Logger | undefined, seal: RecordSeal | undefined): Spliced | undefined {
+function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: SpliceEnd) => void, kernel: KernelSplicer, log: Logger | undefined, seal: RecordSeal | undefined, tagged: PairTag | undefined): Spliced | undefined {
   const endedOf = (s: Socket) => Boolean((s as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended);
   const fds = [a, b].map((s) => {
     const fd = handleOf(s)?.fd;
@@ -158,7 +159,7 @@ function spliceInKernel(a: Socket, b: Socket, idleMs: number, onClose: (end?: Sp
     a.setNoDelay(true);
     b.setNoDelay(true);
     const sealed = seal && { ...seal, aEnded: endedOf(a) };
-    pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, onClose, sealed); // it reports each pair's end once
+    pair = kernel.add(fds[0], fds[1], idleMs, fromA, fromB, onClose, sealed, tagged); // it reports each pair's end once
   } catch (err) {
     // No splicer (closed, out of descriptors): the bytes taken go back, and the pair stays streams.
     log?.debug({ err }, 'kernel splice refused: the pair stays streams');
@@ -212,14 +213,15 @@ export class Tunnels {
   /**
    * Splices a and b until both are done; then `onEnd` (e.g. a connection limit's release). A tunnel `b` that
    * agreed to sealed records (`seal`, or its tunnel client's note in sealedTunnels) is sealed by the splicer.
+   * `tagged`: the tag whose counters the pair's bytes go to (kernel splicer only), and whether `a` is the upstream.
    */
-  add(a: Socket, b: Socket, onEnd?: () => void, seal: RecordSeal | undefined = sealedTunnels.get(b), _tag?: { tag?: number; swapped?: boolean }): 'kernel' | 'stream' {
+  add(a: Socket, b: Socket, onEnd?: () => void, seal: RecordSeal | undefined = sealedTunnels.get(b), tagged?: PairTag): 'kernel' | 'stream' {
     this.#counts.active++;
     const pair = splice(a, b, this.#idleMs, () => {
       this.#counts.active--;
       this.#pairs.delete(pair);
       onEnd?.();
-    }, this.#splicer, this.#log, seal);
+    }, this.#splicer, this.#log, seal, tagged);
     if (pair.mode === 'kernel') this.#counts.kernelSpliced++;
     if (seal) this.#counts.sealed++;
     this.#pairs.add(pair);
@@ -247,8 +249,9 @@ export class Tunnels {
   /**
    * A pair another process detached, parked until start(ids) (then carried on here until it ends) or drop(ids)
    * (the other process keeps it). Returns its id here; throws when there is no splicer or the state is refused.
+   * `tagged.tag`: this process's tag for the pair (state.tag is the predecessor's).
    */
-  adopt(state: NativePairState, fds: number[]): number {
+  adopt(state: NativePairState, fds: number[], tagged?: PairTag): number {
     if (!this.#splicer) throw new SpliceError('no kernel splicer to adopt a pair', { cause: undefined });
     let pair: Spliced | undefined;
     const native = this.#splicer.adopt(
@@ -259,6 +262,7 @@ export class Tunnels {
         if (pair) this.#pairs.delete(pair);
       },
       true,
+      tagged,
     );
     this.#counts.active++;
     this.#counts.kernelSpliced++;
