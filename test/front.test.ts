@@ -2,6 +2,7 @@
 // splicer's thread, and everything it cannot finish handed to JavaScript, which answers as it always did.
 // Real sockets on loopback; the proxy's part with the real datapath in a network namespace of its own. Root only.
 import { execFileSync } from 'node:child_process';
+import { constants } from 'node:os';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RouteMap } from '../src/agent/agent.js';
@@ -12,7 +13,7 @@ import { type Catalog, type LocalService, staticCatalog } from '../src/gateway/c
 import { type ChangingCatalog, GatewayFront } from '../src/gateway/front.js';
 import { Gateway } from '../src/gateway/gateway.js';
 import { loadNative, type NativeFrontEntry, type NativeMap } from '../src/native/addon.js';
-import { KernelSplicer } from '../src/native/kernel-splice.js';
+import { KernelSplicer, SETUP_BUCKETS_US } from '../src/native/kernel-splice.js';
 import { closeFd } from '../src/native/libc.js';
 import { connectMarked, descriptorOf } from '../src/native/sockets.js';
 import { componentLogger } from '../src/logger.js';
@@ -279,6 +280,94 @@ describeKernel('the front itself: slots across a hand-over and a close, IPv6 sou
     }
   });
 
+  /** Polls `ok` until it holds (a generous deadline: the machine may be busy). */
+  const until = async (ok: () => boolean, what: string, ms = 20_000) => {
+    const deadline = Date.now() + ms;
+    while (!ok()) {
+      if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  /** A port nothing listens on. */
+  const refusingPort = async () => {
+    const gone = await backend('gone');
+    const port = portOf(gone);
+    await new Promise((r) => gone.close(r));
+    return port;
+  };
+  const sum = (xs: number[] | undefined) => (xs ?? []).reduce((a, b) => a + b, 0);
+
+  it("tags its pairs with the choice's report index: bytes, opened, failed endpoints, setup time; reports each failed endpoint", async () => {
+    const echo = await backend('echo');
+    const refused = await refusingPort();
+    const { fd, port } = await listener();
+    const splicer = KernelSplicer.open();
+    const failures: [number, string, number, number][] = [];
+    try {
+      splicer.startFront({ gateway: true, listeners: [fd], connectMs: 5_000, headerMs: 10_000 }, (handed, _successes, f) => {
+        for (const h of handed) closeFd(h.fd);
+        failures.push(...f);
+      });
+      const authority = 'echo.ns.svc.clusterset.local:80';
+      // The first connection tries the refusing endpoint first, then the next.
+      splicer.frontRoutes([{ key: authority, choices: [{ report: 7, weight: 1, addrs: [{ ip: '127.0.0.1', port: refused }, { ip: '127.0.0.1', port: portOf(echo) }] }] }], true);
+      await new Promise((r) => setTimeout(r, 50));
+      const c = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+      c.on('error', () => undefined);
+      let got = '';
+      c.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      c.write(connectHead(authority));
+      const answer = 'HTTP/1.1 200 Connection Established\r\n\r\nhello from echo\n';
+      await until(() => got === answer, 'the answer and the greeting');
+      c.write('ping\n');
+      // Counted as they move, the pair still open; the head and the 200 were the front's, not the pair's.
+      await until(() => splicer.tagStats().up[7] === 5 && splicer.tagStats().down[7] === 'hello from echo\nping\n'.length, 'the bytes counted');
+      expect(splicer.stats().pairs).toBe(1);
+      await until(() => failures.length === 1, 'the failed endpoint reported');
+      expect(failures).toEqual([[7, '127.0.0.1', refused, constants.errno.ECONNREFUSED]]);
+      const t = splicer.tagStats();
+      expect(t.up.length).toBe(8);
+      expect(t.opened[7]).toBe(1);
+      expect(t.failed[7]).toBe(1);
+      expect(t.setupSumUs[7]).toBeGreaterThan(0);
+      expect(t.setupBuckets[7]!.length).toBe(SETUP_BUCKETS_US.length + 1);
+      expect(sum(t.setupBuckets[7])).toBe(t.opened[7]);
+      expect(sum(t.opened) + sum(t.failed)).toBe(2);
+      expect(splicer.frontStats().failuresDropped).toBe(0);
+      c.destroy();
+    } finally {
+      splicer.destroy();
+      echo.close();
+      closeFd(fd);
+    }
+  });
+
+  it("the gateway's front passes endpoint failures on (endpointFailed) and still splices", async () => {
+    const echo = await backend('echo');
+    const refused = await refusingPort();
+    const { fd, port } = await listener();
+    const splicer = KernelSplicer.open();
+    const catalog = changingCatalog([{ namespace: 'ns', name: 'echo', ports: new Map([[80, [{ ip: '127.0.0.1', port: refused }, { ip: '127.0.0.1', port: portOf(echo) }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } }]);
+    const failed: [number, string, number, number][] = [];
+    const front = new GatewayFront(splicer, [fd], catalog, { ...settings, maxPerSource: 10 }, { ...drop, endpointFailed: (...f) => failed.push(f) });
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      // Two connections start at the two endpoints in turn: one of them meets the refusing one first.
+      for (let i = 0; i < 2; i++) {
+        const r = await exchange(port, `${connectHead('echo.ns.svc.clusterset.local:80')}ping\n`);
+        expect(r.data).toBe('HTTP/1.1 200 Connection Established\r\n\r\nhello from echo\nping\nbye from echo\n');
+      }
+      await until(() => failed.length === 1, 'the failed endpoint reported');
+      expect(failed).toEqual([[0, '127.0.0.1', refused, constants.errno.ECONNREFUSED]]);
+      expect(splicer.tagStats().opened[0]).toBe(2);
+    } finally {
+      front.close();
+      splicer.destroy();
+      echo.close();
+      closeFd(fd);
+    }
+  });
+
   it('counts the addresses of one IPv6 /64 as one source', async () => {
     const ns = makeNetns();
     ns.enter();
@@ -417,12 +506,25 @@ describeKernel('the node proxy front (real datapath)', () => {
     ])]]));
     await settle();
     const before = proxy!.stats.fronted;
+    const tags = () => proxy!.tunnels.splicer!.tagStats();
+    const was = tags();
     const results = await call(40);
     for (const r of results) expect(r.reply, JSON.stringify(r)).toMatch(/^hello from ([ab])\nhello from \d+\nbye from \1\n?$/);
     const a = results.filter((r) => r.reply!.startsWith('hello from a')).length;
     // Smooth weighted round robin: 3 to 1 exactly over 40 draws.
     expect(a).toBe(30);
     expect(proxy!.stats.fronted - before).toBe(40);
+    // Tagged by report index (cluster-a 0, cluster-b 1, in the order the table named them): opened, a setup
+    // time each, and bytes both ways.
+    const now = tags();
+    const delta = (k: 'opened' | 'up' | 'down', i: number) => (now[k][i] ?? 0) - (was[k][i] ?? 0);
+    expect([delta('opened', 0), delta('opened', 1)]).toEqual([30, 10]);
+    for (const i of [0, 1]) {
+      expect(now.setupBuckets[i]!.reduce((x, y) => x + y, 0)).toBe(now.opened[i]);
+      expect(now.setupSumUs[i]).toBeGreaterThan(0);
+      expect(delta('up', i)).toBeGreaterThan(0);
+      expect(delta('down', i)).toBeGreaterThan(0);
+    }
   });
 
   it("hands a connection whose first candidate failed to the policy's next one, and ejects the failing cluster", async () => {

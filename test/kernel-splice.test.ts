@@ -6,7 +6,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { KernelSplicer, type SpliceEnd } from '../src/native/kernel-splice.js';
+import { KernelSplicer, type PairTag, SETUP_BUCKETS_US, type SpliceEnd } from '../src/native/kernel-splice.js';
 import { socketError } from '../src/native/libc.js';
 import { packageRoot } from '../src/paths.js';
 import { type Spliced, splice } from '../src/tunnel/splice.js';
@@ -260,5 +260,118 @@ describeBuilt('kernel splice', () => {
     socket.end('still works');
     expect((await done).data.toString()).toBe('still works');
     expect(r.pairs[0]!.mode).toBe('stream');
+  });
+
+  describe('per-tag counters', () => {
+    /** Polls `ok` until it holds (a generous deadline: the machine may be busy). */
+    const until = async (ok: () => boolean, what: string, ms = 20_000) => {
+      const deadline = Date.now() + ms;
+      while (!ok()) {
+        if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    };
+    /** An upstream that sends `down` bytes at once and then swallows what comes, ending when the client does. */
+    const talker = (down: number) =>
+      server((c) => {
+        c.write(randomBytes(down));
+        c.on('data', () => undefined);
+        c.on('end', () => c.end());
+      });
+    /** Splices each client to `upstream` with `tagged`; swapped pairs are added as (upstream, client). */
+    const taggedRelay = async (upstream: number, tagged?: PairTag, k: KernelSplicer = splicer) => {
+      const ends: SpliceEnd[] = [];
+      const s = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (c) => {
+        const up = connect({ host: '127.0.0.1', port: upstream, allowHalfOpen: true });
+        up.once('connect', () => {
+          const [a, b] = tagged?.swapped ? [up, c] : [c, up];
+          const pair = splice(a, b, 60_000, (end) => ends.push(end!), k, undefined, undefined, tagged);
+          expect(pair.mode).toBe('kernel');
+        });
+      });
+      servers.push(s);
+      return { port: await listening(s), ends };
+    };
+    /** A client that sends `up` bytes, keeps its side open and counts what it receives. */
+    const talk = (port: number, up: number) => {
+      const c = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+      sockets.push(c);
+      c.on('error', () => undefined);
+      let got = 0;
+      c.on('data', (d: Buffer) => (got += d.length));
+      c.write(randomBytes(up));
+      return { socket: c, received: () => got };
+    };
+
+    it('counts a tagged pair both ways while it runs, exactly', async () => {
+      const r = await taggedRelay(await talker(300_000), { tag: 3 });
+      const c = talk(r.port, 1_000_000);
+      // Read while the pair is still open: the counters are live, not added at its end.
+      await until(() => splicer.tagStats().up[3] === 1_000_000 && splicer.tagStats().down[3] === 300_000, 'the bytes counted');
+      expect(r.ends).toEqual([]);
+      expect(splicer.stats().pairs).toBe(1);
+      expect(c.received()).toBe(300_000);
+      const t = splicer.tagStats();
+      expect(t.up.length).toBe(4); // tags 0..3
+      expect([t.up[0], t.down[0], t.opened[3], t.failed[3], t.setupSumUs[3]]).toEqual([0, 0, 0, 0, 0]);
+      expect(t.setupBuckets[3]).toEqual(new Array(SETUP_BUCKETS_US.length + 1).fill(0));
+      c.socket.end();
+      await until(() => r.ends.length === 1, 'the pair ended');
+      expect(r.ends[0]).toMatchObject({ errno: 0, aToB: 1_000_000, bToA: 300_000 });
+      expect(splicer.tagStats().up[3]).toBe(1_000_000);
+    });
+
+    it('counts a swapped pair (A the upstream) the right way round', async () => {
+      const r = await taggedRelay(await talker(70_000), { tag: 5, swapped: true });
+      talk(r.port, 20_000);
+      await until(() => splicer.tagStats().up[5] === 20_000 && splicer.tagStats().down[5] === 70_000, 'up and down by the client');
+      expect(splicer.stats().pairs).toBe(1);
+    });
+
+    it('adds the pairs of one tag up, and counts untagged pairs nowhere', async () => {
+      const upstream = await talker(4_000);
+      const tagged = await taggedRelay(upstream, { tag: 1 });
+      const untagged = await taggedRelay(upstream);
+      const none = await taggedRelay(upstream, { tag: -1 });
+      talk(tagged.port, 10_000);
+      talk(tagged.port, 25_000);
+      const u = talk(untagged.port, 50_000);
+      const n = talk(none.port, 60_000);
+      await until(() => splicer.tagStats().up[1] === 35_000 && splicer.tagStats().down[1] === 8_000, 'both pairs of tag 1');
+      await until(() => u.received() === 4_000 && n.received() === 4_000, 'the untagged pairs ran');
+      await until(() => splicer.stats().pairs === 4, 'four pairs');
+      const t = splicer.tagStats();
+      expect(t.up.length).toBe(2);
+      expect(t.up.reduce((a, b) => a + b, 0)).toBe(35_000);
+      expect(t.down.reduce((a, b) => a + b, 0)).toBe(8_000);
+    });
+
+    it('refuses a tag out of bounds', () => {
+      expect(() => splicer.add(0, 0, 1000, undefined, undefined, () => undefined, undefined, { tag: (1 << 20) + 1 })).toThrow(/tag must be/);
+      expect(() => splicer.add(0, 0, 1000, undefined, undefined, () => undefined, undefined, { tag: 1.5 })).toThrow(/tag must be/);
+      expect(splicer.tagStats().up.length).toBe(0);
+    });
+
+    it('detach() reports the tag and orientation; the adopting splicer counts into its own tag', async () => {
+      const r = await taggedRelay(await talker(5_000), { tag: 2, swapped: true });
+      const c = talk(r.port, 7_000);
+      await until(() => splicer.tagStats().up[2] === 7_000 && splicer.tagStats().down[2] === 5_000, 'counted before the move');
+      const next = KernelSplicer.open();
+      try {
+        const [p] = splicer.detach();
+        expect(p).toMatchObject({ tag: 2, swapped: true });
+        const { id: _id, fds, ...state } = p!;
+        const adopted = next.adopt(state, fds, () => undefined, true, { tag: 9 });
+        splicer.release([p!.id]);
+        next.start([adopted.id]);
+        c.socket.write(randomBytes(3_000));
+        await until(() => next.tagStats().up[9] === 3_000, 'counted after the move, in the new tag');
+        // The bytes moved before the hand-over stay the first process's.
+        expect(next.tagStats().down[9]).toBe(0);
+        expect(splicer.tagStats().up[2]).toBe(7_000);
+      } finally {
+        next.destroy();
+      }
+    });
   });
 });
