@@ -315,10 +315,13 @@ describeBuilt('kernel splice', () => {
       expect(t.up.length).toBe(4); // tags 0..3
       expect([t.up[0], t.down[0], t.opened[3], t.failed[3], t.setupSumUs[3]]).toEqual([0, 0, 0, 0, 0]);
       expect(t.setupBuckets[3]).toEqual(new Array(SETUP_BUCKETS_US.length + 1).fill(0));
+      // A gauge of the tag's pairs alive now.
+      expect([t.active[3], t.active[0]]).toEqual([1, 0]);
       c.socket.end();
       await until(() => r.ends.length === 1, 'the pair ended');
       expect(r.ends[0]).toMatchObject({ errno: 0, aToB: 1_000_000, bToA: 300_000 });
       expect(splicer.tagStats().up[3]).toBe(1_000_000);
+      await until(() => splicer.tagStats().active[3] === 0, 'the pair no longer active');
     });
 
     it('counts a swapped pair (A the upstream) the right way round', async () => {

@@ -57,6 +57,7 @@ uint64_t U64(Napi::Object o, const char* name) {
 }  // namespace
 
 SplicePair::~SplicePair() {
+  if (counters) counters->active.fetch_sub(1, std::memory_order_relaxed);
   for (int& f : fd) CloseFd(f);
   for (SpliceDir& d : dir) {
     CloseFd(d.pipe[0]);

@@ -108,10 +108,14 @@ struct SplicePair {
   bool fronted = false;  // set up by the front: it holds a slot of `source` there
   std::string source;
   int32_t tag = -1;      // JavaScript's tag (-1: none); reported by detach()
+  TagCounters* counters = nullptr;  // the tag's (its `active` counts this pair until it is destroyed)
   bool swapped = false;  // fd[0] is the upstream, fd[1] the client (dir[1] is then the way up)
 
   // Counts the pair's bytes into `t` from now on (null: nowhere), up and down as `swapped` says.
   void SetTag(TagCounters* t, int32_t number, bool isSwapped) {
+    if (counters) counters->active.fetch_sub(1, std::memory_order_relaxed);
+    if (t) t->active.fetch_add(1, std::memory_order_relaxed);
+    counters = t;
     tag = t ? number : -1;
     swapped = isSwapped;
     dir[0].live = t ? (swapped ? &t->down : &t->up) : nullptr;

@@ -29,6 +29,8 @@ struct TagCounters {
   std::atomic<uint64_t> failed{0};  // attempts that failed there (each endpoint, in turn)
   std::atomic<uint64_t> setupSumUs{0};
   std::array<std::atomic<uint64_t>, kSetupBuckets> setupBuckets{};
+  // Tagged pairs alive now (on the thread, parked, or detached and not yet released): a gauge, not a counter.
+  std::atomic<uint64_t> active{0};
 
   static void Add(std::atomic<uint64_t>& c, uint64_t n) { c.fetch_add(n, std::memory_order_relaxed); }
   void ObserveSetup(uint64_t us) {
@@ -39,8 +41,8 @@ struct TagCounters {
   }
 };
 
-// The values of one tag as tagStats() lays them out: up, down, opened, failed, setupSumUs, then the buckets.
-constexpr size_t kTagStride = 5 + kSetupBuckets;
+// The values of one tag as tagStats() lays them out: up, down, opened, failed, setupSumUs, the buckets, active.
+constexpr size_t kTagStride = 5 + kSetupBuckets + 1;
 
 class TagTable {
  public:
@@ -61,6 +63,7 @@ class TagTable {
       for (const std::atomic<uint64_t>* c : {&t.up, &t.down, &t.opened, &t.failed, &t.setupSumUs})
         out.push_back(static_cast<double>(c->load(std::memory_order_relaxed)));
       for (const auto& b : t.setupBuckets) out.push_back(static_cast<double>(b.load(std::memory_order_relaxed)));
+      out.push_back(static_cast<double>(t.active.load(std::memory_order_relaxed)));
     }
     return out;
   }

@@ -28,8 +28,8 @@ export interface SpliceEnd {
 /** Upper bounds (µs) of the front's setup-time histogram buckets (accept to spliced pair); a last one is +Inf. */
 export const SETUP_BUCKETS_US: readonly number[] = Object.freeze([500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000]);
 
-/** Numbers per tag in the addon's flat tagStats(): up, down, opened, failed, setupSumUs, the buckets and +Inf. */
-export const TAG_STATS_STRIDE = 5 + SETUP_BUCKETS_US.length + 1;
+/** Numbers per tag in the addon's flat tagStats(): up, down, opened, failed, setupSumUs, the buckets and +Inf, active. */
+export const TAG_STATS_STRIDE = 5 + SETUP_BUCKETS_US.length + 1 + 1;
 
 /** What a pair counts into: its tag (a non-negative integer up to 2^20), and whether A is the upstream. */
 export interface PairTag {
@@ -51,6 +51,8 @@ export interface TagStats {
   failed: number[];
   setupSumUs: number[];
   setupBuckets: number[][];
+  /** Tagged pairs alive now (a gauge). */
+  active: number[];
 }
 
 export interface SplicedPair {
@@ -190,14 +192,15 @@ export class KernelSplicer {
   tagStats(): TagStats {
     const flat = this.#native.tagStats();
     const n = Math.floor(flat.length / TAG_STATS_STRIDE);
-    const out: TagStats = { up: new Array<number>(n), down: new Array<number>(n), opened: new Array<number>(n), failed: new Array<number>(n), setupSumUs: new Array<number>(n), setupBuckets: new Array<number[]>(n) };
+    const out: TagStats = { up: new Array<number>(n), down: new Array<number>(n), opened: new Array<number>(n), failed: new Array<number>(n), setupSumUs: new Array<number>(n), setupBuckets: new Array<number[]>(n), active: new Array<number>(n) };
     for (let t = 0, at = 0; t < n; t++, at += TAG_STATS_STRIDE) {
       out.up[t] = flat[at]!;
       out.down[t] = flat[at + 1]!;
       out.opened[t] = flat[at + 2]!;
       out.failed[t] = flat[at + 3]!;
       out.setupSumUs[t] = flat[at + 4]!;
-      out.setupBuckets[t] = Array.from(flat.subarray(at + 5, at + TAG_STATS_STRIDE));
+      out.setupBuckets[t] = Array.from(flat.subarray(at + 5, at + TAG_STATS_STRIDE - 1));
+      out.active[t] = flat[at + TAG_STATS_STRIDE - 1]!;
     }
     return out;
   }
