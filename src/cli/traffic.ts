@@ -199,6 +199,9 @@ export function agentCommand(): Command {
       if (taken?.listeners.fd6 !== undefined && !cfg.load.settings.proxyIp6) taken.discard(taken.listeners.fd6);
       // How long connections to imported services were refused after a crash: from the process start to here.
       log.info({ msSinceProcessStart: Math.round(performance.now()), handedOver: Boolean(taken) }, 'node proxy listening');
+      // What the kernel splicer and the front counted, read at each scrape (also after a hand-over: the counts stay).
+      const splicer = proxy.tunnels.splicer;
+      if (splicer) proxyMetrics.addNative(() => splicer.tagStats());
       agentMetrics = new AgentMetrics(registry, {
         status: () => agent.status,
         routes: () => ({ redirected: routes.entries().length, kept: routes.keptEntries().length }),
@@ -211,7 +214,10 @@ export function agentCommand(): Command {
       if (!cfg.metrics && taken?.listeners.metrics !== undefined) taken.discard(taken.listeners.metrics);
       if (taken) {
         const took = await taken.finish({
-          adopt: (state, fds) => proxy.tunnels.adopt(state, fds),
+          adopt: (state, fds) => {
+            const tag = proxyMetrics.tagOfName(state.tagName);
+            return proxy.tunnels.adopt(state, fds, tag === undefined ? undefined : { tag });
+          },
           start: (ids) => proxy.tunnels.start(ids),
           drop: (ids) => proxy.tunnels.drop(ids),
         });
@@ -241,6 +247,7 @@ export function agentCommand(): Command {
             admin,
             metrics: metricsServer,
             routes: () => routes.entries(),
+            tagName: (tag) => proxyMetrics.tagName(tag),
             retire: async () => {
               checks.close();
               sweeper.close(); // the successor owns the datapath now

@@ -128,6 +128,8 @@ export class Gateway {
     this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
     this.#limiter = new ConnectionLimiter(options.limits);
     this.#metrics = options.metrics;
+    const splicer = this.#tunnels.splicer;
+    if (splicer) this.#metrics?.addNative(() => splicer.tagStats());
     // Before the HTTP parser sees a byte: over a limit, the connection is reset.
     // (A TLS server emits 'connection' with the TCP socket, before the handshake.)
     this.#headerTimeoutMs = options.headerTimeoutMs ?? HEADER_TIMEOUT_MS;

@@ -35,6 +35,11 @@ export interface Giver {
   /** The metrics listener (`--metrics`), when there is one. */
   metrics?: Server | undefined;
   routes(): [string, Route][];
+  /**
+   * What a pair's tag stands for (the metrics' service and cluster): tags are each process's own numbers, so a
+   * pair goes over with this name and the successor counts it under its own tag of the same name.
+   */
+  tagName?(tag: number): string | undefined;
   /** Stops reconciling: the successor writes the datapath from now on. */
   retire(): Promise<void>;
   log: Logger;
@@ -84,7 +89,8 @@ export async function giveTo(channel: HandoverChannel, g: Giver): Promise<boolea
           bytes += stateBytes(pairs[i]!);
           batch.push(pairs[i++]!);
         }
-        channel.send({ type: 'pairs', pairs: batch.map(({ fds, ...state }) => ({ ...state, fdCount: fds.length })) }, batch.flatMap((p) => p.fds), 10_000);
+        const named = (tag: number | undefined) => (tag !== undefined && tag >= 0 ? g.tagName?.(tag) : undefined);
+        channel.send({ type: 'pairs', pairs: batch.map(({ fds, ...state }) => ({ ...state, fdCount: fds.length, tagName: named(state.tag) })) }, batch.flatMap((p) => p.fds), 10_000);
         const ack = await channel.recv<{ ids: number[] }>('adopted', 10_000);
         const ids = ack.body.ids.filter((id) => batch.some((p) => p.id === id));
         // The successor holds them parked; once told, it pumps them, and these copies close.
@@ -148,7 +154,7 @@ export interface Taken {
    * one), then pumped once the predecessor has let go of it (`start`), or let go (`drop`) when the predecessor
    * keeps it. Never throws: what went wrong is in `error`.
    */
-  finish(pairs: { adopt: (state: NativePairState, fds: number[]) => number; start: (ids: number[]) => void; drop: (ids: number[]) => void }): Promise<{ pairs: number; refused: number; error?: Error }>;
+  finish(pairs: { adopt: (state: NativePairState & { tagName?: string }, fds: number[]) => number; start: (ids: number[]) => void; drop: (ids: number[]) => void }): Promise<{ pairs: number; refused: number; error?: Error }>;
   /** Gives up before finish (the listeners' descriptors are closed; the running agent keeps everything). */
   abort(reason: string): void;
   /** Closes a listener's descriptor this agent has no use for (an IPv6 one, without IPv6 here). */

@@ -93,6 +93,22 @@ export class ProxyMetrics {
     return this.#tags[tag];
   }
 
+  /** A tag's name across processes (a hand-over), and this process's tag of a name. */
+  tagName(tag: number): string | undefined {
+    const t = this.#tags[tag];
+    return t && JSON.stringify([t.namespace, t.service, t.cluster]);
+  }
+
+  tagOfName(name: string | undefined): number | undefined {
+    try {
+      const v = JSON.parse(name ?? 'null') as unknown;
+      if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'string' && x.length <= 300)) return undefined;
+      return this.tag(v[0] as string, v[1] as string, v[2] as string);
+    } catch {
+      return undefined;
+    }
+  }
+
   /** A source of the addon's per-tag counters (a splicer: each process's own), read at each scrape. */
   addNative(read: () => TagCounts | undefined): void {
     this.#native.push(read);
