@@ -537,7 +537,7 @@ describeKernel('the node proxy front (real datapath)', () => {
     for (let i = 0; i < 4; i++) expect((await call(1))[0]!.reply).toMatch(/^hello from b\n/);
     expect(proxy!.stats.retries).toBeGreaterThan(retries);
     // Three failures eject cluster-c: the front's table now starts with cluster-b, and sets the connections up itself.
-    expect(proxy!.health.isHealthy(C, Date.now())).toBe(false);
+    expect(proxy!.health.isHealthy(C, 'ns/echo', Date.now())).toBe(false);
     await new Promise((r) => setTimeout(r, 400));
     const fronted = proxy!.stats.fronted;
     const results = await call(5);

@@ -18,8 +18,12 @@ export interface RouteReport {
   namespace: string;
   port: number;
   policy: string;
-  /** `identity`: the SPIFFE ID the target's gateway must present (mTLS with cluster identities). */
-  targets: { clusterKey: string; gateway: string; weight: number | undefined; healthy: boolean; health: string; identity?: string }[];
+  /**
+   * `healthy`/`health`: of this service at that cluster (its gateway reachable, the service ready there, not
+   * ejected); `reachable`: whether the cluster's gateway answered its last active check (any service).
+   * `identity`: the SPIFFE ID the target's gateway must present (mTLS with cluster identities).
+   */
+  targets: { clusterKey: string; gateway: string; weight: number | undefined; healthy: boolean; health: string; reachable: boolean; identity?: string }[];
   localEndpoints: string[];
   /** The candidates in the order a connection would try them now (a fresh draw for ActiveActive). */
   decision: string[];
@@ -51,13 +55,14 @@ export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number, cl
       port: r.port,
       policy: r.policy?.lbType ?? 'Locality (no policy)',
       targets: r.exporters.map((e) => {
-        const h = proxy.health.view(e.clusterKey, now);
+        const h = proxy.health.view(e.clusterKey, `${r.namespace}/${r.service}`, now);
         return {
           clusterKey: e.clusterKey,
           gateway: `${e.gateway.host}:${e.gateway.port}`,
           weight: r.policy?.targets?.find((t) => t.clusterKey === e.clusterKey)?.weight,
           healthy: h.healthy,
           health: h.reason,
+          reachable: proxy.health.isReachable(e.clusterKey),
           ...(clusterSet ? { identity: clusterSpiffeId(clusterSet, e.clusterKey) } : {}),
         };
       }),

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { HealthBook } from './health.js';
 import { type Candidate, type PlanInput, plan } from './plan.js';
 
 const key = (n: number) => `default/default/default/cluster-${n}`;
@@ -58,25 +57,5 @@ describe('traffic policy', () => {
     expect(plan(input, allHealthy).map(name)).toEqual(['local', 'cluster-3', 'cluster-1']);
     expect(plan({ ...input, localEndpoints: false }, (k) => k !== key(3)).map(name)).toEqual(['cluster-1']);
     expect(plan({ ...input, localEndpoints: false }, () => false).map(name)).toEqual(['cluster-3', 'cluster-1']);
-  });
-
-  it('health: consecutive failures eject for a growing time; a success or a passing check brings it back', () => {
-    const h = new HealthBook({ failuresToEject: 3, baseEjectMs: 1000, maxEjectMs: 4000 });
-    const k = key(1);
-    h.failure(k, 0);
-    h.failure(k, 0);
-    expect(h.isHealthy(k, 0)).toBe(true);
-    h.failure(k, 0);
-    expect(h.isHealthy(k, 999)).toBe(false);
-    expect(h.isHealthy(k, 1000)).toBe(true);
-    for (let i = 0; i < 3; i++) h.failure(k, 1000);
-    expect(h.isHealthy(k, 2999)).toBe(false);
-    expect(h.view(k, 2000).reason).toMatch(/ejected for 1s/);
-    h.success(k);
-    expect(h.isHealthy(k, 1001)).toBe(true);
-    h.checked(k, false);
-    expect(h.isHealthy(k, 10_000)).toBe(false);
-    h.checked(k, true);
-    expect(h.isHealthy(k, 10_000)).toBe(true);
   });
 });

@@ -27,7 +27,10 @@ export interface PlanInput {
 
 export type Candidate = { kind: 'local' } | { kind: 'remote'; clusterKey: ClusterKey; gateway: Gateway };
 
-/** Whether a cluster's gateway may be tried now (see HealthBook). */
+/**
+ * Whether a cluster may be tried now for the service being planned (see HealthBook, kept per (cluster, service):
+ * callers close over the service). When no candidate is healthy, all are tried (healthyFirst).
+ */
 export type IsHealthy = (clusterKey: ClusterKey) => boolean;
 
 export const DEFAULT_WEIGHT = 100;

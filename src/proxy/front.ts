@@ -11,7 +11,7 @@ import type { NativeFrontChoice, NativeFrontEntry, NativeFrontHanded, NativeMap 
 import type { KernelSplicer } from '../native/kernel-splice.js';
 import { writeAddress } from '../net/address.js';
 import { firstChoices, type PlanInput } from '../policy/plan.js';
-import type { HealthBook } from '../policy/health.js';
+import type { HealthBook, ServiceKey } from '../policy/health.js';
 import { Front } from '../tunnel/front.js';
 import { SOURCE_CLUSTER_HEADER, formatAuthority } from '../tunnel/protocol.js';
 import type { Route } from './proxy.js';
@@ -41,7 +41,14 @@ export interface FrontRoutes {
 /** What the front learnt of a connection it hands back: where it was going, and what failed. */
 export interface FrontVerdict {
   dst: { ip: string; port: number } | undefined;
-  failed?: { cluster: ClusterKey | undefined; errno: number; status: number };
+  /** `cluster` undefined: the local endpoints failed. `service`: the report's (namespace/name), when it has one. */
+  failed?: { cluster: ClusterKey | undefined; service?: ServiceKey; errno: number; status: number };
+}
+
+/** What a report index of the front stands for: a service at a cluster (the local cluster: its own endpoints). */
+export interface FrontTarget {
+  cluster: ClusterKey;
+  service: ServiceKey;
 }
 
 export interface FrontSettings {
@@ -74,9 +81,10 @@ export class ProxyFront extends Front {
   readonly #routes: FrontRoutes;
   readonly #o: FrontSettings;
   readonly #destinationOf: ProxyFrontOptions['destinationOf'];
-  /** Cluster keys by report index (the front counts successes and failures by index). */
-  readonly #reports: ClusterKey[] = [];
-  readonly #reportIndex = new Map<ClusterKey, number>();
+  /** (cluster, service) targets by report index (the front counts successes and failures by index). */
+  readonly #reports: FrontTarget[] = [];
+  /** Report indexes by service, then cluster. */
+  readonly #reportIndex = new Map<ServiceKey, Map<ClusterKey, number>>();
   #dirty: Set<string> | 'all' | undefined;
   #flushQueued = false;
   #ready = false;
@@ -91,7 +99,7 @@ export class ProxyFront extends Front {
     options: ProxyFrontOptions,
     routes: FrontRoutes,
     settings: FrontSettings,
-    on: { handed(socket: Socket, verdict: FrontVerdict, free: () => void): void; succeeded(cluster: ClusterKey | undefined, n: number): void; counted(d: { notRedirected: number; limited: number }): void },
+    on: { handed(socket: Socket, verdict: FrontVerdict, free: () => void): void; succeeded(target: FrontTarget | undefined, n: number): void; counted(d: { notRedirected: number; limited: number }): void },
   ) {
     super(
       splicer,
@@ -146,7 +154,10 @@ export class ProxyFront extends Front {
   #verdictOf(h: NativeFrontHanded): FrontVerdict {
     const dst = h.destination ? this.#destinationOf(h.destination) : undefined;
     if (h.failedReport === undefined) return { dst };
-    return { dst, failed: { cluster: this.#reports[h.failedReport], errno: h.errno ?? 0, status: h.status ?? 0 } };
+    const t = this.#reports[h.failedReport];
+    // The local endpoints (no report, or one naming this cluster) are no gateway's health.
+    const cluster = t && t.cluster !== this.#o.localCluster ? t.cluster : undefined;
+    return { dst, failed: { cluster, ...(t ? { service: t.service } : {}), errno: h.errno ?? 0, status: h.status ?? 0 } };
   }
 
   #changed(key: string | undefined): void {
@@ -200,10 +211,11 @@ export class ProxyFront extends Front {
     if (!route) return { key: k, choices: null };
     const input: PlanInput = { localCluster: this.#o.localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy: route.policy };
     const now = this.#o.now();
+    const service = `${route.namespace}/${route.service}`;
     // Every exporter's health is watched, also one not in the table now (down at first, it may come back first).
-    for (const e of route.exporters) this.#reportOf(e.clusterKey);
+    for (const e of route.exporters) if (e.clusterKey !== this.#o.localCluster) this.#reportOf(e.clusterKey, service);
     const choices: NativeFrontChoice[] = [];
-    const first = firstChoices(input, (cluster) => this.#o.health.isHealthy(cluster, now));
+    const first = firstChoices(input, (cluster) => this.#o.health.isHealthy(cluster, service, now));
     // The front draws with integer weights up to 2^31-1; any weights the schema allows are scaled into 1..1e6.
     const top = Math.max(...first.map((c) => c.weight));
     const scale = top > 1e6 ? 1e6 / top : 1;
@@ -219,24 +231,27 @@ export class ProxyFront extends Front {
       if (this.#o.tls || !isIP(c.gateway.host)) return { key: k, choices: null };
       const authority = formatAuthority({ service: route.service, namespace: route.namespace, port: route.port });
       const head = `CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\n${SOURCE_CLUSTER_HEADER}: ${this.#o.localCluster}\r\n\r\n`;
-      choices.push({ report: this.#reportOf(c.clusterKey), weight, addrs: [{ ip: c.gateway.host, port: c.gateway.port }], head: Buffer.from(head, 'latin1') });
+      choices.push({ report: this.#reportOf(c.clusterKey, service), weight, addrs: [{ ip: c.gateway.host, port: c.gateway.port }], head: Buffer.from(head, 'latin1') });
     }
     return { key: k, choices: choices.length ? choices : null };
   }
 
-  #reportOf(cluster: ClusterKey): number {
-    let i = this.#reportIndex.get(cluster);
+  /** The report index of a service at a cluster (the front reports successes and failures by it). */
+  #reportOf(cluster: ClusterKey, service: ServiceKey): number {
+    let byCluster = this.#reportIndex.get(service);
+    if (!byCluster) this.#reportIndex.set(service, (byCluster = new Map()));
+    let i = byCluster.get(cluster);
     if (i === undefined) {
-      i = this.#reports.push(cluster) - 1;
-      this.#reportIndex.set(cluster, i);
+      i = this.#reports.push({ cluster, service }) - 1;
+      byCluster.set(cluster, i);
     }
     return i;
   }
 
-  /** Which of the clusters in the table are healthy now. */
+  /** Which of the (cluster, service) targets in the table are healthy now. */
   #healthSignature(): string {
     const now = this.#o.now();
-    return this.#reports.map((c) => (this.#o.health.isHealthy(c, now) ? '1' : '0')).join('');
+    return this.#reports.map((t) => (t.cluster === this.#o.localCluster || this.#o.health.isHealthy(t.cluster, t.service, now) ? '1' : '0')).join('');
   }
 
   #checkHealth(): void {

@@ -7,7 +7,7 @@ import { type AddressInfo, type Server, type Socket, connect as netConnect, crea
 import type { ClusterKey, GlobalTrafficPolicySpec } from '../api/flomesh.js';
 import type { Endpoint } from '../api/core.js';
 import { type Logger, componentLogger } from '../logger.js';
-import { HealthBook } from '../policy/health.js';
+import { HealthBook, type ServiceKey } from '../policy/health.js';
 import { type Candidate, type Exporter, plan } from '../policy/plan.js';
 import { openTunnel } from '../tunnel/client.js';
 import { STATUS, TunnelError, type TunnelTls } from '../tunnel/protocol.js';
@@ -91,6 +91,14 @@ export interface ProxyOptions {
 const sickens = (status: number | undefined): boolean => status === undefined || status === STATUS.noEndpoint;
 /** A gateway that reset or refused may be a replica on its way out: the same address is worth one more try. */
 const tryAgain = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE']);
+/** The service of a route as health keys it. */
+const serviceKey = (r: Route): ServiceKey => `${r.namespace}/${r.service}`;
+/**
+ * How many clusters the route's policy may send a connection to (the group whose share ejected is capped): what
+ * plan() gives with every gateway healthy, remote ones only.
+ */
+const targetCount = (r: Route, localCluster: ClusterKey): number =>
+  plan({ localCluster, localEndpoints: false, exporters: r.exporters, policy: r.policy }, () => true, () => 0).filter((c) => c.kind === 'remote').length;
 
 export interface ProxyStats {
   accepted: number;
@@ -236,8 +244,9 @@ export class NodeProxy {
           this.#limiter.hold(socket, free);
           void this.#accept(socket, verdict);
         },
-        succeeded: (cluster, n) => {
-          if (cluster) this.#o.health.success(cluster);
+        succeeded: (target, n) => {
+          // A local choice (the local cluster's report, if the front gives it one) is no gateway's health.
+          if (target && target.cluster !== this.#o.localCluster) this.#o.health.success(target.cluster, target.service, this.#o.now());
           this.#metrics?.accepted.inc(n);
           this.stats.accepted += n;
           this.stats.proxied += n;
@@ -278,9 +287,10 @@ export class NodeProxy {
     const route = this.#o.routes.lookup(ip, port);
     if (!route) return { route, candidates: [] };
     const now = this.#o.now();
+    const service = serviceKey(route);
     const candidates = plan(
       { localCluster: this.#o.localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy: route.policy },
-      (k) => this.#o.health.isHealthy(k, now),
+      (k) => this.#o.health.isHealthy(k, service, now),
       this.#o.random ?? this.#draws(`${ip}:${port}`),
     );
     return { route, candidates };
@@ -382,7 +392,7 @@ export class NodeProxy {
     attempts.push({ cluster: f.cluster ?? this.#o.localCluster, reason });
     this.#metrics?.failedAttempt(route, f.cluster ?? this.#o.localCluster, reason);
     if (f.cluster !== undefined) {
-      if (sickens(f.status || undefined)) this.#o.health.failure(f.cluster, this.#o.now());
+      if (sickens(f.status || undefined)) this.#o.health.failure(f.cluster, f.service ?? serviceKey(route), this.#o.now(), targetCount(route, this.#o.localCluster));
       this.#front?.checkHealth();
     }
     this.#log.info({ cluster: f.cluster ?? this.#o.localCluster, errno: f.errno, status: f.status }, 'first candidate failed; trying the next');
@@ -430,14 +440,14 @@ export class NodeProxy {
         ...(workload ? { workload } : {}),
         records: this.#conns.canSeal,
       });
-      this.#o.health.success(c.clusterKey);
+      this.#o.health.success(c.clusterKey, serviceKey(route), this.#o.now());
       return s;
     } catch (err) {
       const e = err as TunnelError;
       const reason = reasonOfError(e);
       attempts.push({ cluster: c.clusterKey, reason });
       this.#metrics?.failedAttempt(route, c.clusterKey, reason);
-      if (!(e instanceof TunnelError) || sickens(e.status)) this.#o.health.failure(c.clusterKey, this.#o.now());
+      if (!(e instanceof TunnelError) || sickens(e.status)) this.#o.health.failure(c.clusterKey, serviceKey(route), this.#o.now(), targetCount(route, this.#o.localCluster));
       this.#log.info({ cluster: c.clusterKey, err: e }, 'tunnel failed; trying the next candidate');
       const cause = (e as { cause?: { code?: string } }).cause?.code;
       return e instanceof TunnelError && e.code === 'ECNET_TUNNEL_UNREACHABLE' && tryAgain.has(cause ?? '') ? 'unreachable' : undefined;
