@@ -16,12 +16,22 @@ export interface LocalService {
   exportedAt?: string;
 }
 
+/** Whether a catalog is worth serving from: listed once (synced), and its watches working (healthy). */
+export interface CatalogReadiness {
+  synced: boolean;
+  healthy: boolean;
+  /** Why not, when not. */
+  reason?: string;
+}
+
 /** The local services, as the agent last saw them. */
 export interface Catalog {
   get(namespace: string, name: string): LocalService | undefined;
   all(): Iterable<LocalService>;
   /** The exported services with ingress path rules: what a plain HTTP request is matched against. */
   withIngress(): Iterable<LocalService>;
+  /** Synced and healthy (a catalog without it, as a static one, always is). */
+  readiness?(): CatalogReadiness;
 }
 
 export const hasIngress = (s: LocalService): boolean => (s.export?.rules ?? []).some((r) => r.path !== undefined);
@@ -64,10 +74,53 @@ export function decide(catalog: Catalog, t: ServiceTarget, caller?: Caller): Dec
       }
     }
   }
-  const rules = svc.export.rules ?? [];
-  const portExported = svc.ports.has(t.port) && (rules.length === 0 || rules.some((r) => r.portNumber === undefined || r.portNumber === t.port));
-  if (!portExported) return { status: STATUS.notExported, reason: `port ${t.port} of ${t.namespace}/${t.service} is not exported` };
+  if (!portExported(svc, t.port)) return { status: STATUS.notExported, reason: `port ${t.port} of ${t.namespace}/${t.service} is not exported` };
   const endpoints = svc.ports.get(t.port) ?? [];
   if (!endpoints.length) return { status: STATUS.noEndpoint, reason: `${t.namespace}/${t.service}:${t.port} has no ready endpoint` };
   return { status: 200, endpoints };
+}
+
+/** A port is exported when the export has no rules, or a rule names that port (or no port). */
+export function portExported(svc: LocalService, port: number): boolean {
+  const rules = svc.export?.rules ?? [];
+  return svc.ports.has(port) && (rules.length === 0 || rules.some((r) => r.portNumber === undefined || r.portNumber === port));
+}
+
+/** One service in a gateway's /healthz/services answer: ready (some exported port has an endpoint in), and per port how many. */
+export interface ServiceHealth {
+  ready: boolean;
+  ports: Record<string, number>;
+}
+
+/**
+ * What a gateway tells a caller of its services' health (/healthz/services): the services it would open a
+ * tunnel to for that caller's cluster, as decide() judges it (exported; with a `callerCluster`, exported to
+ * it by targetClusters; the workload rule is not asked: a node's proxy carries many), each exported port with
+ * its ready endpoints not ejected (`isOut`). At most `limit` services, by name; `truncated` says some were left
+ * out. Pure.
+ */
+export function servicesHealth(catalog: Catalog, callerCluster: ClusterKey | undefined, isOut: (group: string, e: Endpoint) => boolean, limit: number): { services: Map<string, ServiceHealth>; truncated: boolean } {
+  const offered: LocalService[] = [];
+  for (const svc of catalog.all()) {
+    if (!svc.export) continue;
+    const clusters = svc.export.targetClusters ?? [];
+    if (callerCluster !== undefined && clusters.length && !clusters.includes(callerCluster)) continue;
+    offered.push(svc);
+  }
+  const key = (s: LocalService) => `${s.namespace}/${s.name}`;
+  offered.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+  const services = new Map<string, ServiceHealth>();
+  for (const svc of offered.slice(0, Math.max(0, limit))) {
+    const ports: Record<string, number> = {};
+    let ready = false;
+    for (const [port, endpoints] of svc.ports) {
+      if (!portExported(svc, port)) continue;
+      const group = `${key(svc)}:${port}`;
+      const n = endpoints.reduce((a, e) => a + (isOut(group, e) ? 0 : 1), 0);
+      ports[String(port)] = n;
+      if (n > 0) ready = true;
+    }
+    services.set(key(svc), { ready, ports });
+  }
+  return { services, truncated: offered.length > services.size };
 }

@@ -4,6 +4,7 @@
 // other request — /healthz, ingress, a refusal, anything malformed or slow — and a CONNECT whose endpoints all
 // failed there come back as a socket with nothing read from it, for the HTTP server to judge as always.
 import { type Socket, isIP } from 'node:net';
+import type { Endpoint } from '../api/core.js';
 import type { NativeFrontEntry } from '../native/addon.js';
 import type { KernelSplicer } from '../native/kernel-splice.js';
 import { Front } from '../tunnel/front.js';
@@ -36,6 +37,9 @@ export class GatewayFront extends Front {
   /** The authorities in the table, by service (namespace/name). */
   readonly #pushed = new Map<string, string[]>();
   readonly #unsubscribe: () => void;
+  /** Whether an endpoint of a service port (`namespace/name:port`) is ejected: left out of the table. */
+  readonly #isOut: (group: string, e: Endpoint) => boolean;
+  readonly #tagOf: (namespace: string, name: string) => number;
 
   constructor(
     splicer: KernelSplicer,
@@ -48,6 +52,9 @@ export class GatewayFront extends Front {
       /** An endpoint that failed to connect in the front (also when the next one answered): `tag` is its entry's report index. */
       endpointFailed?(tag: number, ip: string, port: number, errno: number): void;
     },
+    isOut: (group: string, e: Endpoint) => boolean = () => false,
+    /** The report index of a service's entries: its metrics tag (the front counts its pairs by it). */
+    tagOf: (namespace: string, name: string) => number = () => 0,
   ) {
     super(splicer, { gateway: true, listeners, ...settings }, (handed, successes, failures) => {
       for (const [, n] of successes) on.succeeded(n);
@@ -55,12 +62,19 @@ export class GatewayFront extends Front {
       for (const { socket, free, h } of handed) on.handed(socket, free, h.status === 408 ? { serve: false, timeout: true } : { serve: true, ageMs: h.ageMs });
     });
     this.#catalog = catalog;
+    this.#isOut = isOut;
+    this.#tagOf = tagOf;
     this.#unsubscribe = catalog.subscribe((keys) => this.#sync(keys));
     this.#sync(undefined);
   }
 
   close(): void {
     this.#unsubscribe();
+  }
+
+  /** The entries of these services (namespace/name; undefined: all) again: their ejected endpoints changed. */
+  refresh(keys: string[] | undefined): void {
+    this.#sync(keys);
   }
 
   /** The table entries of `keys` (undefined: the whole catalog, replacing the table). */
@@ -91,7 +105,11 @@ export class GatewayFront extends Front {
       if (d.status !== 200 || !('endpoints' in d) || !d.endpoints.every((e) => isIP(e.ip))) continue;
       const authority = formatAuthority(target);
       authorities.push(authority);
-      out.push({ key: authority, choices: [{ report: 0, weight: 1, addrs: d.endpoints.map((e) => ({ ip: e.ip, port: e.port })) }] });
+      // Ejected endpoints are left out; all of them ejected, all stay (tried rather than none).
+      const group = `${svc.namespace}/${svc.name}:${port}`;
+      const inPlay = d.endpoints.filter((e) => !this.#isOut(group, e));
+      const addrs = (inPlay.length ? inPlay : d.endpoints).map((e) => ({ ip: e.ip, port: e.port }));
+      out.push({ key: authority, choices: [{ report: this.#tagOf(svc.namespace, svc.name), weight: 1, addrs }] });
     }
     if (authorities.length) this.#pushed.set(`${svc.namespace}/${svc.name}`, authorities);
     return out;

@@ -14,7 +14,9 @@ import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, SOURCE_WORKLOAD_HEADER, STATUS, type TunnelTls, parseAuthority, parseWorkload } from '../tunnel/protocol.js';
 import type { Endpoint } from '../api/core.js';
-import { type Catalog, decide } from './catalog.js';
+import { type Catalog, decide, servicesHealth } from './catalog.js';
+import { type OutlierOptions, OutlierDetector } from '../policy/outliers.js';
+import { createHash } from 'node:crypto';
 import { Tunnels, connectWithin, listen, resetSocket, stopReading } from '../tunnel/splice.js';
 import { RECORDS_HEADER, RECORDS_VERSION, recordSeal } from '../tunnel/records.js';
 import { descriptorOf, tcpSocketOf } from '../native/sockets.js';
@@ -23,7 +25,8 @@ import { closeFd } from '../native/libc.js';
 import { type ChangingCatalog, GatewayFront, type GatewayVerdict } from './front.js';
 import { matchIngress } from './ingress.js';
 import type { GatewayMetrics } from './metrics.js';
-import { reasonOfError, reasonOfStatus } from '../metrics/reasons.js';
+import { reasonOfErrno, reasonOfError, reasonOfStatus } from '../metrics/reasons.js';
+import { errnoNames } from '../native/errors.js';
 import { EventLimiter } from '../util/rate-limit.js';
 
 export interface GatewayOptions {
@@ -49,6 +52,11 @@ export interface GatewayOptions {
    * that tells its changes (LiveCatalog). Otherwise Node accepts every connection.
    */
   front?: boolean;
+  /** Passive ejection of endpoints that fail to connect (per service port; see policy/outliers.ts). */
+  outliers?: Partial<OutlierOptions>;
+  /** At most this many services in a /healthz/services answer (default 20,000); past it the answer says `truncated`. */
+  maxHealthServices?: number;
+  now?: () => number;
   logger?: Logger;
   /** Prometheus families to count into (gateway/metrics.ts); undefined: only `stats`. */
   metrics?: GatewayMetrics;
@@ -74,20 +82,43 @@ function reply(socket: Socket, status: number, reason: string): void {
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
 
-/** Connects to the first endpoint that answers, starting at `start` and going round; `failed` hears of each that did not. */
-async function connectFirst(endpoints: Endpoint[], start: number, timeoutMs: number, failed?: (endpoint: Endpoint, err: unknown) => void): Promise<{ socket: Socket; endpoint: Endpoint } | { errors: string[] }> {
+/**
+ * Connects to the first endpoint that answers, starting at `start` and going round; `report` hears of each
+ * outcome (with the error of a failure). Endpoints `isOut` (ejected) go last, in the same round order: tried
+ * only when the others failed.
+ */
+async function connectFirst(
+  endpoints: Endpoint[],
+  start: number,
+  timeoutMs: number,
+  isOut: (e: Endpoint) => boolean = () => false,
+  report: (e: Endpoint, ok: boolean, err?: unknown) => void = () => undefined,
+): Promise<{ socket: Socket; endpoint: Endpoint } | { errors: string[] }> {
   const errors: string[] = [];
-  for (let i = 0; i < endpoints.length; i++) {
-    const endpoint = endpoints[(start + i) % endpoints.length]!;
+  const round = endpoints.map((_, i) => endpoints[(start + i) % endpoints.length]!);
+  const ordered = [...round.filter((e) => !isOut(e)), ...round.filter(isOut)];
+  for (const endpoint of ordered) {
     try {
       const socket = await connectWithin(() => connect({ host: endpoint.ip, port: endpoint.port, allowHalfOpen: true, noDelay: true }), timeoutMs);
+      report(endpoint, true);
       return { socket, endpoint };
     } catch (err) {
-      failed?.(endpoint, err);
+      report(endpoint, false, err);
       errors.push(`${endpoint.ip}:${endpoint.port}: ${(err as Error).message}`);
     }
   }
   return { errors };
+}
+
+/** The /healthz/services answer for one caller, kept while nothing it depends on changed. */
+interface HealthAnswer {
+  catalogVersion: number;
+  outliersVersion: number;
+  /** An ejection in it runs out then: the answer changes without a version moving. */
+  validUntil: number;
+  synced: boolean;
+  body: string;
+  etag: string;
 }
 
 export class Gateway {
@@ -116,11 +147,30 @@ export class Gateway {
   readonly #metrics: GatewayMetrics | undefined;
   /** Refusals are logged at most 10/s: any caller can cause them. */
   readonly #refusals = new EventLimiter(10, 20);
+  /** Endpoints that failed to connect, by service port (`namespace/name:port`) and `ip:port`. */
+  readonly #outliers: OutlierDetector;
+  readonly #now: () => number;
+  #lastPrune = 0;
+  /** Re-pushes the front's table (and forgets cached answers) when the next ejection runs out. */
+  #expiryTimer: NodeJS.Timeout | undefined;
+  #catalogVersion = 0;
+  readonly #unsubscribeCatalog: (() => void) | undefined;
+  /** /healthz/services answers by caller cluster ('' without cluster identities). */
+  readonly #healthAnswers = new Map<string, HealthAnswer>();
+  readonly #maxHealthServices: number;
+  /** Report indices of the front's entries, by service (`namespace/name`), and back. */
+  readonly #tags = new Map<string, number>();
+  readonly #tagNames = new Map<number, string>();
 
   private constructor(options: GatewayOptions, server: Server) {
     this.#server = server;
     this.#tls = options.tls;
     this.#catalog = options.catalog;
+    this.#outliers = new OutlierDetector(options.outliers);
+    this.#now = options.now ?? Date.now;
+    this.#maxHealthServices = options.maxHealthServices ?? 20_000;
+    // A catalog that tells its changes: cached /healthz/services answers are kept until one; others are rebuilt each time.
+    this.#unsubscribeCatalog = (options.catalog as Catalog & Partial<ChangingCatalog>).subscribe?.(() => this.#catalogVersion++);
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 2_000;
     this.#ingressIdleMs = options.ingressIdleMs ?? 60_000;
     this.#log = options.logger ?? componentLogger('gateway');
@@ -228,7 +278,10 @@ export class Gateway {
           this.stats.kernelSpliced += n;
           this.stats.fronted += n;
         },
+        endpointFailed: (tag, ip, port, errno) => this.#frontEndpointFailed(tag, ip, port, errno),
       },
+      (group, e) => this.#outliers.isEjected(group, `${e.ip}:${e.port}`, this.#now()),
+      (namespace, name) => this.#tagOf(namespace, name),
     );
     this.#server.close();
     // close() also stopped the HTTP server's check of request-head timeouts, which the handed-over connections
@@ -303,10 +356,22 @@ export class Gateway {
     if (caller && 'refused' in caller) return this.#refuse(socket, STATUS.notExported, caller.refused, target, { target, source });
     // The workload its node proxy asserted is believed only from a member cluster that proved itself.
     const who = caller ? { cluster: caller.cluster, workload: parseWorkload(req.headers[SOURCE_WORKLOAD_HEADER]) } : undefined;
+    // Before the first full list the catalog is empty: "not yet", not "unknown".
+    if (this.#catalog.readiness?.().synced === false) return this.#refuse(socket, STATUS.noEndpoint, 'the gateway has not synced its catalog yet', target);
     const d = decide(this.#catalog, target, who);
     if (d.status !== 200 || !('endpoints' in d)) return this.#refuse(socket, d.status, 'reason' in d ? d.reason : '', target, { target, source, ...(who ? { caller: who } : {}) });
     const key = `${target.namespace}/${target.service}:${target.port}`;
-    const up = await connectFirst(d.endpoints, this.#rotate(key, d.endpoints.length), this.#connectTimeoutMs, (_e, err) => this.#metrics?.endpointFailed(target, reasonOfError(err)));
+    const now = this.#now();
+    const up = await connectFirst(
+      d.endpoints,
+      this.#rotate(key, d.endpoints.length),
+      this.#connectTimeoutMs,
+      (e) => this.#outliers.isEjected(key, `${e.ip}:${e.port}`, now),
+      (e, ok, err) => {
+        if (!ok) this.#metrics?.endpointFailed(target, reasonOfError(err));
+        this.#endpointOutcome(key, e.ip, e.port, ok, d.endpoints.length);
+      },
+    );
     if ('errors' in up) {
       this.#count(STATUS.noEndpoint);
       this.#metrics?.refusedOne('no_endpoint', target, true);
@@ -367,6 +432,125 @@ export class Gateway {
     return cluster ? { cluster } : { refused: 'the certificate names no member cluster of this cluster set' };
   }
 
+  /**
+   * An endpoint of a service port (`namespace/name:port`, the group its ejection is capped in) failed to connect:
+   * for the native front's reports (the JavaScript path records its own).
+   */
+  endpointFailed(service: string, ip: string, port: number): void {
+    this.#endpointOutcome(service, ip, port, false, this.#groupSize(service));
+  }
+
+  /** The front's report index of a service: its metrics tag (one numbering, so the front's counts are the metrics'). */
+  #tagOf(namespace: string, name: string): number {
+    const key = `${namespace}/${name}`;
+    let tag = this.#tags.get(key);
+    if (tag === undefined) {
+      tag = this.#metrics ? this.#metrics.tag(namespace, name) : this.#tags.size;
+      this.#tags.set(key, tag);
+      this.#tagNames.set(tag, key);
+    }
+    return tag;
+  }
+
+  /** An endpoint the front failed to connect (also when the next one answered): which service port, by its address. */
+  #frontEndpointFailed(tag: number, ip: string, port: number, errno: number): void {
+    const key = this.#tagNames.get(tag);
+    if (!key) return;
+    const at = key.indexOf('/');
+    const target = { namespace: key.slice(0, at), service: key.slice(at + 1) };
+    this.#metrics?.endpointFailed(target, reasonOfErrno(errnoNames.get(errno)));
+    const svc = this.#catalog.get(target.namespace, target.service);
+    for (const [servicePort, endpoints] of svc?.ports ?? []) {
+      if (endpoints.some((e) => e.ip === ip && e.port === port)) this.endpointFailed(`${key}:${servicePort}`, ip, port);
+    }
+  }
+
+  /** An endpoint of a service port connected (ends its failure streak, and an ejection). */
+  endpointSucceeded(service: string, ip: string, port: number): void {
+    this.#endpointOutcome(service, ip, port, true, 0);
+  }
+
+  /** The endpoints the catalog lists now for `namespace/name:port`. */
+  #groupSize(service: string): number {
+    const m = /^([^/]+)\/([^:]+):(\d+)$/.exec(service);
+    return m ? (this.#catalog.get(m[1]!, m[2]!)?.ports.get(Number(m[3]))?.length ?? 0) : 0;
+  }
+
+  #endpointOutcome(group: string, ip: string, port: number, ok: boolean, groupSize: number): void {
+    const now = this.#now();
+    const before = this.#outliers.version;
+    if (ok) this.#outliers.success(group, `${ip}:${port}`, now);
+    else if (this.#outliers.failure(group, `${ip}:${port}`, now, groupSize)) this.#log.warn({ service: group, endpoint: `${ip}:${port}`, ejectedForMs: this.#outliers.view(group, `${ip}:${port}`, now).ejectedForMs }, 'endpoint ejected after failed connections');
+    // Endpoints gone from their Service are forgotten once not heard of for ten minutes.
+    if (now - this.#lastPrune > 60_000) {
+      this.#lastPrune = now;
+      this.#outliers.prune(now, 10 * 60_000);
+    }
+    if (this.#outliers.version !== before) this.#ejectionsChanged(group);
+  }
+
+  /** The front's entry of the service follows its ejections, now and when the next one runs out. */
+  #ejectionsChanged(group: string | undefined): void {
+    if (this.#closed) return;
+    if (group !== undefined) this.#front?.refresh([group.slice(0, group.lastIndexOf(':'))]);
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    const now = this.#now();
+    const next = this.#outliers.nextExpiry(now);
+    if (next === undefined) return;
+    // The services with an ejection now: one of theirs runs out first.
+    const services = this.#outliers.groups().filter((g) => this.#outliers.ejectedIn(g, now) > 0).map((g) => g.slice(0, g.lastIndexOf(':')));
+    this.#expiryTimer = setTimeout(() => {
+      this.#expiryTimer = undefined;
+      if (this.#closed) return;
+      this.#front?.refresh([...new Set(services)]);
+      this.#ejectionsChanged(undefined);
+    }, Math.max(1, next - now + 1));
+    this.#expiryTimer.unref();
+  }
+
+  /**
+   * GET /healthz/services: the services this caller may open a tunnel to, with their ready endpoints not
+   * ejected (catalog.ts servicesHealth). With cluster identities the caller is the cluster of its certificate;
+   * without, everyone gets every exported service. Kept per caller until the catalog or an ejection changes,
+   * with an ETag: a proxy asking every 2 s mostly gets a 304.
+   */
+  #servicesHealth(req: IncomingMessage, res: ServerResponse): void {
+    if (this.#closed) return void res.writeHead(503, { 'content-type': 'text/plain' }).end('closing\n');
+    const caller = this.#caller(req.socket);
+    if (caller && 'refused' in caller) {
+      this.#count(403);
+      return void res.writeHead(403, { 'content-type': 'text/plain' }).end(`${caller.refused}\n`);
+    }
+    const cluster = caller?.cluster;
+    const now = this.#now();
+    const synced = this.#catalog.readiness?.().synced ?? true;
+    const cacheable = Boolean((this.#catalog as Catalog & Partial<ChangingCatalog>).subscribe);
+    let a = this.#healthAnswers.get(cluster ?? '');
+    if (!a || !cacheable || a.catalogVersion !== this.#catalogVersion || a.outliersVersion !== this.#outliers.version || a.synced !== synced || now >= a.validUntil) {
+      const isOut = (group: string, e: Endpoint) => this.#outliers.isEjected(group, `${e.ip}:${e.port}`, now);
+      const h = servicesHealth(this.#catalog, cluster, isOut, this.#maxHealthServices);
+      const body = `${JSON.stringify({ synced, ...(h.truncated ? { truncated: true } : {}), services: Object.fromEntries(h.services) })}\n`;
+      a = {
+        catalogVersion: this.#catalogVersion,
+        outliersVersion: this.#outliers.version,
+        validUntil: this.#outliers.nextExpiry(now) ?? Infinity,
+        synced,
+        body,
+        etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`,
+      };
+      // One answer per member cluster: bounded by the cluster set, and a certificate is needed to add one.
+      if (this.#healthAnswers.size >= 256) this.#healthAnswers.clear();
+      this.#healthAnswers.set(cluster ?? '', a);
+    }
+    const headers = { etag: a.etag, 'cache-control': 'no-cache' };
+    const inm = req.headers['if-none-match'];
+    if (typeof inm === 'string' && inm.length <= 4096 && inm.split(',').some((t) => t.trim().replace(/^W\//, '') === a.etag)) {
+      return void res.writeHead(304, headers).end();
+    }
+    res.writeHead(200, { ...headers, 'content-type': 'application/json' }).end(a.body);
+  }
+
   /** Serves the current certificate of `tls` (updated in place when it was renewed) to new connections. */
   reloadTls(): void {
     const tls = this.#tls;
@@ -380,6 +564,13 @@ export class Gateway {
       res.writeHead(this.#closed ? 503 : 200, { 'content-type': 'text/plain' }).end(this.#closed ? 'closing\n' : 'ok\n');
       return;
     }
+    if (url === '/readyz' || url.startsWith('/readyz?')) {
+      const r = this.#catalog.readiness?.() ?? { synced: true, healthy: true };
+      const why = this.#closed ? 'closing' : !r.synced || !r.healthy ? (r.reason ?? (r.synced ? 'the catalog is not healthy' : 'the catalog has not synced')) : undefined;
+      res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(`${why ?? 'ready'}\n`);
+      return;
+    }
+    if (url === '/healthz/services' || url.startsWith('/healthz/services?')) return this.#servicesHealth(req, res);
     const m = matchIngress(this.#catalog.withIngress(), url);
     if (!m) {
       this.#count(404);
@@ -477,6 +668,8 @@ export class Gateway {
   destroy(err?: Error): void {
     if (err) this.#log.error({ err }, 'gateway aborted');
     this.#closed = true;
+    this.#unsubscribeCatalog?.();
+    clearTimeout(this.#expiryTimer);
     this.#front?.close();
     this.#shutFront();
     this.#tunnels.destroy();

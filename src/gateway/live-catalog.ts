@@ -8,7 +8,7 @@ import type { ServiceExport } from '../api/flomesh.js';
 import type { EndpointSlice } from '../api/core.js';
 import { SliceIndex, localEndpoints, slicesByService } from '../endpoints/slices.js';
 import { type Informer, Kinds, type Source, type WatchEvent, keyParts, objectKey } from '../sources/source.js';
-import { type Catalog, type LocalService, hasIngress } from './catalog.js';
+import { type Catalog, type CatalogReadiness, type LocalService, hasIngress } from './catalog.js';
 
 /** One service's catalog entry from its resources (pure); undefined when it is not a service here. */
 export function localService(service: Service | undefined, slices: EndpointSlice[], exp: ServiceExport | undefined, denied?: ReadonlySet<string>): LocalService | undefined {
@@ -44,8 +44,28 @@ export function catalogFrom(services: Service[], slices: EndpointSlice[], export
  * rebuild (debounced) recomputes those entries only, so a change costs its own service, not the cluster's
  * 10,000. A rebuild runs in one turn of the event loop: a lookup sees the catalog before it or after it.
  */
+export interface LiveCatalogOptions {
+  /**
+   * A watch broken for longer than this makes the catalog unhealthy (readiness()): a blip of the API server
+   * does not take every gateway replica out of its Service at once. Default 30 s.
+   */
+  unhealthyAfterMs?: number;
+  now?: () => number;
+}
+
 export class LiveCatalog implements Catalog {
   readonly #services = new Map<string, LocalService>();
+  /** The first full catalog is built (until then it is empty, and lookups find nothing). */
+  #synced = false;
+  /** Per informer (by kind), since when its watch is broken. */
+  readonly #brokenSince = new Map<string, { at: number; err: Error }>();
+  readonly #unhealthyAfterMs: number;
+  readonly #now: () => number;
+
+  constructor(options: LiveCatalogOptions = {}) {
+    this.#unhealthyAfterMs = options.unhealthyAfterMs ?? 30_000;
+    this.#now = options.now ?? Date.now;
+  }
   readonly #ingress = new Map<string, LocalService>();
   readonly #slices = new SliceIndex();
   readonly #dirty = new Set<string>();
@@ -60,7 +80,8 @@ export class LiveCatalog implements Catalog {
   /** Starts watching; resolves once the first catalog is built. */
   async start(source: Source, debounceMs = 20): Promise<void> {
     const schedule = () => {
-      if (this.#timer || !this.#informers) return;
+      // Before the first full list nothing is built: a half-listed catalog would offer fewer endpoints than exist.
+      if (this.#timer || !this.#informers || !this.#synced) return;
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
         this.#rebuild();
@@ -74,15 +95,30 @@ export class LiveCatalog implements Catalog {
       for (const k of e.type === 'deleted' ? this.#slices.delete(e.object) : this.#slices.set(e.object)) this.#dirty.add(k);
       schedule();
     };
+    const health = (kind: string) => (err: Error | undefined) => {
+      if (!err) return void this.#brokenSince.delete(kind);
+      if (!this.#brokenSince.has(kind)) this.#brokenSince.set(kind, { at: this.#now(), err });
+    };
     this.#informers = [
-      source.informer<Service>(Kinds.Service, { onEvent: changed }),
-      source.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, { onEvent: sliceChanged }),
-      source.informer<ServiceExport>(Kinds.ServiceExport, { onEvent: changed }),
+      source.informer<Service>(Kinds.Service, { onEvent: changed, onHealth: health(Kinds.Service.kind) }),
+      source.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, { onEvent: sliceChanged, onHealth: health(Kinds.EndpointSlice.kind) }),
+      source.informer<ServiceExport>(Kinds.ServiceExport, { onEvent: changed, onHealth: health(Kinds.ServiceExport.kind) }),
     ];
     await Promise.all(this.#informers.map((i) => i.synced));
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#synced = true;
     this.#rebuild();
+  }
+
+  /** Synced once, and no watch broken for longer than unhealthyAfterMs (it keeps its last known state meanwhile). */
+  readiness(): CatalogReadiness {
+    if (!this.#synced) return { synced: false, healthy: false, reason: 'the catalog has not synced yet (Services, EndpointSlices, ServiceExports not listed once)' };
+    const now = this.#now();
+    for (const [kind, b] of this.#brokenSince) {
+      if (now - b.at >= this.#unhealthyAfterMs) return { synced: true, healthy: false, reason: `the ${kind} watch is broken since ${Math.round((now - b.at) / 1000)} s: ${b.err.message}` };
+    }
+    return { synced: true, healthy: true };
   }
 
   readonly #listeners = new Set<(keys: string[] | undefined) => void>();
