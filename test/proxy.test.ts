@@ -14,12 +14,15 @@ import { staticCatalog } from '../src/gateway/catalog.js';
 import { Gateway } from '../src/gateway/gateway.js';
 import { Agent, RouteMap } from '../src/agent/agent.js';
 import { NodeProxy, type Route } from '../src/proxy/proxy.js';
+import { HealthChecks } from '../src/proxy/health-checks.js';
 import { LocalSource } from '../src/sources/local.js';
 import { describeKernel } from './helpers/describe-kernel.js';
 import { type TestCgroup, type TestNetns, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
 
 const key = (n: number) => `default/default/default/cluster-${n}`;
 const CLUSTER_IP = '10.96.0.10';
+/** A second service, `broken/broken`: at cluster-1 its only endpoint refuses (the gateway answers 503), at cluster-3 it works. */
+const BROKEN_IP = '10.96.0.11';
 
 describeKernel('node proxy over the datapath, through gateways', () => {
   const pins = makePinDir();
@@ -42,15 +45,25 @@ describeKernel('node proxy over the datapath, through gateways', () => {
     policy: undefined,
     localEndpoints: [],
   };
+  const broken: Route = {
+    service: 'broken',
+    namespace: 'broken',
+    port: 8080,
+    exporters: [1, 3].map((n) => ({ clusterKey: key(n), gateway: { host: `127.0.0.${10 + n}`, port: 8081 } })),
+    policy: { lbType: 'FailOver', targets: [{ clusterKey: key(1) }, { clusterKey: key(3) }] },
+    localEndpoints: [],
+  };
 
   async function startGateway(n: number, backendPort: number): Promise<void> {
     const catalog = staticCatalog([
       { namespace: 'httpbin', name: 'httpbin', ports: new Map([[8080, [{ ip: `127.0.0.${20 + n}`, port: backendPort }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
+      { namespace: 'broken', name: 'broken', ports: new Map([[8080, [{ ip: `127.0.0.${20 + n}`, port: n === 1 ? 9 : backendPort }]]]), export: { loadBalancer: 'RoundRobinLoadBalancer' } },
     ]);
-    gateways.set(n, await Gateway.start({ host: `127.0.0.${10 + n}`, port: 8081, catalog, kernelSplice: true }));
+    // An ejected endpoint stays out for a minute: nothing below depends on how fast the test runs.
+    gateways.set(n, await Gateway.start({ host: `127.0.0.${10 + n}`, port: 8081, catalog, kernelSplice: true, outliers: { baseEjectMs: 60_000 } }));
   }
-  const call = async (count: number) => {
-    const results = await runClient({ cgroup: cg!.path, targets: Array.from({ length: count }, () => `${CLUSTER_IP}:8080`), timeoutMs: 3000 });
+  const call = async (count: number, ip = CLUSTER_IP) => {
+    const results = await runClient({ cgroup: cg!.path, targets: Array.from({ length: count }, () => `${ip}:8080`), timeoutMs: 3000 });
     return results.map((r) => r.reply?.trim() ?? `error: ${r.error}`);
   };
 
@@ -60,6 +73,7 @@ describeKernel('node proxy over the datapath, through gateways', () => {
     cg = makeCgroup();
     dp = Datapath.open({ bpffs: pins.path, cgroup: cg.path, objectDir: defaults.objectDir, settings: { proxy: { ip: '127.0.0.1', port: 15001 }, proxyMark: defaults.proxyMark } });
     dp.services.set({ ip: CLUSTER_IP, port: 8080, protocol: 'tcp' }, { id: 1, disabled: false });
+    dp.services.set({ ip: BROKEN_IP, port: 8080, protocol: 'tcp' }, { id: 2, disabled: false });
     for (const n of [1, 3]) {
       const b = createServer({ allowHalfOpen: true }, (c) => {
         c.on('data', () => undefined);
@@ -74,7 +88,7 @@ describeKernel('node proxy over the datapath, through gateways', () => {
       host: '127.0.0.1',
       port: 15001,
       localCluster: key(2),
-      routes: { lookup: (ip, port) => agentRoutes.lookup(ip, port) ?? (ip === CLUSTER_IP && port === 8080 ? route : undefined) },
+      routes: { lookup: (ip, port) => agentRoutes.lookup(ip, port) ?? (port !== 8080 ? undefined : ip === CLUSTER_IP ? route : ip === BROKEN_IP ? broken : undefined) },
       originalDestination: (s) => dp!.takeOriginalDestination(s),
       connect: (host, port) => {
         markedConnects++;
@@ -123,10 +137,64 @@ describeKernel('node proxy over the datapath, through gateways', () => {
     await gateways.get(1)!.close(0);
     const during = await call(20);
     expect(during.filter((r) => r !== 'cluster-3')).toEqual([]);
-    expect(proxy!.health.isHealthy(key(1), Date.now())).toBe(false);
+    expect(proxy!.health.isHealthy(key(1), 'httpbin/httpbin', Date.now())).toBe(false);
     await startGateway(1, 9000);
     proxy!.health.checked(key(1), true); // what the active check does when the gateway answers /healthz again
     expect(new Set(await call(10))).toEqual(new Set(['cluster-1']));
+  });
+
+  it('three failures of one service at a cluster eject that (cluster, service) only: another service there keeps going', async () => {
+    route.policy = { lbType: 'FailOver', targets: [{ clusterKey: key(1) }, { clusterKey: key(3) }] };
+    const now = () => Date.now();
+    expect(proxy!.health.isHealthy(key(1), 'broken/broken', now())).toBe(true);
+    const retries = proxy!.stats.retries;
+    // Each: cluster-1's gateway answers 503 (its endpoint refuses), cluster-3 answers; the client never sees it.
+    expect(await call(3, BROKEN_IP)).toEqual(['cluster-3', 'cluster-3', 'cluster-3']);
+    expect(proxy!.stats.retries - retries).toBe(3);
+    expect(proxy!.health.isHealthy(key(1), 'broken/broken', now())).toBe(false);
+    expect(proxy!.health.view(key(1), 'broken/broken', now()).reason).toMatch(/ejected/);
+    // Ejected: straight to cluster-3, no failed try first.
+    expect(await call(2, BROKEN_IP)).toEqual(['cluster-3', 'cluster-3']);
+    expect(proxy!.stats.retries - retries).toBe(3);
+    // The same cluster still serves the other service, first.
+    expect(proxy!.health.isHealthy(key(1), 'httpbin/httpbin', now())).toBe(true);
+    expect(await call(5)).toEqual(Array(5).fill('cluster-1'));
+    // And cluster-3 was not ejected for broken/broken (half of its two clusters at most).
+    expect(proxy!.health.isHealthy(key(3), 'broken/broken', now())).toBe(true);
+  });
+
+  it("the active check asks each gateway about the services routed there: one not ready at one cluster is that (cluster, service) only", async () => {
+    const health = proxy!.health;
+    health.forget(key(1));
+    health.forget(key(3));
+    const services = new Set(['httpbin/httpbin', 'broken/broken', 'shop/missing']);
+    const checks = new HealthChecks({
+      health,
+      connect: (host, port) => connectMarked({ host, port, mark: defaults.proxyMark }),
+      targets: () => new Map([1, 3].map((n) => [key(n), { gateway: { host: `127.0.0.${10 + n}`, port: 8081 }, services }] as const)),
+    });
+    try {
+      await checks.checkOnce();
+      const now = Date.now();
+      expect(health.isHealthy(key(1), 'httpbin/httpbin', now)).toBe(true);
+      // Its only endpoint at cluster-1 was ejected by that gateway (three refusals above): no ready endpoint left.
+      expect(health.isHealthy(key(1), 'broken/broken', now)).toBe(false);
+      expect(health.view(key(1), 'broken/broken', now).reason).toMatch(/no ready endpoint/);
+      expect(health.isHealthy(key(3), 'broken/broken', now)).toBe(true);
+      // Not in any gateway's answer: the gateway would refuse it.
+      expect(health.isHealthy(key(3), 'shop/missing', now)).toBe(false);
+      expect(health.isReachable(key(1))).toBe(true);
+      // The second round: unchanged answers (304), the same verdicts.
+      await checks.checkOnce();
+      expect(health.isHealthy(key(1), 'broken/broken', Date.now())).toBe(false);
+      expect(health.isHealthy(key(1), 'httpbin/httpbin', Date.now())).toBe(true);
+      // broken/broken goes to cluster-3 first now; httpbin to cluster-1.
+      expect(proxy!.decide(BROKEN_IP, 8080).candidates.map((c) => (c.kind === 'remote' ? c.clusterKey : 'local'))).toEqual([key(3)]);
+      expect(await call(2)).toEqual(['cluster-1', 'cluster-1']);
+    } finally {
+      checks.close();
+      health.forget(key(1));
+    }
   });
 
   it('the agent programs the redirect and the route from the cluster\'s resources, and removes them', async () => {

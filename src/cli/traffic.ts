@@ -11,7 +11,7 @@ import { type AgentFlags, ConfigError, clusterSetName, type GatewayFlags, agentC
 import { Gateway } from '../gateway/gateway.js';
 import { LiveCatalog } from '../gateway/live-catalog.js';
 import { componentLogger } from '../logger.js';
-import { HealthChecks } from '../proxy/health-checks.js';
+import { HealthChecks, checkTargets } from '../proxy/health-checks.js';
 import { NodeProxy } from '../proxy/proxy.js';
 import { openSource } from '../sources/open.js';
 import { table } from './table.js';
@@ -86,12 +86,21 @@ export function gatewayCommand(): Command {
       metrics.onCollect(() => metrics.catalogServices.set(exported().size));
       // Served before the catalog is synced: a gateway that cannot sync is seen, not silent.
       const metricsServer = cfg.metrics ? await startMetricsServer(registry, { host: cfg.metrics.ip, port: cfg.metrics.port }) : undefined;
-      await catalog.start(source);
       let gw: Gateway | undefined;
       const identity = cfg.identity ? new IdentityFiles(cfg.identity.dir, cfg.identity.clusterSet, { onChange: () => gw?.reloadTls() }) : undefined;
       const tls = identity?.tls ?? cfg.tls;
       if (!tls) plainWarning('gateway');
+      // Listening before the catalog has synced: /healthz (liveness) answers during a long first list, /readyz
+      // and tunnels say "not yet" (503) until it is done.
       gw = await Gateway.start({ host: cfg.listen.ip, port: cfg.listen.port, catalog, kernelSplice: cfg.splice === 'kernel', front: cfg.fastPath === 'native', limits: cfg.limits, metrics, ...(tls ? { tls } : {}) });
+      try {
+        await catalog.start(source);
+      } catch (err) {
+        gw.destroy();
+        identity?.close();
+        metricsServer?.close();
+        throw err;
+      }
       process.stderr.write(`ecnet gateway: listening on ${gw.address.host}:${gw.address.port} for ${source.description}${identity ? `, as ${identity.cluster}` : ''}\n`);
       await runUntilSignal(async () => {
         identity?.close();
@@ -229,7 +238,7 @@ export function agentCommand(): Command {
         health: proxy.health,
         connect,
         ...(tls ? { tls } : {}),
-        targets: () => new Map(routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => [e.clusterKey, e.gateway] as const))),
+        targets: () => checkTargets(routes.entries().map(([, r]) => r), cfg.clusterKey),
       });
       checks.start();
       // Records of connections no proxy took, deleted once old (the proxy already ignores them).
