@@ -268,7 +268,7 @@ describe('the gateway Deployment and Service match what `ecnet gateway` does', (
     expect(service.spec.selector).toEqual(gatewayDeploy.spec.selector.matchLabels);
   });
 
-  it('probes /healthz on the tunnel port, which the gateway serves there', async () => {
+  it('probes /readyz (readiness) and /healthz (liveness) on the tunnel port, which the gateway serves there', async () => {
     const { Gateway } = await import('../src/gateway/gateway.js');
     const { staticCatalog } = await import('../src/gateway/catalog.js');
     const gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog([]) });

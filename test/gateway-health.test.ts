@@ -109,7 +109,7 @@ describe('gateway /healthz/services', () => {
         exported('empty', new Map([[80, []]])),
         { namespace: 'ns', name: 'private', ports: new Map([[80, ep]]), export: undefined },
         // A rule for port 80 only: 81 is not exported, and not listed.
-        { ...exported('ruled', new Map([[80, ep], [81, ep]])), export: { loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 80 }] } },
+        { ...exported('ruled', new Map([[80, ep], [81, ep]])), export: { loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 80, pathType: 'Prefix' as const }] } },
       ]),
     });
   });

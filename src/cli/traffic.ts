@@ -69,7 +69,7 @@ function sourceOptions(cmd: Command): Command {
 
 export function gatewayCommand(): Command {
   return limitOptions(tlsOptions(sourceOptions(new Command('gateway'))))
-    .description("the cluster's entry: tunnels for exported services to ready local endpoints, ingress rules, /healthz")
+    .description("the cluster's entry: tunnels for exported services to ready local endpoints, ingress rules, /healthz, /readyz, /healthz/services")
     .option('--listen <ip:port>', `where to listen (default ${gatewayDefaults.listen})`)
     .option('--splice <mode>', 'how tunnel bytes move: kernel (splice(2), plain TCP tunnels) or stream (through Node); default kernel')
     .option('--fast-path <mode>', 'who sets up new tunnels: native (the addon, on the splice thread; Node takes what it cannot finish) or node; default native')

@@ -24,7 +24,7 @@ describe("ecnet's workloads as a node of ecnet local starts them", () => {
     const p = planProcess(readWorkload('gateway'), { pod: { ...pod, podIP: '10.41.0.2' }, hostPath, source: ['--cluster', '/c'] });
     expect(p.hostNetwork).toBe(false);
     expect(p.argv[0]).toBe('gateway');
-    expect(p.probes.map((x) => x.url)).toEqual(['https://10.41.0.2:8080/healthz', 'https://10.41.0.2:8080/healthz']);
+    expect(p.probes.map((x) => x.url)).toEqual(['https://10.41.0.2:8080/readyz', 'https://10.41.0.2:8080/healthz']);
   });
 
   it('host paths outside the node\'s directories, or climbing out of them, are refused', () => {

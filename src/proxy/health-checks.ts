@@ -152,6 +152,8 @@ export class HealthChecks {
     const targets = this.o.targets();
     for (const k of this.#last.keys()) if (!targets.has(k)) this.#last.delete(k);
     await Promise.all([...targets].map(([cluster, t]) => this.#check(cluster, t)));
+    // Passive state of targets no longer routed (or quiet for long) goes: routes come and go with imports.
+    this.o.health.prune((this.o.now ?? Date.now)(), 10 * 60_000);
   }
 
   async #check(cluster: ClusterKey, t: CheckTarget): Promise<void> {
