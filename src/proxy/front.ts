@@ -63,6 +63,8 @@ export interface FrontSettings {
   maxTotal: number;
   maxPerSource: number;
   now: () => number;
+  /** The report index of a service at a cluster: the metrics' tag (the front counts its pairs by it); default: its own numbering. */
+  tagOf?: (cluster: ClusterKey, service: ServiceKey) => number;
 }
 
 /** The 18-byte table key of `ip:port`: the address as the datapath keeps it, then the port, big-endian. */
@@ -82,7 +84,7 @@ export class ProxyFront extends Front {
   readonly #o: FrontSettings;
   readonly #destinationOf: ProxyFrontOptions['destinationOf'];
   /** (cluster, service) targets by report index (the front counts successes and failures by index). */
-  readonly #reports: FrontTarget[] = [];
+  readonly #reports = new Map<number, FrontTarget>();
   /** Report indexes by service, then cluster. */
   readonly #reportIndex = new Map<ServiceKey, Map<ClusterKey, number>>();
   #dirty: Set<string> | 'all' | undefined;
@@ -116,7 +118,7 @@ export class ProxyFront extends Front {
         maxPerSource: settings.maxPerSource,
       },
       (handed, successes) => {
-        for (const [report, n] of successes) on.succeeded(this.#reports[report], n);
+        for (const [report, n] of successes) on.succeeded(this.#reports.get(report), n);
         for (const { socket, h, free } of handed) on.handed(socket, this.#verdictOf(h), free);
       },
     );
@@ -154,7 +156,7 @@ export class ProxyFront extends Front {
   #verdictOf(h: NativeFrontHanded): FrontVerdict {
     const dst = h.destination ? this.#destinationOf(h.destination) : undefined;
     if (h.failedReport === undefined) return { dst };
-    const t = this.#reports[h.failedReport];
+    const t = this.#reports.get(h.failedReport);
     // The local endpoints (no report, or one naming this cluster) are no gateway's health.
     const cluster = t && t.cluster !== this.#o.localCluster ? t.cluster : undefined;
     return { dst, failed: { cluster, ...(t ? { service: t.service } : {}), errno: h.errno ?? 0, status: h.status ?? 0 } };
@@ -224,7 +226,7 @@ export class ProxyFront extends Front {
       if (!Number.isFinite(weight)) return { key: k, choices: null };
       if (c.kind === 'local') {
         if (!route.localEndpoints.every((e) => isIP(e.ip))) return { key: k, choices: null };
-        choices.push({ report: -1, weight, addrs: route.localEndpoints.map((e) => ({ ip: e.ip, port: e.port })) });
+        choices.push({ report: this.#reportOf(this.#o.localCluster, service), weight, addrs: route.localEndpoints.map((e) => ({ ip: e.ip, port: e.port })) });
         continue;
       }
       // A gateway by name, or one reached over TLS: the JavaScript path.
@@ -242,7 +244,8 @@ export class ProxyFront extends Front {
     if (!byCluster) this.#reportIndex.set(service, (byCluster = new Map()));
     let i = byCluster.get(cluster);
     if (i === undefined) {
-      i = this.#reports.push({ cluster, service }) - 1;
+      i = this.#o.tagOf ? this.#o.tagOf(cluster, service) : this.#reports.size;
+      this.#reports.set(i, { cluster, service });
       byCluster.set(cluster, i);
     }
     return i;
@@ -251,7 +254,9 @@ export class ProxyFront extends Front {
   /** Which of the (cluster, service) targets in the table are healthy now. */
   #healthSignature(): string {
     const now = this.#o.now();
-    return this.#reports.map((t) => (t.cluster === this.#o.localCluster || this.#o.health.isHealthy(t.cluster, t.service, now) ? '1' : '0')).join('');
+    let signature = '';
+    for (const t of this.#reports.values()) signature += t.cluster === this.#o.localCluster || this.#o.health.isHealthy(t.cluster, t.service, now) ? '1' : '0';
+    return signature;
   }
 
   #checkHealth(): void {

@@ -230,6 +230,7 @@ export class NodeProxy {
         localCluster: this.#o.localCluster,
         log: this.#log,
         health: this.#o.health,
+        ...(this.#metrics ? { tagOf: (cluster: ClusterKey, service: string) => this.#metrics!.tag(service.slice(0, service.indexOf('/')), service.slice(service.indexOf('/') + 1), cluster) } : {}),
         tls: Boolean(this.#o.tls),
         idleMs: this.#o.idleTimeoutMs,
         setupMs: this.#o.tunnelTimeoutMs,
