@@ -16,10 +16,11 @@ import { type Clock, rfc3339 as iso, systemClock } from '../util/time.js';
 import { Coalescer } from '../util/coalescer.js';
 import { Kinds, type Informer, type KubeObject, type Precondition, type Source, SourceError, type WatchEvent, objectKey } from '../sources/source.js';
 import { canonical, conditionsDiffer, mergeConditions } from './conditions.js';
-import { type MemberDesired, type MemberView, aggregate } from './aggregate.js';
+import { type MemberDesired, type MemberView, aggregate, isManaged } from './aggregate.js';
 import { type PlannedWrite, planCleanup, planMember } from './member-plan.js';
 import { IdentityIssuer } from './identities.js';
 import { Member, type MemberConnector, cachedIn, clusterKeyOf, credentialsOf, withDefaults } from './members.js';
+import type { ControllerObserver, MemberCounts } from './metrics.js';
 
 export interface ControllerOptions {
   /** The control-plane cluster, where the Cluster resources are. */
@@ -40,6 +41,8 @@ export interface ControllerOptions {
    * the same namespace of the member (see identities.ts). Undefined: the controller issues none.
    */
   identities?: { namespace: string; clusterSet: string; ttlMs?: number };
+  /** Told of passes, writes and export changes (metrics.ts); reads the members at each scrape. */
+  metrics?: ControllerObserver;
 }
 
 export const MANAGER = CONTROLLER_NAME;
@@ -74,6 +77,7 @@ export class Controller {
   readonly #canon = new WeakMap<object, string>();
   passes = 0;
   readonly #issuer: IdentityIssuer | undefined;
+  readonly #metrics: ControllerObserver | undefined;
 
   constructor(options: ControllerOptions) {
     this.#controlPlane = options.controlPlane;
@@ -87,6 +91,17 @@ export class Controller {
     this.#passes = new Coalescer(() => this.#safePass(), this.#debounceMs, this.#clock);
     const ids = options.identities;
     this.#issuer = ids ? new IdentityIssuer({ controlPlane: this.#controlPlane, ...ids, manager: MANAGER, log: this.#log, now: () => this.#clock.now() }) : undefined;
+    this.#metrics = options.metrics;
+    this.#metrics?.attach(() => this.#memberCounts());
+  }
+
+  /** Each member's state and what its caches hold, for the metrics. */
+  #memberCounts(): MemberCounts[] {
+    const now = this.#clock.now();
+    return [...this.#members.values()].map((m) => {
+      const withdrawn = m.unreachableSince !== undefined && now - m.unreachableSince >= this.#timeout;
+      return { name: m.name, up: m.readable, exports: withdrawn ? 0 : (m.exports?.list().length ?? 0), imports: m.imports?.list().filter(isManaged).length ?? 0 };
+    });
   }
 
   /** Starts watching the control-plane cluster's Cluster resources; resolves once they are listed. */
@@ -138,6 +153,7 @@ export class Controller {
       await this.#pass();
     } catch (err) {
       this.#log.error({ err }, 'reconcile pass failed');
+      this.#metrics?.passThrew(this.#clock.now());
       this.#full = true;
       this.#later(() => this.trigger(), this.#retry.next());
     }
@@ -149,8 +165,11 @@ export class Controller {
       const key = objectKey(e.object);
       this.#inflight.delete(`${member}|${e.object.kind}|${key}`);
       this.#dirty.add(key);
+      if (e.object.kind === 'ServiceExport') this.#metrics?.exportEvent(member, e, this.#clock.now());
     } else {
       this.#full = true;
+      const exports = this.#members.get(member)?.exports;
+      if (exports?.isSynced) this.#metrics?.exportsListed(member, () => exports.list());
     }
     this.trigger();
   }
@@ -163,6 +182,7 @@ export class Controller {
       if (!names.has(name)) {
         this.#members.delete(name);
         this.#secretVersions.delete(name);
+        this.#metrics?.memberRemoved(name);
         await this.#forget(m);
       }
     }
@@ -249,6 +269,7 @@ export class Controller {
     const scope = this.#full ? undefined : this.#dirty;
     this.#full = false;
     this.#dirty = new Set();
+    this.#metrics?.passBegins(scope ? 'scoped' : 'full', now);
 
     // Each member's view: its informers' caches (which keep the last known state while it is unreachable),
     // or what an earlier connection knew; exports are withdrawn once it has been unreachable too long.
@@ -276,8 +297,9 @@ export class Controller {
     }
 
     const writes: (() => Promise<void>)[] = [];
+    let desired: Map<string, MemberDesired> | undefined;
     if (!gated) {
-      const desired = aggregate(views);
+      desired = aggregate(views);
       for (const m of members) {
         if (!m.readable) continue;
         const d = desired.get(m.name)!;
@@ -288,6 +310,7 @@ export class Controller {
     // Identities on full passes only: a certificate lives a day, so a check every resync is plenty.
     if (!scope && this.#issuer) writes.push(...this.#issuer.checks(members.map((m) => ({ source: m.readable ? m.source : undefined, cluster: clusterKeyOf(m.cluster) }))));
     const failures = await this.#run(writes);
+    this.#metrics?.passEnds({ endedMs: this.#clock.now(), failures, desired, scope, closed: this.#closed });
     this.#log.debug({ pass: this.passes, scope: scope ? scope.size : 'all', writes: writes.length, failures, gated, ms: this.#clock.now() - now }, 'reconcile pass');
     if (failures) {
       this.#full = true;
@@ -330,8 +353,10 @@ export class Controller {
     writes.push(async () => {
       try {
         await write();
+        this.#metrics?.written(key, true);
       } catch (err) {
         this.#inflight.delete(key);
+        this.#metrics?.written(key, false);
         throw err;
       }
     });
