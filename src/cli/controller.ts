@@ -1,11 +1,16 @@
 // `ecnet controller`: the control-plane cluster, until SIGINT/SIGTERM (then it drains: writes in flight finish).
+import type { Server } from 'node:http';
 import { untilSignal } from '../util/process.js';
 import { Command } from 'commander';
 import { ConfigError, type ControllerConfig, type ControllerFlags, controllerConfig, leaderElectionDefaults } from '../config.js';
 import type { LeaderElector } from '../controlplane/leader.js';
 import { memberConnector } from '../controlplane/connect.js';
 import { Controller } from '../controlplane/controller.js';
+import { type ControllerPhase, ControllerMetrics, controllerProbes } from '../controlplane/metrics.js';
+import { EcnetError } from '../errors.js';
 import { componentLogger } from '../logger.js';
+import { componentRegistry } from '../metrics/registry.js';
+import { startMetricsServer } from '../metrics/server.js';
 import { openSource } from '../sources/open.js';
 
 export function controllerCommand(): Command {
@@ -29,6 +34,7 @@ export function controllerCommand(): Command {
     .option('--no-identities', 'issue no cluster certificates (then tunnels are plain unless the agents and gateways get --tls-* files)')
     .option('--cluster-set <name>', 'the cluster set, in every certificate\'s SPIFFE ID (default ecnet)')
     .option('--identity-ttl <duration>', 'lifetime of a member\'s certificate, renewed with a third of it left (default 24h)')
+    .option('--metrics <ip:port>', 'where /metrics, /healthz and /readyz are served, or off (default off; env ECNET_METRICS)')
     .action(async (flags: ControllerFlags) => {
       const cfg = controllerConfig(flags);
       const log = componentLogger('controller');
@@ -36,7 +42,21 @@ export function controllerCommand(): Command {
       // this does, until a signal, also while the control-plane cluster is not readable yet.
       const { signal: stopped, release } = untilSignal();
       let elector: LeaderElector | undefined;
+      // /readyz: a standby waiting for the lease is ready (healthy, it just does not write); a leader once it
+      // has listed the Clusters. Served before the lease is waited for, so a standby is scraped and probed too.
+      let phase: ControllerPhase = cfg.leaderElection ? 'standby' : 'starting';
+      const registry = cfg.metrics ? componentRegistry('controller') : undefined;
+      const metrics = registry ? new ControllerMetrics(registry) : undefined;
+      metrics?.setLeader(!cfg.leaderElection);
+      let server: Server | undefined;
       try {
+        if (registry && cfg.metrics) {
+          const { ip, port } = cfg.metrics;
+          server = await startMetricsServer(registry, { host: ip, port, extra: controllerProbes(() => phase) }).catch((cause: unknown) => {
+            throw new EcnetError('ECNET_METRICS_LISTEN', `cannot serve metrics on ${ip}:${port}`, { cause });
+          });
+          log.info({ metrics: `${ip}:${port}` }, 'serving /metrics, /healthz and /readyz');
+        }
         if (cfg.leaderElection) {
           elector = await leaderElector(cfg);
           process.stderr.write(`ecnet controller: ${elector.identity} waiting for lease ${cfg.leaderElection.namespace}/${cfg.leaderElection.name}\n`);
@@ -46,6 +66,8 @@ export function controllerCommand(): Command {
             return;
           }
           process.stderr.write(`ecnet controller: ${elector.identity} leads\n`);
+          phase = 'starting';
+          metrics?.setLeader(true);
         }
         // A leader that lost its lease stops writing and exits non-zero (its pod restarts and campaigns again).
         const lost = elector ? elector.lost.then((err) => Promise.reject(err)) : new Promise<never>(() => undefined);
@@ -58,21 +80,35 @@ export function controllerCommand(): Command {
           resyncMs: cfg.resyncMs,
           logger: log,
           ...(cfg.identities ? { identities: cfg.identities } : {}),
+          ...(metrics ? { metrics } : {}),
         });
         process.stderr.write(`ecnet controller: watching ${controlPlane.description}\n`);
         // A signal while the control-plane cluster is still being read stops as cleanly as later.
         const started = controller.start();
         started.catch(() => undefined); // rejects only when closed before the first list, i.e. on a signal
+        started.then(
+          () => {
+            if (phase === 'starting') phase = 'started';
+          },
+          () => undefined,
+        );
         try {
           const signal = await Promise.race([started.then(() => stopped), stopped, lost]);
           log.info({ signal }, 'stopping');
         } finally {
+          phase = 'stopping';
           await controller.close();
           await controlPlane.close();
         }
       } finally {
         // After the last write: the next leader need not wait for the lease to expire.
         await elector?.close();
+        metrics?.setLeader(false);
+        if (server) {
+          const s = server;
+          s.closeAllConnections();
+          await new Promise((r) => s.close(r));
+        }
         release();
       }
     });
