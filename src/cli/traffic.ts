@@ -83,10 +83,14 @@ export function gatewayCommand(): Command {
       const registry = componentRegistry('gateway');
       const exported = () => new Set([...catalog.all()].filter((s) => s.export).map((s) => `${s.namespace}/${s.name}`));
       const metrics = new GatewayMetrics({ registry, liveServices: exported, onOverflow: (cap) => log.warn({ cap }, 'more exported services than the metrics label: the rest are counted as _other') });
-      metrics.onCollect(() => metrics.catalogServices.set(exported().size));
+      let gw: Gateway | undefined;
+      metrics.onCollect(() => {
+        if (!gw) return;
+        const { synced, services } = gw.serviceStates();
+        metrics.setServices(synced, services);
+      });
       // Served before the catalog is synced: a gateway that cannot sync is seen, not silent.
       const metricsServer = cfg.metrics ? await startMetricsServer(registry, { host: cfg.metrics.ip, port: cfg.metrics.port }) : undefined;
-      let gw: Gateway | undefined;
       const identity = cfg.identity ? new IdentityFiles(cfg.identity.dir, cfg.identity.clusterSet, { onChange: () => gw?.reloadTls() }) : undefined;
       const tls = identity?.tls ?? cfg.tls;
       if (!tls) plainWarning('gateway');
@@ -211,6 +215,12 @@ export function agentCommand(): Command {
       // What the kernel splicer and the front counted, read at each scrape (also after a hand-over: the counts stay).
       const splicer = proxy.tunnels.splicer;
       if (splicer) proxyMetrics.addNative(() => splicer.tagStats());
+      proxyMetrics.onCollect(() => {
+        const now = Date.now();
+        const targets = routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => ({ namespace: r.namespace, service: r.service, cluster: e.clusterKey, healthy: proxy.health.isHealthy(e.clusterKey, `${r.namespace}/${r.service}`, now) })));
+        const clusters = new Set(targets.map((t) => t.cluster));
+        proxyMetrics.setHealth(targets, [...clusters].map((cluster) => ({ cluster, up: proxy.health.isReachable(cluster) })));
+      });
       agentMetrics = new AgentMetrics(registry, {
         status: () => agent.status,
         routes: () => ({ redirected: routes.entries().length, kept: routes.keptEntries().length }),

@@ -440,6 +440,28 @@ export class Gateway {
     this.#endpointOutcome(service, ip, port, false, this.#groupSize(service));
   }
 
+  /**
+   * Each exported service's endpoints now: ready and serving, or ejected after failed connects (for the metrics;
+   * an endpoint of several ports counts once per port). Whether the catalog is synced and its watches work.
+   */
+  serviceStates(): { synced: boolean; services: { namespace: string; service: string; serving: number; ejected: number }[] } {
+    const now = this.#now();
+    const r = this.#catalog.readiness?.();
+    const services = [];
+    for (const svc of this.#catalog.all()) {
+      if (!svc.export) continue;
+      let serving = 0;
+      let ejected = 0;
+      for (const [port, endpoints] of svc.ports) {
+        const out = endpoints.filter((e) => this.#outliers.isEjected(`${svc.namespace}/${svc.name}:${port}`, `${e.ip}:${e.port}`, now)).length;
+        ejected += out;
+        serving += endpoints.length - out;
+      }
+      services.push({ namespace: svc.namespace, service: svc.name, serving, ejected });
+    }
+    return { synced: r ? r.synced && r.healthy : true, services };
+  }
+
   /** The front's report index of a service: its metrics tag (one numbering, so the front's counts are the metrics'). */
   #tagOf(namespace: string, name: string): number {
     const key = `${namespace}/${name}`;

@@ -57,9 +57,9 @@ export class GatewayMetrics {
     this.setup = new BucketHistogram('ecnet_gateway_tunnel_setup_seconds', 'Time from a tunnel\'s CONNECT to its 200 (an endpoint connected)', [], SETUP_BUCKETS_S, o.registry);
     this.endpointFailures = new Counter({ name: 'ecnet_gateway_endpoint_failures_total', help: 'Connects to an endpoint that failed (the next endpoint is tried), by reason', labelNames: ['namespace', 'service', 'reason'], registers });
     this.endpoints = new Gauge({ name: 'ecnet_gateway_endpoints', help: 'Ready endpoints of each exported service, by state (serving, or ejected after failed connects)', labelNames: ['namespace', 'service', 'state'], registers, collect: read });
-    this.serviceReady = new Gauge({ name: 'ecnet_gateway_service_ready', help: '1 when an exported service has a ready endpoint that is not ejected, else 0', labelNames: ['namespace', 'service'], registers });
-    this.catalogSynced = new Gauge({ name: 'ecnet_gateway_catalog_synced', help: '1 once the catalog (exports, services, endpoint slices) is synced and its watches are healthy, else 0', registers });
-    this.catalogServices = new Gauge({ name: 'ecnet_gateway_catalog_services', help: 'Exported services in the catalog', registers });
+    this.serviceReady = new Gauge({ name: 'ecnet_gateway_service_ready', help: '1 when an exported service has a ready endpoint that is not ejected, else 0', labelNames: ['namespace', 'service'], registers, collect: read });
+    this.catalogSynced = new Gauge({ name: 'ecnet_gateway_catalog_synced', help: '1 once the catalog (exports, services, endpoint slices) is synced and its watches are healthy, else 0', registers, collect: read });
+    this.catalogServices = new Gauge({ name: 'ecnet_gateway_catalog_services', help: 'Exported services in the catalog', registers, collect: read });
     this.limited = new Counter({ name: 'ecnet_gateway_connections_limited_total', help: 'Connections reset at once: a connection limit was reached (total, or the source\'s)', registers });
     this.ingress = new Counter({ name: 'ecnet_gateway_ingress_requests_total', help: 'HTTP requests served by ServiceExport ingress rules, per service', labelNames: ['namespace', 'service'], registers });
   }
@@ -82,6 +82,25 @@ export class GatewayMetrics {
   /** Work before each scrape (gauges that are read: endpoints, readiness, the catalog). */
   onCollect(fn: () => void): void {
     this.#collectors.push(fn);
+  }
+
+  /** The read gauges from the catalog and the ejections now (called at each scrape). */
+  setServices(synced: boolean, services: Iterable<{ namespace: string; service: string; serving: number; ejected: number }>): void {
+    this.catalogSynced.set(synced ? 1 : 0);
+    this.endpoints.reset();
+    this.serviceReady.reset();
+    let n = 0;
+    // Several services may share `_other`: it is ready when any of them is.
+    const ready = new Map<ServiceLabel, number>();
+    for (const s of services) {
+      n++;
+      const l = this.#service(s.namespace, s.service);
+      this.endpoints.inc({ ...l, state: 'serving' }, s.serving);
+      this.endpoints.inc({ ...l, state: 'ejected' }, s.ejected);
+      ready.set(l, Math.max(ready.get(l) ?? 0, s.serving > 0 ? 1 : 0));
+    }
+    for (const [l, v] of ready) this.serviceReady.set(l, v);
+    this.catalogServices.set(n);
   }
 
   #service(namespace: string, service: string): ServiceLabel {

@@ -73,8 +73,10 @@ export class ProxyMetrics {
     this.bytes = new Counter({ name: 'ecnet_proxy_bytes_total', help: 'Bytes carried, sent (client to upstream) and received, including the kernel splicer\'s', labelNames: ['namespace', 'service', 'cluster', 'direction'], registers });
     this.active = new Gauge({ name: 'ecnet_proxy_connections_active', help: 'Connections open now, per service and target cluster', labelNames: ['namespace', 'service', 'cluster'], registers });
     this.setup = new BucketHistogram('ecnet_proxy_connection_setup_seconds', 'Time from accepting a connection to its established upstream (a tunnel\'s 200, or a local connect), per target cluster', ['cluster'], SETUP_BUCKETS_S, o.registry);
-    this.targetHealthy = new Gauge({ name: 'ecnet_proxy_target_healthy', help: '1 when the proxy may send a service\'s connections to a cluster (not ejected, its gateway up), else 0', labelNames: ['namespace', 'service', 'cluster'], registers, collect: () => this.#collectors.forEach((c) => c()) });
-    this.gatewayUp = new Gauge({ name: 'ecnet_proxy_gateway_up', help: '1 when the last active check of a cluster\'s gateway passed, else 0', labelNames: ['cluster'], registers });
+    // Read, not counted: both from the same source (the health book), each at its own scrape.
+    const health = () => this.#collectors.forEach((c) => c());
+    this.targetHealthy = new Gauge({ name: 'ecnet_proxy_target_healthy', help: '1 when the proxy may send a service\'s connections to a cluster (not ejected, its gateway reachable, the service ready there), else 0', labelNames: ['namespace', 'service', 'cluster'], registers, collect: health });
+    this.gatewayUp = new Gauge({ name: 'ecnet_proxy_gateway_up', help: '1 when the last active check reached a cluster\'s gateway, else 0', labelNames: ['cluster'], registers, collect: health });
   }
 
   /** The tag of (service, cluster): the index the addon counts its pairs and front choices by. */
@@ -117,6 +119,14 @@ export class ProxyMetrics {
   /** Work to do before each scrape (health gauges, which are read, not counted). */
   onCollect(fn: () => void): void {
     this.#collectors.push(fn);
+  }
+
+  /** The health gauges from what the health book says now (called at each scrape). */
+  setHealth(targets: Iterable<{ namespace: string; service: string; cluster: ClusterKey; healthy: boolean }>, gateways: Iterable<{ cluster: ClusterKey; up: boolean }>): void {
+    this.targetHealthy.reset();
+    for (const t of targets) this.targetHealthy.set({ ...this.#service(t.namespace, t.service), cluster: t.cluster }, t.healthy ? 1 : 0);
+    this.gatewayUp.reset();
+    for (const g of gateways) this.gatewayUp.set({ cluster: g.cluster }, g.up ? 1 : 0);
   }
 
   #service(namespace: string, service: string): ServiceLabel {
