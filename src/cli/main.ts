@@ -11,6 +11,7 @@ import { controllerCommand } from './controller.js';
 import { applyCommand, deleteCommand, getCommand } from './resources.js';
 import { demoCommand } from './demo.js';
 import { localCommand } from './local.js';
+import { topCommand } from './top.js';
 import { agentCommand, gatewayCommand, identityCommand, routesCommand } from './traffic.js';
 
 const program = new Command('ecnet')
@@ -27,6 +28,7 @@ program.addCommand(controllerCommand());
 program.addCommand(agentCommand());
 program.addCommand(gatewayCommand());
 program.addCommand(routesCommand());
+program.addCommand(topCommand());
 program.addCommand(identityCommand());
 program.addCommand(localCommand());
 program.addCommand(demoCommand());
