@@ -2,6 +2,8 @@
 // bpftool as the independent witness of what is really in the kernel.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { serviceKeyCodec, serviceValueCodec } from '../src/bpf/codecs.js';
@@ -10,6 +12,8 @@ import { type TestCgroup, bpftoolCgroupPrograms, cleanupAll, makeCgroup, makeNet
 import { describeKernel } from './helpers/describe-kernel.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
+// An admin endpoint nothing listens on (port 1): `bpf dump` must work without the agent.
+const unreachable = '127.0.0.1:1';
 
 describeKernel('ecnet bpf (CLI)', () => {
   const pins = makePinDir();
@@ -68,19 +72,62 @@ describeKernel('ecnet bpf (CLI)', () => {
   });
 
   it('dump agrees with bpftool map dump of the same pinned map', () => {
-    const ours = JSON.parse(ecnet('dump', 'ecnet_services', '-o', 'json').stdout) as { entries: { key: unknown; value: unknown }[] };
+    const ours = JSON.parse(ecnet('dump', 'ecnet_services', '-o', 'json', '--admin', unreachable).stdout) as { entries: { key: unknown; value: unknown }[] };
     const raw = JSON.parse(
       execFileSync('bpftool', ['-j', 'map', 'dump', 'pinned', join(pins.path, 'maps', 'ecnet_services')], { encoding: 'utf8' }),
     ) as { key: string[]; value: string[] }[];
     const bytes = (hex: string[]) => Buffer.from(hex.map((h) => parseInt(h, 16)));
     const theirs = raw.map((e) => ({ key: serviceKeyCodec.decode(bytes(e.key)), value: serviceValueCodec.decode(bytes(e.value)) }));
     const sort = (a: { key: unknown }[]) => [...a].sort((x, y) => JSON.stringify(x.key).localeCompare(JSON.stringify(y.key)));
-    expect(sort(ours.entries)).toEqual(sort(theirs));
+    expect(sort(ours.entries.map(({ key, value }) => ({ key, value })))).toEqual(sort(theirs));
     expect(ours.entries).toHaveLength(2);
-    const table = ecnet('dump', 'ecnet_services').stdout;
-    expect(table).toMatch(/^SERVICE\s+PROTO\s+ID\s+FLAGS$/m);
-    expect(table).toMatch(/^10\.96\.0\.10:8080\s+tcp\s+3\s+-$/m);
-    expect(table).toMatch(/^\[fd00::10\]:80\s+tcp\s+0\s+-$/m);
+    const r = ecnet('dump', 'ecnet_services', '--admin', unreachable);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ADDRESS\s+PROTO\s+ID\s+SERVICE\s+FLAGS$/m);
+    expect(r.stdout).toMatch(/^10\.96\.0\.10:8080\s+tcp\s+3\s+-\s+-$/m);
+    expect(r.stdout).toMatch(/^\[fd00::10\]:80\s+tcp\s+0\s+-\s+-$/m);
+    // Without the agent the dump still comes, and says why the names are missing.
+    expect(r.stderr).toMatch(/service names unavailable \(SERVICE shows -\): cannot reach the agent at 127\.0\.0\.1:1 /);
+  });
+
+  it('dump names the service of each entry from the agent\'s /routes (by address, else by id)', async () => {
+    // The agent's admin endpoint as `ecnet routes` reads it: ClusterIP:port → service, and the id it programs.
+    const reports = [
+      { address: '10.96.0.10:8080', namespace: 'shop', service: 'web', port: 8080, id: 12345, policy: '-', targets: [], localEndpoints: [], decision: [], redirected: true },
+      { address: '10.96.0.99:80', namespace: 'shop', service: 'by-id', port: 80, id: 0, policy: '-', targets: [], localEndpoints: [], decision: [], redirected: true },
+    ];
+    const admin = createServer((req, res) => {
+      if (req.url === '/routes') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(reports));
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => admin.listen(0, '127.0.0.1', r));
+    const at = `127.0.0.1:${(admin.address() as AddressInfo).port}`;
+    try {
+      // Spawned without blocking this thread: the admin server above answers meanwhile.
+      const run = (...args: string[]) =>
+        new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+          const c = spawn(process.execPath, [cli, 'bpf', '--bpffs', pins.path, '--cgroup', cg.path, ...args]);
+          let stdout = '';
+          let stderr = '';
+          c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+          c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          c.on('close', (code) => resolve({ code, stdout, stderr }));
+        });
+      const t = await run('dump', 'ecnet_services', '--admin', at);
+      expect(t.code, t.stderr).toBe(0);
+      expect(t.stderr).toBe('');
+      expect(t.stdout).toMatch(/^10\.96\.0\.10:8080\s+tcp\s+3\s+shop\/web:8080\s+-$/m);
+      // No report has [fd00::10]:80; one has its id (0).
+      expect(t.stdout).toMatch(/^\[fd00::10\]:80\s+tcp\s+0\s+shop\/by-id:80\s+-$/m);
+      const j = await run('dump', 'ecnet_services', '-o', 'json', '--admin', at);
+      const entries = (JSON.parse(j.stdout) as { entries: { key: { ip: string }; service: unknown }[] }).entries;
+      expect(Object.fromEntries(entries.map((e) => [e.key.ip, e.service]))).toEqual({ '10.96.0.10': { namespace: 'shop', name: 'web', port: 8080 }, 'fd00::10': { namespace: 'shop', name: 'by-id', port: 80 } });
+      // Every map at once: the counters carry no service.
+      const all = JSON.parse((await run('dump', '-o', 'json', '--admin', at)).stdout) as { map: string; entries: Record<string, unknown>[] }[];
+      expect(all.find((d) => d.map === 'ecnet_stats')!.entries.every((e) => !('service' in e))).toBe(true);
+    } finally {
+      admin.close();
+    }
   });
 
   it('status shows programs, their cgroup, pins and fill levels', () => {

@@ -11,12 +11,15 @@ import type { Registry } from '../metrics/registry.js';
 import { serveMetrics } from '../metrics/server.js';
 import { listen, listenOn } from '../tunnel/splice.js';
 import type { Agent, RouteMap } from './agent.js';
+import { redirectId } from './desired.js';
 
 export interface RouteReport {
   address: string;
   service: string;
   namespace: string;
   port: number;
+  /** The id the datapath's records carry for this address (redirected ones only). */
+  id?: number;
   policy: string;
   /**
    * `healthy`/`health`: of this service at that cluster (its gateway reachable, the service ready there, not
@@ -53,6 +56,7 @@ export function routeReports(routes: RouteMap, proxy: NodeProxy, now: number, cl
       service: r.service,
       namespace: r.namespace,
       port: r.port,
+      ...(redirected ? { id: redirectId(`${r.namespace}/${r.service}`, r.port) } : {}),
       policy: r.policy?.lbType ?? 'Locality (no policy)',
       targets: r.exporters.map((e) => {
         const h = proxy.health.view(e.clusterKey, `${r.namespace}/${r.service}`, now);

@@ -4,7 +4,7 @@ import type { ServiceImport } from '../api/flomesh.js';
 import type { EndpointSlice } from '../api/core.js';
 import { dialable } from '../endpoints/dialable.js';
 import { localEndpoints } from '../endpoints/slices.js';
-import { desiredNode } from './desired.js';
+import { desiredNode, redirectId } from './desired.js';
 
 const imp = (ips: string[] | undefined, extra: Partial<ServiceImport['spec']> = {}): ServiceImport => ({
   apiVersion: 'flomesh.io/v1alpha1',
@@ -49,6 +49,8 @@ describe('a node\'s desired state', () => {
       endpointSlices: [],
     });
     expect(d.redirects.map((r) => `${r.ip}:${r.port}`)).toEqual(['10.96.0.10:8080']);
+    // The id the agent reports with the route (for `ecnet bpf dump`) is the one it programs.
+    expect(d.redirects[0]!.id).toBe(redirectId('httpbin/httpbin', 8080));
     expect(d.routes.get('10.96.0.10:8080')).toMatchObject({
       service: 'httpbin',
       namespace: 'httpbin',

@@ -34,6 +34,9 @@ export interface DesiredNode {
 
 export const routeKey = (ip: string, port: number): string => `${ip}:${port}`;
 
+/** The datapath's id of an import's port (`namespace/name`): what its records carry, shown by `ecnet bpf dump`. */
+export const redirectId = (importKey: string, port: number): number => fnv1a(`${importKey}:${port}`);
+
 /** What one import contributes, computed from its own inputs (the same namespace/name of each kind). */
 export interface ImportInputs {
   import: ServiceImport | undefined;
@@ -304,7 +307,7 @@ function importPart(k: string, imp: ServiceImport, svc: Service | undefined, pol
       const leaves = needsNodeProxy({ localCluster, localEndpoints: route.localEndpoints.length > 0, exporters: route.exporters, policy });
       for (const ip of ips) {
         if (!leaves) kept.set(routeKey(ip, port.port), route);
-        else claims.push({ key: k, entry: { ip, port: port.port, id: fnv1a(`${k}:${port.port}`) }, route });
+        else claims.push({ key: k, entry: { ip, port: port.port, id: redirectId(k, port.port) }, route });
       }
     }
     Object.assign(out, { claims, kept });

@@ -3,15 +3,18 @@ import net from 'node:net';
 import { Command } from 'commander';
 import { formatEndpoint, parseServiceAddress } from '../net/address.js';
 import type { OriginalDestination } from '../bpf/codecs.js';
-import { Datapath, type DatapathStatus, type MapDump } from '../bpf/datapath.js';
+import { Datapath, type DatapathStatus, type DumpRow, type MapDump } from '../bpf/datapath.js';
 import { DatapathError } from '../bpf/errors.js';
 import { MAP_NAMES } from '../bpf/loader.js';
-import { type DatapathConfig, type DatapathFlags, type ListenFlags, type LoadFlags, datapathConfig, defaults, listenConfig, loadConfig, serviceIdFlag } from '../config.js';
+import { type DatapathConfig, type DatapathFlags, type ListenFlags, type LoadFlags, agentDefaults, datapathConfig, defaults, listenConfig, loadConfig, serviceIdFlag } from '../config.js';
 import { componentLogger, type Logger } from '../logger.js';
 // Made when used: the CLI sets the log level after this module loads.
 const log = (): Logger => componentLogger('cli');
+import { type ServiceName, type ServiceNames, fetchRoutes, formatServiceName, serviceNames } from './service-names.js';
 import { table } from './table.js';
 
+/** The maps whose entries are for a service (ecnet_stats' are counters). */
+const NAMED_MAPS: ReadonlySet<string> = new Set([MAP_NAMES.services, MAP_NAMES.sockets, MAP_NAMES.connections]);
 
 function out(text: string): void {
   process.stdout.write(`${text}\n`);
@@ -51,36 +54,58 @@ function renderStatus(s: DatapathStatus): string {
   return lines.join('\n');
 }
 
-function renderDump(d: MapDump): string {
+/** The service an entry of ecnet_services, ecnet_sock_dst or ecnet_conn_dst is for (others: none). */
+function serviceOf(map: string, row: DumpRow, names: ServiceNames | undefined): ServiceName | undefined {
+  if (!names) return undefined;
+  const { key, value } = row as { key: Record<string, unknown>; value: Record<string, unknown> };
+  switch (map) {
+    case MAP_NAMES.services:
+      return names.of(String(key.ip), Number(key.port), Number(value.id));
+    case MAP_NAMES.sockets: {
+      const v = value as unknown as OriginalDestination;
+      return names.of(v.ip, v.port, v.serviceId);
+    }
+    case MAP_NAMES.connections: {
+      const v = (value as unknown as { dst: OriginalDestination }).dst;
+      return names.of(v.ip, v.port, v.serviceId);
+    }
+    default:
+      return undefined;
+  }
+}
+
+function renderDump(d: MapDump, names: ServiceNames | undefined): string {
   const rows = d.rows as { key: Record<string, unknown>; value: Record<string, unknown> }[];
+  const service = (row: DumpRow) => formatServiceName(serviceOf(d.map, row, names));
   switch (d.map) {
     case MAP_NAMES.services:
       return table(
-        ['SERVICE', 'PROTO', 'ID', 'FLAGS'],
-        rows.map(({ key, value }) => [
-          formatEndpoint(key as never),
-          String(key.protocol),
-          Number(value.id),
-          value.disabled ? 'disabled' : '-',
+        ['ADDRESS', 'PROTO', 'ID', 'SERVICE', 'FLAGS'],
+        rows.map((row) => [
+          formatEndpoint(row.key as never),
+          String(row.key.protocol),
+          Number(row.value.id),
+          service(row),
+          row.value.disabled ? 'disabled' : '-',
         ]),
       );
     case MAP_NAMES.sockets:
       return table(
-        ['COOKIE', 'ORIGINAL-DST', 'SVC-ID', 'FLAGS'],
-        rows.map(({ key, value }) => {
-          const v = value as unknown as OriginalDestination;
-          return [String(key.cookie), dst(v), v.serviceId, v.v6Socket ? 'v6-socket' : '-'];
+        ['COOKIE', 'ORIGINAL-DST', 'SVC-ID', 'SERVICE', 'FLAGS'],
+        rows.map((row) => {
+          const v = row.value as unknown as OriginalDestination;
+          return [String(row.key.cookie), dst(v), v.serviceId, service(row), v.v6Socket ? 'v6-socket' : '-'];
         }),
       );
     case MAP_NAMES.connections:
       // AGE: since sockops recorded it; past the bound the proxy ignores it and the agent sweeps it.
       return table(
-        ['CLIENT', 'PROXY', 'ORIGINAL-DST', 'SVC-ID', 'FLAGS', 'AGE'],
-        rows.map(({ key, value }) => {
-          const { dst: v, ageMs } = value as unknown as { dst: OriginalDestination; ageMs: number };
-          const k = key as unknown as { client: never; proxy: never };
+        ['CLIENT', 'PROXY', 'ORIGINAL-DST', 'SVC-ID', 'SERVICE', 'FLAGS', 'AGE'],
+        rows.map((row) => {
+          const { dst: v, ageMs } = row.value as unknown as { dst: OriginalDestination; ageMs: number };
+          const k = row.key as unknown as { client: never; proxy: never };
           const age = `${(ageMs / 1000).toFixed(1)}s${ageMs > defaults.connRecordMaxAgeMs ? ' (stale)' : ''}`;
-          return [formatEndpoint(k.client), formatEndpoint(k.proxy), dst(v), v.serviceId, v.v6Socket ? 'v6-socket' : '-', age];
+          return [formatEndpoint(k.client), formatEndpoint(k.proxy), dst(v), v.serviceId, service(row), v.v6Socket ? 'v6-socket' : '-', age];
         }),
       );
     default:
@@ -199,16 +224,30 @@ export function bpfCommand(): Command {
   bpf
     .command('dump')
     .argument('[map]', `one of ${Object.values(MAP_NAMES).join(', ')} (default: all)`)
-    .description('every entry of the maps, decoded')
-    .action((map: string | undefined, _f: unknown, cmd: Command) => {
+    .description('every entry of the maps, decoded, with the service each is for (named by the agent)')
+    .option('--admin <ip:port>', 'the agent admin endpoint that names the services', agentDefaults.admin)
+    .action(async (map: string | undefined, flags: { admin: string }, cmd: Command) => {
       const cfg = config(cmd);
+      const maps = map ? [map] : Object.values(MAP_NAMES);
+      // Names are a help, not a need: a dump is most wanted when the agent is down.
+      let names: ServiceNames | undefined;
+      if (maps.some((m) => NAMED_MAPS.has(m))) {
+        try {
+          names = serviceNames(await fetchRoutes(flags.admin));
+        } catch (err) {
+          process.stderr.write(`ecnet: service names unavailable (SERVICE shows -): ${(err as Error).message}\n`);
+        }
+      }
       withDatapath(cfg, (dp) => {
-        const dumps = (map ? [map] : Object.values(MAP_NAMES)).map((m) => dp.dump(m));
+        const dumps = maps.map((m) => dp.dump(m));
         if (cfg.output === 'json') {
-          const body = dumps.map((d) => ({ map: d.map, entries: d.rows }));
+          const body = dumps.map((d) => ({
+            map: d.map,
+            entries: d.rows.map((row) => (NAMED_MAPS.has(d.map) ? { ...(row as object), service: serviceOf(d.map, row, names) ?? null } : row)),
+          }));
           out(json(map ? body[0] : body));
         } else {
-          out(dumps.map((d) => `${d.map} (${d.rows.length} entries)\n${renderDump(d)}`).join('\n\n'));
+          out(dumps.map((d) => `${d.map} (${d.rows.length} entries)\n${renderDump(d, names)}`).join('\n\n'));
         }
       });
     });
