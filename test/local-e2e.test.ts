@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { packageRoot } from '../src/paths.js';
 import { describeKernel } from './helpers/describe-kernel.js';
+import { type Family, parseMetrics, sumOf } from '../src/metrics/parse.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
 const examples = join(packageRoot, 'examples');
@@ -37,6 +38,16 @@ const calls = (n: number) =>
   ecnet('local', 'exec', '--cluster', 'cluster-2', '--', 'sh', '-c', `for i in $(seq ${n}); do curl -s -m 2 http://httpbin.httpbin:8080/ || echo FAIL; done`)
     .trim()
     .split('\n');
+
+/**
+ * A component's /metrics on port 15090 (ECNET_METRICS, as the manifests set it), read from inside its network
+ * namespace the way a Prometheus in the cluster reaches it: a cluster's node (its agent) or its gateway pod.
+ */
+const scrape = (cluster: string, component: 'agent' | 'gateway'): Map<string, Family> => {
+  const state = JSON.parse(readFileSync(join(stateDir, 'set.json'), 'utf8')) as { gateways: Record<string, { netns: string; ip: string }> };
+  const [netns, ip] = component === 'agent' ? [`ecnet-l-${cluster}`, '127.0.0.1'] : [state.gateways[cluster]!.netns, state.gateways[cluster]!.ip];
+  return parseMetrics(execFileSync('nsenter', [`--net=/run/netns/${netns}`, 'curl', '-sf', '-m', '5', `http://${ip}:15090/metrics`], { encoding: 'utf8' }));
+};
 
 /** Files the tests write beside the state directory, removed in afterAll even when a test fails. */
 const scratch: string[] = [];
@@ -93,6 +104,7 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     );
     ecnet('local', 'apply', '--cluster', 'cluster-2', '-n', 'httpbin', '-f', policy);
     await new Promise((r) => setTimeout(r, 500));
+    const before = { agent: scrape('cluster-2', 'agent'), 'cluster-1': scrape('cluster-1', 'gateway'), 'cluster-3': scrape('cluster-3', 'gateway') };
     // One client process, a new connection per request (each is a routing decision).
     const client =
       "const http=require('http');let n=0,c={};const go=()=>http.get({host:'httpbin.httpbin',port:8080,agent:false},r=>{let b='';r.on('data',d=>b+=d);r.on('end',()=>{c[b.trim()]=(c[b.trim()]||0)+1;++n<1000?go():console.log(JSON.stringify(c))})}).on('error',e=>{c.error=(c.error||0)+1;++n<1000?go():console.log(JSON.stringify(c))});go()";
@@ -101,6 +113,29 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     expect(Math.abs((counts['httpbin-cluster-1'] ?? 0) / 1000 - 0.75)).toBeLessThan(0.075);
     expect(Math.abs((counts['httpbin-cluster-3'] ?? 0) / 1000 - 0.25)).toBeLessThan(0.025);
     execFileSync('rm', ['-f', policy]);
+    // The metrics tell the same story: cluster-2's node proxy opened exactly the connections each cluster answered,
+    // each cluster's gateway opened as many tunnels, and both ends counted the same bytes each way.
+    const svc = { namespace: 'httpbin', service: 'httpbin' };
+    let agent = scrape('cluster-2', 'agent');
+    for (let i = 0; i < 100 && sumOf(agent, 'ecnet_proxy_connections_active', svc) > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      agent = scrape('cluster-2', 'agent');
+    }
+    const delta = (now: Map<string, Family>, was: Map<string, Family>, name: string, match: Record<string, string>) => sumOf(now, name, match) - sumOf(was, name, match);
+    for (const c of ['cluster-1', 'cluster-3'] as const) {
+      const cluster = `default/default/default/${c}`;
+      const gw = scrape(c, 'gateway');
+      expect(delta(agent, before.agent, 'ecnet_proxy_connections_opened_total', { ...svc, cluster }), c).toBe(counts[`httpbin-${c}`]);
+      expect(delta(gw, before[c], 'ecnet_gateway_tunnels_opened_total', svc), c).toBe(counts[`httpbin-${c}`]);
+      for (const direction of ['sent', 'received']) {
+        const proxyBytes = delta(agent, before.agent, 'ecnet_proxy_bytes_total', { ...svc, cluster, direction });
+        expect(proxyBytes, `${c} ${direction}`).toBeGreaterThan(0);
+        expect(delta(gw, before[c], 'ecnet_gateway_bytes_total', { ...svc, direction }), `${c} ${direction}`).toBe(proxyBytes);
+      }
+    }
+    expect(delta(agent, before.agent, 'ecnet_proxy_connection_attempts_failed_total', svc)).toBe(0);
+    expect(delta(agent, before.agent, 'ecnet_proxy_connections_accepted_total', {})).toBe(1000);
+    expect(sumOf(agent, 'ecnet_proxy_target_healthy', svc)).toBe(2);
   });
 
   it('not only HTTP: redis-benchmark in cluster-2 against the imported name, served by redis-server in cluster-1', () => {
