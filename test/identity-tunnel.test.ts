@@ -4,7 +4,7 @@
 // connections while open tunnels keep flowing. No privileges.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../src/paths.js';
@@ -18,6 +18,7 @@ import { type KeyPair, createCa, describe as describeCert, issue } from '../src/
 import { clusterSpiffeId } from '../src/identity/spiffe.js';
 import { IdentityFiles } from '../src/identity/files.js';
 import { openTunnel } from '../src/tunnel/client.js';
+import { checkGateway, checkServices } from '../src/proxy/health-checks.js';
 import type { TunnelTls } from '../src/tunnel/protocol.js';
 import { clusterKey } from './helpers/objects.js';
 
@@ -172,6 +173,22 @@ describe('tunnels between cluster identities', () => {
 
   it('refuses an expired certificate', async () => {
     await expect(open(await id(2, 60_000, Date.now() - HOUR), 'open')).rejects.toMatchObject({ status: 403 });
+  });
+
+  it("a proxy's active checks over mTLS: /healthz, and /healthz/services with only what the calling cluster may reach", async () => {
+    const gwAt = { host: '127.0.0.1', port: gw!.address.port };
+    const connect = (host: string, port: number) => createConnection({ host, port });
+    expect(await checkGateway(gwAt, connect, 2_000, await id(1), clusterKey(1))).toBe(true);
+    const one = await checkServices(gwAt, connect, 2_000, await id(1), clusterKey(1));
+    // (The gateway is cluster 1's; the caller is whoever its certificate names.)
+    const two = await checkServices(gwAt, connect, 2_000, await id(2), clusterKey(1));
+    if (one.kind !== 'answer' || two.kind !== 'answer') throw new Error(`no answer: ${one.kind} ${two.kind}`);
+    expect(one.answer.services.get('ns/open')?.ready).toBe(true);
+    // Exported to cluster 2 only: cluster 1 is not told of it.
+    expect(one.answer.services.has('ns/only2')).toBe(false);
+    expect(two.answer.services.has('ns/only2')).toBe(true);
+    // The gateway it reached must be the cluster the route names.
+    expect((await checkServices(gwAt, connect, 2_000, await id(1), clusterKey(3))).kind).toBe('failed');
   });
 
   it('answers the kubelet\'s probe over HTTPS without a client certificate', async () => {

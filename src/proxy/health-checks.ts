@@ -110,7 +110,9 @@ type Got = { status: number; headers: IncomingMessage['headers']; body: string }
 function get(gw: Gateway, path: string, headers: Record<string, string>, connect: (host: string, port: number) => Socket, timeoutMs: number, tls: TunnelTls | undefined, cluster: ClusterKey | undefined, maxBytes: number): Promise<Got> {
   const createConnection = gatewayConnection(gw.host, gw.port, connect, tls, cluster)!;
   return new Promise((resolve) => {
-    const req = request({ host: gw.host, port: gw.port, path, headers, timeout: timeoutMs, createConnection, agent: false }, (res) => {
+    // No `agent` option: with one (even `agent: false`) Node ignores createConnection and dials plain TCP itself,
+    // which a TLS gateway hangs up on.
+    const req = request({ host: gw.host, port: gw.port, path, headers, timeout: timeoutMs, createConnection }, (res) => {
       const status = res.statusCode ?? 0;
       if (status !== 200 || maxBytes === 0) {
         res.resume();
