@@ -406,11 +406,15 @@ export class Gateway {
     }
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (head.length) up.socket.write(head);
+    // The socket's counts so far are the CONNECT head and the 200, not payload (`head`, read with the request
+    // head, is: it goes to the endpoint).
+    const before = { up: socket.bytesRead - head.length, down: socket.bytesWritten };
     let mode: 'kernel' | 'stream' | undefined;
     mode = this.#tunnels.add(socket, up.socket, () => {
       this.#limiter.release(socket);
-      // Streams only: the kernel splicer counts its bytes live, by the tag.
-      ended?.(mode !== 'kernel' ? { up: socket.bytesRead, down: socket.bytesWritten } : undefined);
+      // Streams: the socket's counts since. The kernel splicer counts its bytes live, by the tag; `head` went
+      // through Node before it had the pair.
+      ended?.(mode !== 'kernel' ? { up: Math.max(0, socket.bytesRead - before.up), down: Math.max(0, socket.bytesWritten - before.down) } : { up: head.length, down: 0 });
     }, undefined, tag === undefined ? undefined : { tag });
   }
 
