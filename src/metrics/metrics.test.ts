@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Counter } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { renderMetrics } from './server.js';
 import { componentRegistry } from './registry.js';
 import { BucketHistogram } from './histogram.js';
 import { MetricsParseError, parseMetrics, sumOf } from './parse.js';
@@ -177,5 +178,100 @@ describe('prom-client', () => {
     const c = new Counter({ name: 'x_total', help: 'x', labelNames: ['a'], registers: [] });
     c.inc({ a: '1' });
     expect(Object.values((c as unknown as { hashMap: Record<string, { labels: Record<string, string> }> }).hashMap)[0]!.labels).toEqual({ a: '1' });
+  });
+});
+
+// /metrics is unauthenticated (the agent's on every address of the node) and a render runs on the event loop
+// that serves connections: a flood of requests must not be a flood of renders, and no answer may be stale.
+describe('renders of /metrics', () => {
+  const counted = (minIntervalMs: number) => {
+    const registry = new Registry();
+    let renders = 0;
+    const g = new Gauge({ name: 'v', help: 'v', registers: [registry], collect: () => void renders++ });
+    return { render: () => renderMetrics(registry, { share: 1, minIntervalMs }), renders: () => renders, g };
+  };
+
+  it('requests that arrive together share one render', async () => {
+    const r = counted(0);
+    const texts = await Promise.all(Array.from({ length: 50 }, () => r.render()));
+    expect(r.renders()).toBe(1);
+    expect(new Set(texts).size).toBe(1);
+  });
+
+  it('a request made while a render runs gets the next one, which sees what changed meanwhile', async () => {
+    const registry = new Registry();
+    let renders = 0;
+    let value = 1;
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    new Gauge({
+      name: 'v',
+      help: 'v',
+      registers: [registry],
+      async collect() {
+        renders++;
+        const v = value;
+        if (renders === 1) await gate;
+        this.set(v);
+      },
+    });
+    const first = renderMetrics(registry, { share: 1, minIntervalMs: 0 });
+    while (renders === 0) await new Promise((r) => setImmediate(r));
+    value = 2;
+    const second = renderMetrics(registry, { share: 1, minIntervalMs: 0 });
+    const third = renderMetrics(registry, { share: 1, minIntervalMs: 0 });
+    open();
+    expect(await first).toMatch(/^v 1$/m);
+    expect(await second).toMatch(/^v 2$/m);
+    expect(await third).toBe(await second);
+    expect(renders).toBe(2);
+  });
+
+  it('renders start at most once per interval', async () => {
+    const r = counted(300);
+    await r.render();
+    const t0 = performance.now();
+    r.g.set(7);
+    const texts = await Promise.all(Array.from({ length: 20 }, () => r.render()));
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(250);
+    expect(r.renders()).toBe(2);
+    expect(texts.every((t) => /^v 7$/m.test(t))).toBe(true);
+  });
+
+  it('under a flood, renders take at most their share of the time', async () => {
+    const registry = new Registry();
+    let renders = 0;
+    new Gauge({
+      name: 'slow',
+      help: 'slow',
+      registers: [registry],
+      collect() {
+        renders++;
+        const until = performance.now() + 20;
+        while (performance.now() < until);
+      },
+    });
+    const t0 = performance.now();
+    // Requests one after another for a second: ~20 ms renders at a share of 0.2 start at most every ~100 ms.
+    while (performance.now() - t0 < 1_000) await renderMetrics(registry, { share: 0.2, minIntervalMs: 0 });
+    expect(renders).toBeLessThanOrEqual(12);
+    expect(renders).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a render that fails fails its requests only', async () => {
+    const registry = new Registry();
+    let fail = true;
+    new Gauge({
+      name: 'w',
+      help: 'w',
+      registers: [registry],
+      collect() {
+        if (fail) throw new Error('boom');
+        this.set(1);
+      },
+    });
+    await expect(renderMetrics(registry, { share: 1, minIntervalMs: 0 })).rejects.toThrow('boom');
+    fail = false;
+    expect(await renderMetrics(registry, { share: 1, minIntervalMs: 0 })).toMatch(/^w 1$/m);
   });
 });

@@ -4,6 +4,71 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import type { Registry } from 'prom-client';
 import { listen, listenOn } from '../tunnel/splice.js';
 
+/**
+ * One registry's renders, shared by the requests that wait for them. A render reads everything (the addon's
+ * per-tag counters, every series: hundreds of milliseconds with thousands of services) on the event loop the
+ * node proxy and the gateway also serve connections on, and /metrics has no authentication (the agent's is on
+ * every address of the node): requests arriving together get one render, and the next render waits, after
+ * one ends, so that renders take at most `share` of the time (a 5 ms render: 20 ms; a 500 ms one: 2 s) and at
+ * least `minIntervalMs` between starts. An answer is never older than its request: it gets the next render to
+ * start.
+ */
+export interface RenderPacing {
+  /** The share of time renders may take under a flood of requests (0..1]. */
+  share: number;
+  minIntervalMs: number;
+}
+
+export const DEFAULT_PACING: RenderPacing = { share: 0.2, minIntervalMs: 0 };
+
+class Renderer {
+  #running: Promise<string> | undefined;
+  #next: Promise<string> | undefined;
+  /** When the next render may start. */
+  #notBefore = -Infinity;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly pacing: RenderPacing,
+  ) {}
+
+  render(): Promise<string> {
+    if (this.#next) return this.#next;
+    const after = this.#running?.then(
+      () => undefined,
+      () => undefined,
+    );
+    const next = (async () => {
+      await after;
+      const wait = this.#notBefore - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      this.#next = undefined;
+      const started = performance.now();
+      const running = this.registry.metrics();
+      this.#running = running;
+      const ended = () => {
+        if (this.#running === running) this.#running = undefined;
+        const took = performance.now() - started;
+        const share = Math.min(1, Math.max(0.01, this.pacing.share));
+        this.#notBefore = Math.max(started + this.pacing.minIntervalMs, started + took / share);
+      };
+      running.then(ended, ended);
+      return running;
+    })();
+    this.#next = next;
+    return next;
+  }
+}
+
+const renderers = new WeakMap<Registry, Renderer>();
+
+/** The registry's text, from a render that starts after this call (shared with calls meanwhile; see Renderer). */
+export function renderMetrics(registry: Registry, pacing: RenderPacing = DEFAULT_PACING): Promise<string> {
+  let r = renderers.get(registry);
+  if (!r) renderers.set(registry, (r = new Renderer(registry, pacing)));
+  return r.render();
+}
+
 /** Answers `GET /metrics` (true), or leaves the request to the caller (false). */
 export function serveMetrics(registry: Registry, req: IncomingMessage, res: ServerResponse): boolean {
   const path = (req.url ?? '').split('?')[0];
@@ -12,9 +77,13 @@ export function serveMetrics(registry: Registry, req: IncomingMessage, res: Serv
     res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('GET /metrics\n');
     return true;
   }
-  registry.metrics().then(
-    (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text),
-    (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`),
+  renderMetrics(registry).then(
+    (text) => {
+      if (!res.destroyed) res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text);
+    },
+    (err: Error) => {
+      if (!res.destroyed) res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`);
+    },
   );
   return true;
 }
