@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { HealthChecks } from '../proxy/health-checks.js';
 import { HealthBook } from './health.js';
 
 const key = (n: number) => `default/default/default/cluster-${n}`;
@@ -56,5 +57,22 @@ describe('the proxy health book, per (cluster, service)', () => {
     expect(h.isHealthy(key(1), 'ns/b', 0)).toBe(false);
     h.serviceChecked(key(1), 'ns/b', true, 1);
     expect(h.isHealthy(key(1), 'ns/b', 1)).toBe(true);
+  });
+
+  it('what checks said of a service or a cluster no longer routed is forgotten (not believed again when it comes back)', async () => {
+    const h = new HealthBook(opts);
+    h.serviceChecked(key(1), 'ns/a', false, 0);
+    h.serviceChecked(key(1), 'ns/gone', false, 0);
+    h.serviceChecked(key(2), 'ns/a', false, 0);
+    h.checked(key(3), false, 0);
+    h.retain(new Map([[key(1), { services: new Set(['ns/a']) }]]));
+    expect(h.isHealthy(key(1), 'ns/a', 0)).toBe(false);
+    expect(h.view(key(1), 'ns/gone', 0).reason).toBe('no failures seen');
+    expect(h.isHealthy(key(2), 'ns/a', 0)).toBe(true);
+    expect(h.isReachable(key(3))).toBe(true);
+    // A check round does it with what it checked: nothing routed, nothing held.
+    const checks = new HealthChecks({ health: h, targets: () => new Map(), connect: () => { throw new Error('no gateway to check'); }, now: () => 0 });
+    await checks.checkOnce();
+    expect(h.isHealthy(key(1), 'ns/a', 0)).toBe(true);
   });
 });

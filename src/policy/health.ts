@@ -124,6 +124,20 @@ export class HealthBook {
     for (const s of this.#outliers.groups()) this.#outliers.forget(s, cluster);
   }
 
+  /**
+   * Keeps the active checks' word only on what is routed now (`routed`: per cluster, its services): a service or
+   * a cluster no route names any more is forgotten, rather than held (and believed again, stale, when it comes
+   * back before its next check). Tenants make and remove services: this state must not grow with them.
+   */
+  retain(routed: ReadonlyMap<ClusterKey, { services: ReadonlySet<ServiceKey> }>): void {
+    for (const cluster of this.#unreachable) if (!routed.has(cluster)) this.#unreachable.delete(cluster);
+    for (const [cluster, m] of this.#notReady) {
+      const services = routed.get(cluster)?.services;
+      for (const service of m.keys()) if (!services?.has(service)) m.delete(service);
+      if (!m.size) this.#notReady.delete(cluster);
+    }
+  }
+
   /** Drops passive state not heard of for `idleMs` (see OutlierDetector.prune). */
   prune(now: number, idleMs: number): void {
     this.#outliers.prune(now, idleMs);

@@ -154,8 +154,10 @@ export class HealthChecks {
     const targets = this.o.targets();
     for (const k of this.#last.keys()) if (!targets.has(k)) this.#last.delete(k);
     await Promise.all([...targets].map(([cluster, t]) => this.#check(cluster, t)));
-    // Passive state of targets no longer routed (or quiet for long) goes: routes come and go with imports.
+    // Passive state of targets no longer routed (or quiet for long) goes: routes come and go with imports; and
+    // so does what checks said of them.
     this.o.health.prune((this.o.now ?? Date.now)(), 10 * 60_000);
+    this.o.health.retain(this.o.targets());
   }
 
   async #check(cluster: ClusterKey, t: CheckTarget): Promise<void> {
