@@ -322,6 +322,9 @@ describeBuilt('kernel splice', () => {
       expect(r.ends[0]).toMatchObject({ errno: 0, aToB: 1_000_000, bToA: 300_000 });
       expect(splicer.tagStats().up[3]).toBe(1_000_000);
       await until(() => splicer.tagStats().active[3] === 0, 'the pair no longer active');
+      // A freed tag's counters are zeroed before it is reused; another tag's are not touched.
+      splicer.tagReset([3, 99_999_999, -1]);
+      expect([splicer.tagStats().up[3], splicer.tagStats().down[3]]).toEqual([0, 0]);
     });
 
     it('counts a swapped pair (A the upstream) the right way round', async () => {

@@ -101,7 +101,7 @@ describeKernel('metrics match the traffic', () => {
       metrics,
     });
     const splicer = proxy.tunnels.splicer!;
-    metrics.addNative(() => splicer.tagStats());
+    metrics.addNative({ read: () => splicer.tagStats(), reset: (tags) => splicer.tagReset(tags) });
     proxyServer = await startMetricsServer(registry, { host: '127.0.0.1', port: 0 });
   });
   afterAll(async () => {

@@ -72,6 +72,7 @@ Napi::Function Splicer::Init(Napi::Env env) {
                          InstanceMethod<&Splicer::Abort>("abort"),
                          InstanceMethod<&Splicer::Stats>("stats"),
                          InstanceMethod<&Splicer::TagStats>("tagStats"),
+                         InstanceMethod<&Splicer::TagReset>("tagReset"),
                          InstanceMethod<&Splicer::KeepAlive>("keepAlive"),
                          InstanceMethod<&Splicer::Close>("close"),
                          InstanceMethod<&Splicer::Detach>("detach"),
@@ -266,6 +267,17 @@ TagCounters* Splicer::TagArg(const Napi::CallbackInfo& info, size_t i, const std
     ThrowErrno(info.Env(), op, EINVAL, "tag must be an integer 0.." + std::to_string(kMaxTag) + ", or -1 for none");
   tag = static_cast<int32_t>(d);
   return tags_.At(static_cast<uint32_t>(tag));
+}
+
+void Splicer::TagReset(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsArray()) ThrowErrno(info.Env(), "tagReset", EINVAL, "arguments: tags (an array)");
+  Napi::Array tags = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < tags.Length(); i++) {
+    Napi::Value v = tags.Get(i);
+    if (!v.IsNumber()) continue;
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (d >= 0 && d <= kMaxTag && d == std::floor(d)) tags_.Reset(static_cast<uint32_t>(d));
+  }
 }
 
 Napi::Value Splicer::TagStats(const Napi::CallbackInfo& info) {

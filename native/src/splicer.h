@@ -142,6 +142,8 @@ class Splicer : public Napi::ObjectWrap<Splicer> {
   Napi::Value Stats(const Napi::CallbackInfo& info);
   // Every tag's counters (tags.h), kTagStride numbers per tag, as a Float64Array.
   Napi::Value TagStats(const Napi::CallbackInfo& info);
+  // tagReset(tags): zeroes those tags' counters (JavaScript reuses a tag it freed).
+  void TagReset(const Napi::CallbackInfo& info);
   void KeepAlive(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
   // Hand-over to another process: detach() takes every pair off the thread, unreported, and returns each one's

@@ -54,6 +54,16 @@ class TagTable {
     return &rows_[tag];
   }
 
+  // Zeroes a tag's counters (not its `active` gauge) for reuse: JavaScript frees a tag only once no pair and no
+  // front choice has used it for a while. A tag never seen is left alone.
+  void Reset(uint32_t tag) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (tag >= rows_.size()) return;
+    TagCounters& t = rows_[tag];
+    for (std::atomic<uint64_t>* c : {&t.up, &t.down, &t.opened, &t.failed, &t.setupSumUs}) c->store(0, std::memory_order_relaxed);
+    for (auto& b : t.setupBuckets) b.store(0, std::memory_order_relaxed);
+  }
+
   // Every tag's values, kTagStride each, tag by tag (as many tags as the highest one seen, plus one).
   std::vector<double> Snapshot() {
     std::lock_guard<std::mutex> lock(mu_);

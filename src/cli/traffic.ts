@@ -214,7 +214,7 @@ export function agentCommand(): Command {
       log.info({ msSinceProcessStart: Math.round(performance.now()), handedOver: Boolean(taken) }, 'node proxy listening');
       // What the kernel splicer and the front counted, read at each scrape (also after a hand-over: the counts stay).
       const splicer = proxy.tunnels.splicer;
-      if (splicer) proxyMetrics.addNative(() => splicer.tagStats());
+      if (splicer) proxyMetrics.addNative({ read: () => splicer.tagStats(), reset: (tags) => splicer.tagReset(tags) });
       proxyMetrics.onCollect(() => {
         const now = Date.now();
         const targets = routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => ({ namespace: r.namespace, service: r.service, cluster: e.clusterKey, healthy: proxy.health.isHealthy(e.clusterKey, `${r.namespace}/${r.service}`, now) })));

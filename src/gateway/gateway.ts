@@ -178,8 +178,13 @@ export class Gateway {
     this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
     this.#limiter = new ConnectionLimiter(options.limits);
     this.#metrics = options.metrics;
+    this.#metrics?.onTagFreed((tag) => {
+      const key = this.#tagNames.get(tag);
+      this.#tagNames.delete(tag);
+      if (key !== undefined) this.#tags.delete(key);
+    });
     const splicer = this.#tunnels.splicer;
-    if (splicer) this.#metrics?.addNative(() => splicer.tagStats());
+    if (splicer) this.#metrics?.addNative({ read: () => splicer.tagStats(), reset: (tags) => splicer.tagReset(tags) });
     // Before the HTTP parser sees a byte: over a limit, the connection is reset.
     // (A TLS server emits 'connection' with the TCP socket, before the handshake.)
     this.#headerTimeoutMs = options.headerTimeoutMs ?? HEADER_TIMEOUT_MS;

@@ -6,15 +6,8 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { BucketHistogram, SETUP_BUCKETS_S } from '../metrics/histogram.js';
 import type { FailureReason } from '../metrics/reasons.js';
 import { type ServiceLabel, ServiceLabels } from '../metrics/services.js';
-import { type TagCounts, removeServices } from '../proxy/metrics.js';
-
-interface Tag {
-  namespace: string;
-  service: string;
-  active: number;
-  retired: boolean;
-  seen: { up: number; down: number; opened: number; setupSumUs: number; buckets: number[] };
-}
+import { removeServices } from '../proxy/metrics.js';
+import { type NativeTags, TagBook } from '../metrics/tags.js';
 
 export interface GatewayMetricsOptions {
   registry: Registry;
@@ -28,9 +21,7 @@ const NONE = { namespace: '', service: '' };
 
 export class GatewayMetrics {
   readonly labels: ServiceLabels;
-  readonly #tags: Tag[] = [];
-  readonly #tagIndex = new Map<string, number>();
-  readonly #native: (() => TagCounts | undefined)[] = [];
+  readonly #book = new TagBook<{ namespace: string; service: string }>((k) => `${k.namespace}/${k.service}`);
   readonly #collectors: (() => void)[] = [];
   readonly opened: Counter<'namespace' | 'service'>;
   readonly refused: Counter<'namespace' | 'service' | 'reason'>;
@@ -65,18 +56,20 @@ export class GatewayMetrics {
   }
 
   tag(namespace: string, service: string): number {
-    const key = `${namespace}/${service}`;
-    let i = this.#tagIndex.get(key);
-    if (i === undefined) {
-      i = this.#tags.push({ namespace, service, active: 0, retired: false, seen: { up: 0, down: 0, opened: 0, setupSumUs: 0, buckets: [] } }) - 1;
-      this.#tagIndex.set(key, i);
-    }
-    this.#tags[i]!.retired = false;
-    return i;
+    return this.#book.tag({ namespace, service });
   }
 
-  addNative(read: () => TagCounts | undefined): void {
-    this.#native.push(read);
+  tagInfo(tag: number): { namespace: string; service: string } | undefined {
+    return this.#book.info(tag);
+  }
+
+  /** Called with each tag freed (its service went away), before it is reused for another. */
+  onTagFreed(fn: (tag: number) => void): void {
+    this.#book.onFree(fn);
+  }
+
+  addNative(source: NativeTags): void {
+    this.#book.addNative(source);
   }
 
   /** Work before each scrape (gauges that are read: endpoints, readiness, the catalog). */
@@ -124,68 +117,42 @@ export class GatewayMetrics {
   openedOne(target: { namespace: string; service: string }, setupS: number): (bytes?: { up: number; down: number }) => void {
     this.opened.inc(this.#service(target.namespace, target.service));
     this.setup.observe({}, setupS);
-    const tag = this.#tags[this.tag(target.namespace, target.service)]!;
-    tag.active++;
+    const closed = this.#book.opened(this.tag(target.namespace, target.service));
     let ended = false;
     return (bytes) => {
       if (ended) return;
       ended = true;
-      tag.active--;
-      const s = this.#service(tag.namespace, tag.service);
+      closed();
+      const s = this.#service(target.namespace, target.service);
       if (bytes?.up) this.bytes.inc({ ...s, direction: 'sent' }, bytes.up);
       if (bytes?.down) this.bytes.inc({ ...s, direction: 'received' }, bytes.down);
     };
   }
 
+  /** At each scrape: what the addon counted since the last one, the active gauges, and services gone. */
   #collect(): void {
-    const nativeActive = new Map<number, number>();
-    for (const read of this.#native) {
-      let counts: TagCounts | undefined;
-      try {
-        counts = read();
-      } catch {
-        counts = undefined;
-      }
-      if (!counts) continue;
-      const n = Math.min(this.#tags.length, counts.up.length);
-      for (let i = 0; i < n; i++) {
-        const t = this.#tags[i]!;
-        const d = (now: number | undefined, was: number) => Math.max(0, (now ?? 0) - was);
-        const up = d(counts.up[i], t.seen.up);
-        const down = d(counts.down[i], t.seen.down);
-        const opened = d(counts.opened[i], t.seen.opened);
-        const buckets = counts.setupBuckets[i] ?? [];
-        if (!t.retired) {
-          const s = this.#service(t.namespace, t.service);
-          if (up) this.bytes.inc({ ...s, direction: 'sent' }, up);
-          if (down) this.bytes.inc({ ...s, direction: 'received' }, down);
-          if (opened) this.opened.inc(s, opened);
-        }
-        if (opened) {
-          this.setup.add({}, buckets.map((b, j) => Math.max(0, b - (t.seen.buckets[j] ?? 0))), d(counts.setupSumUs[i], t.seen.setupSumUs) / 1e6);
-        }
-        t.seen = { up: counts.up[i] ?? 0, down: counts.down[i] ?? 0, opened: counts.opened[i] ?? 0, setupSumUs: counts.setupSumUs[i] ?? 0, buckets: [...buckets] };
-        if (counts.active?.[i]) nativeActive.set(i, (nativeActive.get(i) ?? 0) + counts.active[i]!);
-      }
-    }
-    const activeOf = (i: number) => this.#tags[i]!.active + (nativeActive.get(i) ?? 0);
     const live = this.o.liveServices?.();
+    const { active, gone } = this.#book.collect((t, d) => {
+      const s = this.#service(t.namespace, t.service);
+      if (d.up) this.bytes.inc({ ...s, direction: 'sent' }, d.up);
+      if (d.down) this.bytes.inc({ ...s, direction: 'received' }, d.down);
+      if (d.opened) {
+        this.opened.inc(s, d.opened);
+        this.setup.add({}, d.setupBuckets, d.setupSumUs / 1e6);
+      }
+    }, live);
     if (live) {
-      const busy = new Set(this.#tags.filter((_, i) => activeOf(i) > 0).map((t) => `${t.namespace}/${t.service}`));
-      const gone = new Set<string>();
-      for (const key of [...this.labels.keys()]) {
-        if (live.has(key) || busy.has(key)) continue;
+      const busy = new Set(active.filter(([, n]) => n > 0).map(([t]) => `${t.namespace}/${t.service}`));
+      for (const key of this.labels.keys()) if (!live.has(key) && !busy.has(key)) gone.add(key);
+    }
+    if (gone.size) {
+      for (const key of gone) {
         const at = key.indexOf('/');
         this.labels.forget(key.slice(0, at), key.slice(at + 1));
-        const t = this.#tagIndex.get(key);
-        if (t !== undefined) this.#tags[t]!.retired = true;
-        gone.add(key);
       }
-      if (gone.size) for (const f of [this.opened, this.refused, this.active, this.bytes, this.endpointFailures, this.endpoints, this.serviceReady, this.ingress] as Counter<string>[]) removeServices(f, gone);
+      for (const f of [this.opened, this.refused, this.active, this.bytes, this.endpointFailures, this.endpoints, this.serviceReady, this.ingress] as Counter<string>[]) removeServices(f, gone);
     }
     this.active.reset();
-    this.#tags.forEach((t, i) => {
-      if (!t.retired) this.active.set(this.#service(t.namespace, t.service), activeOf(i));
-    });
+    for (const [t, n] of active) this.active.set(this.#service(t.namespace, t.service), n);
   }
 }

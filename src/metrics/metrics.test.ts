@@ -275,3 +275,74 @@ describe('renders of /metrics', () => {
     expect(await renderMetrics(registry, { share: 1, minIntervalMs: 0 })).toMatch(/^w 1$/m);
   });
 });
+
+describe('TagBook', () => {
+  /** A stand-in for the addon's per-tag counters: cumulative, zeroed by reset. */
+  function fakeNative() {
+    const up: number[] = [];
+    const resets: number[] = [];
+    return {
+      up,
+      resets,
+      add: (tag: number, n: number) => (up[tag] = (up[tag] ?? 0) + n),
+      source: {
+        read: () => ({ up: [...up], down: up.map(() => 0), opened: up.map(() => 0), setupSumUs: up.map(() => 0), setupBuckets: up.map(() => []) }),
+        reset: (tags: number[]) => {
+          for (const t of tags) up[t] = 0;
+          resets.push(...tags);
+        },
+      },
+    };
+  }
+
+  it("churned service names reuse freed tags: the table stays as big as what is live, and a reused tag's counts start clean", async () => {
+    const { TagBook } = await import('./tags.js');
+    const book = new TagBook<{ namespace: string; service: string }>((k) => `${k.namespace}/${k.service}`);
+    const native = fakeNative();
+    book.addNative(native.source);
+    const freed: number[] = [];
+    book.onFree((t) => freed.push(t));
+    const counted = new Map<string, number>();
+    const emit = (k: { namespace: string; service: string }, d: { up: number }) => counted.set(`${k.namespace}/${k.service}`, (counted.get(`${k.namespace}/${k.service}`) ?? 0) + d.up);
+    let highest = 0;
+    for (let round = 0; round < 20; round++) {
+      // 100 live services a round, all with new names: the last round's go away.
+      const live = new Set<string>();
+      for (let i = 0; i < 100; i++) {
+        const name = `svc-${round}-${i}`;
+        live.add(`ns/${name}`);
+        const tag = book.tag({ namespace: 'ns', service: name });
+        highest = Math.max(highest, tag);
+        native.add(tag, 10);
+      }
+      book.collect(emit, live);
+    }
+    // Two rounds' worth at most (one live, one retired and waiting a scrape), not 20.
+    expect(highest).toBeLessThan(300);
+    expect(book.size).toBeLessThanOrEqual(200);
+    expect(freed.length).toBeGreaterThan(1000);
+    expect(native.resets.length).toBe(freed.length);
+    // Every service was counted its own 10 bytes, none another's.
+    expect(counted.size).toBe(2000);
+    expect([...counted.values()].every((v) => v === 10)).toBe(true);
+  });
+
+  it('a service with a connection open is not retired, and one that comes back before it is freed keeps its tag', async () => {
+    const { TagBook } = await import('./tags.js');
+    const book = new TagBook<{ namespace: string; service: string }>((k) => `${k.namespace}/${k.service}`);
+    book.addNative(fakeNative().source);
+    const a = book.tag({ namespace: 'ns', service: 'a' });
+    const b = book.tag({ namespace: 'ns', service: 'b' });
+    const closed = book.opened(a);
+    const none = new Set<string>();
+    expect([...book.collect(() => undefined, none).gone]).toEqual(['ns/b']);
+    expect(book.tag({ namespace: 'ns', service: 'b' })).toBe(b);
+    book.collect(() => undefined, none);
+    book.collect(() => undefined, none);
+    expect(book.info(a)).toEqual({ namespace: 'ns', service: 'a' });
+    closed();
+    book.collect(() => undefined, none);
+    book.collect(() => undefined, none);
+    expect(book.info(a)).toBeUndefined();
+  });
+});

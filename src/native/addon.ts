@@ -121,6 +121,8 @@ export interface NativeSplicer {
    * and the setup time from accept to spliced pair in µs (bucket counts not cumulative, and their sum).
    */
   tagStats(): Float64Array;
+  /** Zeroes these tags' counters (not their active gauge): JavaScript reuses tags it freed. */
+  tagReset(tags: number[]): void;
   /** Whether pairs hold the event loop open (as the sockets they came from did). */
   keepAlive(on: boolean): void;
   /** Ends every pair (ECANCELED) and stops the thread; idempotent. */

@@ -205,6 +205,11 @@ export class KernelSplicer {
     return out;
   }
 
+  /** Zeroes the counters of tags JavaScript freed, before it gives them to something else. */
+  tagReset(tags: number[]): void {
+    if (tags.length) this.#native.tagReset(tags);
+  }
+
   /** Pairs not yet ended, and the pipes the thread holds (in use or pooled). */
   stats(): { pairs: number; pipes: number } {
     return this.#native.stats();

@@ -238,6 +238,16 @@ export class ProxyFront extends Front {
     return { key: k, choices: choices.length ? choices : null };
   }
 
+  /** A report index the metrics freed (its service went away): it may stand for another one next. */
+  forgetReport(report: number): void {
+    const t = this.#reports.get(report);
+    if (!t) return;
+    this.#reports.delete(report);
+    const byCluster = this.#reportIndex.get(t.service);
+    byCluster?.delete(t.cluster);
+    if (byCluster && !byCluster.size) this.#reportIndex.delete(t.service);
+  }
+
   /** The report index of a service at a cluster (the front reports successes and failures by it). */
   #reportOf(cluster: ClusterKey, service: ServiceKey): number {
     let byCluster = this.#reportIndex.get(service);

@@ -9,30 +9,10 @@ import type { ClusterKey } from '../api/flomesh.js';
 import { BucketHistogram, SETUP_BUCKETS_S } from '../metrics/histogram.js';
 import type { FailureReason } from '../metrics/reasons.js';
 import { type ServiceLabel, ServiceLabels } from '../metrics/services.js';
+import { type NativeTags, TagBook } from '../metrics/tags.js';
 
 /** Why a client's connection was reset before any upstream: no route, not redirected, over a limit, … */
 export type RejectReason = 'no_route' | 'not_redirected' | 'limited' | 'no_target' | 'all_failed';
-
-/** What the addon counts per tag (native/src/front.h, splicer.h), cumulative. */
-export interface TagCounts {
-  up: number[];
-  down: number[];
-  opened: number[];
-  active?: number[];
-  setupSumUs: number[];
-  setupBuckets: number[][];
-}
-
-interface Tag {
-  namespace: string;
-  service: string;
-  cluster: ClusterKey;
-  /** Open pairs JavaScript set up (the addon counts its own). */
-  active: number;
-  /** No route names its service any more: its series are gone (the counts since are still followed). */
-  retired: boolean;
-  seen: { up: number; down: number; opened: number; setupSumUs: number; buckets: number[] };
-}
 
 export interface ProxyMetricsOptions {
   registry: Registry;
@@ -46,9 +26,7 @@ export interface ProxyMetricsOptions {
 
 export class ProxyMetrics {
   readonly labels: ServiceLabels;
-  readonly #tags: Tag[] = [];
-  readonly #tagIndex = new Map<string, number>();
-  readonly #native: (() => TagCounts | undefined)[] = [];
+  readonly #book = new TagBook<{ namespace: string; service: string; cluster: ClusterKey }>((k) => `${k.namespace}/${k.service}\u0000${k.cluster}`);
   readonly #collectors: (() => void)[] = [];
   readonly accepted: Counter;
   readonly rejected: Counter<'namespace' | 'service' | 'reason'>;
@@ -81,23 +59,21 @@ export class ProxyMetrics {
 
   /** The tag of (service, cluster): the index the addon counts its pairs and front choices by. */
   tag(namespace: string, service: string, cluster: ClusterKey): number {
-    const key = `${namespace}/${service}\u0000${cluster}`;
-    let i = this.#tagIndex.get(key);
-    if (i === undefined) {
-      i = this.#tags.push({ namespace, service, cluster, active: 0, retired: false, seen: { up: 0, down: 0, opened: 0, setupSumUs: 0, buckets: [] } }) - 1;
-      this.#tagIndex.set(key, i);
-    }
-    this.#tags[i]!.retired = false;
-    return i;
+    return this.#book.tag({ namespace, service, cluster });
   }
 
   tagInfo(tag: number): { namespace: string; service: string; cluster: ClusterKey } | undefined {
-    return this.#tags[tag];
+    return this.#book.info(tag);
+  }
+
+  /** Called with each tag freed (its service went away), before it is reused for another. */
+  onTagFreed(fn: (tag: number) => void): void {
+    this.#book.onFree(fn);
   }
 
   /** A tag's name across processes (a hand-over), and this process's tag of a name. */
   tagName(tag: number): string | undefined {
-    const t = this.#tags[tag];
+    const t = this.#book.info(tag);
     return t && JSON.stringify([t.namespace, t.service, t.cluster]);
   }
 
@@ -112,8 +88,8 @@ export class ProxyMetrics {
   }
 
   /** A source of the addon's per-tag counters (a splicer: each process's own), read at each scrape. */
-  addNative(read: () => TagCounts | undefined): void {
-    this.#native.push(read);
+  addNative(source: NativeTags): void {
+    this.#book.addNative(source);
   }
 
   /** Work to do before each scrape (health gauges, which are read, not counted). */
@@ -152,78 +128,44 @@ export class ProxyMetrics {
     const labels = { ...s, cluster };
     this.opened.inc(labels);
     this.setup.observe({ cluster }, setupS);
-    const tag = this.#tags[this.tag(route.namespace, route.service, cluster)]!;
-    tag.active++;
+    const closed = this.#book.opened(this.tag(route.namespace, route.service, cluster));
     let ended = false;
     return (bytes) => {
       if (ended) return;
       ended = true;
-      tag.active--;
+      closed();
       // Stream pairs only: the kernel splicer's bytes are counted live, per tag.
-      if (bytes?.up) this.bytes.inc({ ...this.#service(tag.namespace, tag.service), cluster, direction: 'sent' }, bytes.up);
-      if (bytes?.down) this.bytes.inc({ ...this.#service(tag.namespace, tag.service), cluster, direction: 'received' }, bytes.down);
+      if (bytes?.up) this.bytes.inc({ ...this.#service(route.namespace, route.service), cluster, direction: 'sent' }, bytes.up);
+      if (bytes?.down) this.bytes.inc({ ...this.#service(route.namespace, route.service), cluster, direction: 'received' }, bytes.down);
     };
   }
 
-  /** At each scrape: the addon's counters since the last one, the active gauges, and retired services. */
+  /** At each scrape: what the addon counted since the last one, the active gauges, and services gone. */
   #collect(): void {
-    const nativeActive = new Map<number, number>();
-    for (const read of this.#native) {
-      let counts: TagCounts | undefined;
-      try {
-        counts = read();
-      } catch {
-        counts = undefined; // a closed splicer: its last counts were read before
-      }
-      if (!counts) continue;
-      const n = Math.min(this.#tags.length, counts.up.length);
-      for (let i = 0; i < n; i++) {
-        const t = this.#tags[i]!;
-        const d = (now: number | undefined, was: number) => Math.max(0, (now ?? 0) - was);
-        const up = d(counts.up[i], t.seen.up);
-        const down = d(counts.down[i], t.seen.down);
-        const opened = d(counts.opened[i], t.seen.opened);
-        const buckets = counts.setupBuckets[i] ?? [];
-        if (!t.retired) {
-          const labels = { ...this.#service(t.namespace, t.service), cluster: t.cluster };
-          if (up) this.bytes.inc({ ...labels, direction: 'sent' }, up);
-          if (down) this.bytes.inc({ ...labels, direction: 'received' }, down);
-          if (opened) this.opened.inc(labels, opened);
-        }
-        if (opened) {
-          const delta = buckets.map((b, j) => Math.max(0, b - (t.seen.buckets[j] ?? 0)));
-          this.setup.add({ cluster: t.cluster }, delta, d(counts.setupSumUs[i], t.seen.setupSumUs) / 1e6);
-        }
-        t.seen = { up: counts.up[i] ?? 0, down: counts.down[i] ?? 0, opened: counts.opened[i] ?? 0, setupSumUs: counts.setupSumUs[i] ?? 0, buckets: [...buckets] };
-        if (counts.active?.[i]) nativeActive.set(i, (nativeActive.get(i) ?? 0) + counts.active[i]!);
-      }
-    }
-    const activeOf = (i: number) => this.#tags[i]!.active + (nativeActive.get(i) ?? 0);
-    this.#retire(activeOf);
-    this.active.reset();
-    this.#tags.forEach((t, i) => {
-      if (!t.retired) this.active.set({ ...this.#service(t.namespace, t.service), cluster: t.cluster }, activeOf(i));
-    });
-  }
-
-  /** Services no route names, with nothing open: their series go (they start again if the service comes back). */
-  #retire(activeOf: (tag: number) => number): void {
     const live = this.o.liveServices?.();
-    if (!live) return;
-    const busy = new Set<string>();
-    this.#tags.forEach((t, i) => {
-      if (activeOf(i) > 0) busy.add(`${t.namespace}/${t.service}`);
-    });
-    const gone = new Set<string>();
-    for (const key of [...this.labels.keys()]) {
-      if (live.has(key) || busy.has(key)) continue;
-      const at = key.indexOf('/');
-      this.labels.forget(key.slice(0, at), key.slice(at + 1));
-      gone.add(key);
+    const { active, gone } = this.#book.collect((t, d) => {
+      const labels = { ...this.#service(t.namespace, t.service), cluster: t.cluster };
+      if (d.up) this.bytes.inc({ ...labels, direction: 'sent' }, d.up);
+      if (d.down) this.bytes.inc({ ...labels, direction: 'received' }, d.down);
+      if (d.opened) {
+        this.opened.inc(labels, d.opened);
+        this.setup.add({ cluster: t.cluster }, d.setupBuckets, d.setupSumUs / 1e6);
+      }
+    }, live);
+    // Services labelled without a tag of their own (only failures or rejections counted) go the same way.
+    if (live) {
+      const busy = new Set(active.filter(([, n]) => n > 0).map(([t]) => `${t.namespace}/${t.service}`));
+      for (const key of this.labels.keys()) if (!live.has(key) && !busy.has(key)) gone.add(key);
     }
-    if (!gone.size) return;
-    for (const t of this.#tags) if (gone.has(`${t.namespace}/${t.service}`)) t.retired = true;
-    for (const f of [this.rejected, this.opened, this.failed, this.retries, this.bytes, this.active, this.targetHealthy] as Counter<string>[]) removeServices(f, gone);
+    if (gone.size) {
+      for (const key of gone) {
+        const at = key.indexOf('/');
+        this.labels.forget(key.slice(0, at), key.slice(at + 1));
+      }
+      for (const f of [this.rejected, this.opened, this.failed, this.retries, this.bytes, this.active, this.targetHealthy] as Counter<string>[]) removeServices(f, gone);
+    }
+    this.active.reset();
+    for (const [t, n] of active) this.active.set({ ...this.#service(t.namespace, t.service), cluster: t.cluster }, n);
   }
 }
 

@@ -170,6 +170,8 @@ export class NodeProxy {
     this.#conns = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: this.#o.idleTimeoutMs, log: this.#log, counts: this.stats });
     this.#limiter = new ConnectionLimiter(options.limits);
     this.#metrics = options.metrics;
+    // A freed tag may stand for another (service, cluster) next: the front's report index of it goes too.
+    this.#metrics?.onTagFreed((tag) => this.#front?.forgetReport(tag));
     const onConnection = (s: Socket) => {
       if (this.#limiter.admitOrReset(s)) void this.#accept(s);
       else {
