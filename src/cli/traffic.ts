@@ -84,6 +84,7 @@ export function gatewayCommand(): Command {
       const exported = () => new Set([...catalog.all()].filter((s) => s.export).map((s) => `${s.namespace}/${s.name}`));
       const metrics = new GatewayMetrics({ registry, liveServices: exported, onOverflow: (cap) => log.warn({ cap }, 'more exported services than the metrics label: the rest are counted as _other') });
       let gw: Gateway | undefined;
+      metrics.start();
       metrics.onCollect(() => {
         if (!gw) return;
         const { synced, services } = gw.serviceStates();
@@ -110,6 +111,7 @@ export function gatewayCommand(): Command {
         identity?.close();
         await gw!.close(cfg.drainMs);
         catalog.close();
+        metrics.close();
         metricsServer?.close();
         await source.close();
       });
@@ -215,6 +217,7 @@ export function agentCommand(): Command {
       // What the kernel splicer and the front counted, read at each scrape (also after a hand-over: the counts stay).
       const splicer = proxy.tunnels.splicer;
       if (splicer) proxyMetrics.addNative({ read: () => splicer.tagStats(), reset: (tags) => splicer.tagReset(tags) });
+      proxyMetrics.start();
       proxyMetrics.onCollect(() => {
         const now = Date.now();
         const targets = routes.entries().flatMap(([, r]) => r.exporters.filter((e) => e.clusterKey !== cfg.clusterKey).map((e) => ({ namespace: r.namespace, service: r.service, cluster: e.clusterKey, healthy: proxy.health.isHealthy(e.clusterKey, `${r.namespace}/${r.service}`, now) })));
@@ -287,6 +290,7 @@ export function agentCommand(): Command {
         identity?.close();
         workloads?.close();
         admin.close();
+        proxyMetrics.close();
         metricsServer?.close();
         checks.close();
         sweeper.close();

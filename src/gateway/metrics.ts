@@ -23,6 +23,7 @@ export class GatewayMetrics {
   readonly labels: ServiceLabels;
   readonly #book = new TagBook<{ namespace: string; service: string }>((k) => `${k.namespace}/${k.service}`);
   readonly #collectors: (() => void)[] = [];
+  #timer: NodeJS.Timeout | undefined;
   readonly opened: Counter<'namespace' | 'service'>;
   readonly refused: Counter<'namespace' | 'service' | 'reason'>;
   readonly active: Gauge<'namespace' | 'service'>;
@@ -127,6 +128,21 @@ export class GatewayMetrics {
       if (bytes?.up) this.bytes.inc({ ...s, direction: 'sent' }, bytes.up);
       if (bytes?.down) this.bytes.inc({ ...s, direction: 'received' }, bytes.down);
     };
+  }
+
+  /**
+   * Collects every `everyMs` between scrapes too (until close), so that tags of services gone are freed even
+   * where nothing scrapes: a scrape is then only a read.
+   */
+  start(everyMs = 60_000): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.#collect(), everyMs);
+    this.#timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 
   /** At each scrape: what the addon counted since the last one, the active gauges, and services gone. */

@@ -28,6 +28,7 @@ export class ProxyMetrics {
   readonly labels: ServiceLabels;
   readonly #book = new TagBook<{ namespace: string; service: string; cluster: ClusterKey }>((k) => `${k.namespace}/${k.service}\u0000${k.cluster}`);
   readonly #collectors: (() => void)[] = [];
+  #timer: NodeJS.Timeout | undefined;
   readonly accepted: Counter;
   readonly rejected: Counter<'namespace' | 'service' | 'reason'>;
   readonly opened: Counter<'namespace' | 'service' | 'cluster'>;
@@ -138,6 +139,21 @@ export class ProxyMetrics {
       if (bytes?.up) this.bytes.inc({ ...this.#service(route.namespace, route.service), cluster, direction: 'sent' }, bytes.up);
       if (bytes?.down) this.bytes.inc({ ...this.#service(route.namespace, route.service), cluster, direction: 'received' }, bytes.down);
     };
+  }
+
+  /**
+   * Collects every `everyMs` between scrapes too (until close), so that tags of services gone are freed even
+   * where nothing scrapes: a scrape is then only a read.
+   */
+  start(everyMs = 60_000): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.#collect(), everyMs);
+    this.#timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 
   /** At each scrape: what the addon counted since the last one, the active gauges, and services gone. */
