@@ -5,8 +5,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { BucketHistogram, SETUP_BUCKETS_S } from '../metrics/histogram.js';
 import type { FailureReason } from '../metrics/reasons.js';
-import { type ServiceLabel, ServiceLabels } from '../metrics/services.js';
-import { removeServices } from '../proxy/metrics.js';
+import { type ServiceLabel, ServiceLabels, dropGone } from '../metrics/services.js';
 import { type NativeTags, TagBook } from '../metrics/tags.js';
 
 export interface GatewayMetricsOptions {
@@ -157,17 +156,9 @@ export class GatewayMetrics {
         this.setup.add({}, d.setupBuckets, d.setupSumUs / 1e6);
       }
     }, live);
-    if (live) {
-      const busy = new Set(active.filter(([, n]) => n > 0).map(([t]) => `${t.namespace}/${t.service}`));
-      for (const key of this.labels.keys()) if (!live.has(key) && !busy.has(key)) gone.add(key);
-    }
-    if (gone.size) {
-      for (const key of gone) {
-        const at = key.indexOf('/');
-        this.labels.forget(key.slice(0, at), key.slice(at + 1));
-      }
-      for (const f of [this.opened, this.refused, this.active, this.bytes, this.endpointFailures, this.endpoints, this.serviceReady, this.ingress] as Counter<string>[]) removeServices(f, gone);
-    }
+    // Also services labelled without a tag of their own (only failures or rejections counted).
+    const busy = new Set(active.filter(([, n]) => n > 0).map(([t]) => `${t.namespace}/${t.service}`));
+    dropGone(this.labels, gone, live, busy, [this.opened, this.refused, this.active, this.bytes, this.endpointFailures, this.endpoints, this.serviceReady, this.ingress] as Counter<string>[]);
     this.active.reset();
     for (const [t, n] of active) this.active.set(this.#service(t.namespace, t.service), n);
   }

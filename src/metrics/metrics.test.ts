@@ -172,9 +172,9 @@ describe('EventLimiter', () => {
   });
 });
 
-// prom-client's internals that removeMatching reads: a failing test here says an upgrade changed them.
+// prom-client's internals that removeServices reads: a failing test here says an upgrade changed them.
 describe('prom-client', () => {
-  it('keeps label sets where removeMatching looks for them', () => {
+  it('keeps label sets where removeServices looks for them', () => {
     const c = new Counter({ name: 'x_total', help: 'x', labelNames: ['a'], registers: [] });
     c.inc({ a: '1' });
     expect(Object.values((c as unknown as { hashMap: Record<string, { labels: Record<string, string> }> }).hashMap)[0]!.labels).toEqual({ a: '1' });

@@ -1,3 +1,4 @@
+import type { Counter, Gauge } from 'prom-client';
 // Service labels with a bound: a metric family labelled by service has one series per service (and target),
 // and the services are what tenants export, so there could be any number of them. Past `cap` distinct
 // services, the rest share one `_other` series; a service that goes away gives its place back (the caller
@@ -42,5 +43,29 @@ export class ServiceLabels {
 
   get size(): number {
     return this.#known.size;
+  }
+}
+
+/**
+ * Services gone: not in `live` (no route or export names them) and with nothing open (`busy`). Added to `gone`
+ * (which may already hold those whose tags were retired), they forget their labels and lose their series in
+ * `families`.
+ */
+export function dropGone(labels: ServiceLabels, gone: Set<string>, live: Set<string> | undefined, busy: Set<string>, families: (Counter<string> | Gauge<string>)[]): void {
+  if (live) for (const key of labels.keys()) if (!live.has(key) && !busy.has(key)) gone.add(key);
+  if (!gone.size) return;
+  for (const key of gone) {
+    const at = key.indexOf('/');
+    labels.forget(key.slice(0, at), key.slice(at + 1));
+  }
+  for (const f of families) removeServices(f, gone);
+}
+
+/** Removes every series of a prom-client metric whose service (`namespace/service` labels) is in `services`. */
+export function removeServices(metric: Counter<string> | Gauge<string>, services: Set<string>): void {
+  // prom-client's remove() needs the whole label set: they are in its hashMap (a test pins this down).
+  const hashMap = (metric as unknown as { hashMap: Record<string, { labels: Record<string, string> }> }).hashMap;
+  for (const { labels } of Object.values(hashMap ?? {})) {
+    if (services.has(`${labels.namespace}/${labels.service}`)) metric.remove(labels);
   }
 }

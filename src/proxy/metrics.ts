@@ -8,7 +8,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ClusterKey } from '../api/flomesh.js';
 import { BucketHistogram, SETUP_BUCKETS_S } from '../metrics/histogram.js';
 import type { FailureReason } from '../metrics/reasons.js';
-import { type ServiceLabel, ServiceLabels } from '../metrics/services.js';
+import { type ServiceLabel, ServiceLabels, dropGone } from '../metrics/services.js';
 import { type NativeTags, TagBook } from '../metrics/tags.js';
 
 /** Why a client's connection was reset before any upstream: no route, not redirected, over a limit, … */
@@ -168,28 +168,11 @@ export class ProxyMetrics {
         this.setup.add({ cluster: t.cluster }, d.setupBuckets, d.setupSumUs / 1e6);
       }
     }, live);
-    // Services labelled without a tag of their own (only failures or rejections counted) go the same way.
-    if (live) {
-      const busy = new Set(active.filter(([, n]) => n > 0).map(([t]) => `${t.namespace}/${t.service}`));
-      for (const key of this.labels.keys()) if (!live.has(key) && !busy.has(key)) gone.add(key);
-    }
-    if (gone.size) {
-      for (const key of gone) {
-        const at = key.indexOf('/');
-        this.labels.forget(key.slice(0, at), key.slice(at + 1));
-      }
-      for (const f of [this.rejected, this.opened, this.failed, this.retries, this.bytes, this.active, this.targetHealthy] as Counter<string>[]) removeServices(f, gone);
-    }
+    // Also services labelled without a tag of their own (only failures or rejections counted).
+    const busy = new Set(active.filter(([, n]) => n > 0).map(([t]) => `${t.namespace}/${t.service}`));
+    dropGone(this.labels, gone, live, busy, [this.rejected, this.opened, this.failed, this.retries, this.bytes, this.active, this.targetHealthy] as Counter<string>[]);
     this.active.reset();
     for (const [t, n] of active) this.active.set({ ...this.#service(t.namespace, t.service), cluster: t.cluster }, n);
   }
 }
 
-/** Removes every series of a prom-client metric whose service (`namespace/service` labels) is in `services`. */
-export function removeServices(metric: Counter<string> | Gauge<string>, services: Set<string>): void {
-  // prom-client's remove() needs the whole label set: they are in its hashMap (a test pins this down).
-  const hashMap = (metric as unknown as { hashMap: Record<string, { labels: Record<string, string> }> }).hashMap;
-  for (const { labels } of Object.values(hashMap ?? {})) {
-    if (services.has(`${labels.namespace}/${labels.service}`)) metric.remove(labels);
-  }
-}
