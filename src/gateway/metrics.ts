@@ -6,7 +6,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { BucketHistogram, SETUP_BUCKETS_S } from '../metrics/histogram.js';
 import type { FailureReason } from '../metrics/reasons.js';
 import { type ServiceLabel, ServiceLabels, dropGone } from '../metrics/services.js';
-import { type NativeTags, TagBook } from '../metrics/tags.js';
+import { type NativeTags, TagBook, TagCollected } from '../metrics/tags.js';
 
 export interface GatewayMetricsOptions {
   registry: Registry;
@@ -18,11 +18,10 @@ export interface GatewayMetricsOptions {
 
 const NONE = { namespace: '', service: '' };
 
-export class GatewayMetrics {
+export class GatewayMetrics extends TagCollected {
   readonly labels: ServiceLabels;
   readonly #book = new TagBook<{ namespace: string; service: string }>((k) => `${k.namespace}/${k.service}`);
   readonly #collectors: (() => void)[] = [];
-  #timer: NodeJS.Timeout | undefined;
   readonly opened: Counter<'namespace' | 'service'>;
   readonly refused: Counter<'namespace' | 'service' | 'reason'>;
   readonly active: Gauge<'namespace' | 'service'>;
@@ -37,9 +36,10 @@ export class GatewayMetrics {
   readonly ingress: Counter<'namespace' | 'service'>;
 
   constructor(readonly o: GatewayMetricsOptions) {
+    super();
     const registers = [o.registry];
     this.labels = new ServiceLabels(o.serviceCap, o.onOverflow);
-    const collect = () => this.#collect();
+    const collect = () => this.collectTags();
     const read = () => this.#collectors.forEach((c) => c());
     this.opened = new Counter({ name: 'ecnet_gateway_tunnels_opened_total', help: 'Tunnels established to an endpoint, per exported service', labelNames: ['namespace', 'service'], registers, collect });
     this.refused = new Counter({ name: 'ecnet_gateway_tunnels_refused_total', help: 'CONNECTs answered with an error, by reason (service labels empty for a service the catalog does not hold)', labelNames: ['namespace', 'service', 'reason'], registers });
@@ -129,23 +129,8 @@ export class GatewayMetrics {
     };
   }
 
-  /**
-   * Collects every `everyMs` between scrapes too (until close), so that tags of services gone are freed even
-   * where nothing scrapes: a scrape is then only a read.
-   */
-  start(everyMs = 60_000): void {
-    if (this.#timer) return;
-    this.#timer = setInterval(() => this.#collect(), everyMs);
-    this.#timer.unref();
-  }
-
-  close(): void {
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-  }
-
   /** At each scrape: what the addon counted since the last one, the active gauges, and services gone. */
-  #collect(): void {
+  protected collectTags(): void {
     const live = this.o.liveServices?.();
     const { active, gone } = this.#book.collect((t, d) => {
       const s = this.#service(t.namespace, t.service);

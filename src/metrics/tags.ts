@@ -176,3 +176,25 @@ export class TagBook<K extends { namespace: string; service: string }> {
     return gone;
   }
 }
+
+/**
+ * Metrics whose figures are collected from tags: at each scrape, and also every `everyMs` between scrapes
+ * (until close), so that tags of services gone are freed even where nothing scrapes.
+ */
+export abstract class TagCollected {
+  #timer: NodeJS.Timeout | undefined;
+
+  /** Reads the tags' counters into the families (and frees what went away). */
+  protected abstract collectTags(): void;
+
+  start(everyMs = 60_000): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.collectTags(), everyMs);
+    this.#timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}

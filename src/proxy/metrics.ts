@@ -9,7 +9,7 @@ import type { ClusterKey } from '../api/flomesh.js';
 import { BucketHistogram, SETUP_BUCKETS_S } from '../metrics/histogram.js';
 import type { FailureReason } from '../metrics/reasons.js';
 import { type ServiceLabel, ServiceLabels, dropGone } from '../metrics/services.js';
-import { type NativeTags, TagBook } from '../metrics/tags.js';
+import { type NativeTags, TagBook, TagCollected } from '../metrics/tags.js';
 
 /** Why a client's connection was reset before any upstream: no route, not redirected, over a limit, … */
 export type RejectReason = 'no_route' | 'not_redirected' | 'limited' | 'no_target' | 'all_failed';
@@ -24,11 +24,10 @@ export interface ProxyMetricsOptions {
   onOverflow?: (cap: number) => void;
 }
 
-export class ProxyMetrics {
+export class ProxyMetrics extends TagCollected {
   readonly labels: ServiceLabels;
   readonly #book = new TagBook<{ namespace: string; service: string; cluster: ClusterKey }>((k) => `${k.namespace}/${k.service}\u0000${k.cluster}`);
   readonly #collectors: (() => void)[] = [];
-  #timer: NodeJS.Timeout | undefined;
   readonly accepted: Counter;
   readonly rejected: Counter<'namespace' | 'service' | 'reason'>;
   readonly opened: Counter<'namespace' | 'service' | 'cluster'>;
@@ -41,9 +40,10 @@ export class ProxyMetrics {
   readonly gatewayUp: Gauge<'cluster'>;
 
   constructor(readonly o: ProxyMetricsOptions) {
+    super();
     const registers = [o.registry];
     this.labels = new ServiceLabels(o.serviceCap, o.onOverflow);
-    const collect = () => this.#collect();
+    const collect = () => this.collectTags();
     this.accepted = new Counter({ name: 'ecnet_proxy_connections_accepted_total', help: 'Connections the node proxy accepted', registers });
     this.rejected = new Counter({ name: 'ecnet_proxy_connections_rejected_total', help: 'Connections reset before any upstream, by reason (service labels empty when no route named one)', labelNames: ['namespace', 'service', 'reason'], registers });
     this.opened = new Counter({ name: 'ecnet_proxy_connections_opened_total', help: 'Connections established to an upstream, per service and target cluster (the local cluster: local endpoints)', labelNames: ['namespace', 'service', 'cluster'], registers, collect });
@@ -141,23 +141,8 @@ export class ProxyMetrics {
     };
   }
 
-  /**
-   * Collects every `everyMs` between scrapes too (until close), so that tags of services gone are freed even
-   * where nothing scrapes: a scrape is then only a read.
-   */
-  start(everyMs = 60_000): void {
-    if (this.#timer) return;
-    this.#timer = setInterval(() => this.#collect(), everyMs);
-    this.#timer.unref();
-  }
-
-  close(): void {
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-  }
-
   /** At each scrape: what the addon counted since the last one, the active gauges, and services gone. */
-  #collect(): void {
+  protected collectTags(): void {
     const live = this.o.liveServices?.();
     const { active, gone } = this.#book.collect((t, d) => {
       const labels = { ...this.#service(t.namespace, t.service), cluster: t.cluster };
