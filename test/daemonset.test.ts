@@ -15,7 +15,7 @@ import { parseEndpoint } from '../src/net/address.js';
 import { agentConfig, agentDefaults, controllerConfig, datapathConfig, defaults, gatewayConfig, gatewayDefaults } from '../src/config.js';
 import { planProcess, readWorkload } from '../src/kubelet/workload.js';
 import { packageRoot } from '../src/paths.js';
-import { podMonitorProblems } from './helpers/pod-monitor.js';
+import { prometheusOperatorProblems } from './helpers/monitor-schema.js';
 
 // Manifests are untyped YAML; the schema check above is what types them.
 type Json = Record<string, any>;
@@ -41,8 +41,8 @@ const find = (kind: string, name: string, docs: Json[] = all): Json => {
 async function problems(doc: Json): Promise<string[]> {
   const [group, ver] = String(doc.apiVersion).includes('/') ? String(doc.apiVersion).split('/') : ['', String(doc.apiVersion)];
   if (group === 'flomesh.io') return readManifests(JSON.stringify(doc)).flatMap((m) => m.problems.map((p) => `${p.path}: ${p.message}`));
-  // The Prometheus Operator's kinds (daemonset/monitoring/): kubernetes-models has none.
-  if (group === 'monitoring.coreos.com') return podMonitorProblems(doc);
+  // The Prometheus Operator's kinds (daemonset/monitoring/: PodMonitor, ServiceMonitor): kubernetes-models has none.
+  if (group === 'monitoring.coreos.com') return prometheusOperatorProblems(doc);
   const mod = (await import(/* @vite-ignore */ `kubernetes-models/${group ? `${group}/` : ''}${ver}/${doc.kind}`)) as Record<string, new (d: Json) => { validate(): void }>;
   const Model = mod[doc.kind as string];
   if (!Model) return [`kubernetes-models has no ${doc.apiVersion} ${doc.kind}`];
