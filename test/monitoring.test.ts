@@ -19,6 +19,7 @@ type Json = Record<string, any>;
 const dir = join(packageRoot, 'daemonset');
 const NS = 'ecnet-system';
 const METRICS_PORT = 15090;
+const DASHBOARD = join(dir, 'monitoring', 'dashboard', 'grafana-dashboard.json');
 const docsOf = (file: string): Json[] => parseAllDocuments(readFileSync(join(dir, file), 'utf8')).map((d) => d.toJS() as Json).filter(Boolean);
 
 /** `--name=value` / `--flag` arguments as commander hands them (camelCase keys). */
@@ -71,11 +72,12 @@ describe('each component serves /metrics where its manifest says', () => {
 describe('daemonset/monitoring/', () => {
   const monitors = docsOf('monitoring/podmonitors.yaml');
   const kust = parse(readFileSync(join(dir, 'monitoring', 'kustomization.yaml'), 'utf8')) as Json;
+  const dashboardKust = parse(readFileSync(join(dir, 'monitoring', 'dashboard', 'kustomization.yaml'), 'utf8')) as Json;
 
   it('is optional: not in daemonset/\'s kustomization, which needs no Prometheus Operator', () => {
     const top = parse(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')) as Json;
     expect((top.resources as string[]).some((r) => r.startsWith('monitoring'))).toBe(false);
-    expect(kust.resources).toEqual(['podmonitors.yaml']);
+    expect(kust.resources).toEqual(['podmonitors.yaml', 'dashboard']);
   });
 
   it('has a valid PodMonitor per component, selecting its pods by labels they carry, in their namespace', () => {
@@ -115,8 +117,8 @@ describe('daemonset/monitoring/', () => {
     expect(podMonitorProblems(bad)).toHaveLength(2);
   });
 
-  it('generates the dashboard ConfigMap with the Grafana sidecar\'s label', () => {
-    const [gen] = kust.configMapGenerator as Json[];
+  it('generates the dashboard ConfigMap with the Grafana sidecar\'s label (daemonset/monitoring/dashboard/)', () => {
+    const [gen] = dashboardKust.configMapGenerator as Json[];
     expect(gen!.options.labels).toEqual({ grafana_dashboard: '1' });
     expect(gen!.files).toEqual(['ecnet.json=grafana-dashboard.json']);
   });
@@ -133,7 +135,7 @@ describe('daemonset/monitoring/', () => {
     }
     const cm = docs.find((d) => d.kind === 'ConfigMap')!;
     expect(cm.metadata.labels.grafana_dashboard).toBe('1');
-    expect(cm.data['ecnet.json']).toBe(readFileSync(join(dir, 'monitoring', 'grafana-dashboard.json'), 'utf8'));
+    expect(cm.data['ecnet.json']).toBe(readFileSync(DASHBOARD, 'utf8'));
     // kubectl apply (client side) keeps the whole object in an annotation, at most 256 KiB.
     expect(Buffer.byteLength(JSON.stringify(cm))).toBeLessThan(200 * 1024);
   });
@@ -166,8 +168,8 @@ async function registeredFamilies(): Promise<Map<string, Set<string>>> {
   return out;
 }
 
-describe('the Grafana dashboard (daemonset/monitoring/grafana-dashboard.json)', async () => {
-  const text = readFileSync(join(dir, 'monitoring', 'grafana-dashboard.json'), 'utf8');
+describe('the Grafana dashboard (daemonset/monitoring/dashboard/grafana-dashboard.json)', async () => {
+  const text = readFileSync(DASHBOARD, 'utf8');
   const dash = JSON.parse(text) as Json;
   const panels = dash.panels as Json[];
   const queries = panels.flatMap((p) => ((p.targets ?? []) as Json[]).map((t) => ({ panel: p.title as string, expr: t.expr as string })));
