@@ -1,9 +1,10 @@
-// Scraping ecnet: each component's manifest serves /metrics where its annotations, its declared port and the
-// PodMonitors of daemonset/monitoring/ point (the port through the real config reader), and the Grafana dashboard
+// Scraping ecnet: each component's manifest serves /metrics where its annotations, its declared port, the
+// metrics Services and ServiceMonitors of daemonset/monitoring/ and the PodMonitors of
+// daemonset/monitoring/podmonitors/ point (the port through the real config reader), and the Grafana dashboard
 // there asks only for metric families and labels the code really registers.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { AgentMetrics } from '../src/agent/metrics.js';
@@ -14,12 +15,14 @@ import { componentRegistry } from '../src/metrics/registry.js';
 import { packageRoot } from '../src/paths.js';
 import { ProxyMetrics } from '../src/proxy/metrics.js';
 import { podMonitorProblems } from './helpers/pod-monitor.js';
+import { serviceMonitorProblems } from './helpers/service-monitor.js';
 
 type Json = Record<string, any>;
 const dir = join(packageRoot, 'daemonset');
 const NS = 'ecnet-system';
 const METRICS_PORT = 15090;
 const DASHBOARD = join(dir, 'monitoring', 'dashboard', 'grafana-dashboard.json');
+const haveKubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
 const docsOf = (file: string): Json[] => parseAllDocuments(readFileSync(join(dir, file), 'utf8')).map((d) => d.toJS() as Json).filter(Boolean);
 
 /** `--name=value` / `--flag` arguments as commander hands them (camelCase keys). */
@@ -62,22 +65,137 @@ describe('each component serves /metrics where its manifest says', () => {
       expect(container(c).ports.filter((p: Json) => p.name === 'metrics'), c).toEqual([{ name: 'metrics', containerPort: METRICS_PORT, protocol: 'TCP' }]);
     }
     // A container port of a host-network pod is a host port: the surge agent of an upgrade could not be
-    // scheduled next to the old one (test/daemonset.test.ts). Scrapers get the port from the annotations
-    // and from the agent's PodMonitor.
+    // scheduled next to the old one (test/daemonset.test.ts). Scrapers get the port from the annotations,
+    // the agent's metrics Service (a targetPort number) and its PodMonitor.
     expect(workloads.agent.doc.spec.template.spec.hostNetwork).toBe(true);
     expect(container('agent').ports).toBeUndefined();
   });
 });
 
-describe('daemonset/monitoring/', () => {
-  const monitors = docsOf('monitoring/podmonitors.yaml');
+/** Whether a label selector (matchLabels only, as daemonset/ writes them) selects an object with these labels. */
+function selects(selector: Json, labels: Record<string, string> | undefined): boolean {
+  expect(selector.matchExpressions).toBeUndefined();
+  const want = Object.entries((selector.matchLabels ?? {}) as Record<string, string>);
+  return want.length > 0 && want.every(([k, v]) => labels?.[k] === v);
+}
+
+/** Every Service daemonset/ holds, with the label every kustomization there adds (as they are once applied). */
+function allServices(): Json[] {
+  const walk = (d: string): string[] => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
+  return walk(dir)
+    .filter((f) => f.endsWith('.yaml') && !f.endsWith('/kustomization.yaml'))
+    .flatMap((f) => docsOf(relative(dir, f)))
+    .filter((d) => d.kind === 'Service')
+    .map((d) => ({ ...d, metadata: { ...d.metadata, labels: { ...d.metadata.labels, 'app.kubernetes.io/part-of': 'ecnet' } } }));
+}
+
+describe('daemonset/monitoring/: ServiceMonitors (the default)', () => {
+  const services = docsOf('monitoring/metrics-services.yaml');
+  const monitors = docsOf('monitoring/servicemonitors.yaml');
   const kust = parse(readFileSync(join(dir, 'monitoring', 'kustomization.yaml'), 'utf8')) as Json;
   const dashboardKust = parse(readFileSync(join(dir, 'monitoring', 'dashboard', 'kustomization.yaml'), 'utf8')) as Json;
+  const componentOf = (name: string) => name.replace(/^ecnet-/, '').replace(/-metrics$/, '') as Component;
 
   it('is optional: not in daemonset/\'s kustomization, which needs no Prometheus Operator', () => {
     const top = parse(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')) as Json;
     expect((top.resources as string[]).some((r) => r.startsWith('monitoring'))).toBe(false);
-    expect(kust.resources).toEqual(['podmonitors.yaml', 'dashboard']);
+  });
+
+  it('lists the metrics Services, the ServiceMonitors and the dashboard, not the PodMonitors (they would scrape every pod twice)', () => {
+    expect(kust.resources).toEqual(['metrics-services.yaml', 'servicemonitors.yaml', 'dashboard']);
+    expect((kust.resources as string[]).some((r) => r.startsWith('podmonitors'))).toBe(false);
+  });
+
+  it('has a headless metrics Service per component, selecting exactly its pods, on the port its container really listens on', () => {
+    expect(services.map((s) => s.metadata.name).sort()).toEqual(['ecnet-agent-metrics', 'ecnet-controller-metrics', 'ecnet-gateway-metrics']);
+    for (const s of services) {
+      const name = s.metadata.name as string;
+      const c = componentOf(name);
+      expect(s.metadata.namespace, name).toBe(NS);
+      expect(s.metadata.labels['ecnet.io/metrics'], name).toBe('true');
+      // Only for scraping: no cluster IP to load-balance through, no node port, no load balancer.
+      expect(s.spec.clusterIP, name).toBe('None');
+      expect(s.spec.type ?? 'ClusterIP', name).toBe('ClusterIP');
+      // Its component's pods, and not the others'.
+      expect(selects({ matchLabels: s.spec.selector }, workloads[c].doc.spec.template.metadata.labels), name).toBe(true);
+      for (const other of components.filter((o) => o !== c)) expect(selects({ matchLabels: s.spec.selector }, workloads[other].doc.spec.template.metadata.labels), `${name} selects ${other}`).toBe(false);
+      expect(s.spec.ports, name).toHaveLength(1);
+      const [port] = s.spec.ports as Json[];
+      expect(port, name).toMatchObject({ name: 'metrics', port: METRICS_PORT, protocol: 'TCP' });
+      if (typeof port!.targetPort === 'string') {
+        // A named port: the one the container declares, on the port it listens on.
+        expect(container(c).ports.find((p: Json) => p.name === port!.targetPort)?.containerPort, name).toBe(METRICS_PORT);
+      } else {
+        // The agent declares no port to name (a host port, in the host network): the number ECNET_METRICS
+        // has it listen on, on the pod's IP, the node's.
+        expect(container(c).ports, name).toBeUndefined();
+        expect(port!.targetPort, name).toBe(metricsOf(c)?.port);
+      }
+    }
+    expect(services.find((s) => s.metadata.name === 'ecnet-agent-metrics')!.spec.ports[0].targetPort).toBe(METRICS_PORT);
+  });
+
+  it('leaves the gateway\'s external Service alone: no metrics port through it, and no label a ServiceMonitor selects', () => {
+    const external = docsOf('gateway/service.yaml').find((d) => d.kind === 'Service' && d.metadata.name === 'ecnet-gateway')!;
+    expect(external.spec.type).toBe('LoadBalancer');
+    expect(external.metadata.labels['ecnet.io/metrics']).toBeUndefined();
+    for (const p of external.spec.ports as Json[]) {
+      expect(p.targetPort).not.toBe('metrics');
+      expect(p.targetPort).not.toBe(METRICS_PORT);
+      expect(p.port).not.toBe(METRICS_PORT);
+    }
+  });
+
+  it('has a valid ServiceMonitor per component, selecting exactly its metrics Service, scraping its `metrics` port', () => {
+    const everyService = allServices();
+    expect(everyService.map((s) => s.metadata.name)).toContain('ecnet-gateway');
+    expect(monitors.map((m) => m.metadata.name).sort()).toEqual(['ecnet-agent', 'ecnet-controller', 'ecnet-gateway']);
+    for (const m of monitors) {
+      const name = m.metadata.name as string;
+      const c = componentOf(name);
+      expect(serviceMonitorProblems(m), name).toEqual([]);
+      expect(m.metadata.namespace).toBe(NS);
+      expect(m.spec.namespaceSelector.matchNames, name).toEqual([NS]);
+      // Of every Service in daemonset/, once labelled as applied (the gateway's external one included): its own.
+      const selected = everyService.filter((s) => s.metadata.namespace === NS && selects(m.spec.selector, s.metadata.labels));
+      expect(selected.map((s) => s.metadata.name), name).toEqual([`ecnet-${c}-metrics`]);
+      expect(m.spec.endpoints, name).toHaveLength(1);
+      const [ep] = m.spec.endpoints as Json[];
+      expect(selected[0]!.spec.ports.map((p: Json) => p.name), name).toContain(ep!.port);
+      expect(ep, name).toEqual({
+        port: 'metrics',
+        path: workloads[c].doc.spec.template.metadata.annotations['prometheus.io/path'],
+        interval: '15s',
+        // ecnet's own namespace and service labels stay theirs (not exported_namespace, exported_service).
+        honorLabels: true,
+        relabelings: [{ sourceLabels: ['__meta_kubernetes_pod_node_name'], targetLabel: 'node' }],
+      });
+    }
+  });
+
+  it('the checker of ServiceMonitors is not a rubber stamp', () => {
+    const bad = structuredClone(monitors[0]!);
+    // A PodMonitor's field, and both port and targetPort.
+    bad.spec.endpoints[0].portNumber = METRICS_PORT;
+    bad.spec.endpoints[0].targetPort = METRICS_PORT;
+    bad.spec.endpoints[0].relabelings[0].action = 'rewrite';
+    expect(serviceMonitorProblems(bad)).toHaveLength(3);
+    expect(serviceMonitorProblems({ ...monitors[0]!, kind: 'PodMonitor' })).toHaveLength(1);
+  });
+
+  it('generates the dashboard ConfigMap with the Grafana sidecar\'s label (daemonset/monitoring/dashboard/)', () => {
+    const [gen] = dashboardKust.configMapGenerator as Json[];
+    expect(gen!.options.labels).toEqual({ grafana_dashboard: '1' });
+    expect(gen!.files).toEqual(['ecnet.json=grafana-dashboard.json']);
+  });
+});
+
+describe('daemonset/monitoring/podmonitors/: PodMonitors (the alternative)', () => {
+  const monitors = docsOf('monitoring/podmonitors/podmonitors.yaml');
+  const kust = parse(readFileSync(join(dir, 'monitoring', 'podmonitors', 'kustomization.yaml'), 'utf8')) as Json;
+
+  it('lists the PodMonitors and the same dashboard, no metrics Service, no ServiceMonitor', () => {
+    expect(kust.resources).toEqual(['podmonitors.yaml', '../dashboard']);
   });
 
   it('has a valid PodMonitor per component, selecting its pods by labels they carry, in their namespace', () => {
@@ -116,19 +234,16 @@ describe('daemonset/monitoring/', () => {
     bad.spec.podMetricsEndpoints[0].relabelings[0].action = 'rewrite';
     expect(podMonitorProblems(bad)).toHaveLength(2);
   });
+});
 
-  it('generates the dashboard ConfigMap with the Grafana sidecar\'s label (daemonset/monitoring/dashboard/)', () => {
-    const [gen] = dashboardKust.configMapGenerator as Json[];
-    expect(gen!.options.labels).toEqual({ grafana_dashboard: '1' });
-    expect(gen!.files).toEqual(['ecnet.json=grafana-dashboard.json']);
-  });
-
-  const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
-  it.skipIf(!kubectl)('renders with kubectl kustomize: the PodMonitors and the dashboard, in ecnet-system (skipped without kubectl)', () => {
-    const r = spawnSync('kubectl', ['kustomize', join(dir, 'monitoring')], { encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
-    const docs = parseAllDocuments(r.stdout).map((d) => d.toJS() as Json);
-    expect(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(['ConfigMap/ecnet-grafana-dashboard', 'PodMonitor/ecnet-agent', 'PodMonitor/ecnet-controller', 'PodMonitor/ecnet-gateway']);
+describe.skipIf(!haveKubectl)('daemonset/monitoring/ with kubectl kustomize (skipped without kubectl)', () => {
+  const render = (d: string): Json[] => {
+    const r = spawnSync('kubectl', ['kustomize', join(dir, d)], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`kubectl kustomize daemonset/${d}: ${r.stderr}`);
+    return parseAllDocuments(r.stdout).map((d) => d.toJS() as Json);
+  };
+  const ids = (docs: Json[]) => docs.map((d) => `${d.kind}/${d.metadata.name}`).sort();
+  const checkCommon = (docs: Json[]) => {
     for (const d of docs) {
       expect(d.metadata.namespace).toBe(NS);
       expect(d.metadata.labels['app.kubernetes.io/part-of']).toBe('ecnet');
@@ -138,6 +253,34 @@ describe('daemonset/monitoring/', () => {
     expect(cm.data['ecnet.json']).toBe(readFileSync(DASHBOARD, 'utf8'));
     // kubectl apply (client side) keeps the whole object in an annotation, at most 256 KiB.
     expect(Buffer.byteLength(JSON.stringify(cm))).toBeLessThan(200 * 1024);
+  };
+
+  it('daemonset/monitoring renders the metrics Services, the ServiceMonitors and the dashboard, in ecnet-system', () => {
+    const docs = render('monitoring');
+    expect(ids(docs)).toEqual([
+      'ConfigMap/ecnet-grafana-dashboard',
+      'Service/ecnet-agent-metrics', 'Service/ecnet-controller-metrics', 'Service/ecnet-gateway-metrics',
+      'ServiceMonitor/ecnet-agent', 'ServiceMonitor/ecnet-controller', 'ServiceMonitor/ecnet-gateway',
+    ]);
+    checkCommon(docs);
+    // As applied next to daemonset/ and daemonset/control-plane: each ServiceMonitor selects its metrics Service
+    // alone, and each metrics Service its component's pods alone (the kustomizations' labels leave selectors be).
+    const installed = [...render('.'), ...render('control-plane'), ...docs];
+    const services = installed.filter((d) => d.kind === 'Service');
+    const pods = installed.filter((d) => d.spec?.template?.metadata?.labels);
+    for (const m of docs.filter((d) => d.kind === 'ServiceMonitor')) {
+      const svc = services.filter((s) => selects(m.spec.selector, s.metadata.labels));
+      expect(svc.map((s) => s.metadata.name), m.metadata.name).toEqual([`${m.metadata.name}-metrics`]);
+      const backing = pods.filter((p) => selects({ matchLabels: svc[0]!.spec.selector }, p.spec.template.metadata.labels));
+      expect(backing.map((p) => `${p.kind}/${p.metadata.name}`), m.metadata.name).toEqual([`${m.metadata.name === 'ecnet-agent' ? 'DaemonSet' : 'Deployment'}/${m.metadata.name}`]);
+    }
+  });
+
+  it('daemonset/monitoring/podmonitors renders the PodMonitors and the same dashboard, in ecnet-system', () => {
+    const docs = render('monitoring/podmonitors');
+    expect(ids(docs)).toEqual(['ConfigMap/ecnet-grafana-dashboard', 'PodMonitor/ecnet-agent', 'PodMonitor/ecnet-controller', 'PodMonitor/ecnet-gateway']);
+    checkCommon(docs);
+    expect(docs.find((d) => d.kind === 'ConfigMap')).toEqual(render('monitoring').find((d) => d.kind === 'ConfigMap'));
   });
 });
 
