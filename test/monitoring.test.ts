@@ -3,7 +3,8 @@
 // daemonset/monitoring/podmonitors/ point (the port through the real config reader), and the Grafana dashboard
 // there asks only for metric families and labels the code really registers.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
@@ -273,6 +274,26 @@ describe.skipIf(!haveKubectl)('daemonset/monitoring/ with kubectl kustomize (ski
       expect(svc.map((s) => s.metadata.name), m.metadata.name).toEqual([`${m.metadata.name}-metrics`]);
       const backing = pods.filter((p) => selects({ matchLabels: svc[0]!.spec.selector }, p.spec.template.metadata.labels));
       expect(backing.map((p) => `${p.kind}/${p.metadata.name}`), m.metadata.name).toEqual([`${m.metadata.name === 'ecnet-agent' ? 'DaemonSet' : 'Deployment'}/${m.metadata.name}`]);
+    }
+  });
+
+  // (`commonLabels`, in its place, would add the label to the Services' selectors, which no pod matches.)
+  it('the overlay docs/observability.md gives labels the ServiceMonitors for a Prometheus to pick, and leaves every selector as it was', () => {
+    const overlay = mkdtempSync(join(tmpdir(), 'ecnet-monitoring-overlay-'));
+    try {
+      // kustomize wants the base's path relative.
+      writeFileSync(join(overlay, 'kustomization.yaml'), [`resources: [${relative(overlay, join(dir, 'monitoring'))}]`, 'labels:', '  - pairs:', '      release: kube-prometheus-stack', ''].join('\n'));
+      const r = spawnSync('kubectl', ['kustomize', overlay], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      const docs = parseAllDocuments(r.stdout).map((d) => d.toJS() as Json);
+      const base = render('monitoring');
+      for (const d of docs) {
+        expect(d.metadata.labels.release, `${d.kind}/${d.metadata.name}`).toBe('kube-prometheus-stack');
+        const before = base.find((b) => b.kind === d.kind && b.metadata.name === d.metadata.name)!;
+        expect(d.spec?.selector, `${d.kind}/${d.metadata.name}`).toEqual(before.spec?.selector);
+      }
+    } finally {
+      rmSync(overlay, { recursive: true, force: true });
     }
   });
 
