@@ -21,6 +21,17 @@ describe('outlier detection', () => {
     expect(d.isEjected('g', 'a', 1_000)).toBe(false);
   });
 
+  it('failures further apart than the streak window do not add up (the native fronts report no successes per member)', () => {
+    const d = new OutlierDetector({ ...opts, streakWindowMs: 30_000 });
+    expect(d.failure('g', 'a', 0, 4)).toBe(false);
+    expect(d.failure('g', 'a', 20_000, 4)).toBe(false);
+    // 40 s after the last one: a new streak of one, not the third of the old one.
+    expect(d.failure('g', 'a', 60_000, 4)).toBe(false);
+    expect(d.view('g', 'a', 60_000).failures).toBe(1);
+    expect(d.failure('g', 'a', 61_000, 4)).toBe(false);
+    expect(d.failure('g', 'a', 62_000, 4)).toBe(true);
+  });
+
   it('each ejection doubles the time, up to the cap; failures while ejected do not extend it', () => {
     const d = new OutlierDetector(opts);
     const times: number[] = [];

@@ -22,9 +22,15 @@ export interface OutlierOptions {
    * ended (Envoy decrements it every interval a host stays healthy). Counted lazily, at the next ejection.
    */
   decayMs: number;
+  /**
+   * A failure more than this after the member's last reported outcome starts a new streak. Envoy sees every
+   * success; here the native fronts report failures only (their successes are counted per tag, not per
+   * endpoint), so without a window three failures spread over hours would eject a healthy member.
+   */
+  streakWindowMs: number;
 }
 
-export const defaultOutliers: OutlierOptions = { consecutiveFailures: 3, baseEjectMs: 5_000, maxEjectMs: 60_000, maxEjectionPercent: 50, decayMs: 10_000 };
+export const defaultOutliers: OutlierOptions = { consecutiveFailures: 3, baseEjectMs: 5_000, maxEjectMs: 60_000, maxEjectionPercent: 50, decayMs: 10_000, streakWindowMs: 30_000 };
 
 /** What the detector knows of one member now. */
 export interface OutlierView {
@@ -79,6 +85,7 @@ export class OutlierDetector {
    */
   failure(group: string, member: string, now: number, groupSize?: number): boolean {
     const m = this.#member(group, member);
+    if (m.failures > 0 && now - m.lastAt > this.#o.streakWindowMs) m.failures = 0;
     m.lastAt = now;
     m.failures++;
     // Already out: tried anyway (last, or as the only one) and failed again; the ejection runs its course.
