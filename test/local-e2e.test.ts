@@ -94,6 +94,10 @@ describeKernel('ecnet local: the seed walkthrough end to end', () => {
     const answers = calls(30);
     expect(answers.filter((a) => a === 'FAIL')).toEqual([]);
     expect(new Set(answers)).toEqual(new Set(['httpbin-cluster-1', 'httpbin-cluster-3']));
+    // The clusterset.local name (docs/dns.md) reaches the same import.
+    const byClusterset = ecnet('local', 'exec', '--cluster', 'cluster-2', '--', 'sh', '-c', 'for i in $(seq 6); do curl -s -m 2 http://httpbin.httpbin.svc.clusterset.local:8080/ || echo FAIL; done').trim().split('\n');
+    expect(byClusterset.filter((a) => a === 'FAIL')).toEqual([]);
+    expect(byClusterset.every((a) => a.startsWith('httpbin-cluster-'))).toBe(true);
   });
 
   it('ActiveActive with weights 3:1: the answers follow them within ±10% over 1,000 requests', async () => {
