@@ -19,12 +19,13 @@ const committed = new Map(readdirSync(crdDir).map((f) => [f, readFileSync(join(c
 const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
 const validators = new Map(
   [...committed.values()].map((text) => {
-    const crd = parse(text) as { spec: { names: { kind: string }; versions: { schema: { openAPIV3Schema: object } }[] } };
-    return [crd.spec.names.kind, ajv.compile(crd.spec.versions[0]!.schema.openAPIV3Schema)] as const;
+    const crd = parse(text) as { spec: { group: string; names: { kind: string }; versions: { schema: { openAPIV3Schema: object } }[] } };
+    return [`${crd.spec.group}/${crd.spec.names.kind}`, ajv.compile(crd.spec.versions[0]!.schema.openAPIV3Schema)] as const;
   }),
 );
-const apiServerAccepts = (doc: { kind: string }) => {
-  const v = validators.get(doc.kind);
+/** By group and kind: flomesh.io and the MCS API both have a ServiceExport and a ServiceImport. */
+const apiServerAccepts = (doc: { kind: string; apiVersion?: string }) => {
+  const v = validators.get(`${String(doc.apiVersion ?? '').split('/')[0]}/${doc.kind}`);
   if (!v) throw new Error(`no CRD for ${doc.kind}`);
   return v(doc) ? [] : (v.errors ?? []).map((e) => `${e.instancePath} ${e.message}`);
 };
@@ -96,6 +97,45 @@ spec: {type: ClusterSetIP, ports: [{port: 80, endpoints: [{clusterKey: c1, targe
       const doc = parse(text) as { kind: string };
       expect(apiServerAccepts(doc), text).not.toEqual([]);
     }
+  });
+
+  it('the MCS API (multicluster.x-k8s.io): an export without spec and a well-formed import pass both; bad imports fail both', () => {
+    const good = `
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: httpbin, namespace: httpbin}
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceImport
+metadata: {name: httpbin, namespace: httpbin}
+spec: {type: ClusterSetIP, ips: [10.96.0.10], ports: [{name: http, protocol: TCP, port: 80}], sessionAffinity: None}
+status: {clusters: [{cluster: cluster-1}]}
+`;
+    const docs = readManifests(good);
+    expect(docs.map((d) => d.problems)).toEqual([[], []]);
+    expect(docs[1]!.resource).toMatchObject({ spec: { ports: [{ name: 'http', protocol: 'TCP', port: 80 }] } });
+    for (const text of good.split('---')) expect(apiServerAccepts(parse(text) as { kind: string }), text).toEqual([]);
+    const bad = `
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceImport
+metadata: {name: a, namespace: b}
+spec: {type: LoadBalancer, ports: [{port: 80}]}
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceImport
+metadata: {name: a, namespace: b}
+spec: {type: ClusterSetIP, ips: [10.0.0.1, 10.0.0.2], ports: [{port: 80}]}
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceImport
+metadata: {name: a, namespace: b}
+spec: {type: ClusterSetIP, ports: [{port: 0}]}
+`;
+    expect(readManifests(bad).map((d) => d.problems.map((p) => p.path))).toEqual([['spec.type'], ['spec.ips'], ['spec.ports[0].port']]);
+    for (const text of bad.split('---')) expect(apiServerAccepts(parse(text) as { kind: string }), text).not.toEqual([]);
+    // What no schema says: a port twice.
+    const twice = readManifests('apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceImport\nmetadata: {name: a, namespace: b}\nspec: {type: ClusterSetIP, ports: [{name: a, port: 80}, {name: b, port: 80}]}\n');
+    expect(twice[0]!.problems.map((p) => p.path)).toEqual(['spec.ports[1]']);
   });
 
   it('reports YAML syntax errors as problems of their document', () => {

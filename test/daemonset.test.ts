@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { crdFiles, crdPaths, crdStream } from '../src/api/crds.js';
 import { KINDS } from '../src/api/flomesh.js';
+import { MCS_KINDS } from '../src/api/mcs.js';
 import { readManifests } from '../src/api/manifests.js';
 import { parseEndpoint } from '../src/net/address.js';
 import { agentConfig, agentDefaults, controllerConfig, datapathConfig, defaults, gatewayConfig, gatewayDefaults } from '../src/config.js';
@@ -37,10 +38,10 @@ const find = (kind: string, name: string, docs: Json[] = all): Json => {
   return d;
 };
 
-/** Kubernetes' schema check of one object (kubernetes-models), or ecnet's for flomesh.io kinds: the problems. */
+/** Kubernetes' schema check of one object (kubernetes-models), or ecnet's for flomesh.io and MCS API kinds: the problems. */
 async function problems(doc: Json): Promise<string[]> {
   const [group, ver] = String(doc.apiVersion).includes('/') ? String(doc.apiVersion).split('/') : ['', String(doc.apiVersion)];
-  if (group === 'flomesh.io') return readManifests(JSON.stringify(doc)).flatMap((m) => m.problems.map((p) => `${p.path}: ${p.message}`));
+  if (group === 'flomesh.io' || group === 'multicluster.x-k8s.io') return readManifests(JSON.stringify(doc)).flatMap((m) => m.problems.map((p) => `${p.path}: ${p.message}`));
   // The Prometheus Operator's kinds (daemonset/monitoring/: PodMonitor, ServiceMonitor): kubernetes-models has none.
   if (group === 'monitoring.coreos.com') return prometheusOperatorProblems(doc);
   const mod = (await import(/* @vite-ignore */ `kubernetes-models/${group ? `${group}/` : ''}${ver}/${doc.kind}`)) as Record<string, new (d: Json) => { validate(): void }>;
@@ -155,6 +156,15 @@ describe('daemonset/ manifests', () => {
       expect(member).toContain(g);
     }
     expect(member.filter((g) => g.startsWith('flomesh.io/serviceexports:'))).toEqual(['flomesh.io/serviceexports:get', 'flomesh.io/serviceexports:list', 'flomesh.io/serviceexports:watch']);
+    // The MCS API (multicluster.x-k8s.io) the same way: exports read and their status written, imports written.
+    expect(member.filter((g) => g.startsWith('multicluster.x-k8s.io/'))).toEqual(
+      [
+        ...['get', 'list', 'watch'].map((v) => `multicluster.x-k8s.io/serviceexports:${v}`),
+        'multicluster.x-k8s.io/serviceexports/status:update',
+        ...['create', 'delete', 'get', 'list', 'update', 'watch'].map((v) => `multicluster.x-k8s.io/serviceimports:${v}`),
+        'multicluster.x-k8s.io/serviceimports/status:update',
+      ].sort(),
+    );
     expect(member.some((g) => g.includes('secrets') || g.includes('clusters'))).toBe(false);
     // The member's identity, ecnet-identity: in ecnet-system only, get then create or replace (identities.ts).
     expect(grants(find('Role', 'ecnet-controller-member'))).toEqual(['/secrets:create', '/secrets:get', '/secrets:update']);
@@ -162,11 +172,11 @@ describe('daemonset/ manifests', () => {
     expect((find('Role', 'ecnet-controller-member').rules as Json[]).filter((r) => (r.verbs as string[]).some((v) => v !== 'create')).map((r) => r.resourceNames)).toEqual([['ecnet-identity']]);
   });
 
-  it('daemonset/karmada/crds.yaml is what `ecnet crds` prints, and the same CRDs as daemonset/crds/', () => {
+  it('daemonset/karmada/crds.yaml is what `ecnet crds` prints, and the same flomesh.io CRDs as daemonset/crds/ (not the MCS API\'s: Karmada brings its own)', () => {
     const text = readFileSync(join(packageRoot, crdPaths.file), 'utf8');
     expect(text).toBe(crdStream());
     const single = docsOf(text);
-    const perKind = [...crdFiles().keys()].sort().map((f) => docsOf(readFileSync(join(packageRoot, crdPaths.dir, f), 'utf8'))[0]);
+    const perKind = [...crdFiles().keys()].filter((f) => f.startsWith('flomesh.io_')).sort().map((f) => docsOf(readFileSync(join(packageRoot, crdPaths.dir, f), 'utf8'))[0]);
     expect(single.sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))).toEqual(perKind.sort((a, b) => a!.metadata.name.localeCompare(b!.metadata.name)));
     expect(single.map((d) => d.spec.names.kind).sort()).toEqual(Object.values(KINDS).map((k) => k.kind).sort());
   });
@@ -331,6 +341,7 @@ describe.skipIf(!haveKubectl)('kubectl kustomize (skipped without kubectl)', () 
       [
         'Namespace/ecnet-system',
         ...Object.values(KINDS).map((k) => `CustomResourceDefinition/${k.plural}.flomesh.io`),
+        ...Object.values(MCS_KINDS).map((k) => `CustomResourceDefinition/${k.plural}.multicluster.x-k8s.io`),
         'ServiceAccount/ecnet-agent', 'ClusterRole/ecnet-agent', 'ClusterRoleBinding/ecnet-agent', 'DaemonSet/ecnet-agent',
         'ServiceAccount/ecnet-gateway', 'ClusterRole/ecnet-gateway', 'ClusterRoleBinding/ecnet-gateway', 'Deployment/ecnet-gateway', 'Service/ecnet-gateway',
         'ServiceAccount/ecnet-controller-member', 'Secret/ecnet-controller-member-token', 'ClusterRole/ecnet-controller-member', 'ClusterRoleBinding/ecnet-controller-member', 'Role/ecnet-controller-member', 'RoleBinding/ecnet-controller-member',

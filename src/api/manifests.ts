@@ -1,8 +1,9 @@
 // Multi-document YAML as `kubectl apply -f` takes it, checked document by document. Pure: text in, results out.
 import { parseAllDocuments } from 'yaml';
 import type { FlomeshResource } from './flomesh.js';
+import type { McsResource } from './mcs.js';
 import type { Problem } from './schema.js';
-import { isFlomesh, validateResource } from './validate.js';
+import { isChecked, validateResource } from './validate.js';
 
 export interface ManifestDoc {
   /** 0-based position in the stream (empty documents are not counted). */
@@ -11,8 +12,8 @@ export interface ManifestDoc {
   line: number;
   kind: string;
   name: string;
-  /** The validated resource with defaults, for flomesh.io kinds; the document as parsed for any other kind. */
-  resource?: FlomeshResource | Record<string, unknown>;
+  /** The validated resource with defaults, for flomesh.io and MCS API kinds; the document as parsed for any other kind. */
+  resource?: FlomeshResource | McsResource | Record<string, unknown>;
   /** Errors: the document is refused. */
   problems: Problem[];
   /** Accepted anyway (unknown fields, dropped). */
@@ -35,9 +36,8 @@ export function readManifests(text: string): ManifestDoc[] {
     const d = value as { kind?: unknown; metadata?: { name?: unknown } };
     const kind = typeof d.kind === 'string' ? d.kind : '?';
     const name = typeof d.metadata?.name === 'string' ? d.metadata.name : '?';
-    const apiVersion = (value as { apiVersion?: unknown }).apiVersion;
-    // A flomesh.io document of an unknown kind or version is still checked (and refused), never passed over.
-    if (!isFlomesh(value) && !(typeof apiVersion === 'string' && apiVersion.startsWith('flomesh.io/'))) {
+        // A flomesh.io or multicluster.x-k8s.io document of an unknown kind or version is still checked (and refused), never passed over.
+    if (!isChecked(value)) {
       // Not ours (Namespace, Deployment, Service, PropagationPolicy …): carried as it is.
       out.push({ index: out.length, line, kind, name, resource: value as Record<string, unknown>, problems: [], warnings: [] });
       continue;

@@ -1,15 +1,16 @@
-// `ecnet crds` and `ecnet validate`: the flomesh.io API as files.
+// `ecnet crds` and `ecnet validate`: the flomesh.io API (and the MCS API's CRDs) as files.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command } from 'commander';
 import { crdFiles, crdPaths, crdStream } from '../api/crds.js';
+import { KINDS } from '../api/flomesh.js';
 import { readManifests } from '../api/manifests.js';
 import { formatProblem } from '../api/schema.js';
 
 export function crdsCommand(): Command {
   return new Command('crds')
-    .description('print the flomesh.io CRDs (for kubectl apply -f -), or write one file each with --dir, or all in one with --file')
-    .option('--dir <dir>', `write flomesh.io_<plural>.yaml files here (${crdPaths.dir})`)
+    .description('print the flomesh.io CRDs (for kubectl apply -f -), or write one file each with --dir (with the MCS API\'s, multicluster.x-k8s.io), or the flomesh.io ones in one with --file')
+    .option('--dir <dir>', `write <group>_<plural>.yaml files here (${crdPaths.dir})`)
     .option('--file <file>', `write them all in one file (${crdPaths.file}, for a Karmada API server)`)
     .action((flags: { dir?: string; file?: string }) => {
       if (!flags.dir && !flags.file) return void process.stdout.write(crdStream());
@@ -21,7 +22,7 @@ export function crdsCommand(): Command {
       if (flags.file) {
         mkdirSync(dirname(flags.file), { recursive: true });
         writeFileSync(flags.file, crdStream());
-        process.stdout.write(`wrote ${crdFiles().size} CRDs to ${flags.file}\n`);
+        process.stdout.write(`wrote ${Object.keys(KINDS).length} CRDs to ${flags.file}\n`);
       }
     });
 }

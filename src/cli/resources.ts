@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { stringify } from 'yaml';
-import { KINDS } from '../api/flomesh.js';
+import { GROUP, type KindInfo, KINDS } from '../api/flomesh.js';
+import { MCS_GROUP, MCS_KINDS, type McsKindInfo } from '../api/mcs.js';
 import { readManifests } from '../api/manifests.js';
 import { formatProblem } from '../api/schema.js';
 import { ConfigError, type SourceFlags, getOutput, sourceConfig } from '../config.js';
@@ -15,15 +16,27 @@ import { table } from './table.js';
 
 const out = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 
-/** Every name kubectl would take for a kind: kind, singular, plural, short names. */
+/** The schema and printer columns of a kind of ecnet's groups (flomesh.io, multicluster.x-k8s.io). */
+function infoOf(ref: KindRef): KindInfo | McsKindInfo | undefined {
+  if (ref.group === GROUP) return (KINDS as Record<string, KindInfo>)[ref.kind];
+  if (ref.group === MCS_GROUP) return (MCS_KINDS as Record<string, McsKindInfo>)[ref.kind];
+  return undefined;
+}
+
+/**
+ * Every name kubectl would take for a kind: kind, singular, plural, short names. `serviceexports` and
+ * `serviceimports` are flomesh.io's (as they have always been here); the MCS API's are `svcex`/`svcim` or the
+ * names with their group (`serviceexports.multicluster.x-k8s.io`).
+ */
 const ALIASES = new Map<string, KindRef>();
 for (const ref of Object.values(Kinds)) {
-  const info = (KINDS as Record<string, (typeof KINDS)[keyof typeof KINDS]>)[ref.kind];
-  const names = [ref.kind.toLowerCase(), ref.plural, ...(info ? [info.singular, ...info.shortNames] : [])];
+  const info = infoOf(ref);
+  const names = [ref.kind.toLowerCase(), ref.plural, ...(info ? [info.singular] : [])];
   if (ref.kind === 'Service') names.push('svc');
   if (ref.kind === 'Namespace') names.push('ns');
   if (ref.kind === 'EndpointSlice') names.push('eps');
-  for (const n of names) ALIASES.set(n, ref);
+  if (ref.group !== MCS_GROUP) for (const n of names) if (!ALIASES.has(n)) ALIASES.set(n, ref);
+  for (const n of info?.shortNames ?? []) ALIASES.set(n, ref);
   if (ref.group) for (const n of [ref.plural, ref.kind.toLowerCase()]) ALIASES.set(`${n}.${ref.group}`, ref);
 }
 
@@ -80,7 +93,7 @@ export function jsonPath(obj: unknown, path: string): unknown {
 }
 
 function render(ref: KindRef, items: KubeObject[], allNamespaces: boolean): string {
-  const info = (KINDS as Record<string, (typeof KINDS)[keyof typeof KINDS]>)[ref.kind];
+  const info = infoOf(ref);
   const ns = allNamespaces && ref.namespaced ? ['NAMESPACE'] : [];
   const nsCell = (o: KubeObject) => (allNamespaces && ref.namespaced ? [o.metadata.namespace ?? ''] : []);
   if (info) {
@@ -135,7 +148,7 @@ export function applyCommand(clustersDir?: string): Command {
 
 export function getCommand(clustersDir?: string): Command {
   return withSourceOptions(new Command('get'))
-    .description('list resources (clusters, serviceexports/sexp, serviceimports/simp, globaltrafficpolicies/gtp, services/svc …)')
+    .description('list resources (clusters, serviceexports/sexp, serviceimports/simp, globaltrafficpolicies/gtp, the MCS API\'s svcex/svcim, services/svc …)')
     .argument('<kind>', 'resource type')
     .argument('[name]', 'one object')
     .option('-n, --namespace <ns>', 'namespace', 'default')

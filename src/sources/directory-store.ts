@@ -7,7 +7,7 @@ import { join, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { defaults } from '../defaults.js';
 import { formatProblem } from '../api/schema.js';
-import { isFlomesh, validateResource } from '../api/validate.js';
+import { isChecked, validateResource } from '../api/validate.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { type Clock, systemClock } from '../util/time.js';
 import { parseCidr } from './clusterip.js';
@@ -242,7 +242,7 @@ export class DirectoryStore {
   #refreshByServerFields(name: string): void {
     for (const e of this.#entries.values()) {
       const o = e.object;
-      if (serverFieldsFile(o.kind, o.metadata.namespace, o.metadata.name) === name) this.readFile(e.file, true);
+      if (serverFieldsFile(o) === name) this.readFile(e.file, true);
     }
   }
 
@@ -300,7 +300,7 @@ export class DirectoryStore {
         return;
       }
       let object: KubeObject = o;
-      if (isFlomesh(o) || o.apiVersion.startsWith('flomesh.io/')) {
+      if (isChecked(o)) {
         const v = validateResource(o);
         if (!v.ok) {
           this.#log.warn({ file: path, object: key, problems: v.problems.map(formatProblem) }, 'invalid resource; keeping its last valid version');
@@ -370,7 +370,7 @@ export class DirectoryStore {
     this.#entries.delete(key);
     this.#emit({ type: 'deleted', object: e.object });
     // What the server owned of it goes too: an object created again later is a new one.
-    this.serverFields.forget(serverFieldsFile(e.object.kind, e.object.metadata.namespace, e.object.metadata.name));
+    this.serverFields.forget(serverFieldsFile(e.object));
   }
 
   /** Serves an object of `file` (document `index`): added, updated, or where it is defined only moved. */

@@ -7,9 +7,9 @@ import { appendFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Document, parseAllDocuments, stringify } from 'yaml';
 import { formatProblem } from '../api/schema.js';
-import { isFlomesh, validateResource } from '../api/validate.js';
+import { isChecked, validateResource } from '../api/validate.js';
 import type { DirectoryStore } from './directory-store.js';
-import { CLUSTER_SCOPED, STATE_DIR, clone, keyOfObject, now, serverFieldsFile, writeAtomic } from './local-layout.js';
+import { CLUSTER_SCOPED, STATE_DIR, clone, groupOf, keyOfObject, kindStem, now, serverFieldsFile, writeAtomic } from './local-layout.js';
 import { type EventNote, type KubeObject, type Precondition, SourceError } from './source.js';
 
 /** Writes into the directory a DirectoryStore reads, through that store (so a write is seen at once). */
@@ -27,14 +27,14 @@ export class DirectoryWriter {
     if (typeof o.metadata?.name !== 'string' || !o.metadata.name) throw new SourceError('ECNET_SOURCE_INVALID', `${o.kind}: metadata.name is required`);
     if (namespaced) o.metadata.namespace = o.metadata.namespace ?? 'default';
     else delete o.metadata.namespace;
-    if (isFlomesh(o) || o.apiVersion.startsWith('flomesh.io/')) {
+    if (isChecked(o)) {
       const v = validateResource(o);
       if (!v.ok) {
         throw new SourceError('ECNET_SOURCE_INVALID', `${o.kind} ${o.metadata.name} is invalid: ${v.problems.map(formatProblem).join('; ')}`);
       }
     }
     const key = keyOfObject(o);
-    const conventional = this.#conventionalFile(o.kind, o.metadata.namespace, o.metadata.name);
+    const conventional = this.#conventionalFile(groupOf(o.apiVersion), o.kind, o.metadata.namespace, o.metadata.name);
     // Another process may have written since this store last looked: read what is on disk now.
     this.#store.readFile(conventional);
     const known = this.#store.entry(key);
@@ -49,7 +49,7 @@ export class DirectoryWriter {
     delete doc.status;
     if (existing) {
       // What the server owns stays where it is: inline if the document had it, else beside it.
-      const fields = this.#store.serverFields.get(serverFieldsFile(doc.kind, doc.metadata.namespace, doc.metadata.name));
+      const fields = this.#store.serverFields.get(serverFieldsFile(doc));
       if (fields?.metadata?.uid) {
         delete doc.metadata.uid;
         delete doc.metadata.creationTimestamp;
@@ -109,15 +109,15 @@ export class DirectoryWriter {
   }
 
   /** Where `apply` puts an object no file holds yet. */
-  #conventionalFile(kind: string, ns: string | undefined, name: string): string {
-    return join(this.#store.dir, ns ?? '_cluster', `${kind.toLowerCase()}.${name}.yaml`);
+  #conventionalFile(group: string, kind: string, ns: string | undefined, name: string): string {
+    return join(this.#store.dir, ns ?? '_cluster', `${kindStem(group, kind)}.${name}.yaml`);
   }
 
   /** Brings one object up to date with the disk (its file, or where apply would have put it). */
   #refreshObject(key: string): void {
     const known = this.#store.entry(key);
-    const [, kind, ns, name] = key.split('|') as [string, string, string, string];
-    this.#store.readFile(known?.file ?? this.#conventionalFile(kind, ns || undefined, name));
+    const [group, kind, ns, name] = key.split('|') as [string, string, string, string];
+    this.#store.readFile(known?.file ?? this.#conventionalFile(group, kind, ns || undefined, name));
   }
 
   delete(key: string, uid?: string): boolean {
@@ -140,7 +140,7 @@ export class DirectoryWriter {
     const e = this.#store.entry(key);
     if (!e) throw new SourceError('ECNET_SOURCE_NOT_FOUND', `no object ${key.replaceAll('|', ' ')}`);
     const o = e.object;
-    this.#store.serverFields.write(serverFieldsFile(o.kind, o.metadata.namespace, o.metadata.name), (cur) => ({ ...cur, status }));
+    this.#store.serverFields.write(serverFieldsFile(o), (cur) => ({ ...cur, status }));
     this.#store.readFile(e.file, true, true);
   }
 

@@ -12,12 +12,18 @@ export const STATE_DIR = '.ecnet';
 /** Where what the "server" owns of each object is kept (see server-fields.ts). */
 export const SERVER_FIELDS_DIR = join(STATE_DIR, 'status');
 
-const groupOf = (apiVersion: string) => (apiVersion.includes('/') ? apiVersion.split('/')[0]! : '');
+export const groupOf = (apiVersion: string): string => (apiVersion.includes('/') ? apiVersion.split('/')[0]! : '');
 const storeKey = (group: string, kind: string, ns: string | undefined, name: string) => `${group}|${kind}|${ns ?? ''}|${name}`;
 export const keyOfObject = (o: KubeObject) => storeKey(groupOf(o.apiVersion), o.kind, o.metadata.namespace, o.metadata.name);
 export const keyOfRef = (k: KindRef, name: string, ns: string | undefined) => storeKey(k.group, k.kind, k.namespaced ? (ns ?? 'default') : undefined, name);
+/**
+ * A kind as file names say it: `serviceimport`, or with its group for kinds of other groups than the core one
+ * and flomesh.io (the names files have always had), so that `serviceimport.multicluster.x-k8s.io` (the MCS API's
+ * kind of the same name) never shares a file with flomesh.io's.
+ */
+export const kindStem = (group: string, kind: string): string => (group === '' || group === 'flomesh.io' ? kind.toLowerCase() : `${kind.toLowerCase()}.${group}`);
 /** The file name, in SERVER_FIELDS_DIR, of what the server owns of one object. */
-export const serverFieldsFile = (kind: string, ns: string | undefined, name: string) => `${kind.toLowerCase()}.${ns ?? '_'}.${name}.yaml`;
+export const serverFieldsFile = (o: Pick<KubeObject, 'apiVersion' | 'kind' | 'metadata'>): string => `${kindStem(groupOf(o.apiVersion), o.kind)}.${o.metadata.namespace ?? '_'}.${o.metadata.name}.yaml`;
 export const isYaml = (f: string) => /\.ya?ml$/.test(f);
 export const now = (clock: Clock) => rfc3339(clock.now());
 export const clone = <T>(v: T): T => structuredClone(v);

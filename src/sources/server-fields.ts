@@ -1,5 +1,5 @@
 // What the local source, playing the API server, owns of each object (uid, creationTimestamp, an allocated
-// ClusterIP, status): kept beside the object in .ecnet/status/<kind>.<namespace>.<name>.yaml, never in a user's
+// ClusterIP, status): kept beside the object in .ecnet/status/<kind>.<namespace>.<name>.yaml (kindStem), never in a user's
 // file. Separate from the directory store: these files are the source's own, with their own rules.
 import { randomUUID } from 'node:crypto';
 import { readFileSync, unlinkSync } from 'node:fs';
@@ -113,7 +113,7 @@ export class ServerFieldsStore {
    */
   serve(doc: KubeObject): KubeObject {
     const ns = doc.metadata.namespace;
-    const name = serverFieldsFile(doc.kind, ns, doc.metadata.name);
+    const name = serverFieldsFile(doc);
     let fields = this.get(name) ?? {};
     const needsMeta = !doc.metadata.uid || !doc.metadata.creationTimestamp;
     const needsIp = doc.kind === 'Service' && doc.apiVersion === 'v1' && needsClusterIP(doc, fields);

@@ -39,6 +39,9 @@ export const Kinds = {
   ServiceExport: kind('flomesh.io', 'v1alpha1', 'ServiceExport', 'serviceexports'),
   ServiceImport: kind('flomesh.io', 'v1alpha1', 'ServiceImport', 'serviceimports'),
   GlobalTrafficPolicy: kind('flomesh.io', 'v1alpha1', 'GlobalTrafficPolicy', 'globaltrafficpolicies'),
+  /** The MCS API (KEP-1645): same kind names as flomesh.io's, another group. */
+  McsServiceExport: kind('multicluster.x-k8s.io', 'v1alpha1', 'ServiceExport', 'serviceexports'),
+  McsServiceImport: kind('multicluster.x-k8s.io', 'v1alpha1', 'ServiceImport', 'serviceimports'),
   Namespace: kind('', 'v1', 'Namespace', 'namespaces', false),
   Service: kind('', 'v1', 'Service', 'services'),
   Secret: kind('', 'v1', 'Secret', 'secrets'),
