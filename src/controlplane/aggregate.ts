@@ -2,13 +2,32 @@
 // views in, the same desired state out, whatever happened before — which is what makes the controller converge.
 // The rules are the MCS ones (KEP-1645): ports are the union, merged by name then by (protocol, port); type and
 // session affinity come from the oldest export; whatever conflicts is reported on every export of the service,
-// and the older definition keeps the traffic.
+// and the older definition keeps the traffic. Exports of both APIs count alike: a flomesh.io ServiceExport, and
+// an MCS one (multicluster.x-k8s.io, no spec: every member, no rules), converted by mcsExportView and marked. A
+// service with at least one flomesh.io export gets flomesh.io ServiceImports, one with at least one MCS export
+// gets MCS ones, with the same ports, type, address, session affinity and exporting clusters.
 import { isIP } from 'node:net';
 import { type Service, type ServicePort, clusterIPsOf } from '../api/core.js';
 import { isClusterMachinery } from '../api/protected.js';
-import type { ClusterKey, ImportEndpoint, ImportPort, ServiceExport, ServiceImportSpec } from '../api/flomesh.js';
+import { API_VERSION, type ClusterKey, type ImportEndpoint, type ImportPort, type ServiceExport, type ServiceImportSpec } from '../api/flomesh.js';
+import type { McsServiceExport, McsServiceImportSpec } from '../api/mcs.js';
 import { MANAGED_BY, MANAGED_BY_LABEL } from '../sources/source.js';
 import { isRecord } from '../util/objects.js';
+
+/** Which API an export was made with. */
+export type ExportApi = 'flomesh' | 'mcs';
+
+/** An export as the aggregation takes it: a flomesh.io ServiceExport (api unset), or an MCS one (mcsExportView). */
+export type ExportView = ServiceExport & { api?: ExportApi };
+
+/** An MCS ServiceExport in the aggregation's shape: no rules, no targetClusters, the default load balancer. */
+export const mcsExportView = (e: McsServiceExport): ExportView => ({
+  apiVersion: API_VERSION,
+  kind: 'ServiceExport',
+  metadata: e.metadata,
+  spec: { loadBalancer: 'RoundRobinLoadBalancer' },
+  api: 'mcs',
+});
 
 /** What the controller knows of one member: its identity, gateway and last known exports and services. */
 export interface MemberView {
@@ -17,13 +36,14 @@ export interface MemberView {
   key: ClusterKey;
   /** Where other clusters reach it; without one it cannot serve exports. */
   gateway: { host: string; port: number } | undefined;
-  exports: ServiceExport[];
+  /** Of both APIs (a Service exported both ways is one export of the member's, see mergeExports). */
+  exports: ExportView[];
   services: Service[];
 }
 
 /** A condition as the aggregation decides it; the controller adds the transition time. */
 export interface ConditionState {
-  type: 'Valid' | 'Conflict';
+  type: 'Valid' | 'Conflict' | 'Ready';
   status: 'True' | 'False';
   reason: string;
   message: string;
@@ -44,13 +64,26 @@ export interface DerivedService {
   spec: { type: 'ClusterIP'; clusterIP?: 'None'; ports: ServicePort[]; sessionAffinity: 'None' | 'ClientIP' };
 }
 
+/** An MCS ServiceImport as it must be in one member. */
+export interface DesiredMcsImport {
+  namespace: string;
+  name: string;
+  spec: McsServiceImportSpec;
+  /** The exporting clusters' ids (their Cluster resources' names), as status.clusters. */
+  clusters: string[];
+}
+
 export interface MemberDesired {
-  /** `namespace/name` → import */
+  /** `namespace/name` → flomesh.io import (services with at least one flomesh.io export) */
   imports: Map<string, DesiredImport>;
+  /** `namespace/name` → MCS import (services with at least one MCS export); absent: none */
+  mcsImports?: Map<string, DesiredMcsImport>;
   /** `namespace/name` → derived Service */
   services: Map<string, DerivedService>;
-  /** `namespace/name` of this member's ServiceExports → their Valid and Conflict conditions */
+  /** `namespace/name` of this member's flomesh.io ServiceExports → their Valid and Conflict conditions */
   exportConditions: Map<string, ConditionState[]>;
+  /** `namespace/name` of this member's MCS ServiceExports → their Valid and Conflict conditions (Ready: member-plan) */
+  mcsExportConditions?: Map<string, ConditionState[]>;
 }
 
 /**
@@ -66,6 +99,8 @@ const keyOf = (ns: string | undefined, name: string) => `${ns ?? 'default'}/${na
 interface Candidate {
   member: MemberView;
   export: ServiceExport;
+  /** The APIs the member exports the service with. */
+  apis: Set<ExportApi>;
   service: Service;
   type: ServiceImportSpec['type'];
   ports: (ServicePort & { protocol: ImportPort['protocol'] })[];
@@ -161,6 +196,45 @@ function aggregateService(candidates: Candidate[]): Aggregate {
   return { ports, spec, conditions };
 }
 
+/**
+ * A member's exports by service: one per `namespace/name`, with the APIs it was made with. A Service exported
+ * both ways counts once: the flomesh.io export's spec without targetClusters (the MCS export exports to every
+ * member), as old as the older of the two.
+ */
+function mergeExports(exports: ExportView[]): Map<string, { export: ServiceExport; apis: Set<ExportApi> }> {
+  const out = new Map<string, { export: ServiceExport; apis: Set<ExportApi> }>();
+  for (const e of exports) {
+    const key = keyOf(e.metadata.namespace, e.metadata.name);
+    const api = e.api ?? 'flomesh';
+    const { api: _api, ...plain } = e;
+    const cur = out.get(key);
+    if (!cur) {
+      out.set(key, { export: plain, apis: new Set([api]) });
+      continue;
+    }
+    if (cur.apis.has(api)) continue;
+    cur.apis.add(api);
+    const flomesh = api === 'flomesh' ? plain : cur.export;
+    const other = api === 'flomesh' ? cur.export : plain;
+    const a = flomesh.metadata.creationTimestamp ?? '';
+    const b = other.metadata.creationTimestamp ?? '';
+    const { targetClusters: _t, ...spec } = flomesh.spec;
+    cur.export = { ...flomesh, metadata: { ...flomesh.metadata, ...(b && (!a || b < a) ? { creationTimestamp: b } : {}) }, spec };
+  }
+  return out;
+}
+
+/** The MCS ServiceImport spec of an aggregated service: the flomesh.io import's, without endpoints, one address at most. */
+function mcsSpecOf(spec: Omit<ServiceImportSpec, 'ports' | 'ips'>, ips: string[], ports: ImportPort[]): McsServiceImportSpec {
+  return {
+    type: spec.type,
+    ports: ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), protocol: p.protocol, ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}), port: p.port })),
+    ...(spec.type === 'ClusterSetIP' && ips.length ? { ips: [ips[0]!] } : {}),
+    sessionAffinity: spec.sessionAffinity,
+    ...(spec.sessionAffinityConfig ? { sessionAffinityConfig: spec.sessionAffinityConfig } : {}),
+  };
+}
+
 const exportedTo = (exp: ServiceExport, member: MemberView): boolean => {
   const targets = exp.spec.targetClusters ?? [];
   return targets.length === 0 || targets.includes(member.key);
@@ -194,7 +268,13 @@ function sane(m: MemberView): MemberView {
 export function aggregate(input: MemberView[]): Map<string, MemberDesired> {
   const members = input.map(sane);
   const out = new Map<string, MemberDesired>();
-  for (const m of members) out.set(m.name, { imports: new Map(), services: new Map(), exportConditions: new Map() });
+  for (const m of members) out.set(m.name, { imports: new Map(), mcsImports: new Map(), services: new Map(), exportConditions: new Map(), mcsExportConditions: new Map() });
+  /** Conditions go to the export of each API the member exports the service with. */
+  const setConditions = (member: string, key: string, apis: Set<ExportApi>, conds: ConditionState[]) => {
+    const d = out.get(member)!;
+    if (apis.has('flomesh')) d.exportConditions.set(key, conds);
+    if (apis.has('mcs')) d.mcsExportConditions!.set(key, conds);
+  };
 
   // Every export, checked against its member's own Service (never against one ecnet derived there).
   const byService = new Map<string, Candidate[]>();
@@ -202,19 +282,18 @@ export function aggregate(input: MemberView[]): Map<string, MemberDesired> {
   for (const m of members) {
     const all = new Map(m.services.map((s) => [keyOf(s.metadata.namespace, s.metadata.name), s]));
     allServices.set(m.name, all);
-    for (const exp of m.exports) {
-      const key = keyOf(exp.metadata.namespace, exp.metadata.name);
+    for (const [key, { export: exp, apis }] of mergeExports(m.exports)) {
       const found = all.get(key);
       const service = found && !isManaged(found) ? found : undefined;
       const valid = validity(m, exp, service);
       if (valid.status === 'False' || !service) {
-        out.get(m.name)!.exportConditions.set(key, [valid, { type: 'Conflict', status: 'False', reason: 'NoConflicts', message: 'not exported' }]);
+        setConditions(m.name, key, apis, [valid, { type: 'Conflict', status: 'False', reason: 'NoConflicts', message: 'not exported' }]);
         continue;
       }
       const type = service.spec.clusterIP === 'None' ? 'Headless' : 'ClusterSetIP';
       const ports = (service.spec.ports ?? []).map((p) => ({ ...p, protocol: p.protocol ?? 'TCP' }));
       const list = byService.get(key) ?? [];
-      list.push({ member: m, export: exp, service, type, ports });
+      list.push({ member: m, export: exp, apis, service, type, ports });
       byService.set(key, list);
     }
   }
@@ -226,22 +305,27 @@ export function aggregate(input: MemberView[]): Map<string, MemberDesired> {
     } catch (err) {
       // Whatever slipped past the checks above stays with its service: the others are still served.
       for (const c of candidates) {
-        out.get(c.member.name)!.exportConditions.set(key, [
+        setConditions(c.member.name, key, c.apis, [
           { type: 'Valid', status: 'False', reason: 'InvalidSpec', message: `cannot aggregate this service: ${(err as Error).message}` },
           { type: 'Conflict', status: 'False', reason: 'NoConflicts', message: 'not exported' },
         ]);
       }
       continue;
     }
-    for (const [c, conds] of agg.conditions) out.get(c.member.name)!.exportConditions.set(key, conds);
+    for (const [c, conds] of agg.conditions) setConditions(c.member.name, key, c.apis, conds);
+    const apis = new Set(candidates.flatMap((c) => [...c.apis]));
     const [namespace, name] = key.split('/') as [string, string];
     for (const importer of members) {
       const ports: ImportPort[] = [];
       const clusters = new Set<ClusterKey>();
+      const names = new Set<string>();
       for (const mp of agg.ports) {
         const from = mp.from.filter((c) => exportedTo(c.export, importer)).sort((a, b) => (a.member.key < b.member.key ? -1 : 1));
         if (!from.length) continue;
-        for (const c of from) clusters.add(c.member.key);
+        for (const c of from) {
+          clusters.add(c.member.key);
+          names.add(c.member.name);
+        }
         ports.push({ ...mp.port, endpoints: from.map((c) => endpointOf(c, mp.port.port)) });
       }
       if (!ports.length) continue;
@@ -249,7 +333,8 @@ export function aggregate(input: MemberView[]): Map<string, MemberDesired> {
       // The import's address is the ClusterIP of whatever Service carries the name there: the user's own, or ours.
       const local = allServices.get(importer.name)!.get(key);
       const ips = local ? clusterIPsOf(local) : [];
-      desired.imports.set(key, { namespace, name, spec: { ...agg.spec, ...(ips.length ? { ips } : {}), ports }, clusters: [...clusters].sort() });
+      if (apis.has('flomesh')) desired.imports.set(key, { namespace, name, spec: { ...agg.spec, ...(ips.length ? { ips } : {}), ports }, clusters: [...clusters].sort() });
+      if (apis.has('mcs')) desired.mcsImports!.set(key, { namespace, name, spec: mcsSpecOf(agg.spec, ips, ports), clusters: [...names].sort() });
       if (!local || isManaged(local)) {
         desired.services.set(key, {
           namespace,

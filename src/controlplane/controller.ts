@@ -1,5 +1,6 @@
 // The control-plane cluster: reads Cluster resources, watches exports and services in every member, and keeps in every member
-// the ServiceImports (and derived Services) that a fresh aggregation of the current state asks for.
+// the ServiceImports (and derived Services) that a fresh aggregation of the current state asks for. Exports and
+// imports of both APIs: flomesh.io and the MCS API (multicluster.x-k8s.io, KEP-1645).
 //
 // One reconcile pass at a time, for all members: aggregation is cheap next to the writes, and a single pass
 // cannot race itself. A pass writes only differences; a write whose result the informers have not reported
@@ -16,8 +17,8 @@ import { type Clock, rfc3339 as iso, systemClock } from '../util/time.js';
 import { Coalescer } from '../util/coalescer.js';
 import { Kinds, type Informer, type KubeObject, type Precondition, type Source, SourceError, type WatchEvent, objectKey } from '../sources/source.js';
 import { canonical, conditionsDiffer, mergeConditions } from './conditions.js';
-import { type MemberDesired, type MemberView, aggregate, isManaged } from './aggregate.js';
-import { type PlannedWrite, planCleanup, planMember } from './member-plan.js';
+import { type MemberDesired, type MemberView, aggregate, isManaged, mcsExportView } from './aggregate.js';
+import { type PlannedWrite, memoKind, planCleanup, planMember } from './member-plan.js';
 import { IdentityIssuer } from './identities.js';
 import { Member, type MemberConnector, cachedIn, clusterKeyOf, credentialsOf, withDefaults } from './members.js';
 import type { ControllerObserver, MemberCounts } from './metrics.js';
@@ -100,7 +101,9 @@ export class Controller {
     const now = this.#clock.now();
     return [...this.#members.values()].map((m) => {
       const withdrawn = m.unreachableSince !== undefined && now - m.unreachableSince >= this.#timeout;
-      return { name: m.name, up: m.readable, exports: withdrawn ? 0 : (m.exports?.list().length ?? 0), imports: m.imports?.list().filter(isManaged).length ?? 0 };
+      const exports = (m.exports?.list().length ?? 0) + m.mcsExportsIn(undefined).length;
+      const imports = (m.imports?.list().filter(isManaged).length ?? 0) + m.mcsImportsIn(undefined).filter(isManaged).length;
+      return { name: m.name, up: m.readable, exports: withdrawn ? 0 : exports, imports };
     });
   }
 
@@ -163,13 +166,15 @@ export class Controller {
   #onMemberEvent(member: string, e?: WatchEvent): void {
     if (e) {
       const key = objectKey(e.object);
-      this.#inflight.delete(`${member}|${e.object.kind}|${key}`);
+      const group = e.object.apiVersion.includes('/') ? e.object.apiVersion.split('/')[0]! : '';
+      this.#inflight.delete(`${member}|${memoKind({ group, kind: e.object.kind })}|${key}`);
       this.#dirty.add(key);
       if (e.object.kind === 'ServiceExport') this.#metrics?.exportEvent(member, e, this.#clock.now());
     } else {
       this.#full = true;
-      const exports = this.#members.get(member)?.exports;
-      if (exports?.isSynced) this.#metrics?.exportsListed(member, () => exports.list());
+      const m = this.#members.get(member);
+      // Both APIs' exports listed (or the MCS API not served there): what is there now is not a change.
+      if (m?.exports?.isSynced && m.view(undefined)) this.#metrics?.exportsListed(member, () => [...m.exports!.list(), ...m.mcsExportsIn(undefined)]);
     }
     this.trigger();
   }
@@ -236,7 +241,7 @@ export class Controller {
     this.#log.info({ member: m.name }, 'cluster removed; cleaning up what ecnet wrote there');
     if (m.readable && m.source) {
       const src = m.source;
-      const doomed = planCleanup(m.name, { imports: m.imports!.list(), services: m.services!.list() });
+      const doomed = planCleanup(m.name, { imports: m.imports!.list(), mcsImports: m.mcsImportsIn(undefined), services: m.services!.list() });
       await Promise.allSettled(doomed.map((w) => this.#perform(src, w)));
     }
     m.close();
@@ -283,8 +288,8 @@ export class Controller {
       const expired = m.unreachableSince !== undefined && now - m.unreachableSince >= this.#timeout;
       const known = m.view(scope);
       if (!known && this.#initial?.has(m.name) && now - this.#startedAt < this.#timeout) gated = true;
-      const view = known ?? { exports: [], services: [] };
-      views.push({ ...base, exports: expired ? [] : view.exports, services: view.services });
+      const view = known ?? { exports: [], services: [], mcsExports: [] };
+      views.push({ ...base, exports: expired ? [] : [...view.exports, ...view.mcsExports.map(mcsExportView)], services: view.services });
     }
 
     // Withdraw an unreachable member's exports when its time is up, not at the next resync.
@@ -300,10 +305,11 @@ export class Controller {
     let desired: Map<string, MemberDesired> | undefined;
     if (!gated) {
       desired = aggregate(views);
+      const mcsReady = this.#mcsReady(members, desired, scope);
       for (const m of members) {
         if (!m.readable) continue;
         const d = desired.get(m.name)!;
-        this.#planMember(m, d, writes, scope);
+        this.#planMember(m, d, writes, scope, mcsReady);
       }
     }
     this.#planClusterStatus(members, now, writes);
@@ -362,26 +368,54 @@ export class Controller {
     });
   }
 
+  /**
+   * The services (`namespace/name`) whose MCS imports every readable member holds as desired, spec and status:
+   * their MCS exports are Ready. A member whose API server does not serve the MCS kinds is not waited for.
+   */
+  #mcsReady(members: Member[], desired: Map<string, MemberDesired>, scope: Set<string> | undefined): (key: string) => boolean {
+    const pending = new Set<string>();
+    for (const m of members) {
+      if (!m.readable || !m.servesMcsImports) continue;
+      const held = new Map(m.mcsImportsIn(scope).map((o) => [objectKey(o), o]));
+      for (const [key, d] of desired.get(m.name)?.mcsImports ?? []) {
+        const h = held.get(key);
+        const status = { clusters: d.clusters.map((cluster) => ({ cluster })) };
+        if (!h || !isManaged(h) || this.#canonicalOf(h.spec) !== canonical(d.spec) || canonical(h.status ?? {}) !== canonical(status)) pending.add(key);
+      }
+    }
+    return (key) => !pending.has(key);
+  }
+
   /** Queues the writes that make member `m` hold what it must (its planned writes, through the memo). */
-  #planMember(m: Member, desired: MemberDesired, writes: (() => Promise<void>)[], scope: Set<string> | undefined): void {
+  #planMember(m: Member, desired: MemberDesired, writes: (() => Promise<void>)[], scope: Set<string> | undefined, mcsReady?: (key: string) => boolean): void {
     const src = m.source!;
-    const holds = { imports: cachedIn(m.imports!, scope), services: cachedIn(m.services!, scope), exports: cachedIn(m.exports!, scope) };
-    const plan = planMember({ member: m.name, holds, desired, now: iso(this.#clock.now()), canonicalOf: (o) => this.#canonicalOf(o) });
+    const holds = {
+      imports: cachedIn(m.imports!, scope),
+      services: cachedIn(m.services!, scope),
+      exports: cachedIn(m.exports!, scope),
+      mcsImports: m.mcsImportsIn(scope),
+      mcsExports: m.mcsExportsIn(scope),
+    };
+    // No MCS imports where the kind is not served (its CRD not installed): writes there would only fail.
+    const wanted = m.servesMcsImports ? desired : { ...desired, mcsImports: new Map() };
+    const plan = planMember({ member: m.name, holds, desired: wanted, now: iso(this.#clock.now()), canonicalOf: (o) => this.#canonicalOf(o), ...(mcsReady ? { mcsReady } : {}) });
     for (const key of plan.leftAlone) this.#log.warn({ member: m.name, import: key }, 'a ServiceImport of this name exists and is not managed by ecnet; left alone');
     for (const w of plan.writes) this.#once(w.key, w.content, writes, () => this.#perform(src, w));
   }
 
   /** Runs a planned write's steps in order. */
   async #perform(src: Source, w: PlannedWrite): Promise<void> {
-    let previous: KubeObject | undefined;
+    /** The Service an earlier step created: its ClusterIPs are the address of the imports after it. */
+    let service: Service | undefined;
     for (const s of w.steps) {
       if (s.op === 'delete') await src.delete(s.kind, s.name, s.namespace, s.precondition ?? {});
       else if (s.op === 'status') await src.writeStatus(s.kind, s.name, s.namespace, s.status);
       else if (s.op === 'event') void src.event(s.object, s.note);
       else {
-        const ips = s.ipsOfPrevious && previous ? clusterIPsOf(previous as Service) : [];
+        const ips = s.ipsOfPrevious && service ? clusterIPsOf(service).slice(0, s.ipsLimit ?? Infinity) : [];
         const obj = ips.length ? { ...s.object, spec: { ...(s.object.spec as object), ips } } : s.object;
-        previous = await this.#applyInNamespace(src, obj, s.precondition, s.ensureNamespace);
+        const written = await this.#applyInNamespace(src, obj, s.precondition, s.ensureNamespace);
+        if (written.kind === 'Service') service = written as Service;
       }
     }
   }

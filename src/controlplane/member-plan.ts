@@ -4,16 +4,41 @@
 // concurrency and retries). ecnet never replaces or deletes an object it does not manage, nor a user's Service.
 import type { Namespace, Service } from '../api/core.js';
 import type { ServiceExport, ServiceImport } from '../api/flomesh.js';
+import { MCS_API_VERSION, MCS_GROUP, type McsServiceExport, type McsServiceImport } from '../api/mcs.js';
 import { type EventNote, type KindRef, Kinds, type KubeObject, MANAGED_BY, MANAGED_BY_LABEL, type Precondition, objectKey } from '../sources/source.js';
 import { type DerivedService, type MemberDesired, isManaged } from './aggregate.js';
-import { canonical, conditionsDiffer, mergeConditions } from './conditions.js';
+import { type ConditionInput, canonical, conditionsDiffer, mergeConditions } from './conditions.js';
 
 /** What a member holds now: its informers' objects (all, or those of the services a pass looks at). */
 export interface MemberHolds {
   imports: ServiceImport[];
   services: Service[];
   exports: ServiceExport[];
+  /** The MCS API's (multicluster.x-k8s.io); absent: none. */
+  mcsImports?: McsServiceImport[];
+  mcsExports?: McsServiceExport[];
 }
+
+/**
+ * A kind as the in-flight memo's keys (`member|Kind|namespace/name`) and the write metrics name it: the MCS API's
+ * kinds, whose names are flomesh.io's, as McsServiceImport and McsServiceExport.
+ */
+export const memoKind = (k: { group: string; kind: string }): string => (k.group === MCS_GROUP ? `Mcs${k.kind}` : k.kind);
+
+/** One ServiceImport (of either API) a member must hold. */
+interface ImportWant {
+  kind: KindRef;
+  cur: KubeObject | undefined;
+  object: KubeObject;
+  spec: object;
+  /** Its spec has the address it will keep (or needs none). */
+  hasIps: boolean;
+  status: object;
+  /** At most this many addresses (the MCS API's ips holds one). */
+  ipsLimit?: number;
+}
+
+const statusStep = (w: ImportWant): WriteStep => ({ op: 'status', kind: w.kind, name: w.object.metadata.name, namespace: w.object.metadata.namespace, status: w.status });
 
 /** One step of a write; a write's steps run in order and a failing one ends it. */
 export type WriteStep =
@@ -25,8 +50,10 @@ export type WriteStep =
       precondition?: Precondition;
       /** Created first if the member has no namespace of that name (Kubernetes refuses objects in a missing one). */
       ensureNamespace?: Namespace;
-      /** spec.ips becomes the ClusterIPs of the Service the step before wrote (when it got any). */
+      /** spec.ips becomes the ClusterIPs of the Service an earlier step of the write created (when it got any). */
       ipsOfPrevious?: true;
+      /** With ipsOfPrevious: at most this many of them. */
+      ipsLimit?: number;
     }
   | { op: 'delete'; kind: KindRef; name: string; namespace: string | undefined; precondition?: { uid: string } }
   | { op: 'status'; kind: KindRef; name: string; namespace: string | undefined; status: unknown }
@@ -55,6 +82,8 @@ export interface PlanInput {
   desired: MemberDesired;
   /** RFC 3339, the transition time of conditions that change. */
   now: string;
+  /** Whether every readable member holds the MCS import of `namespace/name` as desired (the Ready condition). */
+  mcsReady?: (key: string) => boolean;
   /** canonical(), possibly memoised for the informers' (immutable) objects. */
   canonicalOf?: (o: object) => string;
 }
@@ -74,7 +103,7 @@ function derivedObject(d: DerivedService): Service {
   };
 }
 
-const apply = (op: 'create' | 'replace', object: KubeObject, precondition?: Precondition): WriteStep => ({
+const apply = (op: 'create' | 'replace', object: KubeObject, precondition?: Precondition): Extract<WriteStep, { op: 'create' | 'replace' }> => ({
   op,
   object,
   ...(precondition ? { precondition } : {}),
@@ -83,11 +112,15 @@ const apply = (op: 'create' | 'replace', object: KubeObject, precondition?: Prec
 
 /** Deletes the very object seen (its uid, when it has one). */
 const remove = (kind: KindRef, cur: KubeObject): WriteStep => ({ op: 'delete', kind, name: cur.metadata.name, namespace: cur.metadata.namespace, ...uidOf(cur) });
-const deletion = (member: string, kind: KindRef, cur: KubeObject): PlannedWrite => ({ key: `${member}|${kind.kind}|${objectKey(cur)}`, content: 'deleted', steps: [remove(kind, cur)] });
+const deletion = (member: string, kind: KindRef, cur: KubeObject): PlannedWrite => ({ key: `${member}|${memoKind(kind)}|${objectKey(cur)}`, content: 'deleted', steps: [remove(kind, cur)] });
 
 /** A member whose Cluster was deleted: every import and Service ecnet wrote there goes. */
-export function planCleanup(member: string, holds: Pick<MemberHolds, 'imports' | 'services'>): PlannedWrite[] {
-  return [...holds.imports.filter(isManaged).map((o) => deletion(member, Kinds.ServiceImport, o)), ...holds.services.filter(isManaged).map((o) => deletion(member, Kinds.Service, o))];
+export function planCleanup(member: string, holds: Pick<MemberHolds, 'imports' | 'services' | 'mcsImports'>): PlannedWrite[] {
+  return [
+    ...holds.imports.filter(isManaged).map((o) => deletion(member, Kinds.ServiceImport, o)),
+    ...(holds.mcsImports ?? []).filter(isManaged).map((o) => deletion(member, Kinds.McsServiceImport, o)),
+    ...holds.services.filter(isManaged).map((o) => deletion(member, Kinds.Service, o)),
+  ];
 }
 
 /** A held Service's spec as far as ecnet decides it, with what the API server defaults filled in. */
@@ -105,39 +138,56 @@ export function planMember(input: PlanInput): MemberPlan {
   const canonicalOf = input.canonicalOf ?? canonical;
   const heldImports = byKey(input.holds.imports);
   const heldServices = byKey(input.holds.services);
+  const heldMcsImports = byKey(input.holds.mcsImports ?? []);
   const writes: PlannedWrite[] = [];
   const leftAlone: string[] = [];
 
-  // ServiceImports: spec, then status.clusters.
-  /** Derived Services created together with their import (so the import gets its ips in one write). */
+  // ServiceImports of both APIs: spec, then status.clusters.
+  /** Derived Services created together with their imports (so the imports get their ips in one write). */
   const withImport = new Set<string>();
-  for (const [key, d] of desired.imports) {
-    const cur = heldImports.get(key);
-    const spec = d.spec;
-    const status = { clusters: d.clusters.map((cluster) => ({ cluster })) };
-    const memo = `${member}|ServiceImport|${key}`;
-    if (cur && !isManaged(cur)) {
-      leftAlone.push(key);
-      continue;
+  const keys = new Set([...desired.imports.keys(), ...(desired.mcsImports?.keys() ?? [])]);
+  for (const key of keys) {
+    const wants: ImportWant[] = [];
+    const f = desired.imports.get(key);
+    if (f) {
+      const obj: ServiceImport = { apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceImport', metadata: { name: f.name, namespace: f.namespace, labels: { ...managedLabels } }, spec: f.spec };
+      wants.push({ kind: Kinds.ServiceImport, cur: heldImports.get(key), object: obj, spec: f.spec, hasIps: Boolean(f.spec.ips), status: { clusters: f.clusters.map((cluster) => ({ cluster })) } });
     }
-    if (!cur || canonicalOf(cur.spec as object) !== canonical(spec)) {
-      const obj: ServiceImport = { apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceImport', metadata: { name: d.name, namespace: d.namespace, labels: { ...managedLabels } }, spec };
-      const derived = !spec.ips && !heldServices.has(key) ? desired.services.get(key) : undefined;
-      const steps: WriteStep[] = [];
-      if (derived) {
-        // The derived Service first: its ClusterIP is the import's address.
-        withImport.add(key);
-        steps.push(apply('create', derivedObject(derived), { absent: true }));
+    const m = desired.mcsImports?.get(key);
+    if (m) {
+      const obj: McsServiceImport = { apiVersion: MCS_API_VERSION, kind: 'ServiceImport', metadata: { name: m.name, namespace: m.namespace, labels: { ...managedLabels } }, spec: m.spec };
+      // A Headless import has no address to wait for.
+      const hasIps = Boolean(m.spec.ips) || m.spec.type === 'Headless';
+      wants.push({ kind: Kinds.McsServiceImport, cur: heldMcsImports.get(key), object: obj, spec: m.spec, hasIps, status: { clusters: m.clusters.map((cluster) => ({ cluster })) }, ipsLimit: 1 });
+    }
+    const specWrites: ImportWant[] = [];
+    for (const w of wants) {
+      const memo = `${member}|${memoKind(w.kind)}|${key}`;
+      if (w.cur && !isManaged(w.cur)) {
+        leftAlone.push(w.kind === Kinds.ServiceImport ? key : `${key} (${w.kind.group})`);
+      } else if (!w.cur || canonicalOf(w.cur.spec as object) !== canonical(w.spec)) {
+        specWrites.push(w);
+      } else if (canonicalOf(w.cur.status ?? {}) !== canonical(w.status)) {
+        writes.push({ key: memo, content: `status:${canonical(w.status)}`, steps: [statusStep(w)] });
       }
-      steps.push({ ...apply(cur ? 'replace' : 'create', obj), ...(derived ? { ipsOfPrevious: true as const } : {}) });
-      steps.push({ op: 'status', kind: Kinds.ServiceImport, name: d.name, namespace: d.namespace, status });
-      writes.push({ key: memo, content: canonical(spec), steps });
-    } else if (canonicalOf(cur.status ?? {}) !== canonical(status)) {
-      writes.push({ key: memo, content: `status:${canonical(status)}`, steps: [{ op: 'status', kind: Kinds.ServiceImport, name: d.name, namespace: d.namespace, status }] });
+    }
+    if (!specWrites.length) continue;
+    const derived = specWrites.some((w) => !w.hasIps) && !heldServices.has(key) ? desired.services.get(key) : undefined;
+    if (derived) {
+      // The derived Service first: its ClusterIP is the imports' address. One write for all of them.
+      withImport.add(key);
+      const steps: WriteStep[] = [apply('create', derivedObject(derived), { absent: true })];
+      for (const w of specWrites) steps.push({ ...apply(w.cur ? 'replace' : 'create', w.object), ipsOfPrevious: true as const, ...(w.ipsLimit ? { ipsLimit: w.ipsLimit } : {}) }, statusStep(w));
+      writes.push({ key: `${member}|${memoKind(specWrites[0]!.kind)}|${key}`, content: specWrites.map((w) => canonical(w.spec)).join('|'), steps });
+    } else {
+      for (const w of specWrites) writes.push({ key: `${member}|${memoKind(w.kind)}|${key}`, content: canonical(w.spec), steps: [apply(w.cur ? 'replace' : 'create', w.object), statusStep(w)] });
     }
   }
   for (const [key, cur] of heldImports) {
     if (!desired.imports.has(key) && isManaged(cur)) writes.push(deletion(member, Kinds.ServiceImport, cur));
+  }
+  for (const [key, cur] of heldMcsImports) {
+    if (!desired.mcsImports?.has(key) && isManaged(cur)) writes.push(deletion(member, Kinds.McsServiceImport, cur));
   }
 
   // Derived Services: only where none of the user's stands.
@@ -162,17 +212,32 @@ export function planMember(input: PlanInput): MemberPlan {
   }
 
   // ServiceExport conditions (and an Event when an export becomes invalid or starts conflicting).
-  for (const [key, exp] of byKey(input.holds.exports)) {
-    const want = desired.exportConditions.get(key);
-    if (!want) continue;
+  const conditionWrite = (kind: KindRef, exp: ServiceExport | McsServiceExport, want: ConditionInput[]) => {
+    const key = objectKey(exp);
     const have = exp.status?.conditions;
-    if (!conditionsDiffer(have, want, exp.metadata.generation)) continue;
+    if (!conditionsDiffer(have, want, exp.metadata.generation)) return;
     const conditions = mergeConditions(have, want, input.now, exp.metadata.generation);
     const becameConflict = want.some((c) => c.type === 'Conflict' && c.status === 'True') && !have?.some((c) => c.type === 'Conflict' && c.status === 'True');
     const bad = want.find((c) => c.status === 'True' && c.type === 'Conflict') ?? want.find((c) => c.type === 'Valid' && c.status === 'False');
-    const steps: WriteStep[] = [{ op: 'status', kind: Kinds.ServiceExport, name: exp.metadata.name, namespace: exp.metadata.namespace, status: { conditions } }];
+    const steps: WriteStep[] = [{ op: 'status', kind, name: exp.metadata.name, namespace: exp.metadata.namespace, status: { conditions } }];
     if (bad && (becameConflict || bad.type === 'Valid')) steps.push({ op: 'event', object: exp, note: { type: 'Warning', reason: bad.reason, message: bad.message } });
-    writes.push({ key: `${member}|ServiceExport|${key}`, content: `status:${canonical(want)}`, steps });
+    writes.push({ key: `${member}|${memoKind(kind)}|${key}`, content: `status:${canonical(want)}`, steps });
+  };
+  for (const [key, exp] of byKey(input.holds.exports)) {
+    const want = desired.exportConditions.get(key);
+    if (want) conditionWrite(Kinds.ServiceExport, exp, want);
+  }
+  // MCS exports: Valid and Conflict as the aggregation says, and Ready once every readable member holds the import.
+  for (const [key, exp] of byKey(input.holds.mcsExports ?? [])) {
+    const want = desired.mcsExportConditions?.get(key);
+    if (!want) continue;
+    const valid = want.find((c) => c.type === 'Valid')?.status === 'True';
+    const ready: ConditionInput = !valid
+      ? { type: 'Ready', status: 'False', reason: 'Invalid', message: 'not exported (see the Valid condition)' }
+      : input.mcsReady?.(key)
+        ? { type: 'Ready', status: 'True', reason: 'Ready', message: 'the ServiceImport is written in every readable member' }
+        : { type: 'Ready', status: 'False', reason: 'Pending', message: 'the ServiceImports are being written' };
+    conditionWrite(Kinds.McsServiceExport, exp, [...want, ready]);
   }
   return { writes, leftAlone };
 }

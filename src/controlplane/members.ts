@@ -1,7 +1,10 @@
 // One member cluster as the control-plane cluster sees it: the source its Cluster resource points to, the informers the
 // controller reads there, and what it last knew of the member's exports (kept while the member is unreachable).
+// It reads both APIs: flomesh.io, and the MCS API (multicluster.x-k8s.io), whose CRDs a member may not have: a
+// member whose API server does not serve them (404) is read without them, and picks them up once they are there.
 import type { Service } from '../api/core.js';
 import type { Cluster, ClusterKey, ServiceExport, ServiceImport } from '../api/flomesh.js';
+import type { McsServiceExport, McsServiceImport } from '../api/mcs.js';
 import type { Logger } from '../logger.js';
 import { Backoff } from '../util/backoff.js';
 import { type Clock, rfc3339 as iso } from '../util/time.js';
@@ -34,11 +37,16 @@ export function cachedIn<T extends KubeObject>(inf: Informer<T>, scope: Set<stri
   return out;
 }
 
-/** A member's exports and Services. */
+/** A member's exports (of both APIs) and Services. */
 export interface MemberObjects {
   exports: ServiceExport[];
   services: Service[];
+  mcsExports: McsServiceExport[];
 }
+
+/** The API server does not serve the kind (its CRD is not installed): the informer's list answers 404. */
+export const notServed = (i: Informer<KubeObject> | undefined): boolean =>
+  i !== undefined && !i.healthy && i.lastError instanceof SourceError && i.lastError.code === 'ECNET_SOURCE_NOT_FOUND';
 
 export type MemberState = 'connecting' | 'ready' | 'unreachable' | 'failed';
 
@@ -50,6 +58,8 @@ export class Member {
   exports: Informer<ServiceExport> | undefined;
   services: Informer<Service> | undefined;
   imports: Informer<ServiceImport> | undefined;
+  mcsExports: Informer<McsServiceExport> | undefined;
+  mcsImports: Informer<McsServiceImport> | undefined;
   /** Why connecting failed (bad kubeconfig, missing Secret …). */
   connectError: Error | undefined;
   /** Since when (clock ms) the member has not been readable; undefined while it is. */
@@ -89,7 +99,9 @@ export class Member {
       this.exports = source.informer<ServiceExport>(Kinds.ServiceExport, opts);
       this.services = source.informer<Service>(Kinds.Service, opts);
       this.imports = source.informer<ServiceImport>(Kinds.ServiceImport, opts);
-      for (const i of [this.exports, this.services, this.imports]) i.synced.then(() => onChange(), () => undefined);
+      this.mcsExports = source.informer<McsServiceExport>(Kinds.McsServiceExport, opts);
+      this.mcsImports = source.informer<McsServiceImport>(Kinds.McsServiceImport, opts);
+      for (const i of this.#informers()) i.synced.then(() => onChange(), () => undefined);
     } catch (err) {
       this.connectError = err as Error;
       const delay = this.#backoff.next();
@@ -107,21 +119,43 @@ export class Member {
    * (their caches keep the last known state while it is unreachable), else what an earlier connection knew.
    */
   view(scope: Set<string> | undefined): MemberObjects | undefined {
-    if (this.exports?.isSynced && this.services?.isSynced) return { exports: cachedIn(this.exports, scope), services: cachedIn(this.services, scope) };
+    if (this.exports?.isSynced && this.services?.isSynced && this.#listedOrNotServed(this.mcsExports)) {
+      return { exports: cachedIn(this.exports, scope), services: cachedIn(this.services, scope), mcsExports: this.mcsExportsIn(scope) };
+    }
     if (!this.lastKnown || !scope) return this.lastKnown;
     const has = (o: KubeObject) => scope.has(objectKey(o));
-    return { exports: this.lastKnown.exports.filter(has), services: this.lastKnown.services.filter(has) };
+    return { exports: this.lastKnown.exports.filter(has), services: this.lastKnown.services.filter(has), mcsExports: this.lastKnown.mcsExports.filter(has) };
+  }
+
+  /** Its MCS exports (none while the kind is not served). */
+  mcsExportsIn(scope: Set<string> | undefined): McsServiceExport[] {
+    return this.mcsExports?.isSynced && !notServed(this.mcsExports) ? cachedIn(this.mcsExports, scope) : [];
+  }
+
+  /** Its MCS imports (none while the kind is not served). */
+  mcsImportsIn(scope: Set<string> | undefined): McsServiceImport[] {
+    return this.mcsImports?.isSynced && !notServed(this.mcsImports) ? cachedIn(this.mcsImports, scope) : [];
+  }
+
+  /** Whether MCS ServiceImports can be written there (its API server serves the kind). */
+  get servesMcsImports(): boolean {
+    return this.mcsImports !== undefined && !notServed(this.mcsImports);
+  }
+
+  #listedOrNotServed(i: Informer<KubeObject> | undefined): boolean {
+    return i !== undefined && (i.isSynced || notServed(i));
   }
 
   #informers(): Informer<KubeObject>[] {
-    const all = [this.exports, this.services, this.imports] as (Informer<KubeObject> | undefined)[];
+    const all = [this.exports, this.services, this.imports, this.mcsExports, this.mcsImports] as (Informer<KubeObject> | undefined)[];
     return all.filter((i): i is Informer<KubeObject> => i !== undefined);
   }
 
-  /** Every informer has its first list and is connected now. */
+  /** Every informer has its first list and is connected now (the MCS API's: or its kind is not served there). */
   get readable(): boolean {
-    const all = this.#informers();
-    return all.length === 3 && all.every((i) => i.isSynced && i.healthy);
+    const core = [this.exports, this.services, this.imports];
+    const mcs = [this.mcsExports, this.mcsImports];
+    return core.every((i) => i?.isSynced && i.healthy) && mcs.every((i) => i !== undefined && ((i.isSynced && i.healthy) || notServed(i)));
   }
 
   get state(): MemberState {
@@ -131,7 +165,7 @@ export class Member {
   }
 
   get lastError(): Error | undefined {
-    return this.connectError ?? this.#informers().find((i) => i.lastError)?.lastError;
+    return this.connectError ?? this.#informers().find((i) => i.lastError && !notServed(i))?.lastError;
   }
 
   /** The Managed condition of its Cluster: connected, connecting, failed, or unreachable since when (and for how long its exports stay). */

@@ -7,28 +7,33 @@
 // after the change's last event and wrote what it implies, every ServiceImport and derived Service write
 // acknowledged, in every member readable then (an unreachable member catches up when it is back; see
 // `ecnet_controller_member_up`). Changes of one service that meet in one pass count once, from the first.
-// A change is a ServiceExport created, deleted or with another spec; a member's first list (the controller
-// learning what is there) and status updates (the controller's own conditions) are not.
+// A change is a ServiceExport (of either API: flomesh.io, or the MCS API's, which has no spec) created, deleted or
+// with another spec; a member's first list (the controller learning what is there) and status updates (the
+// controller's own conditions) are not.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { ServiceExport } from '../api/flomesh.js';
+import type { McsServiceExport } from '../api/mcs.js';
 import { type WatchEvent, objectKey } from '../sources/source.js';
 import type { MemberDesired } from './aggregate.js';
 import { canonical } from './conditions.js';
 
 export type PassKind = 'full' | 'scoped';
 
-/** Writes by kind of object: the memo keys' kinds (`member|Kind|…`). */
-const WRITE_KINDS = new Set(['ServiceImport', 'Service', 'ServiceExport', 'Cluster']);
+/** Writes by kind of object: the memo keys' kinds (`member|Kind|…`; the MCS API's as McsServiceImport, McsServiceExport). */
+const WRITE_KINDS = new Set(['ServiceImport', 'Service', 'ServiceExport', 'Cluster', 'McsServiceImport', 'McsServiceExport']);
+
+/** An export's identity in a member: its API and `namespace/name` (a Service may be exported both ways). */
+const exportId = (member: string, e: { apiVersion: string; metadata: { name: string; namespace?: string } }) => `${member}|${e.apiVersion}|${objectKey(e)}`;
 
 /** One member as the metrics read it at a scrape. */
 export interface MemberCounts {
   name: string;
   /** Every informer has listed and is connected. */
   up: boolean;
-  /** ServiceExports in its cache (0 once withdrawn after the member timeout). */
+  /** ServiceExports of both APIs in its caches (0 once withdrawn after the member timeout). */
   exports: number;
-  /** ServiceImports managed by ecnet in its cache. */
+  /** ServiceImports of both APIs managed by ecnet in its caches. */
   imports: number;
 }
 
@@ -37,7 +42,7 @@ export interface ControllerObserver {
   /** The controller gives a way to read its members (at each scrape). */
   attach(members: () => MemberCounts[]): void;
   /** A member's exports informer delivered its first list: its content is what is there, not a change. */
-  exportsListed(member: string, exports: () => ServiceExport[]): void;
+  exportsListed(member: string, exports: () => (ServiceExport | McsServiceExport)[]): void;
   /** A ServiceExport event from a member's informer, at `nowMs` on the controller's clock. */
   exportEvent(member: string, e: WatchEvent, nowMs: number): void;
   /** A member's Cluster was deleted. */
@@ -105,8 +110,8 @@ export class ControllerMetrics implements ControllerObserver {
         for (const m of members()) this.set({ cluster: m.name }, m.up ? 1 : 0);
       },
     });
-    new Gauge({ name: 'ecnet_controller_exports', help: "ServiceExports in the members' caches (an unreachable member's until they are withdrawn)", registers, collect() { this.set(members().reduce((a, m) => a + m.exports, 0)); } });
-    new Gauge({ name: 'ecnet_controller_imports', help: "ServiceImports managed by ecnet in the members' caches", registers, collect() { this.set(members().reduce((a, m) => a + m.imports, 0)); } });
+    new Gauge({ name: 'ecnet_controller_exports', help: "ServiceExports of both APIs (flomesh.io, multicluster.x-k8s.io) in the members' caches (an unreachable member's until they are withdrawn)", registers, collect() { this.set(members().reduce((a, m) => a + m.exports, 0)); } });
+    new Gauge({ name: 'ecnet_controller_imports', help: "ServiceImports of both APIs managed by ecnet in the members' caches", registers, collect() { this.set(members().reduce((a, m) => a + m.imports, 0)); } });
     const conflicts = this.#conflicts;
     new Gauge({ name: 'ecnet_controller_export_conflicts', help: 'Exported services whose exports conflict (each of their ServiceExports says Conflict=True)', registers, collect() { this.set(conflicts.size); } });
   }
@@ -119,16 +124,16 @@ export class ControllerMetrics implements ControllerObserver {
     this.leader.set(leads ? 1 : 0);
   }
 
-  exportsListed(member: string, exports: () => ServiceExport[]): void {
+  exportsListed(member: string, exports: () => (ServiceExport | McsServiceExport)[]): void {
     if (this.#listed.has(member)) return;
     this.#listed.add(member);
-    for (const e of exports()) this.#specs.set(`${member}|${objectKey(e)}`, canonical(e.spec ?? null));
+    for (const e of exports()) this.#specs.set(exportId(member, e), canonical((e as { spec?: unknown }).spec ?? null));
   }
 
   exportEvent(member: string, e: WatchEvent, nowMs: number): void {
     if (!this.#listed.has(member)) return;
     const key = objectKey(e.object);
-    const id = `${member}|${key}`;
+    const id = exportId(member, e.object);
     const was = this.#specs.get(id);
     if (e.type === 'deleted') {
       if (was === undefined) return;
@@ -157,7 +162,7 @@ export class ControllerMetrics implements ControllerObserver {
     const [cluster, kind] = key.split('|');
     if (!cluster || !kind || !WRITE_KINDS.has(kind)) return;
     this.writes.inc({ cluster, kind, result: ok ? 'ok' : 'error' });
-    if (!ok && (kind === 'ServiceImport' || kind === 'Service')) this.#pass?.failed.add(serviceOf(key));
+    if (!ok && (kind === 'ServiceImport' || kind === 'McsServiceImport' || kind === 'Service')) this.#pass?.failed.add(serviceOf(key));
   }
 
   passEnds(o: { endedMs: number; failures: number; desired: Map<string, MemberDesired> | undefined; scope: Set<string> | undefined; closed: boolean }): void {
@@ -171,7 +176,7 @@ export class ControllerMetrics implements ControllerObserver {
     if (o.scope) for (const key of o.scope) this.#conflicts.delete(key);
     else this.#conflicts.clear();
     for (const d of o.desired.values()) {
-      for (const [key, conds] of d.exportConditions) if (conds.some((c) => c.type === 'Conflict' && c.status === 'True')) this.#conflicts.add(key);
+      for (const [key, conds] of [...d.exportConditions, ...(d.mcsExportConditions ?? [])]) if (conds.some((c) => c.type === 'Conflict' && c.status === 'True')) this.#conflicts.add(key);
     }
     for (const [key, p] of this.#pending) {
       if (p.lastSeq > pass.seq || pass.failed.has(key)) continue;
