@@ -9,6 +9,8 @@
 // which is set to 10 minutes here so that it cannot be what removes anything; the test asserts the imports are
 // gone from every member within WITHDRAW_MS of the export's deletion.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { crdFiles } from '../src/api/crds.js';
 import type { Service, ServicePort } from '../src/api/core.js';
 import type { Cluster, Condition, ServiceExport, ServiceImport } from '../src/api/flomesh.js';
 import type { McsServiceExport, McsServiceImport } from '../src/api/mcs.js';
@@ -268,5 +270,56 @@ describe('MCS API conformance (KEP-1645), against in-memory API servers', () => 
     for (const name of MEMBERS) await until(`MCS import in ${name}`, () => mcsImport(name, ns, 'only')?.spec.ips?.length);
     await until('Ready', () => condition('cluster-3', ns, 'only', 'Ready')?.status === 'True');
     for (const name of MEMBERS) expect(flomeshImport(name, ns, 'only'), name).toBeUndefined();
+  });
+});
+
+describe('a member whose API server has no MCS CRDs', () => {
+  let hubServer: KubeApiServer;
+  let full: KubeApiServer;
+  let bare: KubeApiServer;
+  let hub: Source;
+  let controller: Controller;
+
+  beforeAll(async () => {
+    hubServer = await startKubeApiServer();
+    full = await startKubeApiServer();
+    // As a real server with only the flomesh.io CRDs installed: multicluster.x-k8s.io answers 404.
+    bare = await startKubeApiServer({ strict: true });
+    for (const [file, text] of crdFiles()) if (file.startsWith('flomesh.io_')) bare.put(parse(text) as KubeObject);
+    for (const [i, [name, s]] of ([['full', full], ['bare', bare]] as const).entries()) {
+      hubServer.put({
+        apiVersion: 'flomesh.io/v1alpha1',
+        kind: 'Cluster',
+        metadata: { name },
+        spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: `10.0.3.${4 + i}`, gatewayPort: 80, kubeconfig: s.kubeconfig },
+      } as Cluster);
+    }
+    hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 300, jitter: 0.2 } });
+    controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: 600_000, debounceMs: 5 });
+    await controller.start();
+  });
+  afterAll(async () => {
+    await controller?.close();
+    hub?.destroy();
+    await Promise.all([hubServer, full, bare].map((s) => s?.close()));
+  });
+
+  it('is read without them: flomesh.io imports as before, no MCS import there, and Ready does not wait for it', async () => {
+    const probe = createKubernetesSource({ kubeconfig: bare.kubeconfig });
+    await expect(probe.list(Kinds.McsServiceImport)).rejects.toMatchObject({ code: 'ECNET_SOURCE_NOT_FOUND' });
+    probe.destroy();
+    const ns = 'conf-bare';
+    for (const s of [full, bare]) s.put(namespace(ns));
+    full.put(service(ns, 'svc', '10.96.4.1', [{ port: 80, protocol: 'TCP' }]));
+    full.put(flomeshExport(ns, 'svc'));
+    full.put(mcsExport(ns, 'svc'));
+    await until('flomesh.io import in bare', () => bare.object<ServiceImport>(Kinds.ServiceImport, ns, 'svc')?.spec.ips?.length);
+    await until('MCS import in full', () => full.object<McsServiceImport>(Kinds.McsServiceImport, ns, 'svc'));
+    const ready = await until('Ready', () => full.object<McsServiceExport>(Kinds.McsServiceExport, ns, 'svc')?.status?.conditions?.find((c) => c.type === 'Ready' && c.status === 'True'));
+    expect(ready.reason).toBe('Ready');
+    const managed = hubServer.object<Cluster>(Kinds.Cluster, undefined, 'bare')?.status?.conditions?.find((c) => c.type === 'Managed');
+    expect(managed?.status).toBe('True');
+    // No write was tried there.
+    expect(bare.requests.filter((r) => r.path.includes('multicluster.x-k8s.io') && r.method !== 'GET')).toEqual([]);
   });
 });
