@@ -106,6 +106,23 @@ describe('local source', () => {
     expect(events[2]).toMatchObject({ type: 'deleted', object: { metadata: { name: 'httpbin' } } });
   });
 
+  it('a ServiceImport of flomesh.io and one of the MCS API of the same name are two objects, in two files, with two statuses', async () => {
+    const dir = tempDir();
+    const s = open(dir);
+    const meta = { name: 'httpbin', namespace: 'httpbin' };
+    await s.apply({ apiVersion: 'flomesh.io/v1alpha1', kind: 'ServiceImport', metadata: meta, spec: { type: 'ClusterSetIP', ports: [{ port: 80, protocol: 'TCP', endpoints: [] }], sessionAffinity: 'None' } }, { manager: 'test' });
+    await s.apply({ apiVersion: 'multicluster.x-k8s.io/v1alpha1', kind: 'ServiceImport', metadata: meta, spec: { type: 'Headless', ports: [{ port: 81, protocol: 'TCP' }] } }, { manager: 'test' });
+    await s.writeStatus(Kinds.ServiceImport, 'httpbin', 'httpbin', { clusters: [{ cluster: 'default/default/default/cluster-1' }] });
+    await s.writeStatus(Kinds.McsServiceImport, 'httpbin', 'httpbin', { clusters: [{ cluster: 'cluster-1' }] });
+    const f = await s.get<KubeObject & { spec: { type: string } }>(Kinds.ServiceImport, 'httpbin', 'httpbin');
+    const m = await s.get<KubeObject & { spec: { type: string } }>(Kinds.McsServiceImport, 'httpbin', 'httpbin');
+    expect([f?.spec.type, m?.spec.type]).toEqual(['ClusterSetIP', 'Headless']);
+    expect([f?.status, m?.status]).toEqual([{ clusters: [{ cluster: 'default/default/default/cluster-1' }] }, { clusters: [{ cluster: 'cluster-1' }] }]);
+    expect(readdirSync(join(dir, 'httpbin')).sort()).toEqual(['serviceimport.httpbin.yaml', 'serviceimport.multicluster.x-k8s.io.httpbin.yaml']);
+    // An invalid MCS document is refused, as a flomesh.io one is.
+    await expect(s.apply({ apiVersion: 'multicluster.x-k8s.io/v1alpha1', kind: 'ServiceImport', metadata: { name: 'bad', namespace: 'httpbin' }, spec: { type: 'LoadBalancer', ports: [] } }, { manager: 'test' })).rejects.toMatchObject({ code: 'ECNET_SOURCE_INVALID' });
+  });
+
   it('apply creates, updates (keeping the ClusterIP) and delete removes; status is written beside', async () => {
     const dir = tempDir();
     const src = open(dir);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Service, ServicePort } from '../api/core.js';
 import type { ServiceExport } from '../api/flomesh.js';
-import { type MemberView, aggregate } from './aggregate.js';
+import { type ExportView, type MemberView, aggregate, mcsExportView } from './aggregate.js';
 
 const exp = (created: string, spec: Partial<ServiceExport['spec']> = {}, name = 'httpbin'): ServiceExport => ({
   apiVersion: 'flomesh.io/v1alpha1',
@@ -15,7 +15,7 @@ const svc = (ports: ServicePort[], extra: Partial<Service['spec']> = {}, name = 
   metadata: { name, namespace: 'httpbin', ...(labels ? { labels } : {}) },
   spec: { clusterIP: '10.96.1.1', ports, ...extra },
 });
-const member = (n: number, exports: ServiceExport[], services: Service[], gateway = true): MemberView => ({
+const member = (n: number, exports: ExportView[], services: Service[], gateway = true): MemberView => ({
   name: `cluster-${n}`,
   key: `default/default/default/cluster-${n}`,
   gateway: gateway ? { host: `10.0.2.${n + 3}`, port: 80 } : undefined,
@@ -141,5 +141,49 @@ describe('aggregation', () => {
     const out = aggregate([member(1, [exp('2026-01-01T00:00:00Z')], [svc([{ port: 80 }])]), member(2, [], [own])]);
     expect(out.get('cluster-2')!.services.size).toBe(0);
     expect(out.get('cluster-2')!.imports.get('httpbin/httpbin')!.spec.ips).toEqual(['10.96.1.1']);
+  });
+
+  describe('the MCS API', () => {
+    const mcs = (created: string, name = 'httpbin') => mcsExportView({ apiVersion: 'multicluster.x-k8s.io/v1alpha1', kind: 'ServiceExport', metadata: { name, namespace: 'httpbin', creationTimestamp: created } });
+
+    it('an MCS export aggregates with flomesh.io ones; MCS imports only where a service has an MCS export', () => {
+      const out = aggregate([
+        member(1, [exp('2026-01-01T00:00:00Z')], [svc([{ name: 'http', port: 80 }])]),
+        member(2, [mcs('2026-01-01T00:00:01Z')], [svc([{ name: 'grpc', port: 9090 }], { clusterIP: '10.96.2.2' })]),
+        member(3, [mcs('2026-01-01T00:00:00Z', 'other')], [svc([{ port: 443 }], {}, 'other')]),
+      ]);
+      for (const m of ['cluster-1', 'cluster-2', 'cluster-3']) {
+        const d = out.get(m)!;
+        expect(d.imports.get('httpbin/httpbin')!.spec.ports.map((p) => p.port)).toEqual([80, 9090]);
+        expect(d.mcsImports!.get('httpbin/httpbin')!.spec.ports).toEqual([{ name: 'http', protocol: 'TCP', port: 80 }, { name: 'grpc', protocol: 'TCP', port: 9090 }]);
+        expect(d.mcsImports!.get('httpbin/httpbin')!.clusters).toEqual(['cluster-1', 'cluster-2']);
+        // MCS only: no flomesh.io import.
+        expect(d.imports.has('httpbin/other')).toBe(false);
+        expect(d.mcsImports!.get('httpbin/other')!.spec).toMatchObject({ type: 'ClusterSetIP', ports: [{ protocol: 'TCP', port: 443 }] });
+      }
+      // The address: the Service of that name in the member, one at most.
+      expect(out.get('cluster-2')!.mcsImports!.get('httpbin/httpbin')!.spec.ips).toEqual(['10.96.2.2']);
+      expect(out.get('cluster-1')!.exportConditions.get('httpbin/httpbin')![1]).toMatchObject({ type: 'Conflict', status: 'False' });
+      expect(out.get('cluster-2')!.mcsExportConditions!.get('httpbin/httpbin')![0]).toMatchObject({ type: 'Valid', status: 'True' });
+      expect(out.get('cluster-2')!.exportConditions.has('httpbin/httpbin')).toBe(false);
+    });
+
+    it('a Service exported both ways by one member counts once: as old as its older export, to every member, conditions on both', () => {
+      const out = aggregate([
+        // flomesh.io export younger than cluster-2's, limited to cluster-3; the MCS export older than cluster-2's.
+        member(1, [exp('2026-01-01T00:00:05Z', { targetClusters: ['default/default/default/cluster-3'] }), mcs('2026-01-01T00:00:00Z')], [svc([{ port: 80 }], { sessionAffinity: 'ClientIP' })]),
+        member(2, [exp('2026-01-01T00:00:02Z')], [svc([{ port: 80 }])]),
+        member(3, [], []),
+      ]);
+      for (const m of ['cluster-1', 'cluster-2', 'cluster-3']) {
+        const d = out.get(m)!;
+        expect(d.imports.get('httpbin/httpbin')!.spec.ports[0]!.endpoints.map((e) => e.clusterKey.split('/')[3])).toEqual(['cluster-1', 'cluster-2']);
+        // cluster-1 is the oldest exporter: its session affinity is used.
+        expect(d.mcsImports!.get('httpbin/httpbin')!.spec.sessionAffinity).toBe('ClientIP');
+      }
+      const one = out.get('cluster-1')!;
+      expect(one.exportConditions.get('httpbin/httpbin')).toEqual(one.mcsExportConditions!.get('httpbin/httpbin'));
+      expect(out.get('cluster-2')!.exportConditions.get('httpbin/httpbin')![1]).toMatchObject({ status: 'True', reason: 'SessionAffinityConflict' });
+    });
   });
 });
