@@ -6,11 +6,16 @@ import type { RedirectSet } from '../../src/agent/agent.js';
 import type { ServiceEntry } from '../../src/bpf/services.js';
 import { type ApplyOptions, type EventNote, type Informer, type InformerOptions, type KindRef, type KubeObject, type Source, objectKey } from '../../src/sources/source.js';
 
+const groupOf = (apiVersion: string) => (apiVersion.includes('/') ? apiVersion.split('/')[0]! : '');
+const kindOfObject = (o: KubeObject) => `${groupOf(o.apiVersion)}/${o.kind}`;
+const kindOfRef = (k: KindRef) => `${k.group}/${k.kind}`;
+
 export class MemorySource implements Source {
   readonly description = 'memory';
   readonly #objects = new Map<string, Map<string, KubeObject>>();
   readonly #watchers = new Set<{ kind: string; onEvent: (type: 'added' | 'updated' | 'deleted', o: KubeObject) => void }>();
 
+  /** Kinds by group and name: flomesh.io and the MCS API both have a ServiceExport and a ServiceImport. */
   #store(kind: string): Map<string, KubeObject> {
     let m = this.#objects.get(kind);
     if (!m) this.#objects.set(kind, (m = new Map()));
@@ -19,24 +24,24 @@ export class MemorySource implements Source {
 
   /** Creates or replaces an object (a new object each time, as informers hand them out), and tells informers. */
   put(o: KubeObject): void {
-    const store = this.#store(o.kind);
+    const store = this.#store(kindOfObject(o));
     const type = store.has(objectKey(o)) ? 'updated' : 'added';
     store.set(objectKey(o), o);
-    for (const w of this.#watchers) if (w.kind === o.kind) w.onEvent(type, o);
+    for (const w of this.#watchers) if (w.kind === kindOfObject(o)) w.onEvent(type, o);
   }
 
   remove(o: KubeObject): void {
-    const store = this.#store(o.kind);
+    const store = this.#store(kindOfObject(o));
     const old = store.get(objectKey(o));
     if (!old) return;
     store.delete(objectKey(o));
-    for (const w of this.#watchers) if (w.kind === o.kind) w.onEvent('deleted', old);
+    for (const w of this.#watchers) if (w.kind === kindOfObject(o)) w.onEvent('deleted', old);
   }
 
   informer<T extends KubeObject = KubeObject>(kind: KindRef, options: InformerOptions<T> = {}): Informer<T> {
-    const store = this.#store(kind.kind);
+    const store = this.#store(kindOfRef(kind));
     let synced = false;
-    const watcher = { kind: kind.kind, onEvent: (type: 'added' | 'updated' | 'deleted', object: KubeObject) => synced && options.onEvent?.({ type, object: object as T }) };
+    const watcher = { kind: kindOfRef(kind), onEvent: (type: 'added' | 'updated' | 'deleted', object: KubeObject) => synced && options.onEvent?.({ type, object: object as T }) };
     this.#watchers.add(watcher);
     const ready = Promise.resolve().then(() => {
       synced = true;
@@ -58,11 +63,11 @@ export class MemorySource implements Source {
   }
 
   async list<T extends KubeObject = KubeObject>(kind: KindRef, namespace?: string): Promise<T[]> {
-    return [...this.#store(kind.kind).values()].filter((o) => !namespace || o.metadata.namespace === namespace) as T[];
+    return [...this.#store(kindOfRef(kind)).values()].filter((o) => !namespace || o.metadata.namespace === namespace) as T[];
   }
 
   async get<T extends KubeObject = KubeObject>(kind: KindRef, name: string, namespace?: string): Promise<T | undefined> {
-    return this.#store(kind.kind).get(namespace ? `${namespace}/${name}` : name) as T | undefined;
+    return this.#store(kindOfRef(kind)).get(namespace ? `${namespace}/${name}` : name) as T | undefined;
   }
 
   async apply<T extends KubeObject = KubeObject>(object: T, _options: ApplyOptions): Promise<T> {
@@ -71,7 +76,7 @@ export class MemorySource implements Source {
   }
 
   async delete(kind: KindRef, name: string, namespace?: string): Promise<boolean> {
-    const o = this.#store(kind.kind).get(namespace ? `${namespace}/${name}` : name);
+    const o = this.#store(kindOfRef(kind)).get(namespace ? `${namespace}/${name}` : name);
     if (o) this.remove(o);
     return o !== undefined;
   }
