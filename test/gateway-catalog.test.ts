@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { EndpointSlice, Service } from '../src/api/core.js';
 import type { ServiceExport } from '../src/api/flomesh.js';
 import { LiveCatalog, catalogFrom } from '../src/gateway/live-catalog.js';
+import { type KindRef, Kinds } from '../src/sources/source.js';
 import { MemorySource } from './helpers/memory-source.js';
 import { endpointSlice, kube, service, serviceExport } from './helpers/objects.js';
 
@@ -24,8 +25,8 @@ describe("the gateway's live catalog", () => {
     catalog = new LiveCatalog();
     await catalog.start(src, 1);
     const full = () => {
-      const list = <T>(kind: string) => src.informer({ group: '', version: 'v1', kind, plural: '', namespaced: true }).list() as T[];
-      return catalogFrom(list<Service>('Service'), list<EndpointSlice>('EndpointSlice'), list<ServiceExport>('ServiceExport'));
+      const list = <T>(kind: KindRef) => src.informer(kind).list() as T[];
+      return catalogFrom(list<Service>(Kinds.Service), list<EndpointSlice>(Kinds.EndpointSlice), list<ServiceExport>(Kinds.ServiceExport));
     };
     const same = () => {
       const want = full();
