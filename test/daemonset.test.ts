@@ -145,7 +145,7 @@ describe('daemonset/ manifests', () => {
     const informers = (...rs: string[]) => rs.flatMap((r) => [`${r}:list`, `${r}:watch`]).sort();
     // src/agent/agent.ts: informers, and Events on imports it leaves out; src/gateway/live-catalog.ts: informers only.
     expect(grants(find('ClusterRole', 'ecnet-agent'))).toEqual([...informers('flomesh.io/serviceimports', 'flomesh.io/globaltrafficpolicies', '/services', '/pods', 'discovery.k8s.io/endpointslices'), '/events:create'].sort());
-    expect(grants(find('ClusterRole', 'ecnet-gateway'))).toEqual(informers('flomesh.io/serviceexports', '/services', 'discovery.k8s.io/endpointslices'));
+    expect(grants(find('ClusterRole', 'ecnet-gateway'))).toEqual(informers('flomesh.io/serviceexports', 'multicluster.x-k8s.io/serviceexports', '/services', 'discovery.k8s.io/endpointslices'));
     // The controller in the control-plane cluster: Clusters (+ status), Secrets with kubeconfigs, its Lease.
     expect(grants(find('ClusterRole', 'ecnet-controller'))).toEqual(['flomesh.io/clusters:get', 'flomesh.io/clusters:list', 'flomesh.io/clusters:watch', 'flomesh.io/clusters/status:update'].sort());
     // Secrets: member kubeconfigs (get) and the cluster set's CA, ecnet-ca (get, create once: src/controlplane/identities.ts).

@@ -328,6 +328,27 @@ http.get({host:${JSON.stringify(ip)},port:8080,agent:false,timeout:3000},r=>{let
     expect(counts.from['echo-cluster-3'] ?? 0).toBeGreaterThan(0);
   }, 90_000);
 
+  it('the MCS API: a multicluster.x-k8s.io ServiceExport in cluster-1 alone is imported everywhere and routed by the GlobalTrafficPolicy of its name, by its clusterset.local name too', async () => {
+    const ns = 'mcs';
+    ecnet('local', 'run', '--cluster', 'cluster-1', '--namespace', ns, '--labels', 'app=pipy', '--name', 'mcs-web-cluster-1', '--', process.execPath, server);
+    const svcFile = scratchFile('mcs-service');
+    writeFileSync(svcFile, 'apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 8080, targetPort: 8080, protocol: TCP}]\n  selector: {app: pipy}\n');
+    ecnet('local', 'apply', '--cluster', 'cluster-1', '-n', ns, '-f', svcFile);
+    const exportFile = scratchFile('mcs-export');
+    writeFileSync(exportFile, readFileSync(join(examples, 'httpbin-mcs-export.yaml'), 'utf8').replace('name: httpbin', 'name: web'));
+    ecnet('local', 'apply', '--cluster', 'cluster-1', '-n', ns, '-f', exportFile);
+    const end = Date.now() + 20_000;
+    while (!/ClusterSetIP\s+10\.96\./.test(ecnet('local', 'get', 'svcim', '-n', ns, '--cluster', 'cluster-2')) && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
+    expect(ecnet('local', 'get', 'svcim', '-n', ns, '--cluster', 'cluster-2')).toMatch(/web\s+ClusterSetIP\s+10\.96\./);
+    // A GlobalTrafficPolicy applies to it by namespace and name, as to a flomesh.io import.
+    const policy = scratchFile('mcs-gtp');
+    writeFileSync(policy, readFileSync(join(examples, 'httpbin-gtp-active-active.yaml'), 'utf8').replace('name: httpbin', 'name: web'));
+    ecnet('local', 'apply', '--cluster', 'cluster-2', '-n', ns, '-f', policy);
+    await new Promise((r) => setTimeout(r, 500));
+    const answers = ecnet('local', 'exec', '--cluster', 'cluster-2', '--', 'sh', '-c', 'for n in web.mcs web.mcs.svc.clusterset.local web.mcs web.mcs.svc.clusterset.local; do curl -s -m 2 http://$n:8080/ || echo FAIL; done').trim().split('\n');
+    expect(answers).toEqual(['mcs-web-cluster-1', 'mcs-web-cluster-1', 'mcs-web-cluster-1', 'mcs-web-cluster-1']);
+  });
+
   it('down removes everything', () => {
     ecnet('local', 'down');
     expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/ecnet-l-/);

@@ -262,14 +262,18 @@ describe('MCS API conformance (KEP-1645), against in-memory API servers', () => 
     for (const name of MEMBERS) await until(`flomesh import of cluster-1 only in ${name}`, () => flomeshImport(name, ns, 'both')?.spec.ports.length === 1);
   });
 
-  it('an MCS-only export gives MCS imports and no flomesh.io import', async () => {
+  it("an MCS-only export gives MCS imports, and the flomesh.io import the node agents route by, alike", async () => {
     const ns = 'conf-mcs-only';
     inEveryMember(ns);
     m('cluster-3').put(service(ns, 'only', '10.96.3.8', [{ port: 443, protocol: 'TCP' }]));
     m('cluster-3').put(mcsExport(ns, 'only'));
     for (const name of MEMBERS) await until(`MCS import in ${name}`, () => mcsImport(name, ns, 'only')?.spec.ips?.length);
     await until('Ready', () => condition('cluster-3', ns, 'only', 'Ready')?.status === 'True');
-    for (const name of MEMBERS) expect(flomeshImport(name, ns, 'only'), name).toBeUndefined();
+    for (const name of MEMBERS) {
+      const f = flomeshImport(name, ns, 'only');
+      expect(f?.spec.ports.map((p) => p.port), name).toEqual([443]);
+      expect(f?.spec.ips, name).toEqual(mcsImport(name, ns, 'only')?.spec.ips);
+    }
   });
 });
 

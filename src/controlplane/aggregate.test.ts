@@ -146,7 +146,7 @@ describe('aggregation', () => {
   describe('the MCS API', () => {
     const mcs = (created: string, name = 'httpbin') => mcsExportView({ apiVersion: 'multicluster.x-k8s.io/v1alpha1', kind: 'ServiceExport', metadata: { name, namespace: 'httpbin', creationTimestamp: created } });
 
-    it('an MCS export aggregates with flomesh.io ones; MCS imports only where a service has an MCS export', () => {
+    it('an MCS export aggregates with flomesh.io ones; MCS imports only where a service has an MCS export, flomesh.io ones (the routing record) everywhere', () => {
       const out = aggregate([
         member(1, [exp('2026-01-01T00:00:00Z')], [svc([{ name: 'http', port: 80 }])]),
         member(2, [mcs('2026-01-01T00:00:01Z')], [svc([{ name: 'grpc', port: 9090 }], { clusterIP: '10.96.2.2' })]),
@@ -157,8 +157,9 @@ describe('aggregation', () => {
         expect(d.imports.get('httpbin/httpbin')!.spec.ports.map((p) => p.port)).toEqual([80, 9090]);
         expect(d.mcsImports!.get('httpbin/httpbin')!.spec.ports).toEqual([{ name: 'http', protocol: 'TCP', port: 80 }, { name: 'grpc', protocol: 'TCP', port: 9090 }]);
         expect(d.mcsImports!.get('httpbin/httpbin')!.clusters).toEqual(['cluster-1', 'cluster-2']);
-        // MCS only: no flomesh.io import.
-        expect(d.imports.has('httpbin/other')).toBe(false);
+        // MCS only: the flomesh.io import is the agents' routing record all the same.
+        expect(d.imports.get('httpbin/other')!.spec.ports.map((p) => p.port)).toEqual([443]);
+        expect(d.mcsImports!.has('httpbin/httpbin') && !d.mcsImports!.has('httpbin/absent')).toBe(true);
         expect(d.mcsImports!.get('httpbin/other')!.spec).toMatchObject({ type: 'ClusterSetIP', ports: [{ protocol: 'TCP', port: 443 }] });
       }
       // The address: the Service of that name in the member, one at most.

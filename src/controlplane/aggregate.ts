@@ -333,7 +333,9 @@ export function aggregate(input: MemberView[]): Map<string, MemberDesired> {
       // The import's address is the ClusterIP of whatever Service carries the name there: the user's own, or ours.
       const local = allServices.get(importer.name)!.get(key);
       const ips = local ? clusterIPsOf(local) : [];
-      if (apis.has('flomesh')) desired.imports.set(key, { namespace, name, spec: { ...agg.spec, ...(ips.length ? { ips } : {}), ports }, clusters: [...clusters].sort() });
+      // The flomesh.io import is also the node agents' routing record (its ports carry the exporters' gateways):
+      // written for every exported service, whichever API exported it.
+      desired.imports.set(key, { namespace, name, spec: { ...agg.spec, ...(ips.length ? { ips } : {}), ports }, clusters: [...clusters].sort() });
       if (apis.has('mcs')) desired.mcsImports!.set(key, { namespace, name, spec: mcsSpecOf(agg.spec, ips, ports), clusters: [...names].sort() });
       if (!local || isManaged(local)) {
         desired.services.set(key, {

@@ -44,9 +44,9 @@ export interface MemberObjects {
   mcsExports: McsServiceExport[];
 }
 
-/** The API server does not serve the kind (its CRD is not installed): the informer's list answers 404. */
-export const notServed = (i: Informer<KubeObject> | undefined): boolean =>
-  i !== undefined && !i.healthy && i.lastError instanceof SourceError && i.lastError.code === 'ECNET_SOURCE_NOT_FOUND';
+import { notServed } from '../sources/source.js';
+
+export { notServed };
 
 export type MemberState = 'connecting' | 'ready' | 'unreachable' | 'failed';
 

@@ -1,29 +1,52 @@
-// The gateway's catalog kept in sync with its cluster: Services, their EndpointSlices and ServiceExports.
+// The gateway's catalog kept in sync with its cluster: Services, their EndpointSlices and ServiceExports (of
+// flomesh.io and of the MCS API, multicluster.x-k8s.io: the latter has no spec and exports to every member).
 import { networkInterfaces } from 'node:os';
 import { normalizeIp } from '../net/address.js';
 import { componentLogger } from '../logger.js';
 import type { Service } from '../api/core.js';
 import { isClusterMachinery } from '../api/protected.js';
 import type { ServiceExport } from '../api/flomesh.js';
+import type { McsServiceExport } from '../api/mcs.js';
 import type { EndpointSlice } from '../api/core.js';
 import { SliceIndex, localEndpoints, slicesByService } from '../endpoints/slices.js';
-import { type Informer, Kinds, type Source, type WatchEvent, keyParts, objectKey } from '../sources/source.js';
+import { type Informer, Kinds, type Source, type WatchEvent, keyParts, notServed, objectKey } from '../sources/source.js';
+import { SourceError } from '../sources/source.js';
 import { type Catalog, type CatalogReadiness, type LocalService, hasIngress } from './catalog.js';
 
 /** One service's catalog entry from its resources (pure); undefined when it is not a service here. */
-export function localService(service: Service | undefined, slices: EndpointSlice[], exp: ServiceExport | undefined, denied?: ReadonlySet<string>): LocalService | undefined {
+export function localService(service: Service | undefined, slices: EndpointSlice[], exp: ServiceExport | undefined, denied?: ReadonlySet<string>, mcs?: McsServiceExport): LocalService | undefined {
   if (!service) return undefined;
   const namespace = service.metadata.namespace ?? 'default';
   // The cluster's own machinery (the API server, kube-system) is never reachable through the gateway,
   // whatever export someone with rights in `default` writes.
   if (isClusterMachinery(namespace, service.metadata.name)) return undefined;
+  const at = exportedAt(exp, mcs);
   return {
     namespace,
     name: service.metadata.name,
     ports: localEndpoints(service, slices, denied),
-    export: exp ? ((exp.spec ?? {}) as ServiceExport['spec']) : undefined,
-    ...(exp?.metadata.creationTimestamp ? { exportedAt: exp.metadata.creationTimestamp } : {}),
+    export: exportOf(exp, mcs),
+    ...(at ? { exportedAt: at } : {}),
   };
+}
+
+/**
+ * The export a gateway serves: the flomesh.io one's spec; an MCS export alone exports every port to every member
+ * (no spec); both, the flomesh.io spec without `targetClusters`, as the controller aggregates them (an MCS export
+ * sends the service to every member), its port rules and serviceAccountName still holding.
+ */
+function exportOf(exp: ServiceExport | undefined, mcs: McsServiceExport | undefined): ServiceExport['spec'] | undefined {
+  if (!exp) return mcs ? ({} as ServiceExport['spec']) : undefined;
+  const spec = (exp.spec ?? {}) as ServiceExport['spec'];
+  if (!mcs) return spec;
+  const { targetClusters: _everyMember, ...rest } = spec as ServiceExport['spec'] & { targetClusters?: unknown };
+  return rest as ServiceExport['spec'];
+}
+
+/** The older of the two exports' creation times. */
+function exportedAt(exp: ServiceExport | undefined, mcs: McsServiceExport | undefined): string | undefined {
+  const times = [exp?.metadata.creationTimestamp, mcs?.metadata.creationTimestamp].filter((t): t is string => Boolean(t)).sort();
+  return times[0];
 }
 
 /** A catalog from resources (pure). `denied`: addresses never dialled (the gateway's own). */
@@ -70,6 +93,8 @@ export class LiveCatalog implements Catalog {
   readonly #slices = new SliceIndex();
   readonly #dirty = new Set<string>();
   #informers: [Informer<Service>, Informer<EndpointSlice & { apiVersion: string }>, Informer<ServiceExport>] | undefined;
+  /** MCS ServiceExports; a cluster without their CRD (404) is served without them. */
+  #mcs: Informer<McsServiceExport> | undefined;
   #timer: NodeJS.Timeout | undefined;
   readonly #log = componentLogger('gateway-catalog');
   // The gateway's own addresses (its pod's, or the node's for a hostNetwork one): an EndpointSlice naming one
@@ -96,7 +121,8 @@ export class LiveCatalog implements Catalog {
       schedule();
     };
     const health = (kind: string) => (err: Error | undefined) => {
-      if (!err) return void this.#brokenSince.delete(kind);
+      // A cluster without the MCS CRDs is healthy without them.
+      if (!err || (err instanceof SourceError && err.code === 'ECNET_SOURCE_NOT_FOUND')) return void this.#brokenSince.delete(kind);
       if (!this.#brokenSince.has(kind)) this.#brokenSince.set(kind, { at: this.#now(), err });
     };
     this.#informers = [
@@ -104,7 +130,17 @@ export class LiveCatalog implements Catalog {
       source.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, { onEvent: sliceChanged, onHealth: health(Kinds.EndpointSlice.kind) }),
       source.informer<ServiceExport>(Kinds.ServiceExport, { onEvent: changed, onHealth: health(Kinds.ServiceExport.kind) }),
     ];
+    const mcs = (this.#mcs = source.informer<McsServiceExport>(Kinds.McsServiceExport, { onEvent: changed, onHealth: health(`${Kinds.McsServiceExport.group}/${Kinds.McsServiceExport.kind}`) }));
     await Promise.all(this.#informers.map((i) => i.synced));
+    // The MCS exports too, unless the cluster does not serve them (they are then added whenever it does).
+    await new Promise<void>((resolve) => {
+      const poll = setInterval(() => notServed(mcs) && done(), 100);
+      const done = () => {
+        clearInterval(poll);
+        resolve();
+      };
+      mcs.synced.then(done, done);
+    });
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#synced = true;
@@ -136,7 +172,7 @@ export class LiveCatalog implements Catalog {
       const { namespace: ns, name } = keyParts(k);
       let entry: LocalService | undefined;
       try {
-        entry = localService(services.get(name, ns), this.#slices.of(k), exports.get(name, ns), this.#own);
+        entry = localService(services.get(name, ns), this.#slices.of(k), exports.get(name, ns), this.#own, this.#mcs?.get(name, ns));
       } catch (err) {
         // A Service the API would not have taken (no spec, ports not a list): that service is not offered.
         this.#log.warn({ err, service: k }, 'service left out of the catalog');
@@ -166,5 +202,6 @@ export class LiveCatalog implements Catalog {
   close(): void {
     clearTimeout(this.#timer);
     for (const i of this.#informers ?? []) i.close();
+    this.#mcs?.close();
   }
 }

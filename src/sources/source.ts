@@ -158,3 +158,7 @@ export class SourceError extends EcnetError<SourceErrorCode> {
 /** Labels ecnet puts on what it creates; it never updates or deletes an object without them. */
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY = CONTROLLER_NAME;
+
+/** The API server does not serve the kind (its CRD is not installed): the informer's list answers 404. */
+export const notServed = (i: Informer<KubeObject> | undefined): boolean =>
+  i !== undefined && !i.healthy && i.lastError instanceof SourceError && i.lastError.code === 'ECNET_SOURCE_NOT_FOUND';
