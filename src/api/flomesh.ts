@@ -104,6 +104,16 @@ export type FlomeshKind = FlomeshResource['kind'];
 const port = (description: string): Schema => ({ type: 'integer', minimum: 1, maximum: 65535, description });
 const clusterKey = (description: string): Schema => ({ type: 'string', pattern: CLUSTER_KEY_PATTERN, description });
 
+/** The properties of a metav1.Condition, as both APIs' schemas check them. */
+export const conditionProperties: Record<string, Schema> = {
+  type: { type: 'string', minLength: 1, maxLength: 316 },
+  status: { type: 'string', enum: ['True', 'False', 'Unknown'] },
+  reason: { type: 'string', maxLength: 1024 },
+  message: { type: 'string', maxLength: 32768 },
+  lastTransitionTime: { type: 'string', format: 'date-time' },
+  observedGeneration: { type: 'integer', minimum: 0 },
+};
+
 const conditions: Schema = {
   type: 'array',
   'x-kubernetes-list-type': 'map',
@@ -111,14 +121,7 @@ const conditions: Schema = {
   items: {
     type: 'object',
     required: ['type', 'status', 'reason', 'message', 'lastTransitionTime'],
-    properties: {
-      type: { type: 'string', minLength: 1, maxLength: 316 },
-      status: { type: 'string', enum: ['True', 'False', 'Unknown'] },
-      reason: { type: 'string', maxLength: 1024 },
-      message: { type: 'string', maxLength: 32768 },
-      lastTransitionTime: { type: 'string', format: 'date-time' },
-      observedGeneration: { type: 'integer', minimum: 0 },
-    },
+    properties: conditionProperties,
   },
 };
 

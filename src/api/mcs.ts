@@ -4,7 +4,7 @@
 // the aggregated service's type, ports, address and session affinity, and the exporting clusters in its status.
 // Each kind has its TypeScript type and one structural schema, which both validation (validate.ts) and the CRDs
 // (crds.ts) use, as for flomesh.io (flomesh.ts).
-import type { Condition, ObjectMeta } from './flomesh.js';
+import { type Condition, type ObjectMeta, conditionProperties } from './flomesh.js';
 import type { Schema } from './schema.js';
 
 export const MCS_GROUP = 'multicluster.x-k8s.io';
@@ -71,14 +71,7 @@ const conditions: Schema = {
   items: {
     type: 'object',
     required: ['type', 'status'],
-    properties: {
-      type: { type: 'string', minLength: 1, maxLength: 316 },
-      status: { type: 'string', enum: ['True', 'False', 'Unknown'] },
-      reason: { type: 'string', maxLength: 1024 },
-      message: { type: 'string', maxLength: 32768 },
-      lastTransitionTime: { type: 'string', format: 'date-time' },
-      observedGeneration: { type: 'integer', minimum: 0 },
-    },
+    properties: conditionProperties,
   },
 };
 
