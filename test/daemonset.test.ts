@@ -165,6 +165,8 @@ describe('daemonset/ manifests', () => {
         'multicluster.x-k8s.io/serviceimports/status:update',
       ].sort(),
     );
+    // The EndpointSlices of MCS imports (member-plan.ts): written like imports, and nothing else of discovery.k8s.io.
+    expect(member.filter((g) => g.startsWith('discovery.k8s.io/'))).toEqual(['create', 'delete', 'get', 'list', 'update', 'watch'].map((v) => `discovery.k8s.io/endpointslices:${v}`));
     expect(member.some((g) => g.includes('secrets') || g.includes('clusters'))).toBe(false);
     // The member's identity, ecnet-identity: in ecnet-system only, get then create or replace (identities.ts).
     expect(grants(find('Role', 'ecnet-controller-member'))).toEqual(['/secrets:create', '/secrets:get', '/secrets:update']);

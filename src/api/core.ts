@@ -49,8 +49,8 @@ export interface EndpointSlice {
   metadata: ObjectMeta;
   /** IPv4, IPv6 or FQDN; FQDN slices are never dialled (a name would be resolved by whoever dials it). */
   addressType?: string;
-  endpoints?: { addresses: string[]; conditions?: { ready?: boolean } }[];
-  ports?: { name?: string; port?: number; protocol?: string }[];
+  endpoints?: { addresses: string[]; conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean } }[];
+  ports?: { name?: string; port?: number; protocol?: string; appProtocol?: string }[];
 }
 
 /** The label that ties an EndpointSlice to its Service. */

@@ -18,7 +18,7 @@ import { Coalescer } from '../util/coalescer.js';
 import { Kinds, type Informer, type KubeObject, type Precondition, type Source, SourceError, type WatchEvent, objectKey } from '../sources/source.js';
 import { canonical, conditionsDiffer, mergeConditions } from './conditions.js';
 import { type MemberDesired, type MemberView, aggregate, isManaged, mcsExportView } from './aggregate.js';
-import { type PlannedWrite, memoKind, planCleanup, planMember } from './member-plan.js';
+import { MCS_SERVICE_NAME_LABEL, type PlannedWrite, memoKind, planCleanup, planMember } from './member-plan.js';
 import { IdentityIssuer } from './identities.js';
 import { Member, type MemberConnector, cachedIn, clusterKeyOf, credentialsOf, withDefaults } from './members.js';
 import type { ControllerObserver, MemberCounts } from './metrics.js';
@@ -168,7 +168,9 @@ export class Controller {
       const key = objectKey(e.object);
       const group = e.object.apiVersion.includes('/') ? e.object.apiVersion.split('/')[0]! : '';
       this.#inflight.delete(`${member}|${memoKind({ group, kind: e.object.kind })}|${key}`);
-      this.#dirty.add(key);
+      // An MCS import's EndpointSlice is about the service its label names.
+      const sliceOf = e.object.kind === 'EndpointSlice' ? e.object.metadata.labels?.[MCS_SERVICE_NAME_LABEL] : undefined;
+      this.#dirty.add(sliceOf !== undefined ? `${e.object.metadata.namespace ?? 'default'}/${sliceOf}` : key);
       if (e.object.kind === 'ServiceExport') this.#metrics?.exportEvent(member, e, this.#clock.now());
     } else {
       this.#full = true;
@@ -241,7 +243,8 @@ export class Controller {
     this.#log.info({ member: m.name }, 'cluster removed; cleaning up what ecnet wrote there');
     if (m.readable && m.source) {
       const src = m.source;
-      const doomed = planCleanup(m.name, { imports: m.imports!.list(), mcsImports: m.mcsImportsIn(undefined), services: m.services!.list() });
+      const slices = m.mcsSlicesIn(undefined);
+      const doomed = planCleanup(m.name, { imports: m.imports!.list(), mcsImports: m.mcsImportsIn(undefined), services: m.services!.list(), ...(slices ? { mcsSlices: slices } : {}) });
       await Promise.allSettled(doomed.map((w) => this.#perform(src, w)));
     }
     m.close();
@@ -389,12 +392,14 @@ export class Controller {
   /** Queues the writes that make member `m` hold what it must (its planned writes, through the memo). */
   #planMember(m: Member, desired: MemberDesired, writes: (() => Promise<void>)[], scope: Set<string> | undefined, mcsReady?: (key: string) => boolean): void {
     const src = m.source!;
+    const slices = m.mcsSlicesIn(scope);
     const holds = {
       imports: cachedIn(m.imports!, scope),
       services: cachedIn(m.services!, scope),
       exports: cachedIn(m.exports!, scope),
       mcsImports: m.mcsImportsIn(scope),
       mcsExports: m.mcsExportsIn(scope),
+      ...(slices ? { mcsSlices: slices } : {}),
     };
     // No MCS imports where the kind is not served (its CRD not installed): writes there would only fail.
     const wanted = m.servesMcsImports ? desired : { ...desired, mcsImports: new Map() };

@@ -1,8 +1,9 @@
 // The writes one member needs: from what it holds now (as its informers list it) and what the aggregation says
 // it must hold, the ServiceImports, derived Services and ServiceExport conditions to create, replace, delete or
-// update, as plain data. Pure: no I/O, no clock, no logger; the controller runs the plan (its in-flight memo,
+// update, and the EndpointSlices of its MCS imports, as plain data. Pure: no I/O, no clock, no logger; the controller runs the plan (its in-flight memo,
 // concurrency and retries). ecnet never replaces or deletes an object it does not manage, nor a user's Service.
-import type { Namespace, Service } from '../api/core.js';
+import { createHash } from 'node:crypto';
+import type { EndpointSlice, Namespace, Service } from '../api/core.js';
 import type { ServiceExport, ServiceImport } from '../api/flomesh.js';
 import { MCS_API_VERSION, MCS_GROUP, type McsServiceExport, type McsServiceImport } from '../api/mcs.js';
 import { type EventNote, type KindRef, Kinds, type KubeObject, MANAGED_BY, MANAGED_BY_LABEL, type Precondition, objectKey } from '../sources/source.js';
@@ -17,7 +18,67 @@ export interface MemberHolds {
   /** The MCS API's (multicluster.x-k8s.io); absent: none. */
   mcsImports?: McsServiceImport[];
   mcsExports?: McsServiceExport[];
+  /**
+   * The EndpointSlices of MCS imports ecnet wrote (those labelled `endpointslice.kubernetes.io/managed-by` ecnet);
+   * absent: they are not known (not listed yet, or not readable), and none is written or deleted.
+   */
+  mcsSlices?: EndpointSlice[];
 }
+
+/** KEP-1645's label tying an EndpointSlice to the ServiceImport of that name (never kubernetes.io/service-name). */
+export const MCS_SERVICE_NAME_LABEL = 'multicluster.kubernetes.io/service-name';
+/** The label saying which controller manages an EndpointSlice (the EndpointSlice controller's is endpointslice-controller.k8s.io). */
+export const SLICE_MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
+/** What the controller's EndpointSlice informer in a member lists: the slices it wrote. */
+export const MCS_SLICE_SELECTOR = `${SLICE_MANAGED_BY_LABEL}=${MANAGED_BY}`;
+
+/**
+ * The name of the EndpointSlice of the MCS import `name`: `<name>-ecnet`, within 63 characters (a longer name is
+ * cut, with a hash of the whole name so that two long names sharing a start do not collide).
+ */
+export function mcsSliceName(name: string): string {
+  const plain = `${name}-ecnet`;
+  if (plain.length <= 63) return plain;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return `${name.slice(0, 63 - '-ecnet'.length - hash.length - 1)}-${hash}-ecnet`;
+}
+
+/** Whether ecnet wrote this EndpointSlice (both its managed-by labels), and so may replace or delete it. */
+export const isManagedSlice = (s: KubeObject): boolean => s.metadata.labels?.[SLICE_MANAGED_BY_LABEL] === MANAGED_BY && s.metadata.labels?.[MANAGED_BY_LABEL] === MANAGED_BY;
+
+/**
+ * The EndpointSlice of a ClusterSetIP MCS import with its address: one endpoint, the ClusterSetIP (connections to
+ * it are what ecnet's datapath takes to the node proxy, which tunnels them by policy), ready, with the import's
+ * ports. Undefined for a Headless import or one without its address yet.
+ */
+export function mcsSliceOf(i: { name: string; namespace: string; spec: McsServiceImport['spec'] }): EndpointSlice | undefined {
+  const ip = i.spec.type === 'ClusterSetIP' ? i.spec.ips?.[0] : undefined;
+  if (!ip) return undefined;
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name: mcsSliceName(i.name),
+      namespace: i.namespace,
+      labels: { [MCS_SERVICE_NAME_LABEL]: i.name, [SLICE_MANAGED_BY_LABEL]: MANAGED_BY, ...managedLabels },
+    },
+    addressType: ip.includes(':') ? 'IPv6' : 'IPv4',
+    endpoints: [{ addresses: [ip], conditions: { ready: true, serving: true, terminating: false } }],
+    ports: i.spec.ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), protocol: p.protocol ?? 'TCP', port: p.port, ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}) })),
+  };
+}
+
+/** A slice as far as ecnet decides it, with what the API server defaults (a port's name "", protocol TCP) filled in. */
+function sliceComparable(s: EndpointSlice): unknown {
+  return {
+    labels: { [MCS_SERVICE_NAME_LABEL]: s.metadata.labels?.[MCS_SERVICE_NAME_LABEL], [SLICE_MANAGED_BY_LABEL]: s.metadata.labels?.[SLICE_MANAGED_BY_LABEL], [MANAGED_BY_LABEL]: s.metadata.labels?.[MANAGED_BY_LABEL], service: s.metadata.labels?.['kubernetes.io/service-name'] ?? null },
+    addressType: s.addressType,
+    endpoints: (s.endpoints ?? []).map((e) => ({ addresses: e.addresses, ready: e.conditions?.ready ?? null, serving: e.conditions?.serving ?? null, terminating: e.conditions?.terminating ?? null })),
+    ports: (s.ports ?? []).map((p) => ({ name: p.name ?? '', protocol: p.protocol ?? 'TCP', port: p.port ?? null, appProtocol: p.appProtocol ?? null })),
+  };
+}
+
+const managedLabels = { [MANAGED_BY_LABEL]: MANAGED_BY };
 
 /**
  * A kind as the in-flight memo's keys (`member|Kind|namespace/name`) and the write metrics name it: the MCS API's
@@ -69,7 +130,7 @@ export interface PlannedWrite {
 }
 
 export interface MemberPlan {
-  /** In the order they are to be queued: imports, import deletions, Services, Service deletions, conditions. */
+  /** In the order they are to be queued: imports, import deletions, Services, Service deletions, EndpointSlices, conditions. */
   writes: PlannedWrite[];
   /** `namespace/name` of ServiceImports the member must hold but that exist unmanaged: left alone. */
   leftAlone: string[];
@@ -88,7 +149,6 @@ export interface PlanInput {
   canonicalOf?: (o: object) => string;
 }
 
-const managedLabels = { [MANAGED_BY_LABEL]: MANAGED_BY };
 const byKey = <T extends KubeObject>(list: T[]): Map<string, T> => new Map(list.map((o) => [objectKey(o), o]));
 const uidOf = (o: KubeObject): { precondition?: { uid: string } } => (o.metadata.uid ? { precondition: { uid: o.metadata.uid } } : {});
 
@@ -114,11 +174,12 @@ const apply = (op: 'create' | 'replace', object: KubeObject, precondition?: Prec
 const remove = (kind: KindRef, cur: KubeObject): WriteStep => ({ op: 'delete', kind, name: cur.metadata.name, namespace: cur.metadata.namespace, ...uidOf(cur) });
 const deletion = (member: string, kind: KindRef, cur: KubeObject): PlannedWrite => ({ key: `${member}|${memoKind(kind)}|${objectKey(cur)}`, content: 'deleted', steps: [remove(kind, cur)] });
 
-/** A member whose Cluster was deleted: every import and Service ecnet wrote there goes. */
-export function planCleanup(member: string, holds: Pick<MemberHolds, 'imports' | 'services' | 'mcsImports'>): PlannedWrite[] {
+/** A member whose Cluster was deleted: every import, Service and EndpointSlice ecnet wrote there goes. */
+export function planCleanup(member: string, holds: Pick<MemberHolds, 'imports' | 'services' | 'mcsImports' | 'mcsSlices'>): PlannedWrite[] {
   return [
     ...holds.imports.filter(isManaged).map((o) => deletion(member, Kinds.ServiceImport, o)),
     ...(holds.mcsImports ?? []).filter(isManaged).map((o) => deletion(member, Kinds.McsServiceImport, o)),
+    ...(holds.mcsSlices ?? []).filter(isManagedSlice).map((o) => deletion(member, Kinds.EndpointSlice, o)),
     ...holds.services.filter(isManaged).map((o) => deletion(member, Kinds.Service, o)),
   ];
 }
@@ -141,6 +202,8 @@ export function planMember(input: PlanInput): MemberPlan {
   const heldMcsImports = byKey(input.holds.mcsImports ?? []);
   const writes: PlannedWrite[] = [];
   const leftAlone: string[] = [];
+  /** Services (`namespace/name`) whose MCS import exists unmanaged: no slice of ecnet's for them. */
+  const foreignMcs = new Set<string>();
 
   // ServiceImports of both APIs: spec, then status.clusters.
   /** Derived Services created together with their imports (so the imports get their ips in one write). */
@@ -165,6 +228,7 @@ export function planMember(input: PlanInput): MemberPlan {
       const memo = `${member}|${memoKind(w.kind)}|${key}`;
       if (w.cur && !isManaged(w.cur)) {
         leftAlone.push(w.kind === Kinds.ServiceImport ? key : `${key} (${w.kind.group})`);
+        if (w.kind === Kinds.McsServiceImport) foreignMcs.add(key);
       } else if (!w.cur || canonicalOf(w.cur.spec as object) !== canonical(w.spec)) {
         specWrites.push(w);
       } else if (canonicalOf(w.cur.status ?? {}) !== canonical(w.status)) {
@@ -209,6 +273,25 @@ export function planMember(input: PlanInput): MemberPlan {
   }
   for (const [key, cur] of heldServices) {
     if (!desired.services.has(key) && isManaged(cur)) writes.push(deletion(member, Kinds.Service, cur));
+  }
+
+  // EndpointSlices of the MCS imports (KEP-1645): one per ClusterSetIP import with its address, in its namespace.
+  // Only when the member's slices are known; only ecnet's are listed, replaced or deleted.
+  if (input.holds.mcsSlices) {
+    const heldSlices = byKey(input.holds.mcsSlices.filter(isManagedSlice));
+    const wantSlices = new Map<string, EndpointSlice>();
+    for (const [key, m] of desired.mcsImports ?? []) {
+      const slice = foreignMcs.has(key) ? undefined : mcsSliceOf(m);
+      if (slice) wantSlices.set(objectKey(slice), slice);
+    }
+    for (const [key, slice] of wantSlices) {
+      const cur = heldSlices.get(key);
+      const want = canonical(sliceComparable(slice));
+      if (cur && canonical(sliceComparable(cur)) === want) continue;
+      // Only the slice seen, or only if there is none (a slice of that name that is not ecnet's is not replaced).
+      writes.push({ key: `${member}|${memoKind(Kinds.EndpointSlice)}|${key}`, content: want, steps: [apply(cur ? 'replace' : 'create', slice, cur ? { uid: cur.metadata.uid ?? '' } : { absent: true })] });
+    }
+    for (const [key, cur] of heldSlices) if (!wantSlices.has(key)) writes.push(deletion(member, Kinds.EndpointSlice, cur));
   }
 
   // ServiceExport conditions (and an Event when an export becomes invalid or starts conflicting).

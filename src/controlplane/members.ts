@@ -2,7 +2,8 @@
 // controller reads there, and what it last knew of the member's exports (kept while the member is unreachable).
 // It reads both APIs: flomesh.io, and the MCS API (multicluster.x-k8s.io), whose CRDs a member may not have: a
 // member whose API server does not serve them (404) is read without them, and picks them up once they are there.
-import type { Service } from '../api/core.js';
+// And the EndpointSlices it wrote for MCS imports (by label selector): those only, and not needed to be readable.
+import type { EndpointSlice, Service } from '../api/core.js';
 import type { Cluster, ClusterKey, ServiceExport, ServiceImport } from '../api/flomesh.js';
 import type { McsServiceExport, McsServiceImport } from '../api/mcs.js';
 import type { Logger } from '../logger.js';
@@ -10,6 +11,7 @@ import { Backoff } from '../util/backoff.js';
 import { type Clock, rfc3339 as iso } from '../util/time.js';
 import { type Informer, Kinds, type KubeObject, type Source, SourceError, type WatchEvent, objectKey } from '../sources/source.js';
 import { type ConditionInput, canonical } from './conditions.js';
+import { MCS_SLICE_SELECTOR, isManagedSlice, mcsSliceName } from './member-plan.js';
 
 /** Opens the source of a member from its Cluster resource (kubeconfig, Secret, or a local directory). */
 export type MemberConnector = (cluster: Cluster) => Promise<Source>;
@@ -60,6 +62,8 @@ export class Member {
   imports: Informer<ServiceImport> | undefined;
   mcsExports: Informer<McsServiceExport> | undefined;
   mcsImports: Informer<McsServiceImport> | undefined;
+  /** The EndpointSlices ecnet wrote for MCS imports (listed by MCS_SLICE_SELECTOR). */
+  mcsSlices: Informer<EndpointSlice & { apiVersion: string }> | undefined;
   /** Why connecting failed (bad kubeconfig, missing Secret …). */
   connectError: Error | undefined;
   /** Since when (clock ms) the member has not been readable; undefined while it is. */
@@ -101,6 +105,12 @@ export class Member {
       this.imports = source.informer<ServiceImport>(Kinds.ServiceImport, opts);
       this.mcsExports = source.informer<McsServiceExport>(Kinds.McsServiceExport, opts);
       this.mcsImports = source.informer<McsServiceImport>(Kinds.McsServiceImport, opts);
+      // Not part of being readable: without them (no RBAC for EndpointSlices) imports are written as before.
+      const onSliceHealth = (err: Error | undefined) => {
+        if (err) log.warn({ member: this.name, err }, "cannot read the member's EndpointSlices; the MCS imports' slices wait");
+        onChange();
+      };
+      this.mcsSlices = source.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, { onEvent: opts.onEvent, onHealth: onSliceHealth, labelSelector: MCS_SLICE_SELECTOR });
       for (const i of this.#informers()) i.synced.then(() => onChange(), () => undefined);
     } catch (err) {
       this.connectError = err as Error;
@@ -137,6 +147,23 @@ export class Member {
     return this.mcsImports?.isSynced && !notServed(this.mcsImports) ? cachedIn(this.mcsImports, scope) : [];
   }
 
+  /**
+   * The EndpointSlices ecnet wrote for the MCS imports of the services in scope (all: undefined scope); undefined
+   * until they are listed (or if they cannot be: no RBAC for them), and then none is written or deleted there.
+   */
+  mcsSlicesIn(scope: Set<string> | undefined): EndpointSlice[] | undefined {
+    const i = this.mcsSlices;
+    if (!i?.isSynced) return undefined;
+    if (!scope) return i.list().filter(isManagedSlice);
+    const out: EndpointSlice[] = [];
+    for (const key of scope) {
+      const [ns, name] = key.split('/') as [string, string | undefined];
+      const o = name === undefined ? undefined : i.get(mcsSliceName(name), ns);
+      if (o && isManagedSlice(o)) out.push(o);
+    }
+    return out;
+  }
+
   /** Whether MCS ServiceImports can be written there (its API server serves the kind). */
   get servesMcsImports(): boolean {
     return this.mcsImports !== undefined && !notServed(this.mcsImports);
@@ -147,7 +174,7 @@ export class Member {
   }
 
   #informers(): Informer<KubeObject>[] {
-    const all = [this.exports, this.services, this.imports, this.mcsExports, this.mcsImports] as (Informer<KubeObject> | undefined)[];
+    const all = [this.exports, this.services, this.imports, this.mcsExports, this.mcsImports, this.mcsSlices] as (Informer<KubeObject> | undefined)[];
     return all.filter((i): i is Informer<KubeObject> => i !== undefined);
   }
 

@@ -21,7 +21,7 @@ import { canonical } from './conditions.js';
 export type PassKind = 'full' | 'scoped';
 
 /** Writes by kind of object: the memo keys' kinds (`member|Kind|…`; the MCS API's as McsServiceImport, McsServiceExport). */
-const WRITE_KINDS = new Set(['ServiceImport', 'Service', 'ServiceExport', 'Cluster', 'McsServiceImport', 'McsServiceExport']);
+const WRITE_KINDS = new Set(['ServiceImport', 'Service', 'ServiceExport', 'Cluster', 'McsServiceImport', 'McsServiceExport', 'EndpointSlice']);
 
 /** An export's identity in a member: its API and `namespace/name` (a Service may be exported both ways). */
 const exportId = (member: string, e: { apiVersion: string; metadata: { name: string; namespace?: string } }) => `${member}|${e.apiVersion}|${objectKey(e)}`;
