@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { crdFiles } from '../src/api/crds.js';
-import type { Service, ServicePort } from '../src/api/core.js';
+import type { EndpointSlice, Service, ServicePort } from '../src/api/core.js';
 import type { Cluster, Condition, ServiceExport, ServiceImport } from '../src/api/flomesh.js';
 import type { McsServiceExport, McsServiceImport } from '../src/api/mcs.js';
 import { memberConnector } from '../src/controlplane/connect.js';
@@ -143,6 +143,8 @@ describe('MCS API conformance (KEP-1645), against in-memory API servers', () => 
       const imp = await until(`import in ${name}`, () => mcsImport(name, ns, 'db'));
       expect(imp.spec.type).toBe('Headless');
       expect(imp.spec.ips).toBeUndefined();
+      // No address, so no EndpointSlice.
+      expect(m(name).object(Kinds.EndpointSlice, ns, 'db-ecnet')).toBeUndefined();
       // The left-out export is not among the exporting clusters.
       await until(`status.clusters in ${name}`, () => mcsImport(name, ns, 'db')?.status?.clusters?.length);
       expect(mcsImport(name, ns, 'db')!.status!.clusters).toEqual([{ cluster: 'cluster-2' }]);
@@ -166,6 +168,54 @@ describe('MCS API conformance (KEP-1645), against in-memory API servers', () => 
       expect(mcsImport(name, ns, 'echo')!.status!.clusters).toEqual([{ cluster: 'cluster-2' }]);
     }
     await until('Ready', () => condition('cluster-2', ns, 'echo', 'Ready')?.status === 'True');
+  });
+
+  it('an MCS import has an EndpointSlice labelled multicluster.kubernetes.io/service-name, pointing at its ClusterSetIP, in every member; it goes with the import', async () => {
+    const ns = 'conf-slices';
+    inEveryMember(ns);
+    const slice = (name: MemberName) => m(name).object<EndpointSlice>(Kinds.EndpointSlice, ns, 'echo-ecnet');
+    // Someone else's slice for the same import (another MCS implementation's, say): ecnet leaves it alone.
+    const theirs: EndpointSlice = {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'echo-theirs', namespace: ns, labels: { 'multicluster.kubernetes.io/service-name': 'echo', 'endpointslice.kubernetes.io/managed-by': 'someone-else' } },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: ['10.1.2.3'] }],
+      ports: [{ name: 'http', port: 80, protocol: 'TCP' }],
+    };
+    m('cluster-2').put(theirs);
+    m('cluster-1').put(service(ns, 'echo', '10.96.1.7', [{ name: 'http', port: 80, protocol: 'TCP', appProtocol: 'http' }]));
+    m('cluster-1').put(mcsExport(ns, 'echo'));
+    for (const name of MEMBERS) {
+      const imp = await until(`import with ips in ${name}`, () => mcsImport(name, ns, 'echo')?.spec.ips?.length && mcsImport(name, ns, 'echo'));
+      const s = await until(`slice in ${name}`, () => slice(name));
+      expect(s.metadata.labels).toEqual({
+        'multicluster.kubernetes.io/service-name': 'echo',
+        'endpointslice.kubernetes.io/managed-by': 'ecnet-controller',
+        'app.kubernetes.io/managed-by': 'ecnet-controller',
+      });
+      // Never kubernetes.io/service-name: kube-proxy would program the derived Service's ClusterIP with it.
+      expect(s.metadata.labels?.['kubernetes.io/service-name']).toBeUndefined();
+      expect(s.addressType).toBe('IPv4');
+      expect(s.endpoints).toEqual([{ addresses: [imp.spec.ips![0]], conditions: { ready: true, serving: true, terminating: false } }]);
+      expect(s.ports).toEqual([{ name: 'http', protocol: 'TCP', port: 80, appProtocol: 'http' }]);
+    }
+    expect(slice('cluster-1')!.endpoints![0]!.addresses).toEqual(['10.96.1.7']);
+    // The import's ports change: so do the slices'.
+    m('cluster-1').put(service(ns, 'echo', '10.96.1.7', [{ name: 'http', port: 80, protocol: 'TCP', appProtocol: 'http' }, { name: 'grpc', port: 9090, protocol: 'TCP' }]));
+    for (const name of MEMBERS) await until(`two ports in ${name}`, () => slice(name)?.ports?.length === 2);
+    expect(slice('cluster-3')!.ports!.map((p) => p.name).sort()).toEqual(['grpc', 'http']);
+    // Converged: nothing more is written (a slice is written only when it differs).
+    const sliceWrites = () => MEMBERS.reduce((n, name) => n + m(name).requests.filter((r) => r.path.includes('/endpointslices') && r.method !== 'GET').length, 0);
+    const before = sliceWrites();
+    m('cluster-1').put(mcsExport(ns, 'echo'));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sliceWrites()).toBe(before);
+    // Withdrawn: the slices go with the imports; the other one stays.
+    m('cluster-1').remove(Kinds.McsServiceExport, ns, 'echo');
+    await until('imports withdrawn everywhere', () => MEMBERS.every((name) => !mcsImport(name, ns, 'echo')), WITHDRAW_MS);
+    await until('slices gone everywhere', () => MEMBERS.every((name) => !slice(name)), WITHDRAW_MS);
+    expect(m('cluster-2').object<EndpointSlice>(Kinds.EndpointSlice, ns, 'echo-theirs')).toMatchObject({ endpoints: [{ addresses: ['10.1.2.3'] }] });
   });
 
   it(`removing the last export withdraws the import from every member within ${WITHDRAW_MS} ms (on the watch event, not the resync)`, async () => {

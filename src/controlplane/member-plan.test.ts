@@ -4,7 +4,10 @@ import type { ServiceExport, ServiceImport, ServiceImportSpec } from '../api/flo
 import { type KubeObject, objectKey } from '../sources/source.js';
 import { type DerivedService, type MemberDesired, aggregate } from './aggregate.js';
 import { canonical } from './conditions.js';
-import { type MemberHolds, type PlannedWrite, planCleanup, planMember } from './member-plan.js';
+import { type MemberHolds, type PlannedWrite, mcsSliceName, mcsSliceOf, planCleanup, planMember } from './member-plan.js';
+import type { EndpointSlice } from '../api/core.js';
+import type { McsServiceImport, McsServiceImportSpec } from '../api/mcs.js';
+import { localEndpoints, slicesByService } from '../endpoints/slices.js';
 
 const MANAGED = { 'app.kubernetes.io/managed-by': 'ecnet-controller' };
 const NOW = '2026-02-01T00:00:00Z';
@@ -229,5 +232,94 @@ describe('planning the writes of a member', () => {
       { key: 'cluster-2|ServiceImport|httpbin/httpbin', content: 'deleted', steps: [expect.objectContaining({ op: 'delete', name: 'httpbin', precondition: { uid: 'uid-import-httpbin' } })] },
       { key: 'cluster-2|Service|httpbin/httpbin', content: 'deleted', steps: [expect.objectContaining({ op: 'delete', name: 'httpbin', precondition: { uid: 'uid-svc-httpbin' } })] },
     ]);
+  });
+});
+
+describe("the EndpointSlices of a member's MCS imports", () => {
+  const SLICE_LABELS = { 'multicluster.kubernetes.io/service-name': 'httpbin', 'endpointslice.kubernetes.io/managed-by': 'ecnet-controller', ...MANAGED };
+  const mcsSpec = (ips?: string[], type: McsServiceImportSpec['type'] = 'ClusterSetIP'): McsServiceImportSpec => ({
+    type,
+    sessionAffinity: 'None',
+    ...(ips ? { ips } : {}),
+    ports: [{ name: 'http', protocol: 'TCP', port: 8080, appProtocol: 'http' }],
+  });
+  const mcsImp = (spec: McsServiceImportSpec): McsServiceImport => ({
+    apiVersion: 'multicluster.x-k8s.io/v1alpha1',
+    kind: 'ServiceImport',
+    metadata: { name: 'httpbin', namespace: 'httpbin', uid: 'uid-mcs-httpbin', labels: MANAGED },
+    spec,
+    status: { clusters: [{ cluster: 'cluster-1' }] },
+  });
+  const wantMcs = (spec: McsServiceImportSpec): MemberDesired =>
+    desired({ mcsImports: new Map([['httpbin/httpbin', { namespace: 'httpbin', name: 'httpbin', spec, clusters: ['cluster-1'] }]]), services: new Map([['httpbin/httpbin', derived()]]) });
+  const held = (s: EndpointSlice, uid = 'uid-slice'): EndpointSlice => ({ ...s, metadata: { ...s.metadata, uid } });
+  const sliceWrites = (writes: PlannedWrite[]) => writes.filter((w) => w.key.includes('|EndpointSlice|'));
+  const heldService = svc({ clusterIP: '10.96.0.7', ports: [{ port: 8080, targetPort: 8080 }] });
+
+  it('a ClusterSetIP import with its address gets one slice, created (absent), labelled for the MCS API and never kubernetes.io/service-name; once held, nothing', () => {
+    const spec = mcsSpec(['10.96.0.7']);
+    const h = holds({ services: [heldService], mcsImports: [mcsImp(spec)], mcsSlices: [] });
+    const writes = sliceWrites(plan(h, wantMcs(spec)).writes);
+    expect(writes).toHaveLength(1);
+    expect(writes[0]!.key).toBe('cluster-2|EndpointSlice|httpbin/httpbin-ecnet');
+    const step = writes[0]!.steps[0]!;
+    expect(step).toMatchObject({ op: 'create', precondition: { absent: true } });
+    const slice = (step as { object: EndpointSlice }).object;
+    expect(slice).toEqual({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'httpbin-ecnet', namespace: 'httpbin', labels: SLICE_LABELS },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: ['10.96.0.7'], conditions: { ready: true, serving: true, terminating: false } }],
+      ports: [{ name: 'http', protocol: 'TCP', port: 8080, appProtocol: 'http' }],
+    });
+    expect(sliceWrites(plan({ ...h, mcsSlices: [held(slice)] }, wantMcs(spec)).writes)).toEqual([]);
+    // What the API server defaults (a port's empty name, TCP) is no difference.
+    const unnamed = { ...spec, ports: [{ port: 8080 }] };
+    const bare = mcsSliceOf({ name: 'httpbin', namespace: 'httpbin', spec: unnamed })!;
+    const defaulted = held({ ...bare, ports: [{ name: '', protocol: 'TCP', port: 8080 }] });
+    expect(sliceWrites(plan({ ...h, mcsImports: [mcsImp(unnamed)], mcsSlices: [defaulted] }, wantMcs(unnamed)).writes)).toEqual([]);
+    // A change of ports replaces the slice seen (its uid).
+    const more = { ...spec, ports: [...spec.ports, { name: 'grpc', protocol: 'TCP' as const, port: 9090 }] };
+    const replaced = sliceWrites(plan({ ...h, mcsImports: [mcsImp(more)], mcsSlices: [held(slice)] }, wantMcs(more)).writes);
+    expect(replaced).toHaveLength(1);
+    expect(replaced[0]!.steps[0]).toMatchObject({ op: 'replace', precondition: { uid: 'uid-slice' } });
+  });
+
+  it('no slice for a Headless import or one without its address yet, nor where the slices are not known; a stale one of ecnet goes, by uid', () => {
+    const slice = held(mcsSliceOf({ name: 'httpbin', namespace: 'httpbin', spec: mcsSpec(['10.96.0.7']) })!);
+    expect(sliceWrites(plan(holds({ services: [heldService], mcsSlices: [] }), wantMcs(mcsSpec())).writes)).toEqual([]);
+    expect(sliceWrites(plan(holds({ mcsSlices: [] }), wantMcs(mcsSpec(undefined, 'Headless'))).writes)).toEqual([]);
+    expect(sliceWrites(plan(holds({ services: [heldService] }), wantMcs(mcsSpec(['10.96.0.7']))).writes)).toEqual([]);
+    const gone = sliceWrites(plan(holds({ mcsSlices: [slice] }), wantMcs(mcsSpec(undefined, 'Headless'))).writes);
+    expect(gone).toEqual([{ key: 'cluster-2|EndpointSlice|httpbin/httpbin-ecnet', content: 'deleted', steps: [expect.objectContaining({ op: 'delete', name: 'httpbin-ecnet', precondition: { uid: 'uid-slice' } })] }]);
+    // Withdrawn: no import, no slice.
+    expect(sliceWrites(plan(holds({ mcsSlices: [slice] }), desired()).writes)).toHaveLength(1);
+  });
+
+  it("a slice that is not ecnet's is left alone, and none is written for an MCS import that is not ecnet's", () => {
+    const spec = mcsSpec(['10.96.0.7']);
+    const theirs = held({ ...mcsSliceOf({ name: 'httpbin', namespace: 'httpbin', spec })!, metadata: { name: 'httpbin-theirs', namespace: 'httpbin', labels: { 'multicluster.kubernetes.io/service-name': 'httpbin' } } });
+    expect(sliceWrites(plan(holds({ mcsSlices: [theirs] }), desired()).writes)).toEqual([]);
+    const foreignImport = { ...mcsImp(spec), metadata: { name: 'httpbin', namespace: 'httpbin' } };
+    const p = plan(holds({ services: [heldService], mcsImports: [foreignImport], mcsSlices: [] }), wantMcs(spec));
+    expect(p.leftAlone).toEqual(['httpbin/httpbin (multicluster.x-k8s.io)']);
+    expect(sliceWrites(p.writes)).toEqual([]);
+    expect(planCleanup('cluster-2', { imports: [], services: [], mcsSlices: [theirs, held(mcsSliceOf({ name: 'httpbin', namespace: 'httpbin', spec })!)] })).toEqual([
+      { key: 'cluster-2|EndpointSlice|httpbin/httpbin-ecnet', content: 'deleted', steps: [expect.objectContaining({ op: 'delete', name: 'httpbin-ecnet', precondition: { uid: 'uid-slice' } })] },
+    ]);
+  });
+
+  it('names within 63 characters, IPv6 by the address, and no service of the agents or gateways gets its endpoints', () => {
+    const long = 'a'.repeat(60);
+    expect(mcsSliceName('httpbin')).toBe('httpbin-ecnet');
+    expect(mcsSliceName(long)).toHaveLength(63);
+    expect(mcsSliceName(long)).not.toBe(mcsSliceName(`${'a'.repeat(59)}b`));
+    const v6 = mcsSliceOf({ name: 'httpbin', namespace: 'httpbin', spec: mcsSpec(['fd00::7']) })!;
+    expect(v6.addressType).toBe('IPv6');
+    // The agents and gateways key slices by kubernetes.io/service-name: ecnet's MCS slices are no one's endpoints.
+    expect(slicesByService([v6]).size).toBe(0);
+    const httpbin = svc({ clusterIP: '10.96.0.7', ports: [{ name: 'http', port: 8080 }] });
+    expect(localEndpoints(httpbin, [mcsSliceOf({ name: 'httpbin', namespace: 'httpbin', spec: mcsSpec(['10.96.0.7']) })!]).get(8080)).toEqual([]);
   });
 });
