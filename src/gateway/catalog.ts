@@ -14,7 +14,15 @@ export interface LocalService {
   export: ServiceExportSpec | undefined;
   /** When it was exported (the ServiceExport's creationTimestamp): the older export keeps a shared ingress path. */
   exportedAt?: string;
+  /**
+   * Its ingress rules serve no ingress caller: its flomesh.io export names targetClusters, which an MCS export
+   * beside it lifts for the cluster set (export.targetClusters is then gone), not for callers outside it.
+   */
+  ingressClosed?: true;
 }
+
+/** Whether the ingress rules of a service serve plain HTTP callers (who prove no cluster): not for an export to some clusters only. */
+export const ingressOpen = (s: LocalService): boolean => !s.ingressClosed && !s.export?.targetClusters?.length;
 
 /** Whether a catalog is worth serving from: listed once (synced), and its watches working (healthy). */
 export interface CatalogReadiness {

@@ -14,7 +14,7 @@ import { type ConnectionLimits, ConnectionLimiter } from '../tunnel/limits.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { HEADER_TIMEOUT_MS, MAX_HEADER_BYTES, SOURCE_CLUSTER_HEADER, SOURCE_WORKLOAD_HEADER, STATUS, type TunnelTls, parseAuthority, parseWorkload } from '../tunnel/protocol.js';
 import type { Endpoint } from '../api/core.js';
-import { type Catalog, decide, servicesHealth } from './catalog.js';
+import { type Catalog, decide, ingressOpen, servicesHealth } from './catalog.js';
 import { type OutlierOptions, OutlierDetector } from '../policy/outliers.js';
 import { createHash } from 'node:crypto';
 import { Tunnels, connectWithin, listen, resetSocket, stopReading } from '../tunnel/splice.js';
@@ -614,7 +614,7 @@ export class Gateway {
       return;
     }
     // An export for some clusters only is not public: its ingress rules serve nobody (ingress callers prove no cluster).
-    if (m.service.export?.targetClusters?.length) {
+    if (!ingressOpen(m.service)) {
       this.#count(403);
       res.writeHead(403, { 'content-type': 'text/plain' }).end(`${m.service.namespace}/${m.service.name} is exported to some clusters only (targetClusters): not served to ingress callers\n`);
       return;

@@ -27,6 +27,9 @@ export function localService(service: Service | undefined, slices: EndpointSlice
     ports: localEndpoints(service, slices, denied),
     export: exportOf(exp, mcs),
     ...(at ? { exportedAt: at } : {}),
+    // An MCS export opens the service to every member, not to ingress callers: a flomesh.io export to some
+    // clusters only keeps its ingress rules closed.
+    ...(hasTargets(exp) ? { ingressClosed: true as const } : {}),
   };
 }
 
@@ -42,6 +45,11 @@ function exportOf(exp: ServiceExport | undefined, mcs: McsServiceExport | undefi
   const { targetClusters: _everyMember, ...rest } = spec as ServiceExport['spec'] & { targetClusters?: unknown };
   return rest as ServiceExport['spec'];
 }
+
+const hasTargets = (exp: ServiceExport | undefined): boolean => {
+  const t = (exp?.spec as { targetClusters?: unknown } | undefined)?.targetClusters;
+  return Array.isArray(t) && t.length > 0;
+};
 
 /** The older of the two exports' creation times. */
 function exportedAt(exp: ServiceExport | undefined, mcs: McsServiceExport | undefined): string | undefined {
