@@ -6,6 +6,8 @@ import { endpointSlice, service, serviceExport } from './helpers/objects.js';
 import { staticCatalog } from '../src/gateway/catalog.js';
 import { Gateway } from '../src/gateway/gateway.js';
 import { localService } from '../src/gateway/live-catalog.js';
+import { aggregate } from '../src/controlplane/aggregate.js';
+import { planMember } from '../src/controlplane/member-plan.js';
 
 const get = (port: number, path: string) =>
   new Promise<number>((resolve, reject) => {
@@ -45,5 +47,20 @@ describe('an MCS export next to a flomesh.io export with targetClusters', () => 
     // The same export with an MCS ServiceExport beside it (cluster-set wide, not public).
     gw = await Gateway.start({ host: '127.0.0.1', port: 0, catalog: staticCatalog([both]), headerTimeoutMs: 1000, ingressIdleMs: 1000 });
     expect(await get(gw.address.port, '/admin/x')).toBe(403);
+  });
+});
+
+describe('a malformed MCS ServiceExport status (a hostile member API server, or a CRD without the schema)', () => {
+  it('does not throw out of the plan (which would fail every pass, for every member)', () => {
+    const m = { name: 'c1', key: 'default/default/default/cluster-1' as const, gateway: { host: '10.0.0.1', port: 4443 } };
+    const svc = service('shop', 'web', { clusterIP: '10.96.0.1', ports: [{ port: 80 }] });
+    const mcsExp = { apiVersion: 'multicluster.x-k8s.io/v1alpha1' as const, kind: 'ServiceExport' as const, metadata: { name: 'web', namespace: 'shop', uid: 'u', creationTimestamp: '2026-01-01T00:00:00Z' } };
+    const desired = aggregate([{ ...m, exports: [{ ...mcsExp, apiVersion: 'flomesh.io/v1alpha1', spec: { loadBalancer: 'RoundRobinLoadBalancer' }, api: 'mcs' } as never], services: [svc] }]).get('c1')!;
+    for (const status of [{ conditions: 'broken' }, { conditions: [null, 7, 'x'] }, { conditions: { type: 'Valid' } }, 'nonsense']) {
+      const plan = () => planMember({ member: 'c1', holds: { imports: [], services: [svc], exports: [], mcsImports: [], mcsExports: [{ ...mcsExp, status } as never] }, desired, now: '2026-01-02T00:00:00Z' });
+      expect(plan, JSON.stringify(status)).not.toThrow();
+      const write = plan().writes.find((w) => w.key === 'c1|McsServiceExport|shop/web');
+      expect(write, JSON.stringify(status)).toBeDefined();
+    }
   });
 });

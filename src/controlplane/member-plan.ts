@@ -8,7 +8,7 @@ import type { ServiceExport, ServiceImport } from '../api/flomesh.js';
 import { MCS_API_VERSION, MCS_GROUP, type McsServiceExport, type McsServiceImport } from '../api/mcs.js';
 import { type EventNote, type KindRef, Kinds, type KubeObject, MANAGED_BY, MANAGED_BY_LABEL, type Precondition, objectKey } from '../sources/source.js';
 import { type DerivedService, type MemberDesired, isManaged } from './aggregate.js';
-import { type ConditionInput, canonical, conditionsDiffer, mergeConditions } from './conditions.js';
+import { type ConditionInput, canonical, conditionsDiffer, mergeConditions, wellFormed } from './conditions.js';
 
 /** What a member holds now: its informers' objects (all, or those of the services a pass looks at). */
 export interface MemberHolds {
@@ -297,10 +297,10 @@ export function planMember(input: PlanInput): MemberPlan {
   // ServiceExport conditions (and an Event when an export becomes invalid or starts conflicting).
   const conditionWrite = (kind: KindRef, exp: ServiceExport | McsServiceExport, want: ConditionInput[]) => {
     const key = objectKey(exp);
-    const have = exp.status?.conditions;
+    const have = wellFormed((exp.status as { conditions?: unknown } | undefined)?.conditions);
     if (!conditionsDiffer(have, want, exp.metadata.generation)) return;
     const conditions = mergeConditions(have, want, input.now, exp.metadata.generation);
-    const becameConflict = want.some((c) => c.type === 'Conflict' && c.status === 'True') && !have?.some((c) => c.type === 'Conflict' && c.status === 'True');
+    const becameConflict = want.some((c) => c.type === 'Conflict' && c.status === 'True') && !have.some((c) => c.type === 'Conflict' && c.status === 'True');
     const bad = want.find((c) => c.status === 'True' && c.type === 'Conflict') ?? want.find((c) => c.type === 'Valid' && c.status === 'False');
     const steps: WriteStep[] = [{ op: 'status', kind, name: exp.metadata.name, namespace: exp.metadata.namespace, status: { conditions } }];
     if (bad && (becameConflict || bad.type === 'Valid')) steps.push({ op: 'event', object: exp, note: { type: 'Warning', reason: bad.reason, message: bad.message } });
