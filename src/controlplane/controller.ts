@@ -419,7 +419,19 @@ export class Controller {
       else {
         const ips = s.ipsOfPrevious && service ? clusterIPsOf(service).slice(0, s.ipsLimit ?? Infinity) : [];
         const obj = ips.length ? { ...s.object, spec: { ...(s.object.spec as object), ips } } : s.object;
-        const written = await this.#applyInNamespace(src, obj, s.precondition, s.ensureNamespace);
+        let written: KubeObject;
+        try {
+          written = await this.#applyInNamespace(src, obj, s.precondition, s.ensureNamespace);
+        } catch (err) {
+          // An EndpointSlice of that name that is not ecnet's (the informer sees ecnet's only): left alone, as a
+          // foreign ServiceImport is, and not a failure (which would retry the whole pass with backoff). Tried
+          // again at the next resync.
+          if (obj.kind === 'EndpointSlice' && s.precondition && 'absent' in s.precondition && err instanceof SourceError && err.code === 'ECNET_SOURCE_CONFLICT') {
+            this.#log.info({ slice: `${obj.metadata.namespace}/${obj.metadata.name}` }, 'an EndpointSlice of this name exists and is not managed by ecnet; left alone');
+            return;
+          }
+          throw err;
+        }
         if (written.kind === 'Service') service = written as Service;
       }
     }
