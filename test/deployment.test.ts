@@ -268,7 +268,8 @@ describeKernel('deployment shape: agent, gateway and controller as daemonset/ st
     const rmCgroup = (dir: string) => {
       if (!existsSync(dir)) return;
       if (existsSync(join(dir, 'cgroup.kill'))) writeFileSync(join(dir, 'cgroup.kill'), '1');
-      for (let i = 0; i < 50; i++) {
+      // Killed processes leave the cgroup when they have exited, which on a busy machine can take seconds.
+      for (let i = 0; i < 300; i++) {
         try {
           execFileSync('find', [dir, '-depth', '-type', 'd', '-exec', 'rmdir', '{}', ';'], { stdio: 'ignore' });
           return;
