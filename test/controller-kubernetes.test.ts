@@ -15,6 +15,7 @@ import { packageRoot } from '../src/paths.js';
 import { createKubernetesSource } from '../src/sources/kubernetes.js';
 import { Kinds, type KubeObject, type Source } from '../src/sources/source.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
+import { type ControlledSet, startControlledSet } from './helpers/controlled-set.js';
 
 const MEMBERS = ['cluster-1', 'cluster-2', 'cluster-3'];
 const ns = (name: string): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
@@ -42,10 +43,9 @@ async function until<T>(what: string, fn: () => T | undefined | false, ms = 15_0
 }
 
 describe('ecnet controller against Kubernetes API servers', () => {
+  let set: ControlledSet;
   let hubServer: KubeApiServer;
   const members = new Map<string, KubeApiServer>();
-  let hub: Source;
-  let controller: Controller;
   const endpointsIn = (m: string) =>
     members
       .get(m)!
@@ -55,8 +55,7 @@ describe('ecnet controller against Kubernetes API servers', () => {
   const managed = (c: string) => hubServer.object<Cluster>(Kinds.Cluster, undefined, c)?.status?.conditions?.find((x: Condition) => x.type === 'Managed');
 
   beforeAll(async () => {
-    hubServer = await startKubeApiServer();
-    for (const [i, m] of MEMBERS.entries()) {
+    for (const m of MEMBERS) {
       const s = await startKubeApiServer();
       members.set(m, s);
       s.put(ns('httpbin'));
@@ -68,21 +67,12 @@ describe('ecnet controller against Kubernetes API servers', () => {
         s.put(service('redis', 'cache', 6379));
         s.put({ ...serviceExport('redis', 'cache'), spec: { loadBalancer: 'RoundRobinLoadBalancer' } });
       }
-      hubServer.put({
-        apiVersion: 'flomesh.io/v1alpha1',
-        kind: 'Cluster',
-        metadata: { name: m },
-        spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: `10.0.2.${4 + i}`, gatewayPort: 80, kubeconfig: s.kubeconfig },
-      } as Cluster);
     }
-    hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 300, jitter: 0.2 } });
-    controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: 500, debounceMs: 5 });
-    await controller.start();
+    set = await startControlledSet([...members], { subnet: '10.0.2', resyncMs: 500 });
+    hubServer = set.hubServer;
   });
   afterAll(async () => {
-    await controller?.close();
-    hub?.destroy();
-    await Promise.all([hubServer, ...members.values()].map((s) => s?.close()));
+    await set?.close();
   });
 
   it('writes the imports, the derived Service with its allocated ClusterIP, and the conditions', async () => {

@@ -14,11 +14,10 @@ import { crdFiles } from '../src/api/crds.js';
 import type { EndpointSlice, Service, ServicePort } from '../src/api/core.js';
 import type { Cluster, Condition, ServiceExport, ServiceImport } from '../src/api/flomesh.js';
 import type { McsServiceExport, McsServiceImport } from '../src/api/mcs.js';
-import { memberConnector } from '../src/controlplane/connect.js';
-import { Controller } from '../src/controlplane/controller.js';
 import { createKubernetesSource } from '../src/sources/kubernetes.js';
-import { Kinds, type KubeObject, type Source } from '../src/sources/source.js';
+import { Kinds, type KubeObject } from '../src/sources/source.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
+import { type ControlledSet, startControlledSet } from './helpers/controlled-set.js';
 
 const MEMBERS = ['cluster-1', 'cluster-2', 'cluster-3'] as const;
 type MemberName = (typeof MEMBERS)[number];
@@ -54,10 +53,8 @@ async function until<T>(what: string, fn: () => T | undefined | false, ms = 15_0
 const nextSecond = () => new Promise((r) => setTimeout(r, 1_100));
 
 describe('MCS API conformance (KEP-1645), against in-memory API servers', () => {
-  let hubServer: KubeApiServer;
+  let set: ControlledSet;
   const members = new Map<MemberName, KubeApiServer>();
-  let hub: Source;
-  let controller: Controller;
   const m = (name: MemberName) => members.get(name)!;
   const mcsImport = (name: MemberName, ns: string, svc: string) => m(name).object<McsServiceImport>(Kinds.McsServiceImport, ns, svc);
   const flomeshImport = (name: MemberName, ns: string, svc: string) => m(name).object<ServiceImport>(Kinds.ServiceImport, ns, svc);
@@ -70,25 +67,12 @@ describe('MCS API conformance (KEP-1645), against in-memory API servers', () => 
   const portsOf = (i: McsServiceImport | undefined) => (i?.spec.ports ?? []).map((p) => `${p.name ?? ''}:${p.port}/${p.protocol ?? 'TCP'}`).sort();
 
   beforeAll(async () => {
-    hubServer = await startKubeApiServer();
-    for (const [i, name] of MEMBERS.entries()) {
-      const s = await startKubeApiServer();
-      members.set(name, s);
-      hubServer.put({
-        apiVersion: 'flomesh.io/v1alpha1',
-        kind: 'Cluster',
-        metadata: { name },
-        spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: `10.0.2.${4 + i}`, gatewayPort: 80, kubeconfig: s.kubeconfig },
-      } as Cluster);
-    }
-    hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 300, jitter: 0.2 } });
-    controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: 600_000, debounceMs: 5 });
-    await controller.start();
+    for (const name of MEMBERS) members.set(name, await startKubeApiServer());
+    // Resync every 10 minutes: withdrawal must come from the watch events, not from it.
+    set = await startControlledSet([...members], { subnet: '10.0.2', resyncMs: 600_000 });
   });
   afterAll(async () => {
-    await controller?.close();
-    hub?.destroy();
-    await Promise.all([hubServer, ...members.values()].map((s) => s?.close()));
+    await set?.close();
   });
 
   it('ports are the union of the exported Services\' ports (merged by name, then by protocol and port)', async () => {
@@ -347,34 +331,19 @@ describe('MCS API conformance (KEP-1645), against in-memory API servers', () => 
 });
 
 describe('a member whose API server has no MCS CRDs', () => {
-  let hubServer: KubeApiServer;
+  let set: ControlledSet;
   let full: KubeApiServer;
   let bare: KubeApiServer;
-  let hub: Source;
-  let controller: Controller;
 
   beforeAll(async () => {
-    hubServer = await startKubeApiServer();
     full = await startKubeApiServer();
     // As a real server with only the flomesh.io CRDs installed: multicluster.x-k8s.io answers 404.
     bare = await startKubeApiServer({ strict: true });
     for (const [file, text] of crdFiles()) if (file.startsWith('flomesh.io_')) bare.put(parse(text) as KubeObject);
-    for (const [i, [name, s]] of ([['full', full], ['bare', bare]] as const).entries()) {
-      hubServer.put({
-        apiVersion: 'flomesh.io/v1alpha1',
-        kind: 'Cluster',
-        metadata: { name },
-        spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: `10.0.3.${4 + i}`, gatewayPort: 80, kubeconfig: s.kubeconfig },
-      } as Cluster);
-    }
-    hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 300, jitter: 0.2 } });
-    controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: 600_000, debounceMs: 5 });
-    await controller.start();
+    set = await startControlledSet([['full', full], ['bare', bare]], { subnet: '10.0.3', resyncMs: 600_000 });
   });
   afterAll(async () => {
-    await controller?.close();
-    hub?.destroy();
-    await Promise.all([hubServer, full, bare].map((s) => s?.close()));
+    await set?.close();
   });
 
   it('is read without them: flomesh.io imports as before, no MCS import there, and Ready does not wait for it', async () => {
@@ -390,7 +359,7 @@ describe('a member whose API server has no MCS CRDs', () => {
     await until('MCS import in full', () => full.object<McsServiceImport>(Kinds.McsServiceImport, ns, 'svc'));
     const ready = await until('Ready', () => full.object<McsServiceExport>(Kinds.McsServiceExport, ns, 'svc')?.status?.conditions?.find((c) => c.type === 'Ready' && c.status === 'True'));
     expect(ready.reason).toBe('Ready');
-    const managed = hubServer.object<Cluster>(Kinds.Cluster, undefined, 'bare')?.status?.conditions?.find((c) => c.type === 'Managed');
+    const managed = set.hubServer.object<Cluster>(Kinds.Cluster, undefined, 'bare')?.status?.conditions?.find((c) => c.type === 'Managed');
     expect(managed?.status).toBe('True');
     // No write was tried there.
     expect(bare.requests.filter((r) => r.path.includes('multicluster.x-k8s.io') && r.method !== 'GET')).toEqual([]);
