@@ -22,18 +22,9 @@ import { ProxyFront, type ProxyFrontOptions } from '../src/proxy/front.js';
 import { NodeProxy, type Route } from '../src/proxy/proxy.js';
 import { describeKernel } from './helpers/describe-kernel.js';
 import { type TestCgroup, type TestNetns, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
+import { greeter } from './helpers/greeter.js';
 
-/** A TCP server that greets with its name, echoes, and says bye on a half-close. */
-async function backend(name: string, host = '127.0.0.1', port = 0): Promise<Server> {
-  const s = createServer({ allowHalfOpen: true }, (c) => {
-    c.on('error', () => undefined);
-    c.write(`hello from ${name}\n`);
-    c.on('data', (d) => c.write(d));
-    c.on('end', () => c.end(`bye from ${name}\n`));
-  });
-  await new Promise<void>((r) => s.listen(port, host, r));
-  return s;
-}
+const backend = greeter;
 const portOf = (s: Server) => (s.address() as { port: number }).port;
 
 /** Sends `bytes` (half-closing after them unless `keepOpen`) and collects what comes back until the close. */

@@ -2,7 +2,7 @@
 // front (or JavaScript, when the front hands over) tunnels them to two gateways; every figure read back from
 // /metrics over HTTP, parsed strictly, must match what the clients did — connections per service and cluster,
 // bytes both ways (the kernel splicer's, counted live), setup times, failures by reason, refusals. Root only.
-import { type Server, connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RouteMap } from '../src/agent/agent.js';
@@ -21,6 +21,7 @@ import { ProxyMetrics } from '../src/proxy/metrics.js';
 import { NodeProxy, type Route } from '../src/proxy/proxy.js';
 import { describeKernel } from './helpers/describe-kernel.js';
 import { type TestCgroup, type TestNetns, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
+import { greeter } from './helpers/greeter.js';
 
 const CLUSTER_IP = '10.96.0.10';
 const NO_ROUTE_IP = '10.96.0.11';
@@ -34,16 +35,7 @@ function catalogOf(services: LocalService[]): ChangingCatalog {
   return { get: (ns, n) => byKey.get(`${ns}/${n}`), all: () => byKey.values(), withIngress: () => [], subscribe: () => () => undefined };
 }
 
-async function backend(name: string, host: string, port: number): Promise<Server> {
-  const s = createServer({ allowHalfOpen: true }, (c) => {
-    c.on('error', () => undefined);
-    c.write(`hello from ${name}\n`);
-    c.on('data', (d) => c.write(d));
-    c.on('end', () => c.end(`bye from ${name}\n`));
-  });
-  await new Promise<void>((r) => s.listen(port, host, r));
-  return s;
-}
+const backend = greeter;
 
 async function scrape(server: HttpServer): Promise<Map<string, Family>> {
   const { port } = server.address() as { port: number };
