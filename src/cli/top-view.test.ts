@@ -159,7 +159,7 @@ describe('from the real registries', () => {
     const m = new ProxyMetrics({ registry, localCluster: LOCAL });
     const before = parseMetrics(await registry.metrics());
     for (let i = 0; i < 4; i++) m.accepted.inc();
-    m.openedOne({ namespace: 'shop', service: 'cart' }, REMOTE, 0.004)({ up: 2048, down: 4096 });
+    m.openedOne({ namespace: 'shop', service: 'cart' }, REMOTE, 0.004).ended({ up: 2048, down: 4096 });
     m.openedOne({ namespace: 'shop', service: 'cart' }, REMOTE, 0.006);
     m.failedAttempt({ namespace: 'shop', service: 'cart' }, REMOTE, 'refused');
     m.rejectedOne('no_route');
@@ -176,7 +176,7 @@ describe('from the real registries', () => {
     const registry = componentRegistry('gateway');
     const m = new GatewayMetrics({ registry });
     const before = parseMetrics(await registry.metrics());
-    m.openedOne({ namespace: 'shop', service: 'cart' }, 0.002)({ up: 10, down: 20 });
+    m.openedOne({ namespace: 'shop', service: 'cart' }, 0.002).ended({ up: 10, down: 20 });
     m.refusedOne('not_found', { namespace: 'x', service: 'y' }, false);
     const v = topView(before, parseMetrics(await registry.metrics()), 1);
     expect(v.kind).toBe('gateway');

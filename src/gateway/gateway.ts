@@ -385,8 +385,7 @@ export class Gateway {
     }
     if (socket.destroyed || this.#closed) return void up.socket.destroy();
     this.stats.tunnels++;
-    const ended = this.#metrics?.openedOne(target, (performance.now() - started) / 1000);
-    const tag = this.#metrics?.tag(target.namespace, target.service);
+    const counted = this.#metrics?.openedOne(target, (performance.now() - started) / 1000);
     // Sealed records (tunnel/records.ts), when the member asks and this gateway's splicer can carry them: the
     // TLS layer stops reading, the 200 goes out through it, and then the TCP socket is the splicer's.
     if (who && req.headers[RECORDS_HEADER] === RECORDS_VERSION && !head.length && this.#tunnels.canSeal) {
@@ -397,15 +396,15 @@ export class Gateway {
       socket.write(`HTTP/1.1 200 Connection Established\r\n${RECORDS_HEADER}: ${RECORDS_VERSION}\r\n\r\n`, (err) => {
         if (err || socket.destroyed || this.#closed) {
           release();
-          ended?.();
+          counted?.ended();
           resetSocket(up.socket);
           return void resetSocket(socket);
         }
         // (endpoint, tunnel): the splicer's A side is the upstream here.
         this.#tunnels.add(up.socket, socket, () => {
           release();
-          ended?.();
-        }, seal, tag === undefined ? undefined : { tag, swapped: true });
+          counted?.ended();
+        }, seal, counted && { tag: counted.tag, swapped: true });
       });
       return;
     }
@@ -419,8 +418,8 @@ export class Gateway {
       this.#limiter.release(socket);
       // Streams: the socket's counts since. The kernel splicer counts its bytes live, by the tag; `head` went
       // through Node before it had the pair.
-      ended?.(mode !== 'kernel' ? { up: Math.max(0, socket.bytesRead - before.up), down: Math.max(0, socket.bytesWritten - before.down) } : { up: head.length, down: 0 });
-    }, undefined, tag === undefined ? undefined : { tag });
+      counted?.ended(mode !== 'kernel' ? { up: Math.max(0, socket.bytesRead - before.up), down: Math.max(0, socket.bytesWritten - before.down) } : { up: head.length, down: 0 });
+    }, undefined, counted && { tag: counted.tag });
   }
 
   /**

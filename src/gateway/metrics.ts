@@ -113,20 +113,24 @@ export class GatewayMetrics extends TagCollected {
     this.ingress.inc(this.#service(target.namespace, target.service));
   }
 
-  /** A tunnel JavaScript established after `setupS`; returns what to call when it ends (with a stream's bytes). */
-  openedOne(target: { namespace: string; service: string }, setupS: number): (bytes?: { up: number; down: number }) => void {
+  /**
+   * A tunnel JavaScript established after `setupS`: its tag (for the splicer) and what to call when it ends
+   * (with a stream's bytes).
+   */
+  openedOne(target: { namespace: string; service: string }, setupS: number): { tag: number; ended: (bytes?: { up: number; down: number }) => void } {
     this.opened.inc(this.#service(target.namespace, target.service));
     this.setup.observe({}, setupS);
-    const closed = this.#book.opened(this.tag(target.namespace, target.service));
+    const tag = this.tag(target.namespace, target.service);
+    const closed = this.#book.opened(tag);
     let ended = false;
-    return (bytes) => {
+    return { tag, ended: (bytes) => {
       if (ended) return;
       ended = true;
       closed();
       const s = this.#service(target.namespace, target.service);
       if (bytes?.up) this.bytes.inc({ ...s, direction: 'sent' }, bytes.up);
       if (bytes?.down) this.bytes.inc({ ...s, direction: 'received' }, bytes.down);
-    };
+    } };
   }
 
   /** At each scrape: what the addon counted since the last one, the active gauges, and services gone. */

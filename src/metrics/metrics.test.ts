@@ -54,7 +54,7 @@ describe('the Prometheus text reader', () => {
   it("reads a component registry's whole output", async () => {
     const registry = componentRegistry('test');
     const m = new ProxyMetrics({ registry, localCluster: 'r/z/g/local' });
-    m.openedOne({ namespace: 'ns', service: 'svc' }, 'r/z/g/a', 0.002)({ up: 10, down: 20 });
+    m.openedOne({ namespace: 'ns', service: 'svc' }, 'r/z/g/a', 0.002).ended({ up: 10, down: 20 });
     m.failedAttempt({ namespace: 'ns', service: 'svc' }, 'r/z/g/a', 'refused');
     const f = parseMetrics(await registry.metrics());
     expect(sumOf(f, 'ecnet_proxy_connections_opened_total', { namespace: 'ns', service: 'svc', cluster: 'r/z/g/a' })).toBe(1);
@@ -105,7 +105,7 @@ describe('bounded labels', () => {
       for (const c of clusters) {
         // Many connections per target, from many clients: none adds a series.
         for (let k = 0; k < 5; k++) {
-          m.openedOne({ namespace: 'ns', service: `svc-${i}` }, c, 0.001)({ up: 1, down: 1 });
+          m.openedOne({ namespace: 'ns', service: `svc-${i}` }, c, 0.001).ended({ up: 1, down: 1 });
           m.failedAttempt({ namespace: 'ns', service: `svc-${i}` }, c, k % 2 ? 'refused' : 'timeout');
         }
       }

@@ -123,22 +123,24 @@ export class ProxyMetrics extends TagCollected {
     this.retries.inc(this.#service(route.namespace, route.service));
   }
 
-  /** An upstream established by JavaScript after `setupS` seconds; returns what to call when the pair ends. */
-  openedOne(route: { namespace: string; service: string }, cluster: ClusterKey, setupS: number): (bytes?: { up: number; down: number }) => void {
-    const s = this.#service(route.namespace, route.service);
-    const labels = { ...s, cluster };
-    this.opened.inc(labels);
+  /**
+   * An upstream established by JavaScript after `setupS` seconds: its tag (for the splicer) and what to call
+   * when the pair ends (with a stream pair's bytes).
+   */
+  openedOne(route: { namespace: string; service: string }, cluster: ClusterKey, setupS: number): { tag: number; ended: (bytes?: { up: number; down: number }) => void } {
+    this.opened.inc({ ...this.#service(route.namespace, route.service), cluster });
     this.setup.observe({ cluster }, setupS);
-    const closed = this.#book.opened(this.tag(route.namespace, route.service, cluster));
+    const tag = this.tag(route.namespace, route.service, cluster);
+    const closed = this.#book.opened(tag);
     let ended = false;
-    return (bytes) => {
+    return { tag, ended: (bytes) => {
       if (ended) return;
       ended = true;
       closed();
       // Stream pairs only: the kernel splicer's bytes are counted live, per tag.
       if (bytes?.up) this.bytes.inc({ ...this.#service(route.namespace, route.service), cluster, direction: 'sent' }, bytes.up);
       if (bytes?.down) this.bytes.inc({ ...this.#service(route.namespace, route.service), cluster, direction: 'received' }, bytes.down);
-    };
+    } };
   }
 
   /** At each scrape: what the addon counted since the last one, the active gauges, and services gone. */

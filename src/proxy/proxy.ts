@@ -355,14 +355,13 @@ export class NodeProxy {
       }
       this.stats.proxied++;
       const cluster = c.kind === 'local' ? this.#o.localCluster : c.clusterKey;
-      const ended = this.#metrics?.openedOne(route, cluster, (performance.now() - started) / 1000);
-      const tag = this.#metrics?.tag(route.namespace, route.service, cluster);
+      const counted = this.#metrics?.openedOne(route, cluster, (performance.now() - started) / 1000);
       let mode: 'kernel' | 'stream' | undefined;
       mode = this.#conns.add(client, upstream, () => {
         this.#limiter.release(client);
         // Streams only: the kernel splicer counts its bytes live, by the tag.
-        ended?.(mode !== 'kernel' ? { up: client.bytesRead, down: client.bytesWritten } : undefined);
-      }, undefined, tag === undefined ? undefined : { tag });
+        counted?.ended(mode !== 'kernel' ? { up: client.bytesRead, down: client.bytesWritten } : undefined);
+      }, undefined, counted && { tag: counted.tag });
       return;
     }
     this.stats.refused++;
