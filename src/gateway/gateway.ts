@@ -24,7 +24,8 @@ import { loadNative } from '../native/addon.js';
 import { closeFd } from '../native/libc.js';
 import { type ChangingCatalog, GatewayFront, type GatewayVerdict } from './front.js';
 import { matchIngress } from './ingress.js';
-import type { GatewayMetrics } from './metrics.js';
+import { type GatewayMetrics, serviceTags } from './metrics.js';
+import type { TagBook } from '../metrics/tags.js';
 import { reasonOfErrno, reasonOfError, reasonOfStatus } from '../metrics/reasons.js';
 import { errnoNames } from '../native/errors.js';
 import { EventLimiter } from '../util/rate-limit.js';
@@ -159,8 +160,7 @@ export class Gateway {
   readonly #healthAnswers = new Map<string, HealthAnswer>();
   readonly #maxHealthServices: number;
   /** Report indices of the front's entries, by service (`namespace/name`), and back. */
-  readonly #tags = new Map<string, number>();
-  readonly #tagNames = new Map<number, string>();
+  readonly #tags: TagBook<{ namespace: string; service: string }>;
 
   private constructor(options: GatewayOptions, server: Server) {
     this.#server = server;
@@ -178,11 +178,8 @@ export class Gateway {
     this.#tunnels = new Tunnels({ kernelSplice: Boolean(options.kernelSplice), idleMs: options.idleTimeoutMs ?? 15 * 60_000, log: this.#log, counts: this.stats });
     this.#limiter = new ConnectionLimiter(options.limits);
     this.#metrics = options.metrics;
-    this.#metrics?.onTagFreed((tag) => {
-      const key = this.#tagNames.get(tag);
-      this.#tagNames.delete(tag);
-      if (key !== undefined) this.#tags.delete(key);
-    });
+    // The metrics' tags when counting, so that the front's counts are theirs; else a numbering of its own.
+    this.#tags = options.metrics?.tags ?? serviceTags();
     const splicer = this.#tunnels.splicer;
     if (splicer) this.#metrics?.addNative({ read: () => splicer.tagStats(), reset: (tags) => splicer.tagReset(tags) });
     // Before the HTTP parser sees a byte: over a limit, the connection is reset.
@@ -470,24 +467,16 @@ export class Gateway {
     return { synced: r ? r.synced && r.healthy : true, services };
   }
 
-  /** The front's report index of a service: its metrics tag (one numbering, so the front's counts are the metrics'). */
+  /** The front's report index of a service: its tag. */
   #tagOf(namespace: string, name: string): number {
-    const key = `${namespace}/${name}`;
-    let tag = this.#tags.get(key);
-    if (tag === undefined) {
-      tag = this.#metrics ? this.#metrics.tag(namespace, name) : this.#tags.size;
-      this.#tags.set(key, tag);
-      this.#tagNames.set(tag, key);
-    }
-    return tag;
+    return this.#tags.tag({ namespace, service: name });
   }
 
   /** An endpoint the front failed to connect (also when the next one answered): which service port, by its address. */
   #frontEndpointFailed(tag: number, ip: string, port: number, errno: number): void {
-    const key = this.#tagNames.get(tag);
-    if (!key) return;
-    const at = key.indexOf('/');
-    const target = { namespace: key.slice(0, at), service: key.slice(at + 1) };
+    const target = this.#tags.info(tag);
+    if (!target) return;
+    const key = `${target.namespace}/${target.service}`;
     this.#metrics?.endpointFailed(target, reasonOfErrno(errnoNames.get(errno)));
     const svc = this.#catalog.get(target.namespace, target.service);
     for (const [servicePort, endpoints] of svc?.ports ?? []) {

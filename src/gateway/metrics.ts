@@ -18,9 +18,13 @@ export interface GatewayMetricsOptions {
 
 const NONE = { namespace: '', service: '' };
 
+/** A gateway's tags: one per service (`namespace/name`). */
+export const serviceTags = () => new TagBook<{ namespace: string; service: string }>((k) => `${k.namespace}/${k.service}`);
+
 export class GatewayMetrics extends TagCollected {
   readonly labels: ServiceLabels;
-  readonly #book = new TagBook<{ namespace: string; service: string }>((k) => `${k.namespace}/${k.service}`);
+  /** The tags of the services (the gateway's front uses them as its report indices). */
+  readonly tags = serviceTags();
   readonly #collectors: (() => void)[] = [];
   readonly opened: Counter<'namespace' | 'service'>;
   readonly refused: Counter<'namespace' | 'service' | 'reason'>;
@@ -56,20 +60,13 @@ export class GatewayMetrics extends TagCollected {
   }
 
   tag(namespace: string, service: string): number {
-    return this.#book.tag({ namespace, service });
+    return this.tags.tag({ namespace, service });
   }
 
-  tagInfo(tag: number): { namespace: string; service: string } | undefined {
-    return this.#book.info(tag);
-  }
 
-  /** Called with each tag freed (its service went away), before it is reused for another. */
-  onTagFreed(fn: (tag: number) => void): void {
-    this.#book.onFree(fn);
-  }
 
   addNative(source: NativeTags): void {
-    this.#book.addNative(source);
+    this.tags.addNative(source);
   }
 
   /** Work before each scrape (gauges that are read: endpoints, readiness, the catalog). */
@@ -121,7 +118,7 @@ export class GatewayMetrics extends TagCollected {
     this.opened.inc(this.#service(target.namespace, target.service));
     this.setup.observe({}, setupS);
     const tag = this.tag(target.namespace, target.service);
-    const closed = this.#book.opened(tag);
+    const closed = this.tags.opened(tag);
     let ended = false;
     return { tag, ended: (bytes) => {
       if (ended) return;
@@ -136,7 +133,7 @@ export class GatewayMetrics extends TagCollected {
   /** At each scrape: what the addon counted since the last one, the active gauges, and services gone. */
   protected collectTags(): void {
     const live = this.o.liveServices?.();
-    const { active, gone } = this.#book.collect((t, d) => {
+    const { active, gone } = this.tags.collect((t, d) => {
       const s = this.#service(t.namespace, t.service);
       if (d.up) this.bytes.inc({ ...s, direction: 'sent' }, d.up);
       if (d.down) this.bytes.inc({ ...s, direction: 'received' }, d.down);

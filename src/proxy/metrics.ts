@@ -63,9 +63,6 @@ export class ProxyMetrics extends TagCollected {
     return this.#book.tag({ namespace, service, cluster });
   }
 
-  tagInfo(tag: number): { namespace: string; service: string; cluster: ClusterKey } | undefined {
-    return this.#book.info(tag);
-  }
 
   /** Called with each tag freed (its service went away), before it is reused for another. */
   onTagFreed(fn: (tag: number) => void): void {
