@@ -1,8 +1,9 @@
 // The Kubernetes API as plain JSON over node:http(s): paths of kinds and objects, one request with the agent
 // and credentials the kubeconfig gives, paged lists, and a non-2xx status mapped to a SourceError code. Separate
 // from the source so the source holds only what each Source operation means (retries, preconditions, events).
-import { request as httpRequest, STATUS_CODES, type Agent } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { createHash } from 'node:crypto';
+import { Agent as HttpAgent, request as httpRequest, STATUS_CODES, type Agent } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions as HttpsRequestOptions } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { isRecord } from '../util/objects.js';
 import type { Clock } from '../util/time.js';
@@ -87,6 +88,8 @@ export class KubeApi {
   readonly #clock: Clock;
   readonly #requestTimeoutMs: number;
   readonly #signal: AbortSignal;
+  /** The kept-alive agent for the current TLS material (see #agentFor). */
+  #pool: { key: string; agent: Agent } | undefined;
 
   constructor(o: { kc: KubeConfig; server: string; clock: Clock; requestTimeoutMs: number; signal: AbortSignal }) {
     this.#kc = o.kc;
@@ -94,6 +97,34 @@ export class KubeApi {
     this.#clock = o.clock;
     this.#requestTimeoutMs = o.requestTimeoutMs;
     this.#signal = o.signal;
+    this.#signal.addEventListener('abort', () => this.release(), { once: true });
+  }
+
+  /** Closes the kept-alive connections (the source closing or destroyed). */
+  release(): void {
+    this.#pool?.agent.destroy();
+    this.#pool = undefined;
+  }
+
+  /**
+   * client-node builds a new agent for every request, so every request would pay a new connection (and TLS
+   * handshake). One kept-alive agent serves every request instead, made again only when the kubeconfig's TLS
+   * material changes (certificate files are read again per request, so a rotated one is picked up). Behind a
+   * proxy the library's own agent is used as it is.
+   */
+  #agentFor(url: URL, o: HttpsRequestOptions): Agent | undefined {
+    if (this.#kc.getCurrentCluster()?.proxyUrl) return o.agent as Agent | undefined;
+    const tls = { ca: o.ca, cert: o.cert, key: o.key, pfx: o.pfx, passphrase: o.passphrase, rejectUnauthorized: o.rejectUnauthorized, servername: o.servername };
+    const hash = createHash('sha256').update(url.protocol);
+    for (const [k, v] of Object.entries(tls)) hash.update(`${k}=${v === undefined ? '' : Buffer.isBuffer(v) ? v.toString('base64') : String(v)};`);
+    const key = hash.digest('hex');
+    if (this.#pool?.key !== key) {
+      this.#pool?.agent.destroy();
+      const defined = Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined));
+      const agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: true, ...defined }) : new HttpAgent({ keepAlive: true });
+      this.#pool = { key, agent };
+    }
+    return this.#pool.agent;
   }
 
   /** One object, or undefined when the server has none (404). */
@@ -165,16 +196,18 @@ export class KubeApi {
     if (options.signal?.aborted) request.abort();
     const signal = request.signal;
     try {
-      const init = await this.#kc.applyToFetchOptions({});
+      const init: HttpsRequestOptions = {};
+      await this.#kc.applyToHTTPSOptions(init);
       const url = new URL(this.#server + path);
       for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
       const headers: Record<string, string> = { ...plainHeaders(init.headers), accept: 'application/json' };
+      if (init.auth) headers.authorization = `Basic ${Buffer.from(init.auth).toString('base64')}`;
       const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
       if (payload) {
         headers['content-type'] = 'application/json';
         headers['content-length'] = String(payload.length);
       }
-      const agent = (typeof init.agent === 'function' ? init.agent(url) : init.agent) as Agent | undefined;
+      const agent = this.#agentFor(url, init);
       const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
       return await new Promise<Reply>((resolve, reject) => {
         const req = send(url, { method, headers, signal, ...(agent ? { agent } : {}) }, (res) => {

@@ -219,6 +219,7 @@ class KubernetesSource implements Source {
       for (const i of [...this.#informers]) i.close();
       this.#closing = (async () => {
         while (this.#inflight.size) await Promise.allSettled([...this.#inflight]);
+        this.#api.release();
       })();
     }
     return this.#closing;
