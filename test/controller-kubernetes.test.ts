@@ -108,6 +108,8 @@ describe('ecnet controller against Kubernetes API servers', () => {
     await until('withdrawn', () => endpointsIn('cluster-2')?.length === 1, 10_000);
     expect(Date.now() - down).toBeGreaterThanOrEqual(2_500);
     expect(endpointsIn('cluster-1')).toEqual(['cluster-1']);
+    // The Cluster's condition is written in the same pass as the imports, on another API server: either may land first.
+    await until('ExportsWithdrawn', () => managed('cluster-3')?.reason === 'ExportsWithdrawn');
     expect(managed('cluster-3')).toMatchObject({ status: 'False', reason: 'ExportsWithdrawn' });
     c3.heal();
     await until('back', () => endpointsIn('cluster-2')?.length === 2, 10_000);

@@ -304,6 +304,35 @@ describe('kubernetes reads and writes', () => {
     expect(names(await source.list(Kinds.Namespace))).toEqual(['default', 'demo']);
   });
 
+  it('apply and writeStatus with what the caller saw send one request each; a stale copy is read again, never lost', async () => {
+    const { server, source } = await setup();
+    const writes = () => server.requests.filter((r) => !r.watch).map((r) => `${r.method} ${r.path}`);
+    const before = server.requests.length;
+    // Seen absent: a POST alone.
+    const created = await source.apply(service('web'), { manager: 'ecnet-test', seen: null });
+    expect(writes().slice(before)).toEqual(['POST /api/v1/namespaces/demo/services']);
+    // Seen as it is: a PUT alone; and a status write against what that PUT returned, a PUT alone.
+    let at = server.requests.length;
+    const updated = await source.apply(service('web', { port: 81 }), { manager: 'ecnet-test', seen: created });
+    await source.writeStatus(Kinds.Service, 'web', 'demo', { loadBalancer: { ingress: [{ ip: '1.2.3.4' }] } }, updated);
+    expect(writes().slice(at)).toEqual(['PUT /api/v1/namespaces/demo/services/web', 'PUT /api/v1/namespaces/demo/services/web/status']);
+    // A stale copy (the server moved on): 409, then read and written as without it.
+    at = server.requests.length;
+    const last = await source.apply(service('web', { port: 82 }), { manager: 'ecnet-test', seen: created });
+    expect(writes().slice(at)).toEqual(['PUT /api/v1/namespaces/demo/services/web', 'GET /api/v1/namespaces/demo/services/web', 'PUT /api/v1/namespaces/demo/services/web']);
+    expect((last.spec as { ports: { port: number }[] }).ports[0]?.port).toBe(82);
+    expect((server.object(Kinds.Service, 'demo', 'web')?.status as { loadBalancer: unknown }).loadBalancer).toEqual({ ingress: [{ ip: '1.2.3.4' }] });
+    // Seen absent but there is one: without a precondition it is replaced; with `absent` it is refused.
+    at = server.requests.length;
+    await source.apply(service('web', { port: 83 }), { manager: 'ecnet-test', seen: null });
+    expect(writes().slice(at)).toEqual(['POST /api/v1/namespaces/demo/services', 'GET /api/v1/namespaces/demo/services/web', 'PUT /api/v1/namespaces/demo/services/web']);
+    expect((await rejection(source.apply(service('web'), { manager: 'ecnet-test', seen: null, precondition: { absent: true } }))).code).toBe('ECNET_SOURCE_CONFLICT');
+    // A stale status write is read again too.
+    at = server.requests.length;
+    await source.writeStatus(Kinds.Service, 'web', 'demo', { loadBalancer: {} }, created);
+    expect(writes().slice(at)).toEqual(['PUT /api/v1/namespaces/demo/services/web/status', 'GET /api/v1/namespaces/demo/services/web', 'PUT /api/v1/namespaces/demo/services/web/status']);
+  });
+
   it('apply creates, then updates keeping the allocated clusterIP, the status and server-owned metadata', async () => {
     const { server, source } = await setup();
     const created = await source.apply(service('web', { labels: { app: 'web' } }), { manager: 'ecnet-test' });

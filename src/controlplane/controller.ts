@@ -412,16 +412,18 @@ export class Controller {
   async #perform(src: Source, w: PlannedWrite): Promise<void> {
     /** The Service an earlier step created: its ClusterIPs are the address of the imports after it. */
     let service: Service | undefined;
+    /** What this write's earlier steps wrote: a status step after them writes against that version. */
+    const wrote = new Map<string, KubeObject>();
     for (const s of w.steps) {
       if (s.op === 'delete') await src.delete(s.kind, s.name, s.namespace, s.precondition ?? {});
-      else if (s.op === 'status') await src.writeStatus(s.kind, s.name, s.namespace, s.status);
+      else if (s.op === 'status') await src.writeStatus(s.kind, s.name, s.namespace, s.status, wrote.get(`${s.kind.group}/${s.kind.kind}/${s.namespace ?? ''}/${s.name}`) ?? s.seen);
       else if (s.op === 'event') void src.event(s.object, s.note);
       else {
         const ips = s.ipsOfPrevious && service ? clusterIPsOf(service).slice(0, s.ipsLimit ?? Infinity) : [];
         const obj = ips.length ? { ...s.object, spec: { ...(s.object.spec as object), ips } } : s.object;
         let written: KubeObject;
         try {
-          written = await this.#applyInNamespace(src, obj, s.precondition, s.ensureNamespace);
+          written = await this.#applyInNamespace(src, obj, s.precondition, s.ensureNamespace, s.seen);
         } catch (err) {
           // An EndpointSlice of that name that is not ecnet's (the informer sees ecnet's only): left alone, as a
           // foreign ServiceImport is, and not a failure (which would retry the whole pass with backoff). Tried
@@ -433,15 +435,17 @@ export class Controller {
           throw err;
         }
         if (written.kind === 'Service') service = written as Service;
+        const [group] = obj.apiVersion.includes('/') ? obj.apiVersion.split('/') : [''];
+        wrote.set(`${group}/${obj.kind}/${obj.metadata.namespace ?? ''}/${obj.metadata.name}`, written);
       }
     }
   }
 
   /** Creates the namespace when the member has none of that name (Kubernetes refuses objects in a missing one). */
-  async #applyInNamespace(src: Source, obj: KubeObject, precondition: Precondition | undefined, namespace: Namespace | undefined): Promise<KubeObject> {
+  async #applyInNamespace(src: Source, obj: KubeObject, precondition: Precondition | undefined, namespace: Namespace | undefined, seen: KubeObject | null | undefined): Promise<KubeObject> {
     const options = { manager: MANAGER, ...(precondition ? { precondition } : {}) };
     try {
-      return await src.apply(obj, options);
+      return await src.apply(obj, { ...options, ...(seen !== undefined ? { seen } : {}) });
     } catch (err) {
       if (!(err instanceof SourceError) || err.code !== 'ECNET_SOURCE_NOT_FOUND' || !namespace) throw err;
       await src.apply(namespace, { manager: MANAGER });

@@ -99,7 +99,8 @@ interface ImportWant {
   ipsLimit?: number;
 }
 
-const statusStep = (w: ImportWant): WriteStep => ({ op: 'status', kind: w.kind, name: w.object.metadata.name, namespace: w.object.metadata.namespace, status: w.status });
+/** The status write of an import: against the object seen, or the one the write's spec step wrote (see #perform). */
+const statusStep = (w: ImportWant): WriteStep => ({ op: 'status', kind: w.kind, name: w.object.metadata.name, namespace: w.object.metadata.namespace, status: w.status, ...(w.cur ? { seen: w.cur } : {}) });
 
 /** One step of a write; a write's steps run in order and a failing one ends it. */
 export type WriteStep =
@@ -115,9 +116,11 @@ export type WriteStep =
       ipsOfPrevious?: true;
       /** With ipsOfPrevious: at most this many of them. */
       ipsLimit?: number;
+      /** The object as the plan saw it (null: none), so the source need not read it first (ApplyOptions.seen). */
+      seen?: KubeObject | null;
     }
   | { op: 'delete'; kind: KindRef; name: string; namespace: string | undefined; precondition?: { uid: string } }
-  | { op: 'status'; kind: KindRef; name: string; namespace: string | undefined; status: unknown }
+  | { op: 'status'; kind: KindRef; name: string; namespace: string | undefined; status: unknown; seen?: KubeObject }
   /** A Kubernetes Event about `object`, best effort (not waited for). */
   | { op: 'event'; object: KubeObject; note: EventNote };
 
@@ -163,9 +166,10 @@ function derivedObject(d: DerivedService): Service {
   };
 }
 
-const apply = (op: 'create' | 'replace', object: KubeObject, precondition?: Precondition): Extract<WriteStep, { op: 'create' | 'replace' }> => ({
+const apply = (op: 'create' | 'replace', object: KubeObject, precondition?: Precondition, seen?: KubeObject): Extract<WriteStep, { op: 'create' | 'replace' }> => ({
   op,
   object,
+  ...(op === 'create' ? { seen: null } : seen ? { seen } : {}),
   ...(precondition ? { precondition } : {}),
   ...(object.metadata.namespace ? { ensureNamespace: namespaceObject(object.metadata.namespace) } : {}),
 });
@@ -241,10 +245,10 @@ export function planMember(input: PlanInput): MemberPlan {
       // The derived Service first: its ClusterIP is the imports' address. One write for all of them.
       withImport.add(key);
       const steps: WriteStep[] = [apply('create', derivedObject(derived), { absent: true })];
-      for (const w of specWrites) steps.push({ ...apply(w.cur ? 'replace' : 'create', w.object), ipsOfPrevious: true as const, ...(w.ipsLimit ? { ipsLimit: w.ipsLimit } : {}) }, statusStep(w));
+      for (const w of specWrites) steps.push({ ...apply(w.cur ? 'replace' : 'create', w.object, undefined, w.cur), ipsOfPrevious: true as const, ...(w.ipsLimit ? { ipsLimit: w.ipsLimit } : {}) }, statusStep(w));
       writes.push({ key: `${member}|${memoKind(specWrites[0]!.kind)}|${key}`, content: specWrites.map((w) => canonical(w.spec)).join('|'), steps });
     } else {
-      for (const w of specWrites) writes.push({ key: `${member}|${memoKind(w.kind)}|${key}`, content: canonical(w.spec), steps: [apply(w.cur ? 'replace' : 'create', w.object), statusStep(w)] });
+      for (const w of specWrites) writes.push({ key: `${member}|${memoKind(w.kind)}|${key}`, content: canonical(w.spec), steps: [apply(w.cur ? 'replace' : 'create', w.object, undefined, w.cur), statusStep(w)] });
     }
   }
   for (const [key, cur] of heldImports) {
@@ -268,7 +272,7 @@ export function planMember(input: PlanInput): MemberPlan {
         ? // ClusterIP ↔ headless cannot be changed in place (the API server refuses): replace the Service.
           [remove(Kinds.Service, cur), apply('create', obj, { absent: true })]
         : // Only the object seen (a user may have created theirs since), or only if none exists.
-          [cur ? apply('replace', obj, { uid: cur.metadata.uid ?? '' }) : apply('create', obj, { absent: true })];
+          [cur ? apply('replace', obj, { uid: cur.metadata.uid ?? '' }, cur) : apply('create', obj, { absent: true })];
     writes.push({ key: `${member}|Service|${key}`, content: canonical(want), steps });
   }
   for (const [key, cur] of heldServices) {
@@ -289,7 +293,7 @@ export function planMember(input: PlanInput): MemberPlan {
       const want = canonical(sliceComparable(slice));
       if (cur && canonical(sliceComparable(cur)) === want) continue;
       // Only the slice seen, or only if there is none (a slice of that name that is not ecnet's is not replaced).
-      writes.push({ key: `${member}|${memoKind(Kinds.EndpointSlice)}|${key}`, content: want, steps: [apply(cur ? 'replace' : 'create', slice, cur ? { uid: cur.metadata.uid ?? '' } : { absent: true })] });
+      writes.push({ key: `${member}|${memoKind(Kinds.EndpointSlice)}|${key}`, content: want, steps: [apply(cur ? 'replace' : 'create', slice, cur ? { uid: cur.metadata.uid ?? '' } : { absent: true }, cur)] });
     }
     for (const [key, cur] of heldSlices) if (!wantSlices.has(key)) writes.push(deletion(member, Kinds.EndpointSlice, cur));
   }
@@ -302,7 +306,7 @@ export function planMember(input: PlanInput): MemberPlan {
     const conditions = mergeConditions(have, want, input.now, exp.metadata.generation);
     const becameConflict = want.some((c) => c.type === 'Conflict' && c.status === 'True') && !have.some((c) => c.type === 'Conflict' && c.status === 'True');
     const bad = want.find((c) => c.status === 'True' && c.type === 'Conflict') ?? want.find((c) => c.type === 'Valid' && c.status === 'False');
-    const steps: WriteStep[] = [{ op: 'status', kind, name: exp.metadata.name, namespace: exp.metadata.namespace, status: { conditions } }];
+    const steps: WriteStep[] = [{ op: 'status', kind, name: exp.metadata.name, namespace: exp.metadata.namespace, status: { conditions }, seen: exp }];
     if (bad && (becameConflict || bad.type === 'Valid')) steps.push({ op: 'event', object: exp, note: { type: 'Warning', reason: bad.reason, message: bad.message } });
     writes.push({ key: `${member}|${memoKind(kind)}|${key}`, content: `status:${canonical(want)}`, steps });
   };

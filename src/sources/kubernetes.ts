@@ -117,9 +117,14 @@ class KubernetesSource implements Source {
       }
       const query = { fieldManager: options.manager };
       const retry = new Backoff(conflictBackoff);
+      const pre = options.precondition;
+      // What the caller saw stands in for the first read (one request per write instead of two); a write
+      // against it that the server refuses as stale reads and tries again.
+      let seen: KubeObject | null | undefined = options.seen === null ? null : options.seen && sameObject(options.seen, object) ? options.seen : undefined;
       for (let attempt = 1; ; attempt++) {
-        const current = await this.#api.read(kind, name, namespace);
-        const pre = options.precondition;
+        const fromSeen = seen !== undefined;
+        const current = fromSeen ? (seen ?? undefined) : await this.#api.read(kind, name, namespace);
+        seen = undefined;
         if (pre && ('absent' in pre ? current !== undefined : current?.metadata.uid !== pre.uid)) {
           throw new SourceError('ECNET_SOURCE_CONFLICT', `apply ${kind.kind} "${name}": ${'absent' in pre ? 'it exists already' : 'it is not the object seen (uid changed or deleted)'}`, { status: 409 });
         }
@@ -130,10 +135,10 @@ class KubernetesSource implements Source {
           return (await this.#api.expect('PUT', objectPath(kind, name, namespace), { query, body: bodyForUpdate(object, current, kind) })) as T;
         } catch (err) {
           // Conflict: created or modified since the read. Not found on PUT: deleted since the read. Read again.
-          const retryable =
-            err instanceof SourceError &&
-            !pre &&
-            (err.code === 'ECNET_SOURCE_CONFLICT' || (current !== undefined && err.code === 'ECNET_SOURCE_NOT_FOUND'));
+          // A create under `absent` that finds one is the precondition failing, as a read would have found.
+          const stale = err instanceof SourceError && (err.code === 'ECNET_SOURCE_CONFLICT' || (current !== undefined && err.code === 'ECNET_SOURCE_NOT_FOUND'));
+          if (stale && fromSeen && !(pre && 'absent' in pre)) continue;
+          const retryable = stale && !pre;
           if (!retryable || attempt >= WRITE_ATTEMPTS) throw err;
           this.#log.debug({ kind: kind.kind, name, namespace, attempt, err }, 'apply: retrying');
           await this.#sleep(retry.next());
@@ -154,13 +159,16 @@ class KubernetesSource implements Source {
     });
   }
 
-  writeStatus(kind: KindRef, name: string, namespace: string | undefined, status: unknown): Promise<void> {
+  writeStatus(kind: KindRef, name: string, namespace: string | undefined, status: unknown, seen?: KubeObject): Promise<void> {
     return this.#op(`write status of ${kind.kind} ${name}`, async () => {
       this.#learn(kind);
       const path = `${objectPath(kind, name, namespace)}/status`;
       const retry = new Backoff(conflictBackoff);
+      let given = seen?.metadata.resourceVersion && seen.metadata.name === name && (seen.metadata.namespace ?? undefined) === (kind.namespaced ? namespace : undefined) ? seen : undefined;
       for (let attempt = 1; ; attempt++) {
-        const current = await this.#api.read(kind, name, namespace);
+        const fromSeen = given !== undefined;
+        const current = given ?? (await this.#api.read(kind, name, namespace));
+        given = undefined;
         if (!current) throw new SourceError('ECNET_SOURCE_NOT_FOUND', `write status: ${kind.kind} "${namespace ? `${namespace}/` : ''}${name}" not found`, { status: 404 });
         const body: KubeObject = { ...current, status };
         delete (body.metadata as unknown as Json).managedFields;
@@ -168,6 +176,8 @@ class KubernetesSource implements Source {
           await this.#api.expect('PUT', path, { body });
           return;
         } catch (err) {
+          // Stale (409) or gone since it was seen (404): read it, as without it.
+          if (fromSeen && err instanceof SourceError && (err.code === 'ECNET_SOURCE_CONFLICT' || err.code === 'ECNET_SOURCE_NOT_FOUND')) continue;
           if (!(err instanceof SourceError) || err.code !== 'ECNET_SOURCE_CONFLICT' || attempt >= WRITE_ATTEMPTS) throw err;
           this.#log.debug({ kind: kind.kind, name, namespace, attempt }, 'write status: conflict, retrying');
           await this.#sleep(retry.next());
@@ -286,6 +296,10 @@ class KubernetesSource implements Source {
     });
   }
 }
+
+/** Whether `seen` is the object `desired` names (a caller's copy of another object is not used). */
+const sameObject = (seen: KubeObject, desired: KubeObject): boolean =>
+  Boolean(seen.metadata?.resourceVersion) && seen.metadata.name === desired.metadata.name && (seen.metadata.namespace ?? '') === (desired.metadata.namespace ?? '') && seen.kind === desired.kind;
 
 /** The Source on the API server a kubeconfig names. Throws SourceError ECNET_SOURCE_INVALID for a bad kubeconfig. */
 export function createKubernetesSource(options: KubernetesSourceOptions = {}): Source {

@@ -113,6 +113,13 @@ export interface ApplyOptions {
   /** Who writes (kubernetes: fieldManager; local: logged). */
   manager: string;
   precondition?: Precondition;
+  /**
+   * What the caller last saw (an informer's copy): `null` for none, so the create is sent without a read first;
+   * an object, so the replace is sent against its resourceVersion without a read first. A write that finds
+   * the server moved on (409, or 404 on a replace) reads and tries again as without it. Sources without
+   * requests to save ignore it.
+   */
+  seen?: KubeObject | null;
 }
 
 /**
@@ -128,7 +135,8 @@ export interface Source {
   apply<T extends KubeObject = KubeObject>(object: T, options: ApplyOptions): Promise<T>;
   /** True if it existed. With `uid`, only that object is deleted (else ECNET_SOURCE_CONFLICT). */
   delete(kind: KindRef, name: string, namespace?: string, options?: { uid?: string }): Promise<boolean>;
-  writeStatus(kind: KindRef, name: string, namespace: string | undefined, status: unknown): Promise<void>;
+  /** `seen`: the object as last seen (its resourceVersion), to write without reading it first. */
+  writeStatus(kind: KindRef, name: string, namespace: string | undefined, status: unknown, seen?: KubeObject): Promise<void>;
   /** Records a Kubernetes Event about `object` (best effort: never rejects). */
   event(object: KubeObject, note: EventNote): Promise<void>;
   /** Drains: stops informers, waits for writes in flight. Idempotent. */
