@@ -99,6 +99,19 @@ describe('createKubernetesSource', () => {
 });
 
 describe('kubernetes informer', () => {
+  it('keeps objects without managedFields, listed or watched (a real server sends them with every object)', async () => {
+    const { server, source } = await setup();
+    const fields = [{ manager: 'kubectl', operation: 'Update', fieldsV1: { 'f:spec': { 'f:ports': {} } } }];
+    server.put({ ...service('a'), metadata: { ...service('a').metadata, managedFields: fields } } as KubeObject);
+    const { informer, events } = collect(source);
+    await informer.synced;
+    server.put({ ...service('b'), metadata: { ...service('b').metadata, managedFields: fields } } as KubeObject);
+    await vi.waitFor(() => expect(informer.get('b', 'demo')).toBeDefined());
+    expect(server.object(Kinds.Service, 'demo', 'a')?.metadata).toHaveProperty('managedFields');
+    for (const name of ['a', 'b']) expect(informer.get(name, 'demo')?.metadata).not.toHaveProperty('managedFields');
+    expect(events.every((e) => !('managedFields' in e.object.metadata))).toBe(true);
+  });
+
   it('syncs the initial list, delivering every object as added, with kind and apiVersion filled in', async () => {
     const { server, source } = await setup();
     server.put(service('a'));

@@ -80,7 +80,7 @@ class InformerWatch extends Watch {
       if (phase === 'ERROR' && isRecord(obj) && obj.code !== 410) {
         streamError = httpError(`watch ${path}`, typeof obj.code === 'number' ? obj.code : 500, obj);
       }
-      callback(phase, obj, raw);
+      callback(phase, trimmed(obj), raw);
     };
     let controller: AbortController;
     try {
@@ -121,6 +121,17 @@ export interface InformerDeps<T extends KubeObject> {
   log: Logger;
   list(signal: AbortSignal): Promise<ListResult>;
   onClose(): void;
+}
+
+/**
+ * An object as the cache keeps it: without metadata.managedFields, which a real API server sends with every
+ * object and no reader here uses (often the larger part of a small object; client-go's informers drop it with
+ * a transform for the same reason). Writes never send it back (kube-bodies.ts), so nothing is lost.
+ */
+function trimmed<O>(o: O): O {
+  const meta = isRecord(o) && isRecord(o.metadata) ? o.metadata : undefined;
+  if (meta && 'managedFields' in meta) delete meta.managedFields;
+  return o;
 }
 
 /** Converts what ListWatch reports (SourceError from our list, HTTP or stream errors from Watch) to a SourceError. */
@@ -171,7 +182,11 @@ export class KubeInformer<T extends KubeObject> implements Informer<T> {
       timeoutSeconds: () => deps.watchTimeoutSeconds ?? Math.round(300 * (1 + Math.random())),
     });
     // Objects stay the server's JSON (timestamps are strings), not the library's typed models.
-    const list = () => deps.list(this.#listAbort.signal) as unknown as Promise<KubernetesListObject<KubernetesObject>>;
+    const list = async () => {
+      const l = await deps.list(this.#listAbort.signal);
+      for (const o of l.items) trimmed(o);
+      return l as unknown as KubernetesListObject<KubernetesObject>;
+    };
     this.#lw = new ListWatch<KubernetesObject>(this.#path, this.#watch, list, false, options.labelSelector, options.fieldSelector);
     this.#lw.on('add', (o) => this.#emit('added', o));
     this.#lw.on('update', (o) => this.#emit('updated', o));
