@@ -466,6 +466,8 @@ export interface AgentFlags extends SourceFlags, LoadFlags, TlsFlags, LimitFlags
   handover?: string;
   /** ip:port for /metrics beside the loopback admin endpoint (which serves it too), or off (ECNET_METRICS). */
   metrics?: string;
+  /** imported (default) or all: which Services and EndpointSlices the agent watches (ECNET_WATCH_SERVICES). */
+  watchServices?: string;
 }
 
 export const agentDefaults = {
@@ -496,6 +498,21 @@ export interface AgentConfig {
   handover: string | undefined;
   /** A second listener for /metrics (the admin endpoint is loopback); undefined: only the admin one. */
   metrics: { ip: string; port: number } | undefined;
+  /** Which Services and EndpointSlices the agent watches: those labelled as imported (the default), or all. */
+  watchServices: WatchServices;
+}
+
+export type WatchServices = 'imported' | 'all';
+
+/**
+ * --watch-services (ECNET_WATCH_SERVICES): `imported`, only the Services and EndpointSlices that carry the
+ * controller's flomesh.io/service-import label, so an agent receives nothing of its cluster's other services;
+ * `all`, every one (for a control plane older than the label).
+ */
+export function watchServices(flag: string | undefined, env: NodeJS.ProcessEnv): WatchServices {
+  const v = flag ?? env.ECNET_WATCH_SERVICES ?? 'imported';
+  if (v !== 'imported' && v !== 'all') throw new ConfigError(`--watch-services must be imported or all, got ${JSON.stringify(v)}`);
+  return v;
 }
 
 const CLUSTER_KEY = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?){3}$/;
@@ -536,6 +553,7 @@ export function agentConfig(flags: AgentFlags, env: NodeJS.ProcessEnv = process.
       limits: limitsConfig(flags, env),
       handover: flags.handover ?? env.ECNET_HANDOVER ?? undefined,
       metrics: metricsEndpoint(flags.metrics, env),
+      watchServices: watchServices(flags.watchServices, env),
     };
   } catch (cause) {
     if (cause instanceof ConfigError) throw cause;

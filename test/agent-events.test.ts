@@ -3,13 +3,15 @@
 // redirected; /healthz-style status says degraded. No privileges: the datapath is a stand-in set here.
 import { afterAll, beforeAll, expect, it, describe } from 'vitest';
 import { Agent, RouteMap } from '../src/agent/agent.js';
+import { IMPORTED_LABEL } from '../src/api/flomesh.js';
 import type { ServiceEntry } from '../src/bpf/services.js';
 import { createKubernetesSource } from '../src/sources/kubernetes.js';
 import { Kinds, type KubeObject, type Source } from '../src/sources/source.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
 import { kube, service, serviceImport, trafficPolicy } from './helpers/objects.js';
 
-const svc = (name: string, clusterIP: string) => kube(service('shop', name, { clusterIP }));
+// Labelled as the controller labels the Services of imports: the agent watches only those.
+const svc = (name: string, clusterIP: string) => kube(service('shop', name, { clusterIP, labels: { [IMPORTED_LABEL]: name } }));
 const imp = (name: string, ips: string[]) => kube(serviceImport('shop', name, { ips, gateways: [{ cluster: 1, ip: '10.0.2.4', port: 80 }] }));
 const aa = (name: string) => kube(trafficPolicy('shop', name));
 
@@ -43,5 +45,13 @@ describe('agent: an import left out is reported, the others stay', () => {
     agent.trigger();
     await new Promise((r) => setTimeout(r, 300));
     expect(server.objects(Kinds.Event, 'shop')).toHaveLength(1);
+  });
+
+  it('lists and watches only the Services and EndpointSlices labelled as imported, not every one of the cluster', () => {
+    for (const path of ['/api/v1/services', '/apis/discovery.k8s.io/v1/endpointslices']) {
+      const asked = server.requests.filter((r) => r.path === path);
+      expect(asked.length).toBeGreaterThan(0);
+      expect(asked.every((r) => r.query.labelSelector === IMPORTED_LABEL)).toBe(true);
+    }
   });
 });

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Service } from '../src/api/core.js';
-import type { Cluster, Condition, ServiceExport, ServiceImport } from '../src/api/flomesh.js';
+import { type Cluster, type Condition, IMPORTED_LABEL, type ServiceExport, type ServiceImport } from '../src/api/flomesh.js';
 import { memberConnector } from '../src/controlplane/connect.js';
 import { Controller } from '../src/controlplane/controller.js';
 import { packageRoot } from '../src/paths.js';
@@ -84,6 +84,13 @@ describe('ecnet controller against Kubernetes API servers', () => {
     expect(imp.spec.ips).toEqual([derived.spec.clusterIP]);
     await until('import status', () => c2.object<ServiceImport>(Kinds.ServiceImport, 'httpbin', 'httpbin')?.status?.clusters?.length === 2);
     expect(c2.object<ServiceImport>(Kinds.ServiceImport, 'httpbin', 'httpbin')?.status?.clusters).toEqual([{ cluster: 'default/default/default/cluster-1' }, { cluster: 'default/default/default/cluster-3' }]);
+    // The exporters' own Services get the imported label (what node agents watch by), and only that changes.
+    for (const m of ['cluster-1', 'cluster-3']) {
+      const own = await until(`label in ${m}`, () => members.get(m)!.object<Service>(Kinds.Service, 'httpbin', 'httpbin')?.metadata.labels?.[IMPORTED_LABEL] && members.get(m)!.object<Service>(Kinds.Service, 'httpbin', 'httpbin'));
+      expect(own.metadata.labels).toEqual({ [IMPORTED_LABEL]: 'httpbin' });
+      expect(own.spec).toMatchObject(service('httpbin', 'httpbin', 8080).spec);
+    }
+    expect(derived.metadata.labels?.[IMPORTED_LABEL]).toBe('httpbin');
     const valid = await until('Valid=False', () => c2.object<ServiceExport>(Kinds.ServiceExport, 'httpbin', 'httpbin')?.status?.conditions?.find((x) => x.type === 'Valid'));
     expect(valid).toMatchObject({ status: 'False', reason: 'NoService' });
     // A missing namespace is created (labelled as ecnet's) before the import goes in.
@@ -125,6 +132,10 @@ describe('ecnet controller against Kubernetes API servers', () => {
     await until('derived Service gone', () => !members.get('cluster-2')!.object(Kinds.Service, 'httpbin', 'httpbin'));
     expect(members.get('cluster-1')!.object(Kinds.Service, 'httpbin', 'httpbin')).toBeDefined();
     expect(members.get('cluster-3')!.object(Kinds.Service, 'httpbin', 'httpbin')).toBeDefined();
+    // Without an import, and in a member no longer managed, the users' Services lose the label ecnet put there.
+    for (const m of ['cluster-1', 'cluster-3']) {
+      await until(`label gone in ${m}`, () => members.get(m)!.object<Service>(Kinds.Service, 'httpbin', 'httpbin')?.metadata.labels?.[IMPORTED_LABEL] === undefined);
+    }
   });
 });
 

@@ -203,7 +203,7 @@ describeKernel('node proxy over the datapath, through gateways', () => {
       join(dir, 'import.yaml'),
       `apiVersion: v1
 kind: Service
-metadata: {name: web, namespace: shop}
+metadata: {name: web, namespace: shop, labels: {flomesh.io/service-import: web}}
 spec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 8080}]}
 ---
 apiVersion: flomesh.io/v1alpha1

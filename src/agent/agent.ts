@@ -3,7 +3,7 @@
 // written before every informer has listed once, so a restarted agent leaves the pinned datapath as it is
 // until it knows better; a failed write is retried with backoff. One reconcile at a time.
 import type { EndpointSlice, Service } from '../api/core.js';
-import type { ClusterKey, GlobalTrafficPolicy, ServiceImport } from '../api/flomesh.js';
+import { type ClusterKey, type GlobalTrafficPolicy, IMPORTED_LABEL, type ServiceImport } from '../api/flomesh.js';
 import type { ServiceEntry } from '../bpf/services.js';
 import type { ServiceKey } from '../bpf/codecs.js';
 import { SliceIndex } from '../endpoints/slices.js';
@@ -148,6 +148,8 @@ export interface AgentOptions {
   debounceMs?: number;
   clock?: Clock;
   logger?: Logger;
+  /** Which Services and EndpointSlices to watch: those labelled as imported (default), or all of them. */
+  watchServices?: 'imported' | 'all';
   /** After each reconcile: how long it took, and its error if it failed (for the metrics). */
   onReconcile?: (seconds: number, err?: unknown) => void;
 }
@@ -206,11 +208,14 @@ export class Agent {
     };
     const health = () => this.trigger();
     const src = this.#o.source;
+    const scope = this.#o.watchServices === 'all' ? {} : { labelSelector: IMPORTED_LABEL };
     this.#informers = {
       imports: src.informer<ServiceImport>(Kinds.ServiceImport, { onEvent: changed, onHealth: health }),
       policies: src.informer<GlobalTrafficPolicy>(Kinds.GlobalTrafficPolicy, { onEvent: changed, onHealth: health }),
-      services: src.informer<Service>(Kinds.Service, { onEvent: changed, onHealth: health }),
-      slices: src.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, { onEvent: sliceChanged, onHealth: health }),
+      // Only the Services (and so the EndpointSlices) of imported services, labelled by the controller: an agent
+      // must not receive every endpoint change of its cluster.
+      services: src.informer<Service>(Kinds.Service, { onEvent: changed, onHealth: health, ...scope }),
+      slices: src.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, { onEvent: sliceChanged, onHealth: health, ...scope }),
     };
     await Promise.all(Object.values(this.#informers).map((i) => i.synced));
     this.status.synced = true;

@@ -333,3 +333,11 @@ export const KINDS: Record<FlomeshKind, KindInfo> = {
     columns: [{ name: 'LB Type', type: 'string', jsonPath: '.spec.lbType' }, age],
   },
 };
+
+/**
+ * The label on every Service of a member that has a ServiceImport of its name: the derived ones ecnet writes,
+ * and a user's own Service of that name (the exporter's, say), where it is the one field ecnet writes on an
+ * object it does not own. The EndpointSlice controller copies a Service's labels to its slices, so node agents
+ * watch only Services and EndpointSlices with this label, not every one of their cluster.
+ */
+export const IMPORTED_LABEL = 'flomesh.io/service-import';

@@ -134,6 +134,7 @@ export function agentCommand(): Command {
     .option('--fast-path <mode>', 'who sets up new connections: native (the addon, on the splice thread; Node takes what it cannot finish) or node; default native')
     .option('--handover <path>', 'unix socket where this agent takes over from a running one on the node (its listening sockets and connections), and hands over to its successor')
     .option('--metrics <ip:port>', 'a second listener for Prometheus metrics (/metrics; the admin endpoint serves them on loopback too), or off; default off')
+    .option('--watch-services <scope>', 'imported (default: only the Services and EndpointSlices labelled flomesh.io/service-import by the controller) or all (a control plane older than that label)')
     .action(async (flags: AgentFlags) => {
       const cfg = agentConfig(flags);
       if (!cfg.datapath.cgroup) throw new ConfigError('no cgroup v2 hierarchy found and --cgroup not given');
@@ -173,7 +174,7 @@ export function agentCommand(): Command {
         onOverflow: (cap) => log.warn({ cap }, 'more imported services than the metrics label: the rest are counted as _other'),
       });
       let agentMetrics: AgentMetrics | undefined;
-      const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes, onReconcile: (s, err) => agentMetrics?.reconciled(s, err) });
+      const agent = new Agent({ source, localCluster: cfg.clusterKey, redirects: dp.services, routes, watchServices: cfg.watchServices, onReconcile: (s, err) => agentMetrics?.reconciled(s, err) });
       let routesKnown!: () => void;
       const routesReady = new Promise<void>((r) => (routesKnown = r));
       const startProxy = (t: Taken | undefined) =>

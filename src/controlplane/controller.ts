@@ -168,6 +168,7 @@ export class Controller {
       const key = objectKey(e.object);
       const group = e.object.apiVersion.includes('/') ? e.object.apiVersion.split('/')[0]! : '';
       this.#inflight.delete(`${member}|${memoKind({ group, kind: e.object.kind })}|${key}`);
+      if (e.object.kind === 'Service') this.#inflight.delete(`${member}|ServiceLabel|${key}`);
       // An MCS import's EndpointSlice is about the service its label names.
       const sliceOf = e.object.kind === 'EndpointSlice' ? e.object.metadata.labels?.[MCS_SERVICE_NAME_LABEL] : undefined;
       this.#dirty.add(sliceOf !== undefined ? `${e.object.metadata.namespace ?? 'default'}/${sliceOf}` : key);
@@ -418,6 +419,7 @@ export class Controller {
       if (s.op === 'delete') await src.delete(s.kind, s.name, s.namespace, s.precondition ?? {});
       else if (s.op === 'status') await src.writeStatus(s.kind, s.name, s.namespace, s.status, wrote.get(`${s.kind.group}/${s.kind.kind}/${s.namespace ?? ''}/${s.name}`) ?? s.seen);
       else if (s.op === 'event') void src.event(s.object, s.note);
+      else if (s.op === 'label') await src.label(s.kind, s.name, s.namespace, s.labels);
       else {
         const ips = s.ipsOfPrevious && service ? clusterIPsOf(service).slice(0, s.ipsLimit ?? Infinity) : [];
         const obj = ips.length ? { ...s.object, spec: { ...(s.object.spec as object), ips } } : s.object;

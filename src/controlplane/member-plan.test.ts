@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type Service, clusterIPsOf } from '../api/core.js';
-import type { ServiceExport, ServiceImport, ServiceImportSpec } from '../api/flomesh.js';
-import { type KubeObject, objectKey } from '../sources/source.js';
+import { IMPORTED_LABEL, type ServiceExport, type ServiceImport, type ServiceImportSpec } from '../api/flomesh.js';
+import { Kinds, type KubeObject, objectKey } from '../sources/source.js';
 import { type DerivedService, type MemberDesired, aggregate } from './aggregate.js';
 import { canonical } from './conditions.js';
 import { type MemberHolds, type PlannedWrite, mcsSliceName, mcsSliceOf, planCleanup, planMember } from './member-plan.js';
@@ -139,10 +139,17 @@ describe('planning the writes of a member', () => {
   it("a user's Service or ServiceImport of the name is never replaced or deleted", () => {
     const own = svc({ clusterIP: '10.96.5.5', ports: [{ port: 80 }] }, null);
     const labelledWithSelector = svc({ clusterIP: '10.96.5.5', selector: { app: 'httpbin' }, ports: [{ port: 80 }] }, MANAGED);
+    const labelOnly = (labels: Record<string, string | null>) => [{ key: 'cluster-2|ServiceLabel|httpbin/httpbin', content: labels[IMPORTED_LABEL] ?? 'none', steps: [{ op: 'label', kind: Kinds.Service, name: 'httpbin', namespace: 'httpbin', labels }] }];
     for (const user of [own, labelledWithSelector]) {
-      // Wanted (even if the aggregation asked for one) or not: not a write.
-      expect(plan(holds({ imports: [imp(importSpec(['10.96.5.5']))], services: [user] }), wants(importSpec(['10.96.5.5']), derived())).writes).toEqual([]);
+      // Wanted (even if the aggregation asked for one) or not: never replaced or deleted. With an import of its
+      // name it gets the imported label (node agents watch by it), and that label alone.
+      const imported = plan(holds({ imports: [imp(importSpec(['10.96.5.5']))], services: [user] }), wants(importSpec(['10.96.5.5']), derived()));
+      expect(imported.writes).toEqual(labelOnly({ [IMPORTED_LABEL]: 'httpbin' }));
+      const marked = { ...user, metadata: { ...user.metadata, labels: { ...user.metadata.labels, [IMPORTED_LABEL]: 'httpbin' } } };
+      expect(plan(holds({ imports: [imp(importSpec(['10.96.5.5']))], services: [marked] }), wants(importSpec(['10.96.5.5']), derived())).writes).toEqual([]);
+      // Without an import it loses the label, if it has it.
       expect(plan(holds({ services: [user] }), desired()).writes).toEqual([]);
+      expect(plan(holds({ services: [marked] }), desired()).writes).toEqual(labelOnly({ [IMPORTED_LABEL]: null }));
     }
     const theirs = imp(importSpec(), null);
     const beside = plan(holds({ imports: [theirs] }), wants(importSpec(), derived()));

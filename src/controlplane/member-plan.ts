@@ -4,7 +4,7 @@
 // concurrency and retries). ecnet never replaces or deletes an object it does not manage, nor a user's Service.
 import { createHash } from 'node:crypto';
 import type { EndpointSlice, Namespace, Service } from '../api/core.js';
-import type { ServiceExport, ServiceImport } from '../api/flomesh.js';
+import { IMPORTED_LABEL, type ServiceExport, type ServiceImport } from '../api/flomesh.js';
 import { MCS_API_VERSION, MCS_GROUP, type McsServiceExport, type McsServiceImport } from '../api/mcs.js';
 import { type EventNote, type KindRef, Kinds, type KubeObject, MANAGED_BY, MANAGED_BY_LABEL, type Precondition, objectKey } from '../sources/source.js';
 import { type DerivedService, type MemberDesired, isManaged } from './aggregate.js';
@@ -80,6 +80,7 @@ function sliceComparable(s: EndpointSlice): unknown {
 
 const managedLabels = { [MANAGED_BY_LABEL]: MANAGED_BY };
 
+
 /**
  * A kind as the in-flight memo's keys (`member|Kind|namespace/name`) and the write metrics name it: the MCS API's
  * kinds, whose names are flomesh.io's, as McsServiceImport and McsServiceExport.
@@ -121,6 +122,8 @@ export type WriteStep =
     }
   | { op: 'delete'; kind: KindRef; name: string; namespace: string | undefined; precondition?: { uid: string } }
   | { op: 'status'; kind: KindRef; name: string; namespace: string | undefined; status: unknown; seen?: KubeObject }
+  /** Sets (a string) or removes (null) these labels and nothing else: a user's Service's IMPORTED_LABEL. */
+  | { op: 'label'; kind: KindRef; name: string; namespace: string | undefined; labels: Record<string, string | null> }
   /** A Kubernetes Event about `object`, best effort (not waited for). */
   | { op: 'event'; object: KubeObject; note: EventNote };
 
@@ -161,7 +164,7 @@ function derivedObject(d: DerivedService): Service {
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: { name: d.name, namespace: d.namespace, labels: { ...managedLabels, 'flomesh.io/service-import': d.name } },
+    metadata: { name: d.name, namespace: d.namespace, labels: { ...managedLabels, [IMPORTED_LABEL]: d.name } },
     spec: d.spec,
   };
 }
@@ -185,8 +188,16 @@ export function planCleanup(member: string, holds: Pick<MemberHolds, 'imports' |
     ...(holds.mcsImports ?? []).filter(isManaged).map((o) => deletion(member, Kinds.McsServiceImport, o)),
     ...(holds.mcsSlices ?? []).filter(isManagedSlice).map((o) => deletion(member, Kinds.EndpointSlice, o)),
     ...holds.services.filter(isManaged).map((o) => deletion(member, Kinds.Service, o)),
+    ...holds.services.filter((o) => !isManaged(o) && o.metadata.labels?.[IMPORTED_LABEL] !== undefined).map((o) => labelWrite(member, o, null)),
   ];
 }
+
+/** Sets (or, null, removes) IMPORTED_LABEL on a user's Service: that label alone. */
+const labelWrite = (member: string, cur: Service, value: string | null): PlannedWrite => ({
+  key: `${member}|ServiceLabel|${objectKey(cur)}`,
+  content: value ?? 'none',
+  steps: [{ op: 'label', kind: Kinds.Service, name: cur.metadata.name, namespace: cur.metadata.namespace, labels: { [IMPORTED_LABEL]: value } }],
+});
 
 /** A held Service's spec as far as ecnet decides it, with what the API server defaults filled in. */
 function comparable(s: Service['spec']): { ports: unknown[]; sessionAffinity: string; headless: boolean } {
@@ -277,6 +288,14 @@ export function planMember(input: PlanInput): MemberPlan {
   }
   for (const [key, cur] of heldServices) {
     if (!desired.services.has(key) && isManaged(cur)) writes.push(deletion(member, Kinds.Service, cur));
+  }
+  // A user's Service with an import of its name carries IMPORTED_LABEL (what node agents watch by); without
+  // one it loses it. Only that label is written.
+  for (const [key, cur] of heldServices) {
+    if (isManaged(cur)) continue;
+    const want = desired.imports.has(key) ? cur.metadata.name : undefined;
+    const have = cur.metadata.labels?.[IMPORTED_LABEL];
+    if (have !== want) writes.push(labelWrite(member, cur, want ?? null));
   }
 
   // EndpointSlices of the MCS imports (KEP-1645): one per ClusterSetIP import with its address, in its namespace.

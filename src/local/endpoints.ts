@@ -34,7 +34,8 @@ export function desiredSlices(services: Service[], pods: LocalPod[], alive: (p: 
     out.push({
       apiVersion: 'discovery.k8s.io/v1',
       kind: 'EndpointSlice',
-      metadata: { name: `${s.metadata.name}${SLICE_SUFFIX}`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: s.metadata.name } },
+      // As Kubernetes' EndpointSlice controller does: the Service's labels, then the service-name label.
+      metadata: { name: `${s.metadata.name}${SLICE_SUFFIX}`, namespace: ns, labels: { ...(s.metadata.labels ?? {}), [SERVICE_NAME_LABEL]: s.metadata.name } },
       addressType: 'IPv4',
       endpoints: members.map((p) => ({ addresses: [p.status!.podIP!], conditions: { ready: alive(p) } })),
       ports: (s.spec.ports ?? []).map((p) => ({

@@ -134,6 +134,22 @@ export class DirectoryWriter {
     return true;
   }
 
+  /** Sets (a string) or removes (null) labels of the object under `key`, nothing else; false if there is none. */
+  label(key: string, labels: Record<string, string | null>): boolean {
+    this.#checkOpen();
+    this.#refreshObject(key);
+    const e = this.#store.entry(key);
+    if (!e) return false;
+    const next: Record<string, string> = { ...(e.object.metadata.labels ?? {}) };
+    for (const [k, v] of Object.entries(labels)) {
+      if (v === null) delete next[k];
+      else next[k] = v;
+    }
+    const { labels: _old, ...meta } = e.object.metadata;
+    this.apply({ ...e.object, metadata: { ...meta, ...(Object.keys(next).length ? { labels: next } : {}) } }, e.object.metadata.uid ? { uid: e.object.metadata.uid } : undefined);
+    return true;
+  }
+
   writeStatus(key: string, status: unknown): void {
     this.#checkOpen();
     this.#refreshObject(key);

@@ -72,6 +72,8 @@ export interface Reply {
 export interface CallOptions {
   query?: Record<string, string | undefined>;
   body?: unknown;
+  /** The body's media type; default application/json. */
+  contentType?: string;
   /** Aborts this request (an informer closing). */
   signal?: AbortSignal;
 }
@@ -204,7 +206,7 @@ export class KubeApi {
       if (init.auth) headers.authorization = `Basic ${Buffer.from(init.auth).toString('base64')}`;
       const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
       if (payload) {
-        headers['content-type'] = 'application/json';
+        headers['content-type'] = options.contentType ?? 'application/json';
         headers['content-length'] = String(payload.length);
       }
       const agent = this.#agentFor(url, init);

@@ -15,6 +15,7 @@ import { KubeInformer } from './kube-informer.js';
 import {
   apiVersionOf,
   Kinds,
+  MANAGED_BY,
   SourceError,
   type ApplyOptions,
   type EventNote,
@@ -155,6 +156,19 @@ class KubernetesSource implements Source {
       const r = await this.#api.call('DELETE', path, { body });
       if (r.status === 404) return false;
       if (r.status >= 300) throw httpError(`DELETE ${path}`, r.status, r.body);
+      return true;
+    });
+  }
+
+  label(kind: KindRef, name: string, namespace: string | undefined, labels: Record<string, string | null>): Promise<boolean> {
+    return this.#op(`label ${kind.kind} ${name}`, async () => {
+      this.#learn(kind);
+      const path = objectPath(kind, name, namespace);
+      // A JSON merge patch of the labels alone: nothing else of the object is sent, so nothing else can change,
+      // and no read or resourceVersion is needed.
+      const r = await this.#api.call('PATCH', path, { body: { metadata: { labels } }, contentType: 'application/merge-patch+json', query: { fieldManager: MANAGED_BY } });
+      if (r.status === 404) return false;
+      if (r.status >= 300) throw httpError(`PATCH ${path}`, r.status, r.body);
       return true;
     });
   }

@@ -152,6 +152,11 @@ export class LocalSource implements Source {
     return this.#io(() => this.#writer.delete(keyOfRef(kind, name, namespace), options.uid));
   }
 
+  async label(kind: KindRef, name: string, namespace: string | undefined, labels: Record<string, string | null>): Promise<boolean> {
+    await this.#ready();
+    return this.#io(() => this.#writer.label(keyOfRef(kind, name, namespace), labels));
+  }
+
   async writeStatus(kind: KindRef, name: string, namespace: string | undefined, status: unknown): Promise<void> {
     await this.#ready();
     this.#io(() => this.#writer.writeStatus(keyOfRef(kind, name, namespace), status));

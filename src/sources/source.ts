@@ -135,6 +135,11 @@ export interface Source {
   apply<T extends KubeObject = KubeObject>(object: T, options: ApplyOptions): Promise<T>;
   /** True if it existed. With `uid`, only that object is deleted (else ECNET_SOURCE_CONFLICT). */
   delete(kind: KindRef, name: string, namespace?: string, options?: { uid?: string }): Promise<boolean>;
+  /**
+   * Sets (a string) or removes (null) labels of an object and changes nothing else (a JSON merge patch): the one
+   * write ecnet makes on objects it does not own. False if there is no such object.
+   */
+  label(kind: KindRef, name: string, namespace: string | undefined, labels: Record<string, string | null>): Promise<boolean>;
   /** `seen`: the object as last seen (its resourceVersion), to write without reading it first. */
   writeStatus(kind: KindRef, name: string, namespace: string | undefined, status: unknown, seen?: KubeObject): Promise<void>;
   /** Records a Kubernetes Event about `object` (best effort: never rejects). */

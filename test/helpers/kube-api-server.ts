@@ -368,7 +368,8 @@ export class KubeApiServer {
 
   #parseBody(text: string, req: IncomingMessage): unknown {
     const type = req.headers['content-type'] ?? '';
-    if (!type.startsWith('application/json')) {
+    const patch = req.method === 'PATCH';
+    if (patch ? !type.startsWith('application/merge-patch+json') : !type.startsWith('application/json')) {
       throw new HttpStatus(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json`);
     }
     try {
@@ -408,6 +409,12 @@ export class KubeApiServer {
       case 'PUT':
         if (name === undefined) throw new HttpStatus(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
         return this.#send(res, 200, this.#update(route as Route & { name: string }, body));
+      case 'PATCH': {
+        // JSON merge patch (RFC 7386) only, as the sources send it for labels.
+        if (name === undefined || route.status) throw new HttpStatus(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
+        const current = this.#get(kind, namespace, name);
+        return this.#send(res, 200, this.#update(route as Route & { name: string }, mergePatch(current, body)));
+      }
       case 'DELETE':
         if (name === undefined) throw new HttpStatus(405, 'MethodNotAllowed', 'deletecollection is not supported here');
         return this.#send(res, 200, this.#delete(kind, namespace, name, (body as { preconditions?: { uid?: string } } | undefined)?.preconditions?.uid));
@@ -752,6 +759,20 @@ export class KubeApiServer {
     if (how === 'drop') w.socket.destroy();
     else w.res.end();
   }
+}
+
+/** RFC 7386: objects merge key by key, null removes, anything else replaces. */
+function mergePatch(target: unknown, patch: unknown): KubeObject {
+  const merge = (t: unknown, p: unknown): unknown => {
+    if (p === null || typeof p !== 'object' || Array.isArray(p)) return p;
+    const out: Record<string, unknown> = t !== null && typeof t === 'object' && !Array.isArray(t) ? { ...(t as Record<string, unknown>) } : {};
+    for (const [k, v] of Object.entries(p)) {
+      if (v === null) delete out[k];
+      else out[k] = merge(out[k], v);
+    }
+    return out;
+  };
+  return merge(target, patch) as KubeObject;
 }
 
 export async function startKubeApiServer(options?: KubeApiServerOptions): Promise<KubeApiServer> {

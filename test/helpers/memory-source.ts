@@ -81,6 +81,15 @@ export class MemorySource implements Source {
     return o !== undefined;
   }
 
+  async label(kind: KindRef, name: string, namespace: string | undefined, labels: Record<string, string | null>): Promise<boolean> {
+    const o = this.#store(kindOfRef(kind)).get(namespace ? `${namespace}/${name}` : name);
+    if (!o) return false;
+    const next: Record<string, string> = { ...(o.metadata.labels ?? {}) };
+    for (const [k, v] of Object.entries(labels)) if (v === null) delete next[k];
+    else next[k] = v;
+    this.put({ ...o, metadata: { ...o.metadata, labels: next } });
+    return true;
+  }
   async writeStatus(): Promise<void> {}
   async event(_object: KubeObject, _note: EventNote): Promise<void> {}
   async close(): Promise<void> {
