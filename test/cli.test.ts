@@ -1,15 +1,20 @@
 // `ecnet bpf …` as a user runs it: the built CLI (dist/), a throwaway cgroup and pin directory, and
-// bpftool as the independent witness of what is really in the kernel.
+// bpftool as the independent witness of what is really in the kernel. Then `ecnet get` and `ecnet apply` of the
+// MCS API's kinds against an in-memory API server (no kernel needed).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serviceKeyCodec, serviceValueCodec } from '../src/bpf/codecs.js';
 import { packageRoot } from '../src/paths.js';
 import { type TestCgroup, bpftoolCgroupPrograms, cleanupAll, makeCgroup, makeNetns, makePinDir, runClient } from './helpers/host.js';
 import { describeKernel } from './helpers/describe-kernel.js';
+import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
+import type { McsServiceExport, McsServiceImport } from '../src/api/mcs.js';
+import { Kinds } from '../src/sources/source.js';
 
 const cli = join(packageRoot, 'dist', 'cli', 'main.js');
 // An admin endpoint nothing listens on (port 1): `bpf dump` must work without the agent.
@@ -193,5 +198,144 @@ describeKernel('ecnet bpf (CLI)', () => {
     const r = spawnSync(process.execPath, [cli, 'uninstall', '--bpffs', pins.path], { encoding: 'utf8' });
     expect(r.stdout).toMatch(/detached 6 programs, removed 4 map pins/);
     expect(bpftoolCgroupPrograms(cg.path)).toEqual([]);
+  });
+});
+
+describe('ecnet get and apply of MCS API objects (against an in-memory API server)', () => {
+  let server: KubeApiServer;
+  let dir: string;
+  let kubeconfig: string;
+  const ns = 'mcs-cli';
+  // Spawned without blocking this thread: the API server above answers meanwhile.
+  const ecnet = (...args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const c = spawn(process.execPath, [cli, ...args, '--kubeconfig', kubeconfig]);
+      let stdout = '';
+      let stderr = '';
+      c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      c.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+  const file = (name: string, text: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+
+  beforeAll(async () => {
+    server = await startKubeApiServer();
+    dir = mkdtempSync(join(tmpdir(), 'ecnet-cli-mcs-'));
+    kubeconfig = file('kubeconfig', server.kubeconfig);
+    server.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+    server.put({
+      apiVersion: 'multicluster.x-k8s.io/v1alpha1',
+      kind: 'ServiceExport',
+      metadata: { name: 'api', namespace: ns },
+      status: {
+        conditions: [
+          { type: 'Valid', status: 'True', reason: 'Valid', message: '', lastTransitionTime: '2026-01-01T00:00:00Z' },
+          { type: 'Conflict', status: 'False', reason: 'NoConflicts', message: '', lastTransitionTime: '2026-01-01T00:00:00Z' },
+          { type: 'Ready', status: 'True', reason: 'Ready', message: '', lastTransitionTime: '2026-01-01T00:00:00Z' },
+        ],
+      },
+    } as McsServiceExport);
+    server.put({
+      apiVersion: 'multicluster.x-k8s.io/v1alpha1',
+      kind: 'ServiceImport',
+      metadata: { name: 'api', namespace: ns },
+      spec: { type: 'ClusterSetIP', ips: ['10.96.7.7'], ports: [{ name: 'http', port: 80, protocol: 'TCP' }] },
+      status: { clusters: [{ cluster: 'cluster-1' }] },
+    } as McsServiceImport);
+  });
+  afterAll(async () => {
+    await server?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('get svcex prints MCS ServiceExports with their Valid, Conflict and Ready conditions, under every name the CLI takes', async () => {
+    for (const name of ['svcex', 'serviceexports.multicluster.x-k8s.io', 'serviceexport.multicluster.x-k8s.io', 'SVCEX']) {
+      const r = await ecnet('get', name, '-n', ns);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      expect(r.stdout, name).toMatch(/^NAME\s+VALID\s+CONFLICT\s+READY\s+AGE$/m);
+      expect(r.stdout, name).toMatch(/^api\s+True\s+False\s+True\s+\S+$/m);
+    }
+    // One by name, and as YAML with its group.
+    const one = await ecnet('get', 'svcex', 'api', '-n', ns, '-o', 'yaml');
+    expect(one.code, one.stderr).toBe(0);
+    expect(one.stdout).toMatch(/^apiVersion: multicluster\.x-k8s\.io\/v1alpha1$/m);
+    expect(one.stdout).toMatch(/^kind: ServiceExport$/m);
+    // -A adds the namespace.
+    expect((await ecnet('get', 'svcex', '-A')).stdout).toMatch(new RegExp(`^${ns}\\s+api\\s+True`, 'm'));
+  });
+
+  it('get svcim prints MCS ServiceImports with their type and address, under every name the CLI takes', async () => {
+    for (const name of ['svcim', 'serviceimports.multicluster.x-k8s.io', 'serviceimport.multicluster.x-k8s.io']) {
+      const r = await ecnet('get', name, '-n', ns);
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      expect(r.stdout, name).toMatch(/^NAME\s+TYPE\s+IP\s+AGE$/m);
+      expect(r.stdout, name).toMatch(/^api\s+ClusterSetIP\s+10\.96\.7\.7\s+\S+$/m);
+    }
+    const j = await ecnet('get', 'svcim', 'api', '-n', ns, '-o', 'json');
+    expect(JSON.parse(j.stdout)).toMatchObject({ apiVersion: 'multicluster.x-k8s.io/v1alpha1', spec: { ips: ['10.96.7.7'] }, status: { clusters: [{ cluster: 'cluster-1' }] } });
+  });
+
+  it('the bare names serviceexports/serviceimports are flomesh.io\'s, not the MCS API\'s', async () => {
+    for (const name of ['serviceexports', 'serviceimports']) {
+      const r = await ecnet('get', name, '-n', ns);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout, name).toBe('');
+      expect(r.stderr, name).toMatch(/No resources found in mcs-cli namespace/);
+    }
+    const missing = await ecnet('get', 'svcex', 'nope', '-n', ns);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/serviceexports "nope" not found in namespace mcs-cli \[ECNET_CONFIG\]/);
+  });
+
+  it('apply writes an MCS ServiceExport (created, then unchanged)', async () => {
+    const f = file('export.yaml', ['apiVersion: multicluster.x-k8s.io/v1alpha1', 'kind: ServiceExport', 'metadata:', '  name: web', ''].join('\n'));
+    const first = await ecnet('apply', '-n', ns, '-f', f);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toBe('serviceexport.multicluster.x-k8s.io/web created\n');
+    expect(server.object(Kinds.McsServiceExport, ns, 'web')).toBeDefined();
+    const again = await ecnet('apply', '-n', ns, '-f', f);
+    expect(again.stdout).toBe('serviceexport.multicluster.x-k8s.io/web unchanged\n');
+  });
+
+  it('apply of an invalid MCS ServiceExport says what is wrong, where, and writes nothing', async () => {
+    const writes = () => server.requests.filter((r) => r.method !== 'GET').length;
+    const before = writes();
+    // Another version of the API, and a name Kubernetes refuses; a valid document beside them is not applied either.
+    const f = file(
+      'bad.yaml',
+      [
+        'apiVersion: multicluster.x-k8s.io/v1beta1',
+        'kind: ServiceExport',
+        'metadata:',
+        '  name: web2',
+        '---',
+        'apiVersion: multicluster.x-k8s.io/v1alpha1',
+        'kind: ServiceExport',
+        'metadata:',
+        '  name: Not_A_Name',
+        '---',
+        'apiVersion: multicluster.x-k8s.io/v1alpha1',
+        'kind: ServiceExport',
+        'metadata:',
+        '  name: fine',
+        '',
+      ].join('\n'),
+    );
+    const r = await ecnet('apply', '-n', ns, '-f', f);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^ServiceExport\/web2 \(line 1\): apiVersion: must be multicluster\.x-k8s\.io\/v1alpha1, got "multicluster\.x-k8s\.io\/v1beta1"$/m);
+    expect(r.stderr).toMatch(/^ServiceExport\/Not_A_Name \(line 6\): metadata\.name: /m);
+    expect(r.stderr).toMatch(/^ecnet: 2 document\(s\) invalid; nothing was applied \[ECNET_CONFIG\]$/m);
+    expect(writes()).toBe(before);
+    expect(server.object(Kinds.McsServiceExport, ns, 'fine')).toBeUndefined();
+    // An unknown kind of the group is refused the same way.
+    const kind = await ecnet('apply', '-n', ns, '-f', file('kind.yaml', 'apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExports\nmetadata:\n  name: x\n'));
+    expect(kind.code).toBe(1);
+    expect(kind.stderr).toMatch(/ServiceExports\/x \(line 1\): kind: must be one of ServiceExport, ServiceImport, got "ServiceExports"/);
   });
 });
