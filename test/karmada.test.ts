@@ -187,13 +187,10 @@ describe('Karmada propagates MCS ServiceExports, ecnet imports them (Karmada sim
     for (const name of ['cluster-1', 'cluster-3'] as const) await until(`Ready on ${name}`, () => ready(name)?.status === 'True');
   });
 
-  // docs/contracts.md says ecnet leaves a ServiceImport it did not create alone. It does when its informer has
-  // seen that import before it plans (test (d)). But it writes a ServiceImport it plans to create without a
-  // precondition (src/controlplane/member-plan.ts: apply(...) with none for ServiceImports), and the client's
-  // apply reads, then replaces what it finds: one created between the pass and the write (here Karmada's,
-  // landing just as ecnet reads) is overwritten with ecnet's and taken over. Expected to fail until that write
-  // is made conditional (create only if absent); the assertions are the documented behaviour.
-  it.fails("known gap: a ServiceImport Karmada writes while ecnet is creating its own is overwritten (docs say left alone)", async () => {
+  // ecnet leaves a ServiceImport it did not create alone even when it appears between ecnet's pass and its write:
+  // the create carries the `absent` precondition, so the API server refuses it (409) rather than ecnet replacing
+  // what is there. Here Karmada's copy lands just as ecnet's create arrives.
+  it("a ServiceImport Karmada writes while ecnet is creating its own is left alone", async () => {
     const ns = 'karmada-race';
     karmadaServer.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
     karmadaServer.put({ ...serviceTemplate, metadata: { name: 'httpbin', namespace: ns } });
@@ -202,8 +199,8 @@ describe('Karmada propagates MCS ServiceExports, ecnet imports them (Karmada sim
     // Karmada's ServiceImport for cluster-2 lands just as ecnet reads before writing its own.
     const template = karmadaServer.put({ ...importTemplate, metadata: { name: 'httpbin', namespace: ns } });
     const policy = propagationPolicy(ns, 'httpbin-import', [{ apiVersion: 'multicluster.x-k8s.io/v1alpha1', kind: 'ServiceImport', name: 'httpbin' }], ['cluster-2']);
-    const path = `/apis/multicluster.x-k8s.io/v1alpha1/namespaces/${ns}/serviceimports/httpbin`;
-    m('cluster-2').beforeNext({ method: 'GET', path }, () => m('cluster-2').put(copyOf(template, policy)));
+    const path = `/apis/multicluster.x-k8s.io/v1alpha1/namespaces/${ns}/serviceimports`;
+    m('cluster-2').beforeNext({ method: 'POST', path }, () => m('cluster-2').put(copyOf(template, policy)));
     karmadaServer.put({ ...exportTemplate, metadata: { name: 'httpbin', namespace: ns } });
     karmadaServer.put(propagationPolicy(ns, 'httpbin-export', [{ apiVersion: 'multicluster.x-k8s.io/v1alpha1', kind: 'ServiceExport', name: 'httpbin' }], ['cluster-1']));
     await karmada.sync();

@@ -106,9 +106,9 @@ describe('planning the writes of a member', () => {
       precondition: { absent: true },
       ensureNamespace: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'httpbin', labels: MANAGED } },
     });
-    // The import itself is applied without a precondition (as ecnet has always written it).
+    // The import is created only if none exists (one another writer created since the plan is not overwritten).
     expect(w.steps[1]).toMatchObject({ object: { kind: 'ServiceImport', metadata: { labels: MANAGED }, spec: importSpec() }, ipsOfPrevious: true });
-    expect(w.steps[1]).not.toHaveProperty('precondition');
+    expect(w.steps[1]).toMatchObject({ precondition: { absent: true }, seen: null });
     expect(w.steps[2]).toMatchObject({ op: 'status', name: 'httpbin', namespace: 'httpbin', status: { clusters: [{ cluster: CLUSTER_1 }] } });
     // Plain data: nothing in it but values.
     expect(JSON.parse(JSON.stringify(p))).toEqual(p);

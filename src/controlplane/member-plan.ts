@@ -109,7 +109,10 @@ export type WriteStep =
       /** create: the member had none when planned; replace: the object seen. Both are an apply. */
       op: 'create' | 'replace';
       object: KubeObject;
-      /** `absent` or the uid of the object seen; none for ServiceImports (as ecnet has always written them). */
+      /**
+       * `absent` (a create: one that appeared since the plan, another writer's, is not overwritten) or the uid of
+       * the object seen; none for a replace of a ServiceImport (ecnet's own, by its label).
+       */
       precondition?: Precondition;
       /** Created first if the member has no namespace of that name (Kubernetes refuses objects in a missing one). */
       ensureNamespace?: Namespace;
@@ -256,10 +259,10 @@ export function planMember(input: PlanInput): MemberPlan {
       // The derived Service first: its ClusterIP is the imports' address. One write for all of them.
       withImport.add(key);
       const steps: WriteStep[] = [apply('create', derivedObject(derived), { absent: true })];
-      for (const w of specWrites) steps.push({ ...apply(w.cur ? 'replace' : 'create', w.object, undefined, w.cur), ipsOfPrevious: true as const, ...(w.ipsLimit ? { ipsLimit: w.ipsLimit } : {}) }, statusStep(w));
+      for (const w of specWrites) steps.push({ ...apply(w.cur ? 'replace' : 'create', w.object, w.cur ? undefined : { absent: true }, w.cur), ipsOfPrevious: true as const, ...(w.ipsLimit ? { ipsLimit: w.ipsLimit } : {}) }, statusStep(w));
       writes.push({ key: `${member}|${memoKind(specWrites[0]!.kind)}|${key}`, content: specWrites.map((w) => canonical(w.spec)).join('|'), steps });
     } else {
-      for (const w of specWrites) writes.push({ key: `${member}|${memoKind(w.kind)}|${key}`, content: canonical(w.spec), steps: [apply(w.cur ? 'replace' : 'create', w.object, undefined, w.cur), statusStep(w)] });
+      for (const w of specWrites) writes.push({ key: `${member}|${memoKind(w.kind)}|${key}`, content: canonical(w.spec), steps: [apply(w.cur ? 'replace' : 'create', w.object, w.cur ? undefined : { absent: true }, w.cur), statusStep(w)] });
     }
   }
   for (const [key, cur] of heldImports) {
