@@ -148,8 +148,9 @@ describe('daemonset/ manifests', () => {
     expect(grants(find('ClusterRole', 'ecnet-gateway'))).toEqual(informers('flomesh.io/serviceexports', 'multicluster.x-k8s.io/serviceexports', '/services', 'discovery.k8s.io/endpointslices'));
     // The controller in the control-plane cluster: Clusters (+ status), Secrets with kubeconfigs, its Lease.
     expect(grants(find('ClusterRole', 'ecnet-controller'))).toEqual(['flomesh.io/clusters:get', 'flomesh.io/clusters:list', 'flomesh.io/clusters:watch', 'flomesh.io/clusters/status:update'].sort());
-    // Secrets: member kubeconfigs (get) and the cluster set's CA, ecnet-ca (get, create once: src/controlplane/identities.ts).
-    expect(grants(find('Role', 'ecnet-controller'))).toEqual(['/secrets:create', '/secrets:get', 'coordination.k8s.io/leases:create', 'coordination.k8s.io/leases:get', 'coordination.k8s.io/leases:update'].sort());
+    // Secrets: member kubeconfigs (get, and watched by name: list, watch) and the cluster set's CA, ecnet-ca (get,
+    // create once: src/controlplane/identities.ts).
+    expect(grants(find('Role', 'ecnet-controller'))).toEqual(['/secrets:create', '/secrets:get', '/secrets:list', '/secrets:watch', 'coordination.k8s.io/leases:create', 'coordination.k8s.io/leases:get', 'coordination.k8s.io/leases:update'].sort());
     // In a member (its kubeconfig in the Cluster resource): apply = get + create/update, writeStatus = get + update status.
     const member = grants(find('ClusterRole', 'ecnet-controller-member'));
     for (const g of ['flomesh.io/serviceimports:create', 'flomesh.io/serviceimports:update', 'flomesh.io/serviceimports:delete', 'flomesh.io/serviceimports/status:update', 'flomesh.io/serviceexports/status:update', '/services:delete', '/namespaces:create', '/events:create']) {
@@ -168,8 +169,11 @@ describe('daemonset/ manifests', () => {
     // The EndpointSlices of MCS imports (member-plan.ts): written like imports, and nothing else of discovery.k8s.io.
     expect(member.filter((g) => g.startsWith('discovery.k8s.io/'))).toEqual(['create', 'delete', 'get', 'list', 'update', 'watch'].map((v) => `discovery.k8s.io/endpointslices:${v}`));
     expect(member.some((g) => g.includes('secrets') || g.includes('clusters'))).toBe(false);
-    // The member's identity, ecnet-identity: in ecnet-system only, get then create or replace (identities.ts).
-    expect(grants(find('Role', 'ecnet-controller-member'))).toEqual(['/secrets:create', '/secrets:get', '/secrets:update']);
+    // Services: the derived ones written, and the imported label patched onto a user's own (member-plan.ts).
+    expect(member.filter((g) => g.startsWith('/services:'))).toEqual(['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'].map((v) => `/services:${v}`));
+    // The member's identity, ecnet-identity: in ecnet-system only, watched by name (list, watch), get, then
+    // create or replace (identities.ts, members.ts).
+    expect(grants(find('Role', 'ecnet-controller-member'))).toEqual(['/secrets:create', '/secrets:get', '/secrets:list', '/secrets:update', '/secrets:watch']);
     // get and update of that one Secret only (create cannot be limited by name).
     expect((find('Role', 'ecnet-controller-member').rules as Json[]).filter((r) => (r.verbs as string[]).some((v) => v !== 'create')).map((r) => r.resourceNames)).toEqual([['ecnet-identity']]);
   });

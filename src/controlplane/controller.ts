@@ -9,7 +9,7 @@
 // unreachable for memberTimeoutMs), the controller does not write imports, and an unreachable member keeps its
 // last known exports for memberTimeoutMs before they are dropped.
 import { CONTROLLER_NAME, defaults } from '../defaults.js';
-import { type Namespace, type Service, clusterIPsOf } from '../api/core.js';
+import { type Namespace, type Secret, type Service, clusterIPsOf } from '../api/core.js';
 import type { Cluster, Condition } from '../api/flomesh.js';
 import { type Logger, componentLogger } from '../logger.js';
 import { Backoff } from '../util/backoff.js';
@@ -19,7 +19,7 @@ import { Kinds, type Informer, type KubeObject, type Precondition, type Source, 
 import { canonical, conditionsDiffer, mergeConditions } from './conditions.js';
 import { type MemberDesired, type MemberView, aggregate, isManaged, mcsExportView } from './aggregate.js';
 import { MCS_SERVICE_NAME_LABEL, type PlannedWrite, memoKind, planCleanup, planMember } from './member-plan.js';
-import { IdentityIssuer } from './identities.js';
+import { IDENTITY_SECRET, IdentityIssuer } from './identities.js';
 import { Member, type MemberConnector, cachedIn, clusterKeyOf, credentialsOf, withDefaults } from './members.js';
 import type { ControllerObserver, MemberCounts } from './metrics.js';
 
@@ -74,10 +74,14 @@ export class Controller {
   #forgetMemo = false;
   /** Cluster name → resourceVersion of the Secret holding its kubeconfig, as last read. */
   readonly #secretVersions = new Map<string, string>();
+  /** `namespace/name` of each kubeconfig Secret a Cluster refers to → its informer. */
+  readonly #secretWatches = new Map<string, Informer<Secret>>();
   /** canonical() of objects from the informers' caches (immutable until replaced by an event). */
   readonly #canon = new WeakMap<object, string>();
   passes = 0;
   readonly #issuer: IdentityIssuer | undefined;
+  /** The Secret each member's identity informer watches (when identities are issued). */
+  readonly #identitySecret: { namespace: string; name: string } | undefined;
   readonly #metrics: ControllerObserver | undefined;
 
   constructor(options: ControllerOptions) {
@@ -91,6 +95,7 @@ export class Controller {
     this.#log = options.logger ?? componentLogger('controller');
     this.#passes = new Coalescer(() => this.#safePass(), this.#debounceMs, this.#clock);
     const ids = options.identities;
+    this.#identitySecret = ids ? { namespace: ids.namespace, name: IDENTITY_SECRET } : undefined;
     this.#issuer = ids ? new IdentityIssuer({ controlPlane: this.#controlPlane, ...ids, manager: MANAGER, log: this.#log, now: () => this.#clock.now() }) : undefined;
     this.#metrics = options.metrics;
     this.#metrics?.attach(() => this.#memberCounts());
@@ -186,6 +191,7 @@ export class Controller {
   async #syncMembers(clusters: Cluster[], full: boolean): Promise<void> {
     const now = this.#clock.now();
     const names = new Set(clusters.map((c) => c.metadata.name));
+    this.#dropSecretWatches(clusters);
     for (const [name, m] of this.#members) {
       if (!names.has(name)) {
         this.#members.delete(name);
@@ -210,7 +216,7 @@ export class Controller {
         m.close();
       }
       this.#members.set(c.metadata.name, next);
-      void next.connect(this.#connect, (e) => this.#onMemberEvent(next.name, e), this.#log, this.#clock);
+      void next.connect(this.#connect, (e) => this.#onMemberEvent(next.name, e), this.#log, this.#clock, this.#identitySecret);
     }
   }
 
@@ -221,6 +227,13 @@ export class Controller {
   async #credentials(c: Cluster, look: boolean): Promise<string> {
     const ref = c.spec.kubeconfigSecretRef;
     if (!ref) return credentialsOf(c);
+    // Watched: its version is the watch's, with no request (an event of it calls for a full pass).
+    const watched = this.#kubeconfigSecret(ref.namespace, ref.name);
+    if (watched?.isSynced && watched.healthy) {
+      const version = watched.get(ref.name, ref.namespace)?.metadata.resourceVersion ?? 'absent';
+      this.#secretVersions.set(c.metadata.name, version);
+      return `${credentialsOf(c)}|${version}`;
+    }
     let version = this.#secretVersions.get(c.metadata.name);
     if (look || version === undefined) {
       try {
@@ -232,6 +245,36 @@ export class Controller {
       this.#secretVersions.set(c.metadata.name, version);
     }
     return `${credentialsOf(c)}|${version}`;
+  }
+
+  /**
+   * The informer of one kubeconfig Secret (by field selector), made when a Cluster first refers to it. Until it
+   * has listed (or if it cannot: RBAC without list/watch) the Secret is read with a GET on full passes.
+   */
+  #kubeconfigSecret(namespace: string, name: string): Informer<Secret> | undefined {
+    if (this.#closed) return undefined;
+    const key = `${namespace}/${name}`;
+    let i = this.#secretWatches.get(key);
+    if (!i) {
+      const changed = () => {
+        this.#full = true;
+        this.trigger();
+      };
+      i = this.#controlPlane.informer<Secret>(Kinds.Secret, { namespace, fieldSelector: `metadata.name=${name}`, onEvent: changed, onHealth: () => undefined });
+      i.synced.then(changed, () => undefined);
+      this.#secretWatches.set(key, i);
+    }
+    return i;
+  }
+
+  /** Stops watching kubeconfig Secrets no Cluster refers to any more. */
+  #dropSecretWatches(clusters: Cluster[]): void {
+    const used = new Set(clusters.flatMap((c) => (c.spec.kubeconfigSecretRef ? [`${c.spec.kubeconfigSecretRef.namespace}/${c.spec.kubeconfigSecretRef.name}`] : [])));
+    for (const [key, i] of this.#secretWatches) {
+      if (used.has(key)) continue;
+      i.close();
+      this.#secretWatches.delete(key);
+    }
   }
 
   #forgetMemoOf(member: string): void {
@@ -318,7 +361,7 @@ export class Controller {
     }
     this.#planClusterStatus(members, now, writes);
     // Identities on full passes only: a certificate lives a day, so a check every resync is plenty.
-    if (!scope && this.#issuer) writes.push(...this.#issuer.checks(members.map((m) => ({ source: m.readable ? m.source : undefined, cluster: clusterKeyOf(m.cluster) }))));
+    if (!scope && this.#issuer) writes.push(...this.#issuer.checks(members.map((m) => ({ source: m.readable ? m.source : undefined, cluster: clusterKeyOf(m.cluster), held: (name, namespace) => m.heldIdentity(name, namespace) }))));
     const failures = await this.#run(writes);
     this.#metrics?.passEnds({ endedMs: this.#clock.now(), failures, desired, scope, closed: this.#closed });
     this.#log.debug({ pass: this.passes, scope: scope ? scope.size : 'all', writes: writes.length, failures, gated, ms: this.#clock.now() - now }, 'reconcile pass');
@@ -476,6 +519,8 @@ export class Controller {
     this.#clock.clearTimeout(this.#resync);
     await this.#passes.close();
     this.#clusters?.close();
+    for (const i of this.#secretWatches.values()) i.close();
+    this.#secretWatches.clear();
     for (const m of this.#members.values()) m.close();
     this.#members.clear();
   }
@@ -487,6 +532,8 @@ export class Controller {
     void this.#passes.close();
     this.#clock.clearTimeout(this.#resync);
     this.#clusters?.close();
+    for (const i of this.#secretWatches.values()) i.close();
+    this.#secretWatches.clear();
     for (const m of this.#members.values()) m.close();
     this.#members.clear();
   }

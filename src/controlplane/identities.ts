@@ -15,6 +15,9 @@ import { Kinds, MANAGED_BY, MANAGED_BY_LABEL, type KubeObject, type Source, Sour
 export const CA_SECRET = 'ecnet-ca';
 export const IDENTITY_SECRET = 'ecnet-identity';
 
+/** The member's identity Secret as a watch holds it: null, none; undefined, not known (read it). */
+export type HeldIdentity = (name: string, namespace: string) => Secret | null | undefined;
+
 export interface IdentityIssuerOptions {
   controlPlane: Source;
   /** ecnet's namespace, in the control-plane cluster (the CA) and in every member (its identity). */
@@ -84,16 +87,21 @@ export class IdentityIssuer {
   }
 
   /** One check (and issue, when due) per readable member, as writes of a controller pass. */
-  checks(members: { source: Source | undefined; cluster: ClusterKey }[]): (() => Promise<void>)[] {
-    return members.flatMap(({ source, cluster }) => (source ? [async () => void (await this.ensure(source, cluster))] : []));
+  checks(members: { source: Source | undefined; cluster: ClusterKey; held?: HeldIdentity }[]): (() => Promise<void>)[] {
+    return members.flatMap(({ source, cluster, held }) => (source ? [async () => void (await this.ensure(source, cluster, held))] : []));
   }
 
-  /** Gives `member` a current identity if it has none; resolves with what was done. */
-  async ensure(member: Source, cluster: ClusterKey): Promise<'current' | 'issued'> {
+  /**
+   * Gives `member` a current identity if it has none; resolves with what was done. `watch` reads the member's
+   * Secret from a watch (no request while the identity is current); without it, or while it does not know, the
+   * Secret is read with a GET.
+   */
+  async ensure(member: Source, cluster: ClusterKey, watch?: HeldIdentity): Promise<'current' | 'issued'> {
     const { namespace, clusterSet, manager } = this.#o;
     const ca = await this.ca();
     const id = clusterSpiffeId(clusterSet, cluster);
-    const held = await member.get<Secret>(Kinds.Secret, IDENTITY_SECRET, namespace);
+    const watched = watch?.(IDENTITY_SECRET, namespace);
+    const held = watched === undefined ? await member.get<Secret>(Kinds.Secret, IDENTITY_SECRET, namespace) : (watched ?? undefined);
     const cert = unb64(held?.data?.[IDENTITY_FILES.cert]);
     const current = held !== undefined && cert !== undefined && unb64(held.data?.[IDENTITY_FILES.ca]) === ca.cert && !needsRenewal(cert, this.#o.now()) && describe(cert).uri === id;
     if (current) return 'current';

@@ -3,7 +3,7 @@
 // It reads both APIs: flomesh.io, and the MCS API (multicluster.x-k8s.io), whose CRDs a member may not have: a
 // member whose API server does not serve them (404) is read without them, and picks them up once they are there.
 // And the EndpointSlices it wrote for MCS imports (by label selector): those only, and not needed to be readable.
-import type { EndpointSlice, Service } from '../api/core.js';
+import type { EndpointSlice, Secret, Service } from '../api/core.js';
 import type { Cluster, ClusterKey, ServiceExport, ServiceImport } from '../api/flomesh.js';
 import type { McsServiceExport, McsServiceImport } from '../api/mcs.js';
 import type { Logger } from '../logger.js';
@@ -64,6 +64,11 @@ export class Member {
   mcsImports: Informer<McsServiceImport> | undefined;
   /** The EndpointSlices ecnet wrote for MCS imports (listed by MCS_SLICE_SELECTOR). */
   mcsSlices: Informer<EndpointSlice & { apiVersion: string }> | undefined;
+  /**
+   * Its identity Secret (the one object of that name, by field selector) when the controller issues identities:
+   * what the identity check reads instead of a GET on every resync. Not part of being readable.
+   */
+  identity: Informer<Secret> | undefined;
   /** Why connecting failed (bad kubeconfig, missing Secret …). */
   connectError: Error | undefined;
   /** Since when (clock ms) the member has not been readable; undefined while it is. */
@@ -87,7 +92,7 @@ export class Member {
    * Connects and starts the informers; `onChange` runs on every event and health change. A failure (a Secret
    * not there yet, an API server down) is retried with backoff until it works or the member is closed.
    */
-  async connect(connector: MemberConnector, onChange: (e?: WatchEvent) => void, log: Logger, clock: Clock): Promise<void> {
+  async connect(connector: MemberConnector, onChange: (e?: WatchEvent) => void, log: Logger, clock: Clock, identity?: { namespace: string; name: string }): Promise<void> {
     this.#clock = clock;
     try {
       const source = await connector(this.cluster);
@@ -111,6 +116,10 @@ export class Member {
         onChange();
       };
       this.mcsSlices = source.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, { onEvent: opts.onEvent, onHealth: onSliceHealth, labelSelector: MCS_SLICE_SELECTOR });
+      if (identity) {
+        // A change of it (deleted, replaced by someone) calls for a full pass: that is when identities are checked.
+        this.identity = source.informer<Secret>(Kinds.Secret, { namespace: identity.namespace, fieldSelector: `metadata.name=${identity.name}`, onEvent: () => onChange(), onHealth: () => undefined });
+      }
       for (const i of this.#informers()) i.synced.then(() => onChange(), () => undefined);
     } catch (err) {
       this.connectError = err as Error;
@@ -178,6 +187,13 @@ export class Member {
     return all.filter((i): i is Informer<KubeObject> => i !== undefined);
   }
 
+  /** The identity Secret as its informer holds it (null: there is none), or undefined when that is not known. */
+  heldIdentity(name: string, namespace: string): Secret | null | undefined {
+    const i = this.identity;
+    if (!i?.isSynced || !i.healthy) return undefined;
+    return i.get(name, namespace) ?? null;
+  }
+
   /** Every informer has its first list and is connected now (the MCS API's: or its kind is not served there). */
   get readable(): boolean {
     const core = [this.exports, this.services, this.imports];
@@ -221,6 +237,7 @@ export class Member {
     this.#closed = true;
     this.#clock?.clearTimeout(this.#retry);
     for (const i of this.#informers()) i.close();
+    this.identity?.close();
     this.source?.destroy();
   }
 }

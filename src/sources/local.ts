@@ -46,9 +46,10 @@ class LocalInformer<T extends KubeObject> implements Informer<T> {
   ) {
     const apiVersion = apiVersionOf(kind);
     const labels: LabelMatcher = parseLabelSelector(options.labelSelector);
-    const node = /^spec\.nodeName=(.*)$/.exec(options.fieldSelector ?? '');
-    if (options.fieldSelector !== undefined && !node) throw new SourceError('ECNET_SOURCE_INVALID', `field selector ${JSON.stringify(options.fieldSelector)}: the local source knows spec.nodeName=NAME only`);
-    const fields = (o: KubeObject) => !node || (o.spec as { nodeName?: string } | undefined)?.nodeName === node[1];
+    const field = /^(spec\.nodeName|metadata\.name)=(.*)$/.exec(options.fieldSelector ?? '');
+    if (options.fieldSelector !== undefined && !field) throw new SourceError('ECNET_SOURCE_INVALID', `field selector ${JSON.stringify(options.fieldSelector)}: the local source knows spec.nodeName=NAME and metadata.name=NAME only`);
+    const fields = (o: KubeObject) =>
+      !field || (field[1] === 'metadata.name' ? o.metadata.name === field[2] : (o.spec as { nodeName?: string } | undefined)?.nodeName === field[2]);
     this.#matches = (o) =>
       o.kind === kind.kind && o.apiVersion === apiVersion && (!options.namespace || o.metadata.namespace === options.namespace) && labels(o.metadata.labels) && fields(o);
     // Events before the first full scan are not delivered one by one: the initial list is.

@@ -59,7 +59,7 @@ interface OpenWatch {
   kindKey: string;
   kind: KindRef;
   namespace: string | undefined;
-  selector: LabelSelector;
+  selector: (o: KubeObject) => boolean;
   res: ServerResponse;
   socket: Socket;
   timers: NodeJS.Timeout[];
@@ -152,6 +152,25 @@ function parseSelector(s: string | null): LabelSelector {
     return (l) => l?.[t] !== undefined;
   });
   return (labels) => terms.every((f) => f(labels));
+}
+
+/** Field selectors: `path=value` and `path!=value` terms on dotted paths (metadata.name, spec.nodeName, …). */
+function parseFieldSelector(s: string | null): (o: KubeObject) => boolean {
+  if (!s) return () => true;
+  const terms = s.split(',').map((t) => t.trim()).filter(Boolean).map((t) => {
+    const m = /^([^!=\s]+)\s*(!=|==|=)\s*(.*)$/.exec(t);
+    if (!m) throw new HttpStatus(400, 'BadRequest', `invalid field selector term ${JSON.stringify(t)}`);
+    const [, path = '', op, value = ''] = m;
+    const get = (o: KubeObject) => path.split('.').reduce<unknown>((v, k) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), o);
+    return (o: KubeObject) => (op === '!=' ? String(get(o) ?? '') !== value : String(get(o) ?? '') === value);
+  });
+  return (o) => terms.every((f) => f(o));
+}
+
+function objectSelector(labelSelector: string | null, fieldSelector: string | null): (o: KubeObject) => boolean {
+  const labels = parseSelector(labelSelector);
+  const fields = parseFieldSelector(fieldSelector);
+  return (o) => labels(o.metadata.labels) && fields(o);
 }
 
 function matches(filter: RequestFilter, r: RecordedRequest): boolean {
@@ -400,7 +419,7 @@ export class KubeApiServer {
       case 'GET':
         if (name === undefined) {
           if (r.watch) return this.#watch(kind, namespace, url.searchParams, res);
-          return this.#send(res, 200, this.#list(kind, namespace, url.searchParams.get('labelSelector')));
+          return this.#send(res, 200, this.#list(kind, namespace, url.searchParams.get('labelSelector'), url.searchParams.get('fieldSelector')));
         }
         return this.#send(res, 200, this.#get(kind, namespace, name));
       case 'POST':
@@ -456,10 +475,12 @@ export class KubeApiServer {
     return { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: group ? `${group}/${version}` : version, resources };
   }
 
-  #list(kind: KindRef, namespace: string | undefined, labelSelector: string | null) {
-    const selector = parseSelector(labelSelector);
+  #list(kind: KindRef, namespace: string | undefined, labelSelector: string | null, fieldSelector: string | null = null) {
+    const labels = parseSelector(labelSelector);
+    const fields = parseFieldSelector(fieldSelector);
+    const selector = (o: KubeObject) => labels(o.metadata.labels) && fields(o);
     const items = [...this.#bucket(kind).values()]
-      .filter((o) => (namespace === undefined || o.metadata.namespace === namespace) && selector(o.metadata.labels))
+      .filter((o) => (namespace === undefined || o.metadata.namespace === namespace) && selector(o))
       .map((o) => {
         const item = clone(o) as Partial<KubeObject>;
         if (isBuiltIn(kind)) {
@@ -702,8 +723,8 @@ export class KubeApiServer {
   #deliver(w: OpenWatch, e: HistoryEntry): void {
     if (e.kindKey !== w.kindKey) return;
     if (w.namespace !== undefined && e.object.metadata.namespace !== w.namespace) return;
-    const now = e.type !== 'DELETED' && w.selector(e.object.metadata.labels);
-    const before = e.previous !== undefined && w.selector(e.previous.metadata.labels);
+    const now = e.type !== 'DELETED' && w.selector(e.object);
+    const before = e.previous !== undefined && w.selector(e.previous);
     let type: EventType | undefined;
     if (e.type === 'DELETED') type = before ? 'DELETED' : undefined;
     else if (now) type = before ? 'MODIFIED' : 'ADDED';
@@ -719,14 +740,14 @@ export class KubeApiServer {
     const socket = res.socket as Socket;
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked', 'cache-control': 'no-cache, private' });
     res.flushHeaders();
-    const w: OpenWatch = { kindKey: kindKeyOf(kind), kind, namespace, selector: parseSelector(q.get('labelSelector')), res, socket, timers: [] };
+    const w: OpenWatch = { kindKey: kindKeyOf(kind), kind, namespace, selector: objectSelector(q.get('labelSelector'), q.get('fieldSelector')), res, socket, timers: [] };
     this.#watches.add(w);
     res.on('close', () => this.#closeWatch(w, 'end'));
     const rvParam = q.get('resourceVersion') ?? '';
     if (rvParam === '' || rvParam === '0') {
       // "Any" resourceVersion: the current state as synthetic ADDED events, then changes.
       for (const o of this.#bucket(kind).values()) {
-        if ((namespace === undefined || o.metadata.namespace === namespace) && w.selector(o.metadata.labels)) {
+        if ((namespace === undefined || o.metadata.namespace === namespace) && w.selector(o)) {
           this.#write(w, { type: 'ADDED', object: clone(o) });
         }
       }
