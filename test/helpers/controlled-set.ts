@@ -5,7 +5,7 @@ import { memberConnector } from '../../src/controlplane/connect.js';
 import { Controller } from '../../src/controlplane/controller.js';
 import { createKubernetesSource } from '../../src/sources/kubernetes.js';
 import type { Source } from '../../src/sources/source.js';
-import { type KubeApiServer, startKubeApiServer } from './kube-api-server.js';
+import { type KubeApiServer, type KubeApiServerOptions, startKubeApiServer } from './kube-api-server.js';
 
 export interface ControlledSet {
   hubServer: KubeApiServer;
@@ -16,8 +16,11 @@ export interface ControlledSet {
 }
 
 /** Registers `members` (name → its API server) on a new hub, gateway addresses `<subnet>.4`, `.5`, …, and starts a controller. */
-export async function startControlledSet(members: [string, KubeApiServer][], o: { subnet: string; resyncMs: number }): Promise<ControlledSet> {
-  const hubServer = await startKubeApiServer();
+export async function startControlledSet(
+  members: [string, KubeApiServer][],
+  o: { subnet: string; resyncMs: number; hub?: KubeApiServerOptions; concurrency?: number },
+): Promise<ControlledSet> {
+  const hubServer = await startKubeApiServer(o.hub);
   for (const [i, [name, s]] of members.entries()) {
     hubServer.put({
       apiVersion: 'flomesh.io/v1alpha1',
@@ -27,7 +30,7 @@ export async function startControlledSet(members: [string, KubeApiServer][], o: 
     } as Cluster);
   }
   const hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 300, jitter: 0.2 } });
-  const controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: o.resyncMs, debounceMs: 5 });
+  const controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: o.resyncMs, debounceMs: 5, ...(o.concurrency ? { concurrency: o.concurrency } : {}) });
   await controller.start();
   return {
     hubServer,

@@ -26,6 +26,26 @@ export interface KubeApiServerOptions {
   token?: string;
   /** Address to listen on (default 127.0.0.1): e.g. an underlay address that node namespaces reach. */
   host?: string;
+  /**
+   * Time every request other than a watch waits before it is answered (a real API server's round trip, its
+   * admission and etcd write): a client that writes one request at a time pays it per request. Default 0.
+   */
+  latencyMs?: number;
+  /**
+   * Bearer tokens accepted besides `token`: each names a client, whose requests and bytes are counted apart
+   * (`client()`, `RecordedRequest.client`); `kubeconfigFor(token)` points a client at this server with one.
+   */
+  clients?: string[];
+}
+
+/** What the server sent one client (by its bearer token): response bytes (headers excluded), requests, watches. */
+export interface ClientStats {
+  requests: number;
+  watches: number;
+  /** Body bytes of every response, watch streams included. */
+  bytes: number;
+  /** Of those, the bytes written on watch streams (initial events, changes, bookmarks). */
+  watchBytes: number;
 }
 
 export interface RecordedRequest {
@@ -35,6 +55,12 @@ export interface RecordedRequest {
   watch: boolean;
   /** Date.now() on arrival. */
   at: number;
+  /** The bearer token it carried (the client's name, see `clients`). */
+  client: string;
+  /** The status answered (once answered). */
+  status?: number;
+  /** A create, update or status update whose object equals what was stored: answered, nothing changed. */
+  unchanged?: boolean;
 }
 
 /** Which requests a failure or hook applies to (all given fields must match). */
@@ -210,6 +236,15 @@ export class KubeApiServer {
   #nextIp = 10;
   #closed = false;
   #host: string;
+  #latencyMs: number;
+  /** Set by #update when the write changed nothing. */
+  #unchanged = false;
+  #tokens: Set<string>;
+  #clients = new Map<string, ClientStats>();
+  #connections = 0;
+  #sockets = new Set<Socket>();
+  /** bytesWritten of sockets already closed. */
+  #closedBytes = 0;
 
   constructor(options: KubeApiServerOptions = {}) {
     this.#host = options.host ?? '127.0.0.1';
@@ -217,6 +252,16 @@ export class KubeApiServer {
     this.#strict = options.strict ?? false;
     this.#requireNamespaces = this.#strict || (options.requireNamespaces ?? true);
     this.#bookmarkIntervalMs = options.bookmarkIntervalMs ?? 1000;
+    this.#latencyMs = options.latencyMs ?? 0;
+    this.#tokens = new Set([this.#token, ...(options.clients ?? [])]);
+    this.#server.on('connection', (socket: Socket) => {
+      this.#connections++;
+      this.#sockets.add(socket);
+      socket.once('close', () => {
+        this.#sockets.delete(socket);
+        this.#closedBytes += socket.bytesWritten;
+      });
+    });
     for (const k of [...Object.values(Kinds), ...Object.values(BuiltInKinds), ...(options.kinds ?? [])]) this.register(k);
   }
 
@@ -235,6 +280,11 @@ export class KubeApiServer {
 
   /** A kubeconfig pointing at this server. client-node refuses http:// unless insecure-skip-tls-verify is set. */
   get kubeconfig(): string {
+    return this.kubeconfigFor(this.#token);
+  }
+
+  /** A kubeconfig with another bearer token: one of `clients` (else every request is refused, 401). */
+  kubeconfigFor(token: string): string {
     return [
       'apiVersion: v1',
       'kind: Config',
@@ -246,7 +296,7 @@ export class KubeApiServer {
       'users:',
       '- name: test',
       '  user:',
-      `    token: ${this.#token}`,
+      `    token: ${token}`,
       'contexts:',
       '- name: test',
       '  context:',
@@ -265,6 +315,39 @@ export class KubeApiServer {
   /** Watch connections currently open. */
   get openWatches(): number {
     return this.#watches.size;
+  }
+
+  /** TCP connections accepted since listen(): with kept-alive clients, far fewer than requests. */
+  get connectionsAccepted(): number {
+    return this.#connections;
+  }
+
+  /** TCP connections open now. */
+  get connectionsOpen(): number {
+    return this.#sockets.size;
+  }
+
+  /** Bytes written on every connection since listen() (headers and chunk framing included). */
+  get bytesWritten(): number {
+    let n = this.#closedBytes;
+    for (const s of this.#sockets) n += s.bytesWritten;
+    return n;
+  }
+
+  /** What was sent to the client with this bearer token so far (a live object: it keeps counting). */
+  client(token: string): ClientStats {
+    let c = this.#clients.get(token);
+    if (!c) this.#clients.set(token, (c = { requests: 0, watches: 0, bytes: 0, watchBytes: 0 }));
+    return c;
+  }
+
+  /** How many objects of `kind` are stored (in `namespace`, and passing `filter`), without copying them. */
+  count<T extends KubeObject = KubeObject>(kind: KindRef, namespace?: string, filter?: (o: T) => boolean): number {
+    let n = 0;
+    for (const o of this.#bucket(kind).values()) {
+      if ((namespace === undefined || o.metadata.namespace === namespace) && (!filter || filter(o as T))) n++;
+    }
+    return n;
   }
 
   register(kind: KindRef): void {
@@ -359,11 +442,35 @@ export class KubeApiServer {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const query = Object.fromEntries(url.searchParams);
     const watch = query.watch === 'true' || query.watch === '1';
-    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, query, watch, at: Date.now() };
+    const auth = req.headers.authorization ?? '';
+    const client = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, query, watch, at: Date.now(), client };
     this.requests.push(record);
+    const stats = this.client(client);
+    stats.requests++;
+    if (watch) stats.watches++;
+    // Count the body bytes this client is sent, watch streams included.
+    const write = res.write.bind(res) as (...a: unknown[]) => boolean;
+    const end = res.end.bind(res) as (...a: unknown[]) => ServerResponse;
+    const counted = (chunk: unknown) => {
+      const n = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk instanceof Uint8Array ? chunk.length : 0;
+      stats.bytes += n;
+      if (watch) stats.watchBytes += n;
+    };
+    res.write = ((chunk: unknown, ...rest: unknown[]) => (counted(chunk), write(chunk, ...rest))) as typeof res.write;
+    res.end = ((chunk?: unknown, ...rest: unknown[]) => (typeof chunk !== 'function' && counted(chunk), end(chunk, ...rest))) as typeof res.end;
+    res.once('finish', () => (record.status = res.statusCode));
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      if (this.#latencyMs > 0 && !watch) setTimeout(() => this.#answer(req, res, url, record, chunks), this.#latencyMs);
+      else this.#answer(req, res, url, record, chunks);
+    });
+  }
+
+  #answer(req: IncomingMessage, res: ServerResponse, url: URL, record: RecordedRequest, chunks: Buffer[]): void {
+    {
+      if (res.destroyed) return;
       try {
         const hook = this.#hooks.findIndex((h) => matches(h.filter, record));
         if (hook >= 0) this.#hooks.splice(hook, 1)[0]?.action();
@@ -373,7 +480,7 @@ export class KubeApiServer {
           const reason = reasons[failure.status] ?? 'Unknown';
           throw new HttpStatus(failure.status, reason, `injected failure: ${failure.status} ${reason}`);
         }
-        if (req.headers.authorization !== `Bearer ${this.#token}`) {
+        if (!this.#tokens.has(record.client)) {
           throw new HttpStatus(401, 'Unauthorized', 'Unauthorized');
         }
         const body = chunks.length ? this.#parseBody(Buffer.concat(chunks).toString('utf8'), req) : undefined;
@@ -382,7 +489,7 @@ export class KubeApiServer {
         if (err instanceof HttpStatus) this.#send(res, err.code, statusBody(err.code, err.reason, err.message, err.details));
         else this.#send(res, 500, statusBody(500, 'InternalError', String(err)));
       }
-    });
+    }
   }
 
   #parseBody(text: string, req: IncomingMessage): unknown {
@@ -427,12 +534,20 @@ export class KubeApiServer {
         return this.#send(res, 201, this.#create(kind, namespace, body));
       case 'PUT':
         if (name === undefined) throw new HttpStatus(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
-        return this.#send(res, 200, this.#update(route as Route & { name: string }, body));
+        this.#unchanged = false;
+        {
+          const o = this.#update(route as Route & { name: string }, body);
+          r.unchanged = this.#unchanged;
+          return this.#send(res, 200, o);
+        }
       case 'PATCH': {
         // JSON merge patch (RFC 7386) only, as the sources send it for labels.
         if (name === undefined || route.status) throw new HttpStatus(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
         const current = this.#get(kind, namespace, name);
-        return this.#send(res, 200, this.#update(route as Route & { name: string }, mergePatch(current, body)));
+        this.#unchanged = false;
+        const o = this.#update(route as Route & { name: string }, mergePatch(current, body));
+        r.unchanged = this.#unchanged;
+        return this.#send(res, 200, o);
       }
       case 'DELETE':
         if (name === undefined) throw new HttpStatus(405, 'MethodNotAllowed', 'deletecollection is not supported here');
@@ -570,7 +685,10 @@ export class KubeApiServer {
     }
     next.metadata.resourceVersion = old.metadata.resourceVersion ?? '';
     // A write that changes nothing keeps its resourceVersion and emits no event, as on a real server.
-    if (sameJson(old, next)) return clone(old);
+    if (sameJson(old, next)) {
+      this.#unchanged = true;
+      return clone(old);
+    }
     return this.#commit(kind, key, 'MODIFIED', next, old);
   }
 
