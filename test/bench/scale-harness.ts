@@ -383,13 +383,39 @@ export async function manyAgents(o: { agents: number; services: number; changes:
   }
 }
 
-/** Requests of a converged controlled set over `windowMs` with nothing changing (watches counted apart). */
-export async function steadyState(c: { set: ControlledSet; servers: KubeApiServer[] }, windowMs: number): Promise<{ requests: RequestCounts; top: [string, number][] }> {
+/** Waits until `servers` have had no request for `quietMs` (at most `maxMs`); how long that took. */
+export async function settle(servers: KubeApiServer[], quietMs: number, maxMs: number): Promise<number> {
+  const t0 = now();
+  const total = () => servers.reduce((n, s) => n + s.requests.length, 0);
+  let last = total();
+  let since = now();
+  while (now() - since < quietMs && now() - t0 < maxMs) {
+    await sleep(50);
+    if (total() !== last) {
+      last = total();
+      since = now();
+    }
+  }
+  return now() - t0;
+}
+
+/** Every request of a controlled set so far, counted. */
+export const allCounts = (c: { set: ControlledSet; servers: KubeApiServer[] }) => counts([...c.servers, c.set.hubServer].flatMap((s) => s.requests));
+
+/**
+ * Requests of a converged controlled set over `windowMs` with nothing changing (watches counted apart), once
+ * what convergence left in flight (status writes of the last pass) has settled: no request for 1 s, at most 15 s.
+ */
+export async function steadyState(
+  c: { set: ControlledSet; servers: KubeApiServer[] },
+  windowMs: number,
+): Promise<{ settleMs: number; requests: RequestCounts; top: [string, number][] }> {
   const all = [...c.servers, c.set.hubServer];
+  const settleMs = await settle(all, 1000, 15_000);
   const marks = all.map((s) => s.requests.length);
   await sleep(windowMs);
   const window = all.flatMap((s, i) => s.requests.slice(marks[i]));
-  return { requests: counts(window), top: byPattern(window) };
+  return { settleMs, requests: counts(window), top: byPattern(window) };
 }
 
 /** A small controlled set with a short resync, converged: to catch what the controller requests periodically. */

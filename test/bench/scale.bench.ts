@@ -50,6 +50,8 @@ const notes: string[] = [];
   await h.sleep(1000);
   const s = await h.steadyState(c, WINDOW);
   const other = s.requests.total - s.requests.watches;
+  row('  settled (no request for 1 s) after convergence', `${f0(s.settleMs)} ms`);
+  row('  writes that changed nothing, whole run', `${h.allCounts(c).unchanged}`, '0');
   row(`steady, controller (resync 30 s), ${WINDOW / 1000} s`, `${other} requests, ${s.requests.watches} watch (re)starts`, 'watches only');
   notes.push(`steady state, controller with its default resync (${WINDOW / 1000} s):\n${patterns(s.top)}`);
   await c.set.close();
