@@ -84,6 +84,8 @@ export interface Convergence {
   exports: number;
   latencyMs: number;
   ms: number;
+  /** CPU time of this process (the servers, the controller and its clients share it) until convergence. */
+  cpuMs: number;
   /** Requests to the members and the hub until convergence. */
   requests: RequestCounts;
   memberRequests: RequestCounts;
@@ -102,6 +104,7 @@ export async function convergence(o: { exports: number; latencyMs: number; timeo
     servers[0]!.put(exportedService(i));
     servers[0]!.put(exportOf(i));
   }
+  const cpu0 = process.cpuUsage();
   const t0 = now();
   const set = await startControlledSet(
     MEMBERS.map((m, i) => [m, servers[i]!]),
@@ -112,11 +115,13 @@ export async function convergence(o: { exports: number; latencyMs: number; timeo
       (s) => s.count<KubeObject & { spec: { ips?: string[] } }>(Kinds.ServiceImport, NS, (x) => (x.spec.ips?.length ?? 0) > 0) === o.exports && s.count(Kinds.Service, NS) === o.exports,
     );
   const t1 = await until(`${o.exports} imports in every member`, done, o.timeoutMs, 10);
+  const cpu = process.cpuUsage(cpu0);
   const all = [...servers, set.hubServer].flatMap((s) => s.requests);
   return {
     exports: o.exports,
     latencyMs: o.latencyMs,
     ms: t1 - t0,
+    cpuMs: (cpu.user + cpu.system) / 1000,
     requests: counts(all),
     memberRequests: counts(servers.flatMap((s) => s.requests)),
     connections: [...servers, set.hubServer].reduce((n, s) => n + s.connectionsAccepted, 0),

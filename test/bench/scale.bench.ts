@@ -42,6 +42,7 @@ const notes: string[] = [];
   const c = await h.convergence({ exports: EXPORTS, latencyMs: LATENCY, timeoutMs: 300_000 });
   const base = await h.baselineWrites({ writes: c.requests.writes, concurrency: 32, latencyMs: LATENCY });
   row(`convergence: ${EXPORTS} exports → imports in 3 members`, `${f0(c.ms)} ms`, `< 20000 ms: ${yes(c.ms < 20_000)}`, `${f0(base.ms)} ms for ${c.requests.writes} writes (${f1(c.ms / base.ms)}×)`);
+  row('  CPU time of the process (servers + controller, one process)', `${f0(c.cpuMs)} ms`, '', `${f1((100 * c.cpuMs) / c.ms)}% of one core`);
   row('  requests (members + hub)', `${c.requests.total} (${c.requests.reads} reads, ${c.requests.writes} writes, ${c.requests.watches} watches)`, '', `${c.requests.writes} writes`);
   row('  reads per write', f1(c.requests.reads / Math.max(1, c.requests.writes)), '', '0');
   row('  writes that changed nothing / refused', `${c.requests.unchanged} / ${c.requests.refused}`, '0');
