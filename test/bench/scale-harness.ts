@@ -249,7 +249,7 @@ export async function agentBytes(o: { unrelated: number; timeoutMs: number }): P
     const watcher = createKubernetesSource({ kubeconfig: server.kubeconfigFor('all') });
     sources.push(watcher);
     const services = watcher.informer(Kinds.Service);
-    const slices = watcher.informer(Kinds.EndpointSlice);
+    const slices = watcher.informer<KubeObject & { endpoints?: unknown[] }>(Kinds.EndpointSlice);
     await Promise.all([services.synced, slices.synced]);
     const a0 = server.client('agent').bytes;
     const b0 = server.client('all').bytes;
