@@ -2,6 +2,7 @@
 // and credentials the kubeconfig gives, paged lists, and a non-2xx status mapped to a SourceError code. Separate
 // from the source so the source holds only what each Source operation means (retries, preconditions, events).
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { Agent as HttpAgent, request as httpRequest, STATUS_CODES, type Agent } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type RequestOptions as HttpsRequestOptions } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -100,6 +101,8 @@ export class KubeApi {
     this.#requestTimeoutMs = o.requestTimeoutMs;
     this.#signal = o.signal;
     this.#signal.addEventListener('abort', () => this.release(), { once: true });
+    // Each request in flight listens to the source's signal (removed when it ends): many at once is not a leak.
+    setMaxListeners(0, this.#signal);
   }
 
   /** Closes the kept-alive connections (the source closing or destroyed). */

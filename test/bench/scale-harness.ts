@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { Agent as HttpAgent, request } from 'node:http';
 import { join } from 'node:path';
 import { Agent, RouteMap } from '../../src/agent/agent.js';
-import type { Cluster } from '../../src/api/flomesh.js';
+import { type Cluster, IMPORTED_LABEL } from '../../src/api/flomesh.js';
 import { setLogLevel } from '../../src/logger.js';
 import { createKubernetesSource } from '../../src/sources/kubernetes.js';
 import { Kinds, type KubeObject, type Source, type WatchEvent } from '../../src/sources/source.js';
@@ -90,13 +90,15 @@ export interface Convergence {
   requests: RequestCounts;
   memberRequests: RequestCounts;
   connections: number;
+  /** GETs of one object (not lists): reads before writes. */
+  objectReads: number;
   top: [string, number][];
   set: ControlledSet;
   servers: KubeApiServer[];
 }
 
 /** N Services + flomesh ServiceExports in cluster-1 before the controller starts; until every member holds N imports with addresses and N Services. */
-export async function convergence(o: { exports: number; latencyMs: number; timeoutMs: number; resyncMs?: number }): Promise<Convergence> {
+export async function convergence(o: { exports: number; latencyMs: number; timeoutMs: number; resyncMs?: number; identities?: boolean; kubeconfigSecrets?: boolean }): Promise<Convergence> {
   const servers: KubeApiServer[] = [];
   for (let i = 0; i < MEMBERS.length; i++) servers.push(await startKubeApiServer({ latencyMs: o.latencyMs }));
   for (const s of servers) s.put(namespace(NS));
@@ -108,7 +110,7 @@ export async function convergence(o: { exports: number; latencyMs: number; timeo
   const t0 = now();
   const set = await startControlledSet(
     MEMBERS.map((m, i) => [m, servers[i]!]),
-    { subnet: '10.0.2', resyncMs: o.resyncMs ?? 30_000, hub: { latencyMs: o.latencyMs } },
+    { subnet: '10.0.2', resyncMs: o.resyncMs ?? 30_000, hub: { latencyMs: o.latencyMs }, ...(o.identities ? { identities: true } : {}), ...(o.kubeconfigSecrets ? { kubeconfigSecrets: true } : {}) },
   );
   const done = () =>
     servers.every(
@@ -125,6 +127,7 @@ export async function convergence(o: { exports: number; latencyMs: number; timeo
     requests: counts(all),
     memberRequests: counts(servers.flatMap((s) => s.requests)),
     connections: [...servers, set.hubServer].reduce((n, s) => n + s.connectionsAccepted, 0),
+    objectReads: all.filter((r) => !r.watch && r.method === 'GET' && pattern(r).includes('{name}')).length,
     top: byPattern(all.filter((r) => !r.watch)).slice(0, 8),
     set,
     servers,
@@ -229,6 +232,8 @@ export interface AgentBytes {
   agentBytes: number;
   baselineBytes: number;
   agentRequests: number;
+  /** What the agent redirects: its imported service is still seen (1). */
+  agentRedirects: number;
 }
 
 /** One real Agent and one watcher of every Service and EndpointSlice; then `unrelated` Services with their slices are created and their slices changed. */
@@ -238,10 +243,12 @@ export async function agentBytes(o: { unrelated: number; timeoutMs: number }): P
   let agent: Agent | undefined;
   try {
     for (const ns of ['shop', 'other']) server.put(namespace(ns));
-    server.put(kube(service('shop', 'web', { clusterIP: '10.96.0.10' })));
+    // The imported service as the controller labels it (and the EndpointSlice controller copies to its slices).
+    server.put(kube(service('shop', 'web', { clusterIP: '10.96.0.10', labels: { [IMPORTED_LABEL]: 'web' } })));
     server.put(kube(serviceImport('shop', 'web', { ips: ['10.96.0.10'], gateways: [{ cluster: 1, ip: '10.0.2.4', port: 80 }] })));
     server.put(kube(trafficPolicy('shop', 'web')));
-    server.put(kube(endpointSlice('shop', 'web', ['10.1.0.5'])));
+    const own = kube(endpointSlice('shop', 'web', ['10.1.0.5']));
+    server.put({ ...own, metadata: { ...own.metadata, labels: { ...own.metadata.labels, [IMPORTED_LABEL]: 'web' } } });
     const source = createKubernetesSource({ kubeconfig: server.kubeconfigFor('agent') });
     sources.push(source);
     agent = new Agent({ source, localCluster: clusterKey(2), redirects: { replaceAll: () => undefined }, routes: new RouteMap(), debounceMs: 5 });
@@ -271,6 +278,7 @@ export async function agentBytes(o: { unrelated: number; timeoutMs: number }): P
       agentBytes: server.client('agent').bytes - a0,
       baselineBytes: server.client('all').bytes - b0,
       agentRequests: server.client('agent').requests - ar0,
+      agentRedirects: agent.status.redirects,
     };
   } finally {
     agent?.destroy();
@@ -423,12 +431,18 @@ export async function steadyState(
   return { settleMs, requests: counts(window), top: byPattern(window) };
 }
 
-/** A small controlled set with a short resync, converged: to catch what the controller requests periodically. */
+/**
+ * A small controlled set with a short resync, converged: to catch what the controller requests periodically.
+ * With cluster identities and members' kubeconfigs in Secrets, as `daemonset/` deploys it (those Secrets used
+ * to be read on every resync).
+ */
 export async function steadyWithResync(o: { exports: number; resyncMs: number; windowMs: number; latencyMs: number }) {
-  const c = await convergence({ exports: o.exports, latencyMs: o.latencyMs, timeoutMs: 60_000, resyncMs: o.resyncMs });
+  const c = await convergence({ exports: o.exports, latencyMs: o.latencyMs, timeoutMs: 60_000, resyncMs: o.resyncMs, identities: true, kubeconfigSecrets: true });
   try {
+    // Issued in every member first (the steady state then has them to check on every resync).
+    await until('identities issued', () => c.servers.every((s) => s.object(Kinds.Secret, 'ecnet-system', 'ecnet-identity') !== undefined), 30_000);
     await sleep(500);
-    return await steadyState(c, o.windowMs);
+    return { ...(await steadyState(c, o.windowMs)), identities: c.servers.filter((s) => s.object(Kinds.Secret, 'ecnet-system', 'ecnet-identity')).length };
   } finally {
     await c.set.close();
   }

@@ -18,19 +18,34 @@ export interface ControlledSet {
 /** Registers `members` (name → its API server) on a new hub, gateway addresses `<subnet>.4`, `.5`, …, and starts a controller. */
 export async function startControlledSet(
   members: [string, KubeApiServer][],
-  o: { subnet: string; resyncMs: number; hub?: KubeApiServerOptions; concurrency?: number },
+  o: {
+    subnet: string;
+    resyncMs: number;
+    hub?: KubeApiServerOptions;
+    concurrency?: number;
+    /** The controller issues cluster identities (Secrets in ecnet-system, which it makes in every server). */
+    identities?: boolean;
+    /** Each member's kubeconfig in a Secret of the hub (kubeconfigSecretRef) rather than inline. */
+    kubeconfigSecrets?: boolean;
+  },
 ): Promise<ControlledSet> {
   const hubServer = await startKubeApiServer(o.hub);
+  const system = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'ecnet-system' } };
+  if (o.identities || o.kubeconfigSecrets) for (const s of [hubServer, ...members.map(([, m]) => m)]) s.put(system);
   for (const [i, [name, s]] of members.entries()) {
+    if (o.kubeconfigSecrets) {
+      hubServer.put({ apiVersion: 'v1', kind: 'Secret', metadata: { name: `${name}-kubeconfig`, namespace: 'ecnet-system' }, stringData: { kubeconfig: s.kubeconfig } });
+    }
+    const access = o.kubeconfigSecrets ? { kubeconfigSecretRef: { namespace: 'ecnet-system', name: `${name}-kubeconfig` } } : { kubeconfig: s.kubeconfig };
     hubServer.put({
       apiVersion: 'flomesh.io/v1alpha1',
       kind: 'Cluster',
       metadata: { name },
-      spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: `${o.subnet}.${4 + i}`, gatewayPort: 80, kubeconfig: s.kubeconfig },
+      spec: { region: 'default', zone: 'default', group: 'default', gatewayHost: `${o.subnet}.${4 + i}`, gatewayPort: 80, ...access },
     } as Cluster);
   }
   const hub = createKubernetesSource({ kubeconfig: hubServer.kubeconfig, backoff: { initialMs: 50, maxMs: 300, jitter: 0.2 } });
-  const controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: o.resyncMs, debounceMs: 5, ...(o.concurrency ? { concurrency: o.concurrency } : {}) });
+  const controller = new Controller({ controlPlane: hub, connect: memberConnector({ controlPlane: hub, clustersDir: undefined }), memberTimeoutMs: 3_000, resyncMs: o.resyncMs, debounceMs: 5, ...(o.concurrency ? { concurrency: o.concurrency } : {}), ...(o.identities ? { identities: { namespace: 'ecnet-system', clusterSet: 'scale.test' } } : {}) });
   await controller.start();
   return {
     hubServer,
