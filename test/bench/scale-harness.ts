@@ -316,10 +316,13 @@ export async function manyAgents(o: { agents: number; services: number; changes:
   try {
     server.put(namespace('shop'));
     for (let i = 0; i < o.services; i++) {
-      server.put(kube(service('shop', `s-${i}`, { clusterIP: ipOf(96, i) })));
+      // Labelled as the controller labels the Services of imports (and the EndpointSlice controller their slices).
+      const imported = { [IMPORTED_LABEL]: `s-${i}` };
+      server.put(kube(service('shop', `s-${i}`, { clusterIP: ipOf(96, i), labels: imported })));
       server.put(kube(serviceImport('shop', `s-${i}`, { ips: [ipOf(96, i)], gateways: [{ cluster: 1, ip: '10.0.2.4', port: 80 }] })));
       server.put(kube(trafficPolicy('shop', `s-${i}`)));
-      server.put(kube(endpointSlice('shop', `s-${i}`, [ipOf(97, i)])));
+      const slice = kube(endpointSlice('shop', `s-${i}`, [ipOf(97, i)]));
+      server.put({ ...slice, metadata: { ...slice.metadata, labels: { ...slice.metadata.labels, ...imported } } });
     }
     // Which policy resourceVersion each agent has seen (through its own informer's events).
     const seen = new Map<string, number>();
