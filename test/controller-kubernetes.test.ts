@@ -16,6 +16,7 @@ import { createKubernetesSource } from '../src/sources/kubernetes.js';
 import { Kinds, type KubeObject, type Source } from '../src/sources/source.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
 import { type ControlledSet, startControlledSet } from './helpers/controlled-set.js';
+import { until } from './helpers/until.js';
 
 const MEMBERS = ['cluster-1', 'cluster-2', 'cluster-3'];
 const ns = (name: string): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
@@ -32,15 +33,6 @@ const serviceExport = (name: string, namespace: string): ServiceExport => ({
   spec: { serviceAccountName: '*', loadBalancer: 'RoundRobinLoadBalancer', rules: [{ portNumber: 8080, path: '/httpbin', pathType: 'Prefix' }] },
 });
 
-async function until<T>(what: string, fn: () => T | undefined | false, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('ecnet controller against Kubernetes API servers', () => {
   let set: ControlledSet;

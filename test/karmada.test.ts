@@ -17,6 +17,7 @@ import { Kinds, type KubeObject, type Source } from '../src/sources/source.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
 import { type ControlledSet, startControlledSet } from './helpers/controlled-set.js';
 import { KARMADA_MANAGED_LABEL, KarmadaPropagator, copyOf, POLICY_NAME_LABEL, POLICY_NAMESPACE_LABEL, PropagationPolicyKind, TEMPLATE_UID_ANNOTATION, propagationPolicy } from './helpers/karmada.js';
+import { until as waitFor } from './helpers/until.js';
 
 const MEMBERS = ['cluster-1', 'cluster-2', 'cluster-3'] as const;
 type MemberName = (typeof MEMBERS)[number];
@@ -46,15 +47,7 @@ const servicePolicy = (clusters: string[]) => propagationPolicy(NS, 'httpbin-ser
 const exportPolicy = (clusters: string[]) => propagationPolicy(NS, 'httpbin-export', [{ apiVersion: 'multicluster.x-k8s.io/v1alpha1', kind: 'ServiceExport', name: 'httpbin' }], clusters);
 const importPolicy = (clusters: string[]) => propagationPolicy(NS, 'httpbin-import', [{ apiVersion: 'multicluster.x-k8s.io/v1alpha1', kind: 'ServiceImport', name: 'httpbin' }], clusters);
 
-async function until<T>(what: string, fn: () => T | undefined | false, ms = WAIT_MS): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = <T>(what: string, fn: () => T | undefined | false, ms = WAIT_MS): Promise<T> => waitFor(what, fn, ms, 10);
 
 describe('Karmada propagates MCS ServiceExports, ecnet imports them (Karmada simulated)', () => {
   let set: ControlledSet;

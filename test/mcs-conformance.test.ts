@@ -18,6 +18,7 @@ import { createKubernetesSource } from '../src/sources/kubernetes.js';
 import { Kinds, type KubeObject } from '../src/sources/source.js';
 import { type KubeApiServer, startKubeApiServer } from './helpers/kube-api-server.js';
 import { type ControlledSet, startControlledSet } from './helpers/controlled-set.js';
+import { until } from './helpers/until.js';
 
 const MEMBERS = ['cluster-1', 'cluster-2', 'cluster-3'] as const;
 type MemberName = (typeof MEMBERS)[number];
@@ -39,15 +40,6 @@ const flomeshExport = (ns: string, name: string): ServiceExport => ({
   spec: { loadBalancer: 'RoundRobinLoadBalancer' },
 });
 
-async function until<T>(what: string, fn: () => T | undefined | false, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** Creation timestamps have whole seconds: this makes the next export strictly younger. */
 const nextSecond = () => new Promise((r) => setTimeout(r, 1_100));
