@@ -506,7 +506,7 @@ export class Controller {
       if (!conditionsDiffer(have, [cond])) continue;
       const next = mergeConditions(have, [cond], now);
       this.#once(`control-plane|Cluster|${m.name}`, `status:${canonical(cond)}`, writes, async () => {
-        await this.#controlPlane.writeStatus(Kinds.Cluster, m.name, undefined, { conditions: next });
+        await this.#controlPlane.writeStatus(Kinds.Cluster, m.name, undefined, { conditions: next }, this.#clusters?.get(m.name));
         // The control-plane cluster's own informer reports the write; until then the memo holds it.
       });
     }
