@@ -1,26 +1,11 @@
 // daemonset/coredns: the CoreDNS configuration that makes <service>.<namespace>.svc.clusterset.local resolve in
 // a member cluster. No CoreDNS runs here: the Corefile is checked in its structure, and its rewrite's regular
 // expressions (RE2 syntax, which these are also valid JavaScript in) on the names they must and must not change.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
-import { packageRoot } from '../src/paths.js';
+import { applyRule as apply, readCoreDns as read, rewriteRules as rules } from './helpers/coredns.js';
 
-type ConfigMap = { kind: string; metadata: { name: string; namespace: string }; data: Record<string, string> };
-const read = (f: string) => parse(readFileSync(join(packageRoot, 'daemonset', 'coredns', f), 'utf8')) as ConfigMap;
 const corefile = read('coredns.yaml');
 const custom = read('custom/coredns-custom.yaml');
-
-/** The rewrite block's two rules: [regex, replacement] for the question and for the answer. */
-function rules(text: string): { name: [RegExp, string]; answer: [RegExp, string] } {
-  const name = /^\s*name regex (\S+) (\S+)\s*$/m.exec(text);
-  const answer = /^\s*answer name (\S+) (\S+)\s*$/m.exec(text);
-  if (!name || !answer) throw new Error('no rewrite rules');
-  // RE2's ${1} and {1} (CoreDNS's replacement syntax) as JavaScript's $1.
-  return { name: [new RegExp(name[1]!), name[2]!.replace(/\{(\d)\}/g, '$$$1')], answer: [new RegExp(answer[1]!), answer[2]!.replace(/\{(\d)\}/g, '$$$1')] };
-}
-const apply = ([re, to]: [RegExp, string], qname: string) => (re.test(qname) ? qname.replace(re, to) : qname);
 
 describe('daemonset/coredns', () => {
   it("kube-system/coredns: kubeadm's default server block, with the rewrite in it", () => {
