@@ -462,7 +462,14 @@ export class Controller {
       if (s.op === 'delete') await src.delete(s.kind, s.name, s.namespace, s.precondition ?? {});
       else if (s.op === 'status') await src.writeStatus(s.kind, s.name, s.namespace, s.status, wrote.get(`${s.kind.group}/${s.kind.kind}/${s.namespace ?? ''}/${s.name}`) ?? s.seen);
       else if (s.op === 'event') void src.event(s.object, s.note);
-      else if (s.op === 'label') await src.label(s.kind, s.name, s.namespace, s.labels);
+      else if (s.op === 'label') {
+        try {
+          await src.label(s.kind, s.name, s.namespace, s.labels);
+        } catch (err) {
+          if (!s.bestEffort) throw err;
+          this.#log.warn({ err, service: `${s.namespace}/${s.name}` }, 'could not label the Service before its import; tried again on its own');
+        }
+      }
       else {
         const ips = s.ipsOfPrevious && service ? clusterIPsOf(service).slice(0, s.ipsLimit ?? Infinity) : [];
         const obj = ips.length ? { ...s.object, spec: { ...(s.object.spec as object), ips } } : s.object;

@@ -147,6 +147,11 @@ describe('planning the writes of a member', () => {
       expect(imported.writes).toEqual(labelOnly({ [IMPORTED_LABEL]: 'httpbin' }));
       const marked = { ...user, metadata: { ...user.metadata, labels: { ...user.metadata.labels, [IMPORTED_LABEL]: 'httpbin' } } };
       expect(plan(holds({ imports: [imp(importSpec(['10.96.5.5']))], services: [marked] }), wants(importSpec(['10.96.5.5']), derived())).writes).toEqual([]);
+      // A new import of its name: the label goes first, in the import's write (an agent that saw the import
+      // before the labelled Service would report it NotRedirected), and not again on its own.
+      const created = plan(holds({ services: [user] }), wants(importSpec(['10.96.5.5']), derived()));
+      expect(created.writes.map((w) => [w.key, w.steps.map((s) => s.op)])).toEqual([['cluster-2|ServiceImport|httpbin/httpbin', ['label', 'create', 'status']]]);
+      expect(created.writes[0]!.steps[0]).toEqual({ op: 'label', kind: Kinds.Service, name: 'httpbin', namespace: 'httpbin', labels: { [IMPORTED_LABEL]: 'httpbin' }, bestEffort: true });
       // Without an import it loses the label, if it has it.
       expect(plan(holds({ services: [user] }), desired()).writes).toEqual([]);
       expect(plan(holds({ services: [marked] }), desired()).writes).toEqual(labelOnly({ [IMPORTED_LABEL]: null }));

@@ -126,7 +126,7 @@ export type WriteStep =
   | { op: 'delete'; kind: KindRef; name: string; namespace: string | undefined; precondition?: { uid: string } }
   | { op: 'status'; kind: KindRef; name: string; namespace: string | undefined; status: unknown; seen?: KubeObject }
   /** Sets (a string) or removes (null) these labels and nothing else: a user's Service's IMPORTED_LABEL. */
-  | { op: 'label'; kind: KindRef; name: string; namespace: string | undefined; labels: Record<string, string | null> }
+  | { op: 'label'; kind: KindRef; name: string; namespace: string | undefined; labels: Record<string, string | null>; bestEffort?: true }
   /** A Kubernetes Event about `object`, best effort (not waited for). */
   | { op: 'event'; object: KubeObject; note: EventNote };
 
@@ -226,6 +226,8 @@ export function planMember(input: PlanInput): MemberPlan {
   // ServiceImports of both APIs: spec, then status.clusters.
   /** Derived Services created together with their imports (so the imports get their ips in one write). */
   const withImport = new Set<string>();
+  /** Users' Services labelled in the write of their import (see below). */
+  const labelledWithImport = new Set<string>();
   const keys = new Set([...desired.imports.keys(), ...(desired.mcsImports?.keys() ?? [])]);
   for (const key of keys) {
     const wants: ImportWant[] = [];
@@ -262,7 +264,16 @@ export function planMember(input: PlanInput): MemberPlan {
       for (const w of specWrites) steps.push({ ...apply(w.cur ? 'replace' : 'create', w.object, w.cur ? undefined : { absent: true }, w.cur), ipsOfPrevious: true as const, ...(w.ipsLimit ? { ipsLimit: w.ipsLimit } : {}) }, statusStep(w));
       writes.push({ key: `${member}|${memoKind(specWrites[0]!.kind)}|${key}`, content: specWrites.map((w) => canonical(w.spec)).join('|'), steps });
     } else {
-      for (const w of specWrites) writes.push({ key: `${member}|${memoKind(w.kind)}|${key}`, content: canonical(w.spec), steps: [apply(w.cur ? 'replace' : 'create', w.object, w.cur ? undefined : { absent: true }, w.cur), statusStep(w)] });
+      // A user's Service of the name without the imported label: labelled first, in the same write, so that no
+      // node agent (which watches only labelled Services) sees the import before its Service and reports it
+      // NotRedirected. Best effort there: the label write of its own below is retried if this one fails.
+      const own = heldServices.get(key);
+      const unlabelled = own && !isManaged(own) && own.metadata.labels?.[IMPORTED_LABEL] !== own.metadata.name ? own : undefined;
+      for (const w of specWrites) {
+        const first = unlabelled && w.kind === Kinds.ServiceImport ? [{ ...labelWrite(member, unlabelled, unlabelled.metadata.name).steps[0]!, bestEffort: true as const }] : [];
+        if (first.length) labelledWithImport.add(key);
+        writes.push({ key: `${member}|${memoKind(w.kind)}|${key}`, content: canonical(w.spec), steps: [...first, apply(w.cur ? 'replace' : 'create', w.object, w.cur ? undefined : { absent: true }, w.cur), statusStep(w)] });
+      }
     }
   }
   for (const [key, cur] of heldImports) {
@@ -295,7 +306,7 @@ export function planMember(input: PlanInput): MemberPlan {
   // A user's Service with an import of its name carries IMPORTED_LABEL (what node agents watch by); without
   // one it loses it. Only that label is written.
   for (const [key, cur] of heldServices) {
-    if (isManaged(cur)) continue;
+    if (isManaged(cur) || labelledWithImport.has(key)) continue;
     const want = desired.imports.has(key) ? cur.metadata.name : undefined;
     const have = cur.metadata.labels?.[IMPORTED_LABEL];
     if (have !== want) writes.push(labelWrite(member, cur, want ?? null));
