@@ -51,4 +51,15 @@ describe('a new export of a Service the member already has', () => {
     const events = member.objects<KubeObject & { reason?: string; message?: string }>(Kinds.Event, 'shop').filter((e) => e.reason === 'NotRedirected');
     expect(events.map((e) => e.message)).toEqual([]);
   });
+
+  it('is withdrawn without an agent ever reporting it NotRedirected (the label goes after the import)', async () => {
+    const before = member.objects(Kinds.Event, 'shop').length;
+    for (let i = 0; i < N; i++) exporter.remove(Kinds.ServiceExport, 'shop', `web-${i}`);
+    const end = Date.now() + 15_000;
+    while ((written.length || member.objects(Kinds.ServiceImport, 'shop').length || member.objects<KubeObject>(Kinds.Service, 'shop').some((x) => x.metadata.labels?.['flomesh.io/service-import'])) && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+    expect(written).toHaveLength(0);
+    await new Promise((r) => setTimeout(r, 300));
+    const events = member.objects<KubeObject & { reason?: string; message?: string }>(Kinds.Event, 'shop').slice(before).filter((e) => e.reason === 'NotRedirected');
+    expect(events.map((e) => e.message)).toEqual([]);
+  });
 });
