@@ -91,8 +91,10 @@ export class KubeApi {
   readonly #clock: Clock;
   readonly #requestTimeoutMs: number;
   readonly #signal: AbortSignal;
-  /** The kept-alive agent for the current TLS material (see #agentFor). */
-  #pool: { key: string; agent: Agent } | undefined;
+  /** The kept-alive agent for the current TLS material (see #agentFor), and how many requests it carries. */
+  #pool: Pooled | undefined;
+  /** Agents of earlier TLS material with requests still on them: destroyed when the last one ends. */
+  readonly #retired = new Set<Pooled>();
 
   constructor(o: { kc: KubeConfig; server: string; clock: Clock; requestTimeoutMs: number; signal: AbortSignal }) {
     this.#kc = o.kc;
@@ -109,6 +111,8 @@ export class KubeApi {
   release(): void {
     this.#pool?.agent.destroy();
     this.#pool = undefined;
+    for (const r of this.#retired) r.agent.destroy();
+    this.#retired.clear();
   }
 
   /**
@@ -117,19 +121,31 @@ export class KubeApi {
    * material changes (certificate files are read again per request, so a rotated one is picked up). Behind a
    * proxy the library's own agent is used as it is.
    */
-  #agentFor(url: URL, o: HttpsRequestOptions): Agent | undefined {
+  #agentFor(url: URL, o: HttpsRequestOptions): Agent | Pooled | undefined {
     if (this.#kc.getCurrentCluster()?.proxyUrl) return o.agent as Agent | undefined;
     const tls = { ca: o.ca, cert: o.cert, key: o.key, pfx: o.pfx, passphrase: o.passphrase, rejectUnauthorized: o.rejectUnauthorized, servername: o.servername };
     const hash = createHash('sha256').update(url.protocol);
     for (const [k, v] of Object.entries(tls)) hash.update(`${k}=${v === undefined ? '' : Buffer.isBuffer(v) ? v.toString('base64') : String(v)};`);
     const key = hash.digest('hex');
     if (this.#pool?.key !== key) {
-      this.#pool?.agent.destroy();
+      // The old agent's requests in flight finish on it (destroying it would cut them: ECONNRESET); it goes
+      // with the last of them.
+      if (this.#pool) this.#retire(this.#pool);
       const defined = Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined));
       const agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: true, ...defined }) : new HttpAgent({ keepAlive: true });
-      this.#pool = { key, agent };
+      this.#pool = { key, agent, active: 0 };
     }
-    return this.#pool.agent;
+    return this.#pool;
+  }
+
+  #retire(p: Pooled): void {
+    if (p.active === 0) p.agent.destroy();
+    else this.#retired.add(p);
+  }
+
+  #done(p: Pooled): void {
+    p.active--;
+    if (p.active === 0 && this.#retired.delete(p)) p.agent.destroy();
   }
 
   /** One object, or undefined when the server has none (404). */
@@ -200,6 +216,7 @@ export class KubeApi {
     for (const p of parents) p.addEventListener('abort', abort, { once: true });
     if (options.signal?.aborted) request.abort();
     const signal = request.signal;
+    let pooled: Pooled | undefined;
     try {
       const init: HttpsRequestOptions = {};
       await this.#kc.applyToHTTPSOptions(init);
@@ -212,7 +229,12 @@ export class KubeApi {
         headers['content-type'] = options.contentType ?? 'application/json';
         headers['content-length'] = String(payload.length);
       }
-      const agent = this.#agentFor(url, init);
+      const chosen = this.#agentFor(url, init);
+      if (chosen && 'key' in chosen) {
+        pooled = chosen;
+        pooled.active++;
+      }
+      const agent = chosen && 'key' in chosen ? chosen.agent : chosen;
       const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
       return await new Promise<Reply>((resolve, reject) => {
         const req = send(url, { method, headers, signal, ...(agent ? { agent } : {}) }, (res) => {
@@ -249,6 +271,14 @@ export class KubeApi {
     } finally {
       this.#clock.clearTimeout(timer);
       for (const p of parents) p.removeEventListener('abort', abort);
+      if (pooled) this.#done(pooled);
     }
   }
+}
+
+/** A kept-alive agent for one TLS material (`key`: its hash) and the requests it carries now. */
+interface Pooled {
+  key: string;
+  agent: Agent;
+  active: number;
 }
