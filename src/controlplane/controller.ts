@@ -48,6 +48,9 @@ export interface ControllerOptions {
 
 export const MANAGER = CONTROLLER_NAME;
 
+/** The longest a label write on a user's Service that keeps being undone waits (see #labelDamped). */
+const LABEL_DAMP_MAX_MS = 30_000;
+
 export class Controller {
   readonly #controlPlane: Source;
   readonly #connect: MemberConnector;
@@ -76,6 +79,8 @@ export class Controller {
   readonly #secretVersions = new Map<string, string>();
   /** `namespace/name` of each kubeconfig Secret a Cluster refers to → its informer. */
   readonly #secretWatches = new Map<string, Informer<Secret>>();
+  /** Label writes on users' Services (memo key) → how many in a row, the last one's time (see #labelDamped). */
+  readonly #labelWrites = new Map<string, { count: number; at: number; timer: boolean }>();
   /** canonical() of objects from the informers' caches (immutable until replaced by an event). */
   readonly #canon = new WeakMap<object, string>();
   passes = 0;
@@ -449,7 +454,39 @@ export class Controller {
     const wanted = m.servesMcsImports ? desired : { ...desired, mcsImports: new Map() };
     const plan = planMember({ member: m.name, holds, desired: wanted, now: iso(this.#clock.now()), canonicalOf: (o) => this.#canonicalOf(o), ...(mcsReady ? { mcsReady } : {}) });
     for (const key of plan.leftAlone) this.#log.warn({ member: m.name, import: key }, 'a ServiceImport of this name exists and is not managed by ecnet; left alone');
-    for (const w of plan.writes) this.#once(w.key, w.content, writes, () => this.#perform(src, w));
+    for (const w of plan.writes) {
+      if (w.key.includes('|ServiceLabel|') && this.#labelDamped(w)) continue;
+      this.#once(w.key, w.content, writes, () => this.#perform(src, w));
+    }
+  }
+
+  /**
+   * Whether a label write on a user's Service waits: written again and again (another controller that owns
+   * the Service's labels takes it off each time), it is written at most after a doubling delay (250 ms to
+   * LABEL_DAMP_MAX_MS), not at the speed of the watch. A label left alone for LABEL_DAMP_MAX_MS starts afresh.
+   */
+  #labelDamped(w: PlannedWrite): boolean {
+    const now = this.#clock.now();
+    const h = this.#labelWrites.get(w.key);
+    const fresh = !h || now - h.at >= LABEL_DAMP_MAX_MS * 2;
+    const count = fresh ? 0 : h.count;
+    const wait = count < 2 ? 0 : Math.min(LABEL_DAMP_MAX_MS, 250 * 2 ** (count - 2));
+    if (!fresh && now - h.at < wait) {
+      if (!h.timer) {
+        const step = w.steps[0] as { namespace?: string; name: string };
+        const key = `${step.namespace ?? 'default'}/${step.name}`;
+        h.timer = true;
+        this.#later(() => {
+          h.timer = false;
+          this.#dirty.add(key);
+          this.trigger();
+        }, h.at + wait - now);
+      }
+      return true;
+    }
+    this.#labelWrites.set(w.key, { count: count + 1, at: now, timer: false });
+    if (this.#labelWrites.size > 1000) for (const [k, v] of this.#labelWrites) if (now - v.at >= LABEL_DAMP_MAX_MS * 2 && !v.timer) this.#labelWrites.delete(k);
+    return false;
   }
 
   /** Runs a planned write's steps in order. */
