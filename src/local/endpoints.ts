@@ -24,6 +24,11 @@ const matches = (selector: Record<string, string> | undefined, labels: Record<st
 const namedPort = (pods: LocalPod[], name: string): number | undefined =>
   pods.flatMap((p) => p.spec?.containers ?? []).flatMap((c) => c.ports ?? []).find((x) => x.name === name)?.containerPort;
 
+/** Labels Kubernetes' EndpointSlice controller does not copy from a Service to its slices (isReservedLabelKey). */
+const RESERVED_SLICE_LABELS = new Set([SERVICE_NAME_LABEL, 'endpointslice.kubernetes.io/managed-by', 'service.kubernetes.io/headless']);
+const copiedLabels = (labels: Record<string, string> | undefined): Record<string, string> =>
+  Object.fromEntries(Object.entries(labels ?? {}).filter(([k]) => !RESERVED_SLICE_LABELS.has(k)));
+
 /** The slice each selector Service should have; `alive` tells which pods run. */
 export function desiredSlices(services: Service[], pods: LocalPod[], alive: (p: LocalPod) => boolean): EndpointSlice[] {
   const out: EndpointSlice[] = [];
@@ -34,8 +39,9 @@ export function desiredSlices(services: Service[], pods: LocalPod[], alive: (p: 
     out.push({
       apiVersion: 'discovery.k8s.io/v1',
       kind: 'EndpointSlice',
-      // As Kubernetes' EndpointSlice controller does: the Service's labels, then the service-name label.
-      metadata: { name: `${s.metadata.name}${SLICE_SUFFIX}`, namespace: ns, labels: { ...(s.metadata.labels ?? {}), [SERVICE_NAME_LABEL]: s.metadata.name } },
+      // As Kubernetes' EndpointSlice controller does: the Service's labels but its reserved ones (a Service
+      // labelled managed-by ecnet-controller must not pass its slices off as ecnet's), then the service-name label.
+      metadata: { name: `${s.metadata.name}${SLICE_SUFFIX}`, namespace: ns, labels: { ...copiedLabels(s.metadata.labels), [SERVICE_NAME_LABEL]: s.metadata.name } },
       addressType: 'IPv4',
       endpoints: members.map((p) => ({ addresses: [p.status!.podIP!], conditions: { ready: alive(p) } })),
       ports: (s.spec.ports ?? []).map((p) => ({
