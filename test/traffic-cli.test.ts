@@ -64,7 +64,7 @@ spec: {}
       `# The derived Service the controller makes in an importing cluster: the import's ClusterIP is its own.
 apiVersion: v1
 kind: Service
-metadata: {name: web, namespace: shop}
+metadata: {name: web, namespace: shop, labels: {app.kubernetes.io/managed-by: ecnet-controller, flomesh.io/service-import: web}}
 spec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 8080}]}
 ---
 apiVersion: flomesh.io/v1alpha1
