@@ -1,7 +1,8 @@
 // An imported Service without a selector whose EndpointSlices its owner writes (or Kubernetes mirrors from
 // Endpoints): Kubernetes' EndpointSlice controller does not manage those slices, so nothing copies the
 // Service's flomesh.io/service-import label to them. An agent watching only labelled slices (the default)
-// does not see that service's local endpoints, which it did when it watched all of them.
+// watches such a service's slices by name instead (kubernetes.io/service-name), so it still sees its local
+// endpoints, as it did when it watched all of them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, RouteMap } from '../src/agent/agent.js';
 import { IMPORTED_LABEL } from '../src/api/flomesh.js';
@@ -33,10 +34,23 @@ describe.each(['imported', 'all'] as const)('agent --watch-services %s: a select
     await server?.close();
   });
 
-  // A known gap of --watch-services imported (docs/contracts.md, "The Kubernetes API"): it.fails until fixed.
-  (watchServices === 'imported' ? it.fails : it)('routes to its local endpoints too', async () => {
-    const end = Date.now() + 5000;
-    while (!routes.lookup('10.96.0.20', 80) && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
-    expect(routes.lookup('10.96.0.20', 80)?.localEndpoints.map((e) => JSON.stringify(e))).toEqual([expect.stringContaining('10.1.0.7')]);
+  it('routes to its local endpoints too, and follows its slices as they change', async () => {
+    const until = async (ok: () => boolean) => {
+      const end = Date.now() + 5000;
+      while (!ok() && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+    };
+    const local = () => (routes.lookup('10.96.0.20', 80)?.localEndpoints ?? []).map((e) => JSON.stringify(e)).sort();
+    await until(() => local().length === 1);
+    expect(local()).toEqual([expect.stringContaining('10.1.0.7')]);
+    // Another slice its owner writes: seen too.
+    server.put(kube({ ...endpointSlice('shop', 'db', ['10.1.0.8'], { name: 'db-manual-2', port: 80 }), metadata: { name: 'db-manual-2', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'db', 'endpointslice.kubernetes.io/managed-by': 'staff' } } }));
+    await until(() => local().length === 2);
+    expect(local()).toEqual([expect.stringContaining('10.1.0.7'), expect.stringContaining('10.1.0.8')]);
+    if (watchServices === 'imported') {
+      // By name, in its namespace: not every slice of the cluster.
+      const byName = server.requests.filter((r) => r.path === '/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices');
+      expect(byName.length).toBeGreaterThan(0);
+      expect(byName.every((r) => r.query.labelSelector === 'kubernetes.io/service-name=db')).toBe(true);
+    }
   });
 });

@@ -2,7 +2,7 @@
 // cluster → the redirect set in the datapath (written as a diff) and the proxy's route table. Nothing is
 // written before every informer has listed once, so a restarted agent leaves the pinned datapath as it is
 // until it knows better; a failed write is retried with backoff. One reconcile at a time.
-import type { EndpointSlice, Service } from '../api/core.js';
+import { type EndpointSlice, SERVICE_NAME_LABEL, type Service } from '../api/core.js';
 import { type ClusterKey, type GlobalTrafficPolicy, IMPORTED_LABEL, type ServiceImport } from '../api/flomesh.js';
 import type { ServiceEntry } from '../bpf/services.js';
 import type { ServiceKey } from '../bpf/codecs.js';
@@ -12,7 +12,7 @@ import type { Route, RouteTable } from '../proxy/proxy.js';
 import { Backoff } from '../util/backoff.js';
 import { type Clock, systemClock } from '../util/time.js';
 import { Coalescer } from '../util/coalescer.js';
-import { type Informer, Kinds, type Source, type WatchEvent, keyParts, objectKey } from '../sources/source.js';
+import { type Informer, Kinds, MANAGED_BY, MANAGED_BY_LABEL, type Source, type WatchEvent, keyParts, objectKey } from '../sources/source.js';
 import { NodePlan, type RedirectEntry, routeKey } from './desired.js';
 
 /**
@@ -181,6 +181,8 @@ export class Agent {
   #resync: unknown;
   #plan: NodePlan | undefined;
   readonly #slices = new SliceIndex();
+  /** Selectorless imported Services of users (`namespace/name`) → the watch of their slices by name. */
+  readonly #ownSlices = new Map<string, Informer<EndpointSlice & { apiVersion: string }>>();
   /** namespace/name of what changed since the last reconcile (an import and its inputs share the key). */
   readonly #dirty = new Set<string>();
   /** `ip:port` → what the datapath holds for it as last written; undefined: unknown (at start, after a failed write). */
@@ -203,8 +205,9 @@ export class Agent {
       this.trigger();
     };
     const sliceChanged = (e: WatchEvent<EndpointSlice & { apiVersion: string }>) => {
-      for (const k of e.type === 'deleted' ? this.#slices.delete(e.object) : this.#slices.set(e.object)) this.#dirty.add(k);
-      this.trigger();
+      // A service whose slices are watched by name (below) takes them from that watch alone.
+      if (this.#ownSlices.has(serviceOfSlice(e.object))) return;
+      this.#sliceEvent(e);
     };
     const health = () => this.trigger();
     const src = this.#o.source;
@@ -221,6 +224,48 @@ export class Agent {
     this.status.synced = true;
     this.#reconcile();
     this.#scheduleResync();
+  }
+
+  #sliceEvent(e: WatchEvent<EndpointSlice & { apiVersion: string }>): void {
+    for (const k of e.type === 'deleted' ? this.#slices.delete(e.object) : this.#slices.set(e.object)) this.#dirty.add(k);
+    this.trigger();
+  }
+
+  /**
+   * A user's selectorless Service with an import of its name has EndpointSlices its owner writes (or that are
+   * mirrored from Endpoints): nothing copies the Service's imported label to them, so the labelled watch never
+   * sees them. Their slices are watched by name instead (`kubernetes.io/service-name`, in their namespace),
+   * one small watch per such service, for as long as it is one.
+   */
+  #watchOwnSlices(key: string, service: Service | undefined, imported: boolean): void {
+    if (this.#o.watchServices === 'all' || this.#closed) return;
+    const wanted =
+      imported &&
+      service !== undefined &&
+      service.metadata.labels?.[MANAGED_BY_LABEL] !== MANAGED_BY &&
+      Object.keys(service.spec?.selector ?? {}).length === 0;
+    const held = this.#ownSlices.get(key);
+    if (wanted && !held) {
+      const { namespace, name } = keyParts(key);
+      const i = this.#o.source.informer<EndpointSlice & { apiVersion: string }>(Kinds.EndpointSlice, {
+        namespace,
+        labelSelector: `${SERVICE_NAME_LABEL}=${name}`,
+        onEvent: (e) => {
+          if (this.#ownSlices.get(key) === i) this.#sliceEvent(e);
+        },
+        onHealth: () => this.trigger(),
+      });
+      this.#ownSlices.set(key, i);
+      // What the labelled watch filed for it (slices labelled by hand) now comes from this watch.
+      for (const sl of this.#slices.of(key)) this.#slices.delete(sl);
+    } else if (!wanted && held) {
+      this.#ownSlices.delete(key);
+      held.close();
+      for (const sl of this.#slices.of(key)) this.#slices.delete(sl);
+      // Back to the labelled watch: what it holds of the service (slices labelled by hand) is filed again.
+      for (const sl of this.#informers?.slices.list() ?? []) if (serviceOfSlice(sl) === key) this.#slices.set(sl);
+      this.#dirty.add(key);
+    }
   }
 
   /** The next full write of the redirect set: what the map holds is taken as unknown, checked against the map itself, and written whole. */
@@ -248,6 +293,10 @@ export class Agent {
       if (!this.#plan) {
         this.#plan = new NodePlan(this.#o.localCluster, this.#o.redirects.capacity);
         for (const imp of i.imports.list()) this.#dirty.add(objectKey(imp));
+      }
+      for (const k of [...this.#dirty]) {
+        const { namespace, name } = keyParts(k);
+        this.#watchOwnSlices(k, i.services.get(name, namespace), i.imports.get(name, namespace) !== undefined);
       }
       for (const k of this.#dirty) {
         const { namespace, name } = keyParts(k);
@@ -355,5 +404,13 @@ export class Agent {
     if (this.#resync !== undefined) this.#clock.clearTimeout(this.#resync);
     void this.#reconciles.close();
     for (const i of Object.values(this.#informers ?? {})) i.close();
+    for (const i of this.#ownSlices.values()) i.close();
+    this.#ownSlices.clear();
   }
 }
+
+/** `namespace/name` of the Service an EndpointSlice belongs to ('' for none). */
+const serviceOfSlice = (s: EndpointSlice): string => {
+  const name = s.metadata.labels?.[SERVICE_NAME_LABEL];
+  return name === undefined ? '' : `${s.metadata.namespace ?? 'default'}/${name}`;
+};

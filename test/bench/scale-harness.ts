@@ -244,7 +244,7 @@ export async function agentBytes(o: { unrelated: number; timeoutMs: number }): P
   try {
     for (const ns of ['shop', 'other']) server.put(namespace(ns));
     // The imported service as the controller labels it (and the EndpointSlice controller copies to its slices).
-    server.put(kube(service('shop', 'web', { clusterIP: '10.96.0.10', labels: { [IMPORTED_LABEL]: 'web' } })));
+    server.put(kube(service('shop', 'web', { clusterIP: '10.96.0.10', labels: { [IMPORTED_LABEL]: 'web' }, selector: { app: 'web' } })));
     server.put(kube(serviceImport('shop', 'web', { ips: ['10.96.0.10'], gateways: [{ cluster: 1, ip: '10.0.2.4', port: 80 }] })));
     server.put(kube(trafficPolicy('shop', 'web')));
     const own = kube(endpointSlice('shop', 'web', ['10.1.0.5']));
@@ -262,7 +262,7 @@ export async function agentBytes(o: { unrelated: number; timeoutMs: number }): P
     const b0 = server.client('all').bytes;
     const ar0 = server.client('agent').requests;
     for (let i = 0; i < o.unrelated; i++) {
-      server.put(kube(service('other', `u-${i}`, { clusterIP: ipOf(120, i) })));
+      server.put(kube(service('other', `u-${i}`, { clusterIP: ipOf(120, i), selector: { app: `u-${i}` } })));
       server.put(kube(endpointSlice('other', `u-${i}`, [ipOf(130, i)])));
     }
     for (let i = 0; i < o.unrelated; i++) server.put(kube(endpointSlice('other', `u-${i}`, [ipOf(130, i), ipOf(140, i)])));
@@ -318,7 +318,7 @@ export async function manyAgents(o: { agents: number; services: number; changes:
     for (let i = 0; i < o.services; i++) {
       // Labelled as the controller labels the Services of imports (and the EndpointSlice controller their slices).
       const imported = { [IMPORTED_LABEL]: `s-${i}` };
-      server.put(kube(service('shop', `s-${i}`, { clusterIP: ipOf(96, i), labels: imported })));
+      server.put(kube(service('shop', `s-${i}`, { clusterIP: ipOf(96, i), labels: imported, selector: { app: `s-${i}` } })));
       server.put(kube(serviceImport('shop', `s-${i}`, { ips: [ipOf(96, i)], gateways: [{ cluster: 1, ip: '10.0.2.4', port: 80 }] })));
       server.put(kube(trafficPolicy('shop', `s-${i}`)));
       const slice = kube(endpointSlice('shop', `s-${i}`, [ipOf(97, i)]));

@@ -7,13 +7,13 @@ import type { KubeObject } from '../../src/sources/source.js';
 
 export const clusterKey = (n: number): ClusterKey => `default/default/default/cluster-${n}`;
 
-export function service(namespace: string, name: string, o: { clusterIP?: string; clusterIPs?: string[]; ports?: ServicePort[]; type?: Service['spec']['type']; labels?: Record<string, string> } = {}): Service {
+export function service(namespace: string, name: string, o: { clusterIP?: string; clusterIPs?: string[]; ports?: ServicePort[]; type?: Service['spec']['type']; labels?: Record<string, string>; selector?: Record<string, string> } = {}): Service {
   const clusterIP = o.clusterIP ?? o.clusterIPs?.[0] ?? '10.96.0.10';
   return {
     apiVersion: 'v1',
     kind: 'Service',
     metadata: { name, namespace, ...(o.labels ? { labels: o.labels } : {}) },
-    spec: { clusterIP, ...(o.clusterIPs ? { clusterIPs: o.clusterIPs } : {}), ...(o.type ? { type: o.type } : {}), ports: o.ports ?? [{ name: 'http', port: 80, protocol: 'TCP' }] },
+    spec: { clusterIP, ...(o.clusterIPs ? { clusterIPs: o.clusterIPs } : {}), ...(o.type ? { type: o.type } : {}), ...(o.selector ? { selector: o.selector } : {}), ports: o.ports ?? [{ name: 'http', port: 80, protocol: 'TCP' }] },
   };
 }
 
