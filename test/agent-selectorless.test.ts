@@ -51,6 +51,11 @@ describe.each(['imported', 'all'] as const)('agent --watch-services %s: a select
       const byName = server.requests.filter((r) => r.path === '/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices');
       expect(byName.length).toBeGreaterThan(0);
       expect(byName.every((r) => r.query.labelSelector === 'kubernetes.io/service-name=db')).toBe(true);
+      // Given a selector, its slices are the EndpointSlice controller's (labelled): the watch by name goes, and
+      // the hand-written slices, unlabelled, no longer count.
+      server.put(kube(service('shop', 'db', { clusterIP: '10.96.0.20', labels: { [IMPORTED_LABEL]: 'db' }, selector: { app: 'db' } })));
+      await until(() => local().length === 0);
+      expect(local()).toEqual([]);
     }
   });
 });
