@@ -54,6 +54,25 @@ describe('the controller issues cluster identities', () => {
     expect(file(await member.get<Secret>(Kinds.Secret, IDENTITY_SECRET, NS), 'ca.crt')).toBe(mine.cert);
   });
 
+  it('just after issuing, reads the Secret rather than trusting a watch that has not shown the write yet', async () => {
+    const cp = new MemorySource();
+    const member = new MemorySource();
+    let now = Date.now();
+    const i = issuer(cp, () => now);
+    // The watch still holds nothing (its event of the write has not come): no second certificate.
+    const lagging = () => null;
+    expect(await i.ensure(member, KEY, lagging)).toBe('issued');
+    expect(await i.ensure(member, KEY, lagging)).toBe('current');
+    // Later, the watch is trusted again: no request while it holds a current one.
+    now += 2 * 60_000;
+    const held = await member.get<Secret>(Kinds.Secret, IDENTITY_SECRET, NS);
+    const reads = member.get.bind(member);
+    let gets = 0;
+    member.get = (async (...a: Parameters<MemorySource['get']>) => (gets++, reads(...a))) as MemorySource['get'];
+    expect(await i.ensure(member, KEY, () => held ?? null)).toBe('current');
+    expect(gets).toBe(0);
+  });
+
   it('never replaces a Secret it did not make, and refuses a CA that is not one', async () => {
     const cp = new MemorySource();
     const member = new MemorySource();

@@ -16,6 +16,9 @@ export const CA_SECRET = 'ecnet-ca';
 export const IDENTITY_SECRET = 'ecnet-identity';
 
 /** The member's identity Secret as a watch holds it: null, none; undefined, not known (read it). */
+/** How long after issuing a member's certificate its Secret is read with a GET rather than from the watch. */
+const RECENT_ISSUE_MS = 60_000;
+
 export type HeldIdentity = (name: string, namespace: string) => Secret | null | undefined;
 
 export interface IdentityIssuerOptions {
@@ -46,6 +49,8 @@ function tlsSecret(name: string, namespace: string, files: Record<string, string
 export class IdentityIssuer {
   readonly #o: IdentityIssuerOptions;
   #ca: Promise<KeyPair> | undefined;
+  /** When each member's certificate was last issued (clock ms). */
+  readonly #issuedAt = new Map<ClusterKey, number>();
   #caAt = 0;
 
   constructor(options: IdentityIssuerOptions) {
@@ -100,7 +105,9 @@ export class IdentityIssuer {
     const { namespace, clusterSet, manager } = this.#o;
     const ca = await this.ca();
     const id = clusterSpiffeId(clusterSet, cluster);
-    const watched = watch?.(IDENTITY_SECRET, namespace);
+    // Just issued: the watch may not show that write yet, and would have it issued twice. Read it instead.
+    const recent = this.#issuedAt.get(cluster);
+    const watched = recent !== undefined && this.#o.now() - recent < RECENT_ISSUE_MS ? undefined : watch?.(IDENTITY_SECRET, namespace);
     const held = watched === undefined ? await member.get<Secret>(Kinds.Secret, IDENTITY_SECRET, namespace) : (watched ?? undefined);
     const cert = unb64(held?.data?.[IDENTITY_FILES.cert]);
     const current = held !== undefined && cert !== undefined && unb64(held.data?.[IDENTITY_FILES.ca]) === ca.cert && !needsRenewal(cert, this.#o.now()) && describe(cert).uri === id;
@@ -113,6 +120,7 @@ export class IdentityIssuer {
       manager,
       precondition: held?.metadata.uid ? { uid: held.metadata.uid } : { absent: true },
     });
+    this.#issuedAt.set(cluster, this.#o.now());
     this.#o.log.info({ cluster, secret: `${namespace}/${IDENTITY_SECRET}`, notAfter: describe(leaf.cert).notAfter.toISOString() }, 'issued the cluster certificate');
     return 'issued';
   }
