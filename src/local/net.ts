@@ -52,7 +52,11 @@ export function createNode(m: MemberTopology): void {
 /** A pod's namespace behind the node, with its hosts file; returns its address. */
 export function createPod(m: MemberTopology, slot: number, hostname: string): { ns: string; ip: string } {
   const p = pod(m, slot);
-  addNetns(p.ns);
+  // Never replaced: another `ecnet local` process may have just taken this slot (two execs at once). Then
+  // `ip netns add` fails with "File exists" and the caller tries the next slot; deleting it first, as a node's
+  // namespace is, would pull the namespace from under that other pod.
+  ip('netns', 'add', p.ns);
+  ip('-n', p.ns, 'link', 'set', 'lo', 'up');
   ip('-n', m.nodeNs, 'link', 'add', p.veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p.ns);
   ip('-n', m.nodeNs, 'link', 'set', p.veth, 'up');
   ip('-n', m.nodeNs, 'route', 'add', `${p.ip}/32`, 'dev', p.veth);
