@@ -16,7 +16,7 @@ export const CA_SECRET = 'ecnet-ca';
 export const IDENTITY_SECRET = 'ecnet-identity';
 
 /** The member's identity Secret as a watch holds it: null, none; undefined, not known (read it). */
-/** How long after issuing a member's certificate its Secret is read with a GET rather than from the watch. */
+/** At most this long after issuing, a watch that has not shown the write yet is passed over for a GET. */
 const RECENT_ISSUE_MS = 60_000;
 
 export type HeldIdentity = (name: string, namespace: string) => Secret | null | undefined;
@@ -50,7 +50,8 @@ export class IdentityIssuer {
   readonly #o: IdentityIssuerOptions;
   #ca: Promise<KeyPair> | undefined;
   /** When each member's certificate was last issued (clock ms). */
-  readonly #issuedAt = new Map<ClusterKey, number>();
+  /** The Secret each member was last issued, until a watch shows it: its resourceVersion and when. */
+  readonly #issued = new Map<ClusterKey, { rv: string | undefined; at: number }>();
   #caAt = 0;
 
   constructor(options: IdentityIssuerOptions) {
@@ -106,8 +107,13 @@ export class IdentityIssuer {
     const ca = await this.ca();
     const id = clusterSpiffeId(clusterSet, cluster);
     // Just issued: the watch may not show that write yet, and would have it issued twice. Read it instead.
-    const recent = this.#issuedAt.get(cluster);
-    const watched = recent !== undefined && this.#o.now() - recent < RECENT_ISSUE_MS ? undefined : watch?.(IDENTITY_SECRET, namespace);
+    let watched = watch?.(IDENTITY_SECRET, namespace);
+    const issued = this.#issued.get(cluster);
+    if (issued && watched !== undefined) {
+      // Trusted again once it shows that write (its resourceVersion), or a minute after it; until then, read.
+      if ((watched !== null && issued.rv !== undefined && watched.metadata.resourceVersion === issued.rv) || this.#o.now() - issued.at >= RECENT_ISSUE_MS) this.#issued.delete(cluster);
+      else watched = undefined;
+    }
     const held = watched === undefined ? await member.get<Secret>(Kinds.Secret, IDENTITY_SECRET, namespace) : (watched ?? undefined);
     const cert = unb64(held?.data?.[IDENTITY_FILES.cert]);
     const current = held !== undefined && cert !== undefined && unb64(held.data?.[IDENTITY_FILES.ca]) === ca.cert && !needsRenewal(cert, this.#o.now()) && describe(cert).uri === id;
@@ -116,11 +122,11 @@ export class IdentityIssuer {
       throw new SourceError('ECNET_SOURCE_CONFLICT', `${namespace}/${IDENTITY_SECRET} in ${cluster} was not made by ecnet: not replaced`);
     }
     const leaf = await issue(ca, id, this.#o.ttlMs ?? 24 * 3_600_000, this.#o.now());
-    await member.apply(tlsSecret(IDENTITY_SECRET, namespace, { [IDENTITY_FILES.cert]: leaf.cert, [IDENTITY_FILES.key]: leaf.key, [IDENTITY_FILES.ca]: ca.cert }), {
+    const written = await member.apply(tlsSecret(IDENTITY_SECRET, namespace, { [IDENTITY_FILES.cert]: leaf.cert, [IDENTITY_FILES.key]: leaf.key, [IDENTITY_FILES.ca]: ca.cert }), {
       manager,
       precondition: held?.metadata.uid ? { uid: held.metadata.uid } : { absent: true },
     });
-    this.#issuedAt.set(cluster, this.#o.now());
+    if (watch) this.#issued.set(cluster, { rv: written.metadata?.resourceVersion, at: this.#o.now() });
     this.#o.log.info({ cluster, secret: `${namespace}/${IDENTITY_SECRET}`, notAfter: describe(leaf.cert).notAfter.toISOString() }, 'issued the cluster certificate');
     return 'issued';
   }
