@@ -47,6 +47,20 @@ describe('agent: an import left out is reported, the others stay', () => {
     expect(server.objects(Kinds.Event, 'shop')).toHaveLength(1);
   });
 
+  it('reports nothing for a problem that goes within the wait (an import seen a moment before its Service)', async () => {
+    server.put(aa('cart'));
+    server.put(imp('cart', ['10.96.0.12']));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(agent.status.degraded.map((d) => d.import)).toContain('shop/cart');
+    server.put(svc('cart', '10.96.0.12'));
+    const end = Date.now() + 5000;
+    while (!written.some((e) => e.ip === '10.96.0.12') && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+    expect(written.map((e) => e.ip)).toContain('10.96.0.12');
+    await new Promise((r) => setTimeout(r, 2_500));
+    const events = server.objects<KubeObject & { involvedObject?: { name?: string } }>(Kinds.Event, 'shop');
+    expect(events.filter((e) => e.involvedObject?.name === 'cart')).toEqual([]);
+  });
+
   it('lists and watches only the Services and EndpointSlices labelled as imported, not every one of the cluster', () => {
     for (const path of ['/api/v1/services', '/apis/discovery.k8s.io/v1/endpointslices']) {
       const asked = server.requests.filter((r) => r.path === path);

@@ -163,6 +163,9 @@ export interface AgentStatus {
   degraded: { import: string; error: string }[];
 }
 
+/** How long a problem of an import must last before the agent reports it in an Event. */
+const REPORT_AFTER_MS = 2_000;
+
 export class Agent {
   readonly #o: AgentOptions;
   readonly #clock: Clock;
@@ -187,7 +190,10 @@ export class Agent {
   readonly #dirty = new Set<string>();
   /** `ip:port` → what the datapath holds for it as last written; undefined: unknown (at start, after a failed write). */
   #written: Map<string, RedirectEntry> | undefined;
-  #reported = new Set<string>();
+  /** Problems (`import\nerror`) reported (or past the wait and left out by the limits), and when each was first seen. */
+  readonly #reported = new Set<string>();
+  readonly #firstSeen = new Map<string, number>();
+  #reportTimer: unknown;
   readonly #lastEvent = new Map<string, number>();
   readonly status: AgentStatus = { synced: false, redirects: 0, reconciles: 0, lastError: undefined, degraded: [] };
 
@@ -371,25 +377,45 @@ export class Agent {
   }
 
   /**
-   * A Warning Event on each import when a problem of it first appears: not on every reconcile, at most once an
-   * hour per import (an import whose addresses keep changing must not flood the API server from every node),
-   * and at most 20 per reconcile.
+   * A Warning Event on each import when a problem of it appears and lasts REPORT_AFTER_MS: not on every
+   * reconcile, not for what only lasts while the agent's watches catch up with each other (an import seen a
+   * moment before its Service), at most once an hour per import (an import whose addresses keep changing must
+   * not flood the API server from every node), and at most 20 per reconcile.
    */
   #report(problems: { import: string; error: string }[]): void {
-    const now = new Set(problems.map((p) => `${p.import}\n${p.error}`));
+    const key = (p: { import: string; error: string }) => `${p.import}\n${p.error}`;
+    const now = new Set(problems.map(key));
     const t = this.#clock.now();
+    for (const k of this.#firstSeen.keys()) if (!now.has(k)) this.#firstSeen.delete(k);
+    for (const k of this.#reported) if (!now.has(k)) this.#reported.delete(k);
     let sent = 0;
+    let wait = Infinity;
     for (const p of problems) {
+      const k = key(p);
+      if (this.#reported.has(k)) continue;
+      const first = this.#firstSeen.get(k) ?? t;
+      this.#firstSeen.set(k, first);
+      if (t - first < REPORT_AFTER_MS) {
+        wait = Math.min(wait, first + REPORT_AFTER_MS - t);
+        continue;
+      }
+      this.#reported.add(k);
       const { namespace, name } = keyParts(p.import);
       const imp = this.#informers?.imports.get(name, namespace);
       const last = this.#lastEvent.get(p.import);
-      if (!imp || this.#reported.has(`${p.import}\n${p.error}`) || (last !== undefined && t - last < 3_600_000) || sent >= 20) continue;
+      if (!imp || (last !== undefined && t - last < 3_600_000) || sent >= 20) continue;
       sent++;
       this.#lastEvent.set(p.import, t);
       void this.#o.source.event(imp, { type: 'Warning', reason: 'NotRedirected', message: p.error });
     }
     for (const [k, at] of this.#lastEvent) if (t - at >= 3_600_000) this.#lastEvent.delete(k);
-    this.#reported = now;
+    if (wait < Infinity && this.#reportTimer === undefined && !this.#closed) {
+      this.#reportTimer = this.#clock.setTimeout(() => {
+        this.#reportTimer = undefined;
+        if (!this.#closed) this.#report(this.status.degraded);
+      }, wait);
+      (this.#reportTimer as { unref?: () => void }).unref?.();
+    }
   }
 
   /** Stops watching; the datapath keeps what was written (a restarted agent takes over). */
@@ -402,6 +428,7 @@ export class Agent {
     if (err) this.#log.error({ err }, 'agent aborted');
     this.#closed = true;
     if (this.#resync !== undefined) this.#clock.clearTimeout(this.#resync);
+    if (this.#reportTimer !== undefined) this.#clock.clearTimeout(this.#reportTimer);
     void this.#reconciles.close();
     for (const i of Object.values(this.#informers ?? {})) i.close();
     for (const i of this.#ownSlices.values()) i.close();
