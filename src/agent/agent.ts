@@ -6,7 +6,7 @@ import { type EndpointSlice, SERVICE_NAME_LABEL, type Service } from '../api/cor
 import { type ClusterKey, type GlobalTrafficPolicy, IMPORTED_LABEL, type ServiceImport } from '../api/flomesh.js';
 import type { ServiceEntry } from '../bpf/services.js';
 import type { ServiceKey } from '../bpf/codecs.js';
-import { SliceIndex } from '../endpoints/slices.js';
+import { SliceIndex, ownerOf } from '../endpoints/slices.js';
 import { type Logger, componentLogger } from '../logger.js';
 import type { Route, RouteTable } from '../proxy/proxy.js';
 import { Backoff } from '../util/backoff.js';
@@ -212,7 +212,7 @@ export class Agent {
     };
     const sliceChanged = (e: WatchEvent<EndpointSlice & { apiVersion: string }>) => {
       // A service whose slices are watched by name (below) takes them from that watch alone.
-      if (this.#ownSlices.has(serviceOfSlice(e.object))) return;
+      if (this.#ownSlices.has(ownerOf(e.object) ?? '')) return;
       this.#sliceEvent(e);
     };
     const health = () => this.trigger();
@@ -269,7 +269,7 @@ export class Agent {
       held.close();
       for (const sl of this.#slices.of(key)) this.#slices.delete(sl);
       // Back to the labelled watch: what it holds of the service (slices labelled by hand) is filed again.
-      for (const sl of this.#informers?.slices.list() ?? []) if (serviceOfSlice(sl) === key) this.#slices.set(sl);
+      for (const sl of this.#informers?.slices.list() ?? []) if (ownerOf(sl) === key) this.#slices.set(sl);
       this.#dirty.add(key);
     }
   }
@@ -436,8 +436,3 @@ export class Agent {
   }
 }
 
-/** `namespace/name` of the Service an EndpointSlice belongs to ('' for none). */
-const serviceOfSlice = (s: EndpointSlice): string => {
-  const name = s.metadata.labels?.[SERVICE_NAME_LABEL];
-  return name === undefined ? '' : `${s.metadata.namespace ?? 'default'}/${name}`;
-};

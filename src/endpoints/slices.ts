@@ -47,7 +47,8 @@ export function localEndpoints(service: Service | undefined, slices: EndpointSli
 }
 
 const sliceKey = (s: EndpointSlice): string => `${s.metadata.namespace ?? 'default'}/${s.metadata.name}`;
-const ownerOf = (s: EndpointSlice): string | undefined => {
+/** `namespace/name` of the Service a slice belongs to (its kubernetes.io/service-name label), if it names one. */
+export const ownerOf = (s: EndpointSlice): string | undefined => {
   const name = s.metadata.labels?.[SERVICE_NAME_LABEL];
   return name === undefined ? undefined : `${s.metadata.namespace ?? 'default'}/${name}`;
 };
